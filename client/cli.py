@@ -1,0 +1,19 @@
+"""The `ecert` command line. Each role's commands live in client/commands/; this file wires them."""
+from __future__ import annotations
+
+import typer
+
+from client.commands import db, receipt, serve
+
+app = typer.Typer(help="eCERT certification service: serve, transmit, match, audit.", no_args_is_help=True)
+serve.register(app)
+app.add_typer(db.app, name="db")
+app.add_typer(receipt.app, name="receipt")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

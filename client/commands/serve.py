@@ -1,0 +1,48 @@
+"""`ecert serve`: run the certification service until SIGTERM/SIGINT, then shut down gracefully."""
+from __future__ import annotations
+
+import logging
+import pathlib
+import signal
+import threading
+from typing import Optional
+
+import typer
+
+from server.config import Settings
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        host: Optional[str] = typer.Option(None, help="listen address (ECERT_HOST, default 127.0.0.1)"),
+        port: Optional[int] = typer.Option(None, help="listen port (ECERT_PORT, default 50051; 0 picks a free one)"),
+        insecure: bool = typer.Option(False, "--insecure", help="plaintext gRPC, for local development and tools"),
+        data_dir: Optional[pathlib.Path] = typer.Option(None, help="keys and SQLite file (ECERT_DATA_DIR)"),
+        database_url: Optional[str] = typer.Option(None, help="SQLAlchemy URL (ECERT_DATABASE_URL)"),
+        grace: float = typer.Option(10.0, help="seconds in-flight calls get to finish on shutdown"),
+    ) -> None:
+        """Serve ecert.v1 over gRPC, with health checking and reflection."""
+        from server.app import create_server
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        settings = Settings()
+        if host is not None:
+            settings.host = host
+        if port is not None:
+            settings.port = port
+        if data_dir is not None:
+            settings.data_dir = data_dir
+        if database_url is not None:
+            settings.database_url = database_url
+        if not insecure:
+            typer.echo("mutual TLS is not available yet: start with --insecure for plaintext", err=True)
+            raise typer.Exit(2)
+        running = create_server(settings)
+        typer.echo(f"ecert serving on {settings.host}:{running.port} (plaintext)", err=True)
+
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        stop.wait()
+        running.stop(grace)

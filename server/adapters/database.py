@@ -1,0 +1,112 @@
+"""Engines and sessions.
+
+SQLite (the embedded default): WAL, synchronous=FULL (an acknowledged answer survives a crash),
+and every write transaction funnelled through ONE connection opened with BEGIN IMMEDIATE. Several
+writer connections would sleep and retry on SQLite's file lock and give long tail latencies; one
+writer connection queues them in the pool instead. Reads use a separate pool and never block.
+
+PostgreSQL: one pool for reads and writes; correctness under concurrency comes from atomic
+conditional updates, not from the pool.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.domain.errors import DomainError, ErrorKind
+
+MIGRATIONS = pathlib.Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _sqlite_engine(url: str, *, writer: bool, pool_size: int, timeout: float) -> Engine:
+    engine = create_engine(
+        url,
+        pool_size=1 if writer else pool_size,
+        max_overflow=0,
+        pool_timeout=timeout,
+        connect_args={"check_same_thread": False, "timeout": timeout},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite would defer it).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):  # type: ignore[no-untyped-def]
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """The engines of one database and the sessions a unit of work opens on them."""
+
+    def __init__(self, url: str, *, pool_size: int = 16, timeout: float = 10.0):
+        self.url = url
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                pathlib.Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self.write_engine = _sqlite_engine(url, writer=True, pool_size=pool_size, timeout=timeout)
+            self.read_engine = _sqlite_engine(url, writer=False, pool_size=pool_size, timeout=timeout)
+        else:
+            self.write_engine = create_engine(
+                url, pool_size=pool_size, max_overflow=0, pool_timeout=timeout, pool_pre_ping=True
+            )
+            self.read_engine = self.write_engine
+        self._writer = sessionmaker(self.write_engine, expire_on_commit=False)
+        self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    def session(self, *, write: bool) -> Session:
+        return (self._writer if write else self._reader)()
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest Alembic revision."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.write_engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def dispose(self) -> None:
+        self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            self.read_engine.dispose()
+
+
+@contextmanager
+def translate_pool_timeout() -> Iterator[None]:
+    """A full connection pool means the service is saturated: tell the caller to back off."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    try:
+        yield
+    except PoolTimeout as exc:
+        raise DomainError(
+            "DATABASE_BUSY", "too many transactions in flight; retry with backoff", ErrorKind.EXHAUSTED
+        ) from exc
+
+
+def default_database_url(data_dir: str | os.PathLike[str]) -> str:
+    return f"sqlite:///{pathlib.Path(data_dir).resolve() / 'ecert.db'}"

@@ -1,0 +1,95 @@
+"""Key material on disk: partners' registered public keys and customs' receipt-signing key."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import pathlib
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from server.domain.signing import Signer, TrustedKey, TrustStore
+
+log = logging.getLogger(__name__)
+
+
+def _instant(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def public_key_pem(key: Ed25519PublicKey) -> str:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def load_public_key(pem: str | bytes) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("not an Ed25519 public key")
+    return key
+
+
+def load_trust_store(path: str | pathlib.Path) -> TrustStore:
+    """Partner document-signing keys: {"keys": [{key_id, partner, public_key_pem, not_before, not_after}]}."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        log.warning("no partner trust store at %s: every transmission will be rejected", path)
+        return TrustStore([])
+    document = json.loads(path.read_text(encoding="utf-8"))
+    return TrustStore(
+        [
+            TrustedKey(
+                key_id=entry["key_id"],
+                partner=entry["partner"],
+                public_key=load_public_key(entry["public_key_pem"]),
+                not_before=_instant(entry["not_before"]),
+                not_after=_instant(entry["not_after"]),
+            )
+            for entry in document["keys"]
+        ]
+    )
+
+
+def trust_entry(signer: Signer, partner: str, not_before: dt.datetime, not_after: dt.datetime) -> dict[str, Any]:
+    return {
+        "key_id": signer.key_id,
+        "partner": partner,
+        "public_key_pem": public_key_pem(signer.public_key),
+        "not_before": not_before.isoformat(),
+        "not_after": not_after.isoformat(),
+    }
+
+
+def write_trust_store(path: str | pathlib.Path, entries: list[dict[str, Any]]) -> None:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"keys": entries}, indent=2) + "\n", encoding="utf-8")
+
+
+def save_private_key(path: str | pathlib.Path, key: Ed25519PrivateKey) -> None:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def load_signer(path: str | pathlib.Path, key_id: str) -> Signer:
+    key = serialization.load_pem_private_key(pathlib.Path(path).read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return Signer(key_id, key)
+
+
+def load_or_create_signer(path: str | pathlib.Path, key_id: str) -> Signer:
+    """The receipt-signing key; a development setup without one gets a fresh key (logged)."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        log.warning("no receipt-signing key at %s: generating one", path)
+        save_private_key(path, Ed25519PrivateKey.generate())
+        pathlib.Path(str(path) + ".pub").write_text(public_key_pem(load_signer(path, key_id).public_key))
+    return load_signer(path, key_id)

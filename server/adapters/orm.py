@@ -1,0 +1,159 @@
+"""Database rows (SQLAlchemy 2 typed mappings), kept apart from the domain's dataclasses.
+
+Quantities are stored as integers of micro-units (1 unit = 1,000,000): exact on every engine,
+and the atomic conditional updates that charge certificates and levels stay integer arithmetic.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+MICRO = Decimal(1_000_000)
+
+
+class ExactQuantity(TypeDecorator[Decimal]):
+    """A Decimal with up to six fractional digits, stored as a BigInteger of micro-units."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: object) -> int | None:
+        if value is None:
+            return None
+        scaled = value * MICRO
+        if scaled != scaled.to_integral_value():
+            raise ValueError(f"{value} has more than six decimal places")
+        return int(scaled)
+
+    def process_result_value(self, value: int | None, dialect: object) -> Decimal | None:
+        return None if value is None else (Decimal(value) / MICRO).normalize()
+
+
+def to_micro(value: Decimal) -> int:
+    return int(value * MICRO)
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC instants on every engine (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(dt.timezone.utc)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class TransmissionRow(Base):
+    """One accepted transmission exactly as received, with the receipt customs gave for it."""
+
+    __tablename__ = "transmissions"
+    __table_args__ = (UniqueConstraint("sender", "message_id", name="uq_transmissions_sender_message"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sender: Mapped[str] = mapped_column(String(8))
+    message_id: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    action: Mapped[str] = mapped_column(String(16))
+    issuing_country: Mapped[str] = mapped_column(String(8))
+    certificate_number: Mapped[str] = mapped_column(String(64))
+    certificate_version: Mapped[int] = mapped_column(Integer)
+    sent_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    key_id: Mapped[str] = mapped_column(String(128))
+    # The canonical bytes the partner signed, and its signature: the evidence, kept verbatim.
+    signed_bytes: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    receipt_id: Mapped[str] = mapped_column(String(64), unique=True)
+    # The signed receipt's canonical JSON and signature, returned unchanged to a retry.
+    receipt_json: Mapped[str] = mapped_column(Text)
+    receipt_signature: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CertificateVersionRow(Base):
+    """Every version of every certificate, never overwritten."""
+
+    __tablename__ = "certificate_versions"
+
+    issuing_country: Mapped[str] = mapped_column(String(8), primary_key=True)
+    certificate_number: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    tpl_number: Mapped[str] = mapped_column(String(16))
+    htsus_number: Mapped[str] = mapped_column(String(16))
+    goods_description: Mapped[str] = mapped_column(Text)
+    quantity: Mapped[Decimal] = mapped_column(ExactQuantity())
+    unit: Mapped[str] = mapped_column(String(8))
+    importer_of_record: Mapped[str] = mapped_column(String(16))
+    exporter_name: Mapped[str] = mapped_column(Text)
+    exporter_address: Mapped[str] = mapped_column(Text)
+    exporter_tax_id: Mapped[str] = mapped_column(Text)
+    producer_name: Mapped[str] = mapped_column(Text)
+    producer_address: Mapped[str] = mapped_column(Text)
+    producer_tax_id: Mapped[str] = mapped_column(Text)
+    quota_year: Mapped[int] = mapped_column(Integer)
+    issue_date: Mapped[dt.date] = mapped_column(Date)
+    last_valid_date: Mapped[dt.date] = mapped_column(Date)
+    invoice_number: Mapped[str] = mapped_column(Text)
+    transmission_id: Mapped[int] = mapped_column(ForeignKey("transmissions.id"))
+
+
+class CertificateRow(Base):
+    """The latest state of each certificate: what matching reads and charges."""
+
+    __tablename__ = "certificates"
+    __table_args__ = (
+        Index("ix_certificates_listing", "issuing_country", "status", "quota_year", "tpl_number"),
+    )
+
+    issuing_country: Mapped[str] = mapped_column(String(8), primary_key=True)
+    certificate_number: Mapped[str] = mapped_column(String(64), primary_key=True)
+    current_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    tpl_number: Mapped[str] = mapped_column(String(16))
+    quota_year: Mapped[int] = mapped_column(Integer)
+    unit: Mapped[str] = mapped_column(String(8))
+    importer_of_record: Mapped[str] = mapped_column(String(16))
+    quantity: Mapped[Decimal] = mapped_column(ExactQuantity())
+    # Charged by entries (eCERT 2.0 decrement); never above `quantity`.
+    used_quantity: Mapped[Decimal] = mapped_column(ExactQuantity(), default=Decimal(0))
+    # Entries currently holding a charge on the certificate (activity report condition 10).
+    matched_entries: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())

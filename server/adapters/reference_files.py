@@ -1,0 +1,44 @@
+"""Reading reference-data files (JSON) into the domain's ReferenceData."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import pathlib
+from decimal import Decimal
+from typing import Any
+
+from server.domain.reference import Partner, ReferenceData, TplDefinition
+
+PACKAGED = pathlib.Path(__file__).resolve().parent.parent / "reference_data" / "usmca-mx.json"
+
+
+def parse_reference_data(document: dict[str, Any]) -> ReferenceData:
+    partners = {
+        p["country"]: Partner(
+            country=p["country"],
+            name=p["name"],
+            certificate_number_pattern=p["certificate_number_pattern"],
+            ecert_effective_date=dt.date.fromisoformat(p["ecert_effective_date"]),
+        )
+        for p in document["partners"]
+    }
+    tpls = {}
+    for t in document["tpls"]:
+        first, last = t["years"]
+        tpls[t["tpl_number"]] = TplDefinition(
+            tpl_number=t["tpl_number"],
+            label=t["label"],
+            description=t["description"],
+            partner=t["partner"],
+            measure_unit=t["measure_unit"],
+            allowed_units=tuple(t["allowed_units"]),
+            htsus_chapters=tuple(t.get("htsus_chapters", ())),
+            fileable=t.get("fileable", True),
+            aggregate=t.get("aggregate"),
+            annual_limits={year: Decimal(t["annual_limit"]) for year in range(first, last + 1)},
+        )
+    return ReferenceData(version=document["version"], source=document["source"], tpls=tpls, partners=partners)
+
+
+def load_reference_data(path: str | pathlib.Path | None = None) -> ReferenceData:
+    return parse_reference_data(json.loads(pathlib.Path(path or PACKAGED).read_text(encoding="utf-8")))

@@ -1,0 +1,175 @@
+"""Protobuf messages <-> domain objects. No rules here: text passes through as transmitted."""
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ecert.v1 import certificate_pb2 as cpb
+from ecert.v1 import transmission_pb2 as tpb
+from server.domain.certificate import Certificate, CertificateDraft, PartyDraft
+from server.domain.errors import Finding, Severity
+from server.domain.quantity import format_quantity
+from server.domain.receipt import Outcome, Receipt
+from server.domain.records import ActivityEntry, StoredVersion
+from server.domain.transmission import Action, CertificateStatus, Envelope
+
+ACTION_FROM_PROTO = {
+    tpb.TRANSMISSION_ACTION_CREATE: Action.CREATE,
+    tpb.TRANSMISSION_ACTION_REPLACE: Action.REPLACE,
+    tpb.TRANSMISSION_ACTION_CANCEL: Action.CANCEL,
+}
+ACTION_TO_PROTO = {v.value: k for k, v in ACTION_FROM_PROTO.items()}
+OUTCOME_TO_PROTO = {
+    Outcome.ACCEPTED: tpb.TRANSMISSION_OUTCOME_ACCEPTED,
+    Outcome.ACCEPTED_WITH_WARNINGS: tpb.TRANSMISSION_OUTCOME_ACCEPTED_WITH_WARNINGS,
+    Outcome.REJECTED: tpb.TRANSMISSION_OUTCOME_REJECTED,
+}
+OUTCOME_FROM_PROTO = {v: k for k, v in OUTCOME_TO_PROTO.items()}
+SEVERITY_TO_PROTO = {Severity.WARNING: tpb.SEVERITY_WARNING, Severity.ERROR: tpb.SEVERITY_ERROR}
+SEVERITY_FROM_PROTO = {v: k for k, v in SEVERITY_TO_PROTO.items()}
+STATUS_TO_PROTO = {
+    CertificateStatus.ACTIVE: cpb.CERTIFICATE_STATUS_ACTIVE,
+    CertificateStatus.CANCELED: cpb.CERTIFICATE_STATUS_CANCELED,
+}
+STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
+
+
+def timestamp(at: dt.datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(at.astimezone(dt.timezone.utc))
+    return stamp
+
+
+def draft_from_proto(message: cpb.Certificate) -> CertificateDraft:
+    def party(p: cpb.Party) -> PartyDraft:
+        return PartyDraft(name=p.name, address=p.address, tax_id=p.tax_id)
+
+    return CertificateDraft(
+        certificate_number=message.certificate_number,
+        issuing_country=message.issuing_country,
+        tpl_number=message.tpl_number,
+        htsus_number=message.htsus_number,
+        goods_description=message.goods_description,
+        quantity=message.quantity,
+        unit=message.unit,
+        importer_of_record=message.importer_of_record,
+        exporter=party(message.exporter),
+        producer=party(message.producer),
+        quota_year=message.quota_year,
+        issue_date=message.issue_date,
+        last_valid_date=message.last_valid_date,
+        invoice_number=message.invoice_number,
+    )
+
+
+def envelope_from_proto(message: tpb.SignedEnvelope) -> Envelope:
+    return Envelope(
+        message_id=message.message_id,
+        sender=message.sender,
+        sent_at_seconds=message.sent_at.seconds,
+        sent_at_nanos=message.sent_at.nanos,
+        action=ACTION_FROM_PROTO.get(message.action),
+        replaces_version=message.replaces_version,
+        key_id=message.key_id,
+        signature=message.signature,
+        certificate=draft_from_proto(message.certificate),
+    )
+
+
+def certificate_to_proto(c: Certificate) -> cpb.Certificate:
+    return cpb.Certificate(
+        certificate_number=c.certificate_number,
+        issuing_country=c.issuing_country,
+        tpl_number=c.tpl_number,
+        htsus_number=c.htsus_number,
+        goods_description=c.goods_description,
+        quantity=format_quantity(c.quantity),
+        unit=c.unit,
+        importer_of_record=c.importer_of_record,
+        exporter=cpb.Party(name=c.exporter.name, address=c.exporter.address, tax_id=c.exporter.tax_id),
+        producer=cpb.Party(name=c.producer.name, address=c.producer.address, tax_id=c.producer.tax_id),
+        quota_year=c.quota_year,
+        issue_date=c.issue_date.isoformat(),
+        last_valid_date=c.last_valid_date.isoformat(),
+        invoice_number=c.invoice_number,
+    )
+
+
+def issue_to_proto(finding: Finding, prefix: str = "") -> tpb.TransmissionIssue:
+    return tpb.TransmissionIssue(
+        code=finding.code,
+        field=prefix + finding.field,
+        description=finding.description,
+        severity=SEVERITY_TO_PROTO[finding.severity],
+    )
+
+
+def receipt_to_proto(r: Receipt) -> tpb.Receipt:
+    # Receipt issues keep the domain's field paths: they are part of what customs signed.
+    return tpb.Receipt(
+        receipt_id=r.receipt_id,
+        message_id=r.message_id,
+        sender=r.sender,
+        recipient=r.recipient,
+        digest_sha256=r.digest,
+        received_at=timestamp(r.received_at),
+        outcome=OUTCOME_TO_PROTO[r.outcome],
+        issues=[issue_to_proto(f) for f in r.issues],
+        action=ACTION_TO_PROTO.get(r.action, tpb.TRANSMISSION_ACTION_UNSPECIFIED),
+        certificate_number=r.certificate_number,
+        certificate_version=r.certificate_version,
+        signing_key_id=r.signing_key_id,
+        signature=r.signature,
+    )
+
+
+def receipt_from_proto(m: tpb.Receipt) -> Receipt:
+    """For offline verification: rebuild the domain receipt from what a sender kept."""
+    action = next((a for a, p in ACTION_TO_PROTO.items() if p == m.action), "UNSPECIFIED")
+    return Receipt(
+        receipt_id=m.receipt_id,
+        message_id=m.message_id,
+        sender=m.sender,
+        recipient=m.recipient,
+        digest=m.digest_sha256,
+        received_at=m.received_at.ToDatetime(tzinfo=dt.timezone.utc),
+        outcome=OUTCOME_FROM_PROTO.get(m.outcome, Outcome.REJECTED),
+        issues=tuple(
+            Finding(i.code, i.field, i.description, SEVERITY_FROM_PROTO.get(i.severity, Severity.ERROR)) for i in m.issues
+        ),
+        action=action,
+        certificate_number=m.certificate_number,
+        certificate_version=m.certificate_version,
+        signing_key_id=m.signing_key_id,
+        signature=m.signature,
+    )
+
+
+def stored_to_proto(s: StoredVersion) -> cpb.StoredCertificate:
+    return cpb.StoredCertificate(
+        certificate=certificate_to_proto(s.certificate),
+        version=s.version,
+        status=STATUS_TO_PROTO[s.status],
+        remaining_quantity=format_quantity(s.remaining_quantity),
+        received_at=timestamp(s.received_at),
+        message_id=s.message_id,
+        receipt_id=s.receipt_id,
+        digest_sha256=s.digest,
+        sender=s.sender,
+        current=s.current,
+    )
+
+
+def activity_to_proto(e: ActivityEntry) -> tpb.ActivityReportEntry:
+    return tpb.ActivityReportEntry(
+        certificate_number=e.certificate_number,
+        condition=e.condition,
+        version=e.version,
+        tpl_number=e.tpl_number,
+        quota_year=e.quota_year,
+        quantity=format_quantity(e.quantity),
+        remaining_quantity=format_quantity(e.remaining_quantity),
+        unit=e.unit,
+        importer_of_record=e.importer_of_record,
+    )

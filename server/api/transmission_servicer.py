@@ -1,0 +1,71 @@
+"""ecert.v1.TransmissionService: requests to use cases, results to responses."""
+from __future__ import annotations
+
+import grpc
+from google.protobuf.message import Message
+
+from ecert.v1 import transmission_pb2 as tpb
+from ecert.v1 import transmission_pb2_grpc
+from server.api import converters as conv
+from server.api.errors import translate_errors
+from server.domain.errors import DomainError
+from server.service.transmissions import TransmissionRejected, TransmissionUseCases
+
+
+def _rejection_receipt(error: DomainError) -> list[Message]:
+    return [conv.receipt_to_proto(error.receipt)] if isinstance(error, TransmissionRejected) else []
+
+
+class TransmissionServicer(transmission_pb2_grpc.TransmissionServiceServicer):
+    def __init__(self, use_cases: TransmissionUseCases):
+        self.use_cases = use_cases
+
+    @translate_errors(field_prefix="envelope.", evidence=_rejection_receipt)
+    def SubmitCertificate(self, request: tpb.SubmitCertificateRequest, context: grpc.ServicerContext) -> tpb.SubmitCertificateResponse:
+        result = self.use_cases.submit(conv.envelope_from_proto(request.envelope))
+        return tpb.SubmitCertificateResponse(
+            receipt=conv.receipt_to_proto(result.receipt),
+            certificate=conv.stored_to_proto(result.certificate),
+            replayed=result.replayed,
+        )
+
+    @translate_errors(field_prefix="envelope.")
+    def ValidateCertificate(self, request: tpb.ValidateCertificateRequest, context: grpc.ServicerContext) -> tpb.ValidateCertificateResponse:
+        report = self.use_cases.validate(conv.envelope_from_proto(request.envelope))
+        return tpb.ValidateCertificateResponse(
+            valid=report.valid,
+            issues=[conv.issue_to_proto(f, "envelope.") for f in report.findings],
+            digest_sha256=report.digest,
+        )
+
+    @translate_errors()
+    def GetCertificate(self, request: tpb.GetCertificateRequest, context: grpc.ServicerContext) -> tpb.GetCertificateResponse:
+        stored = self.use_cases.get(request.issuing_country, request.certificate_number, request.version)
+        return tpb.GetCertificateResponse(certificate=conv.stored_to_proto(stored))
+
+    @translate_errors()
+    def ListCertificates(self, request: tpb.ListCertificatesRequest, context: grpc.ServicerContext) -> tpb.ListCertificatesResponse:
+        page = self.use_cases.list(
+            request.issuing_country,
+            page_size_requested=request.page_size,
+            page_token=request.page_token,
+            status=conv.STATUS_FROM_PROTO.get(request.status),
+            quota_year=request.quota_year,
+            tpl_number=request.tpl_number,
+        )
+        return tpb.ListCertificatesResponse(
+            certificates=[conv.stored_to_proto(s) for s in page.items], next_page_token=page.next_page_token
+        )
+
+    @translate_errors()
+    def GetActivityReport(self, request: tpb.GetActivityReportRequest, context: grpc.ServicerContext) -> tpb.GetActivityReportResponse:
+        page = self.use_cases.activity_report(
+            request.issuing_country,
+            condition=request.condition,
+            quota_year=request.quota_year,
+            page_size_requested=request.page_size,
+            page_token=request.page_token,
+        )
+        return tpb.GetActivityReportResponse(
+            entries=[conv.activity_to_proto(e) for e in page.items], next_page_token=page.next_page_token
+        )

@@ -1,0 +1,35 @@
+"""Service configuration from ECERT_* environment variables (flags override them)."""
+from __future__ import annotations
+
+import os
+import pathlib
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"ECERT_{name}", default)
+
+
+@dataclass
+class Settings:
+    data_dir: pathlib.Path = field(default_factory=lambda: pathlib.Path(_env("DATA_DIR", "ecert-data")))
+    database_url: str = field(default_factory=lambda: _env("DATABASE_URL", ""))
+    host: str = field(default_factory=lambda: _env("HOST", "127.0.0.1"))
+    port: int = field(default_factory=lambda: int(_env("PORT", "50051")))
+    trust_store: str = field(default_factory=lambda: _env("TRUST_STORE", ""))
+    receipt_key: str = field(default_factory=lambda: _env("RECEIPT_KEY", ""))
+    receipt_key_id: str = field(default_factory=lambda: _env("RECEIPT_KEY_ID", "us-cbp-receipts-1"))
+    recipient: str = field(default_factory=lambda: _env("RECIPIENT", "US-CBP"))
+    reference_data: str = field(default_factory=lambda: _env("REFERENCE_DATA", ""))
+    max_clock_skew_seconds: int = field(default_factory=lambda: int(_env("MAX_CLOCK_SKEW_SECONDS", "600")))
+    workers: int = field(default_factory=lambda: int(_env("WORKERS", "16")))
+    db_pool_size: int = field(default_factory=lambda: int(_env("DB_POOL_SIZE", "16")))
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'ecert.db').resolve()}"
+
+    def resolved_trust_store(self) -> pathlib.Path:
+        return pathlib.Path(self.trust_store) if self.trust_store else self.data_dir / "trust" / "partner-keys.json"
+
+    def resolved_receipt_key(self) -> pathlib.Path:
+        return pathlib.Path(self.receipt_key) if self.receipt_key else self.data_dir / "keys" / "receipt-signing.pem"

@@ -1,0 +1,75 @@
+"""Receipts: customs' signed statement of what it received, from whom, when, and what it decided."""
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field, replace
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from server.domain.canonical import RECEIPT_TAG, canonical_json, instant
+from server.domain.errors import Finding, Severity
+from server.domain.signing import Signer
+
+
+class Outcome(enum.Enum):
+    ACCEPTED = "ACCEPTED"
+    ACCEPTED_WITH_WARNINGS = "ACCEPTED_WITH_WARNINGS"
+    REJECTED = "REJECTED"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    receipt_id: str
+    message_id: str
+    sender: str
+    recipient: str
+    digest: bytes
+    received_at: dt.datetime
+    outcome: Outcome
+    issues: tuple[Finding, ...]
+    action: str
+    certificate_number: str
+    certificate_version: int
+    signing_key_id: str
+    signature: bytes = field(default=b"", compare=False)
+
+    def signing_bytes(self) -> bytes:
+        seconds = int(self.received_at.timestamp())
+        nanos = self.received_at.microsecond * 1000
+        body = {
+            "receipt_id": self.receipt_id,
+            "message_id": self.message_id,
+            "sender": self.sender,
+            "recipient": self.recipient,
+            "digest_sha256": self.digest.hex(),
+            "received_at": instant(seconds, nanos),
+            "outcome": self.outcome.value,
+            "issues": [
+                {"code": f.code, "field": f.field, "description": f.description, "severity": f.severity.value}
+                for f in self.issues
+            ],
+            "action": self.action,
+            "certificate_number": self.certificate_number,
+            "certificate_version": self.certificate_version,
+            "signing_key_id": self.signing_key_id,
+        }
+        return RECEIPT_TAG + canonical_json(body)
+
+    def signed_by(self, signer: Signer) -> "Receipt":
+        unsigned = replace(self, signing_key_id=signer.key_id, signature=b"")
+        return replace(unsigned, signature=signer.sign(unsigned.signing_bytes()))
+
+    def verify(self, public_key: Ed25519PublicKey) -> bool:
+        try:
+            public_key.verify(self.signature, self.signing_bytes())
+        except InvalidSignature:
+            return False
+        return True
+
+
+def outcome_for(findings: list[Finding]) -> Outcome:
+    if any(f.severity is Severity.ERROR for f in findings):
+        return Outcome.REJECTED
+    return Outcome.ACCEPTED_WITH_WARNINGS if findings else Outcome.ACCEPTED

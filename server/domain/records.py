@@ -1,0 +1,55 @@
+"""Read models of what is stored: a certificate version with its provenance, a receipted transmission."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+from server.domain.certificate import Certificate
+from server.domain.receipt import Receipt
+from server.domain.transmission import CertificateStatus
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    certificate: Certificate
+    version: int
+    status: CertificateStatus
+    remaining_quantity: Decimal
+    received_at: dt.datetime
+    message_id: str
+    receipt_id: str
+    digest: bytes
+    sender: str
+    current: bool
+
+
+@dataclass(frozen=True)
+class TransmissionRecord:
+    sender: str
+    message_id: str
+    digest: bytes
+    receipt: Receipt
+
+
+@dataclass(frozen=True)
+class ActivityEntry:
+    certificate_number: str
+    condition: int  # eCERT condition code: 10 matched, 11 unmatched, 12 canceled
+    version: int
+    tpl_number: str
+    quota_year: int
+    quantity: Decimal
+    remaining_quantity: Decimal
+    unit: str
+    importer_of_record: str
+
+
+# eCERT activity-report condition codes.
+MATCHED, UNMATCHED, CANCELED = 10, 11, 12
+
+
+def activity_condition(status: CertificateStatus, matched_entries: int) -> int:
+    if status is CertificateStatus.CANCELED:
+        return CANCELED
+    return MATCHED if matched_entries > 0 else UNMATCHED

@@ -1,0 +1,50 @@
+"""Reference data the rules depend on: TPLs and partners. Loaded from data files, never hard-coded."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class TplDefinition:
+    """One tariff preference level, identified by its Chapter 98 number."""
+
+    tpl_number: str  # "9823.53.01"
+    label: str  # "TPL 1"
+    description: str
+    partner: str  # the exporting country whose goods it covers ("MX")
+    measure_unit: str  # unit the level is counted in: "SME" or "KG"
+    allowed_units: tuple[str, ...]  # units a certificate for this TPL may be issued in
+    htsus_chapters: tuple[str, ...] = ()  # 2- or 4-digit prefixes of goods usually under it
+    fileable: bool = True  # False for an aggregate ceiling claimed only through its members
+    aggregate: str | None = None  # Chapter 98 number of the aggregate ceiling also charged
+    annual_limits: dict[int, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Partner:
+    """A partner government transmitting certificates, with its own configuration."""
+
+    country: str  # ISO 3166-1 alpha-2
+    name: str
+    certificate_number_pattern: str  # a full-match regular expression
+    ecert_effective_date: dt.date  # entries before it need no eCERT transmission
+
+    def certificate_number_ok(self, number: str) -> bool:
+        return re.fullmatch(self.certificate_number_pattern, number) is not None
+
+
+@dataclass(frozen=True)
+class ReferenceData:
+    version: str
+    source: str
+    tpls: dict[str, TplDefinition]
+    partners: dict[str, Partner]
+
+    def tpl(self, tpl_number: str) -> TplDefinition | None:
+        return self.tpls.get(tpl_number)
+
+    def partner(self, country: str) -> Partner | None:
+        return self.partners.get(country)

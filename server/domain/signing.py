@@ -1,0 +1,75 @@
+"""Document signatures (Ed25519): partners sign envelopes, customs signs receipts."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from server.domain.errors import DomainError, ErrorKind, Finding
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """A partner's registered document-signing public key and the window in which it may sign."""
+
+    key_id: str
+    partner: str
+    public_key: Ed25519PublicKey
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+
+class TrustStore:
+    def __init__(self, keys: list[TrustedKey]):
+        self._keys = {k.key_id: k for k in keys}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def keys(self) -> list[TrustedKey]:
+        return list(self._keys.values())
+
+    def verify(self, *, sender: str, key_id: str, signature: bytes, data: bytes, signed_at: dt.datetime) -> TrustedKey:
+        """Check that `sender` signed `data` with a key valid at `signed_at`; raise otherwise."""
+
+        def reject(reason: str, field: str, message: str) -> DomainError:
+            return DomainError(reason, message, ErrorKind.INVALID, [Finding(reason, field, message)])
+
+        if not key_id:
+            raise reject("SIGNING_KEY_ID_MISSING", "key_id", "the envelope names no signing key")
+        if not signature:
+            raise reject("SIGNATURE_MISSING", "signature", "the envelope is not signed")
+        key = self._keys.get(key_id)
+        if key is None:
+            raise reject("SIGNING_KEY_UNKNOWN", "key_id", "no document-signing key with this id is registered")
+        if key.partner != sender:
+            raise reject("SIGNING_KEY_NOT_SENDERS", "key_id", "the signing key belongs to another partner")
+        if not key.not_before <= signed_at <= key.not_after:
+            raise reject("SIGNING_KEY_EXPIRED", "key_id", "the signing key was not valid when the envelope was sent")
+        try:
+            key.public_key.verify(signature, data)
+        except InvalidSignature:
+            raise reject("SIGNATURE_INVALID", "signature", "the signature does not match the envelope's content") from None
+        return key
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A private signing key with the id under which its public half is published."""
+
+    key_id: str
+    private_key: Ed25519PrivateKey
+
+    def sign(self, data: bytes) -> bytes:
+        return self.private_key.sign(data)
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self.private_key.public_key()

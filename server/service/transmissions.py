@@ -1,0 +1,312 @@
+"""Use cases of the partner-facing API: submit, validate and read certificates."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy.exc import IntegrityError
+
+from server.adapters.database import Database
+from server.domain.certificate import Certificate, validate_certificate
+from server.domain.errors import DomainError, ErrorKind, Finding, Severity, errors_only
+from server.domain.receipt import Outcome, Receipt, outcome_for
+from server.domain.records import ActivityEntry, StoredVersion
+from server.domain.reference import ReferenceData
+from server.domain.signing import Signer, TrustStore
+from server.domain.transmission import Action, CertificateStatus, Envelope, check_envelope, plan_transition
+from server.service.clock import Clock, new_id
+from server.service.pagination import decode_token, encode_token, page_size
+from server.service.unit_of_work import UnitOfWork
+
+
+class TransmissionRejected(DomainError):
+    """A refused transmission. It carries the signed rejection receipt, which the sender keeps."""
+
+    receipt: Receipt
+
+    @classmethod
+    def wrap(cls, error: DomainError, receipt: Receipt) -> "TransmissionRejected":
+        rejected = cls(error.reason, error.message, error.kind, list(error.findings), dict(error.metadata))
+        rejected.receipt = receipt
+        return rejected
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    receipt: Receipt
+    certificate: StoredVersion
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    valid: bool
+    findings: list[Finding]
+    digest: bytes
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str
+
+
+class TransmissionUseCases:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        trust_store: TrustStore,
+        receipt_signer: Signer,
+        reference: ReferenceData,
+        clock: Clock,
+        recipient: str,
+        max_clock_skew: dt.timedelta,
+    ):
+        self.database = database
+        self.trust_store = trust_store
+        self.signer = receipt_signer
+        self.reference = reference
+        self.clock = clock
+        self.recipient = recipient
+        self.max_clock_skew = max_clock_skew
+
+    # -- submitting -------------------------------------------------------------------------------
+
+    def submit(self, envelope: Envelope) -> SubmitResult:
+        received_at = self.clock.now()
+        digest = envelope.digest()
+
+        def reject(error: DomainError) -> TransmissionRejected:
+            return TransmissionRejected.wrap(error, self._receipt(envelope, digest, received_at, Outcome.REJECTED, error.findings, 0))
+
+        try:
+            self._verify_signature(envelope)
+        except DomainError as error:
+            raise reject(error) from None
+
+        replay = self._replay(envelope, digest)
+        if replay is not None:
+            return replay
+
+        certificate, findings = self._check(envelope, received_at)
+        if errors_only(findings):
+            first = errors_only(findings)[0]
+            raise reject(DomainError(first.code, "the transmission has invalid fields", ErrorKind.INVALID, findings))
+
+        try:
+            with UnitOfWork(self.database, write=True) as uow:
+                country = envelope.certificate.issuing_country
+                number = envelope.certificate.certificate_number
+                head = uow.certificates.head(country, number)
+                assert envelope.action is not None
+                try:
+                    transition = plan_transition(envelope.action, envelope.replaces_version, certificate, head)
+                except DomainError as error:
+                    raise reject(error) from None
+                if certificate is None:  # CANCEL: the canceled version repeats the last one's elements
+                    certificate = uow.certificates.latest_certificate(country, number)
+                    assert certificate is not None
+                receipt = self._receipt(
+                    envelope, digest, received_at, outcome_for(findings), findings, transition.version
+                )
+                transmission_id = uow.transmissions.add(
+                    receipt=receipt,
+                    issuing_country=country,
+                    sent_at=envelope.sent_at,
+                    key_id=envelope.key_id,
+                    signed_bytes=envelope.signed_bytes(),
+                    signature=envelope.signature,
+                )
+                uow.certificates.add_version(
+                    certificate=certificate,
+                    version=transition.version,
+                    status=transition.status,
+                    transmission_id=transmission_id,
+                    at=received_at,
+                )
+                uow.commit()  # stored first; only then answered
+        except IntegrityError:
+            # A concurrent twin of this message won the unique (sender, message id) race.
+            replay = self._replay(envelope, digest)
+            if replay is None:
+                raise
+            return replay
+        return SubmitResult(receipt, self._stored(country, number, transition.version), replayed=False)
+
+    def validate(self, envelope: Envelope) -> ValidationReport:
+        """Every check of submit, reported as findings; nothing is stored."""
+        received_at = self.clock.now()
+        digest = envelope.digest()
+        findings: list[Finding] = []
+        try:
+            self._verify_signature(envelope)
+        except DomainError as error:
+            findings.extend(error.findings)
+        with UnitOfWork(self.database, write=False) as uow:
+            previous = uow.transmissions.get(envelope.sender, envelope.message_id)
+            if previous is not None:
+                findings.append(_reused_finding(previous.digest == digest))
+            certificate, certificate_findings = self._check(envelope, received_at)
+            findings.extend(certificate_findings)
+            if not errors_only(findings) and envelope.action is not None:
+                head = uow.certificates.head(envelope.certificate.issuing_country, envelope.certificate.certificate_number)
+                try:
+                    plan_transition(envelope.action, envelope.replaces_version, certificate, head)
+                except DomainError as error:
+                    findings.extend(error.findings or [Finding(error.reason, "certificate.certificate_number", error.message)])
+        return ValidationReport(not errors_only(findings), findings, digest)
+
+    def _verify_signature(self, envelope: Envelope) -> None:
+        self.trust_store.verify(
+            sender=envelope.sender,
+            key_id=envelope.key_id,
+            signature=envelope.signature,
+            data=envelope.signed_bytes(),
+            signed_at=envelope.sent_at,
+        )
+
+    def _check(self, envelope: Envelope, received_at: dt.datetime) -> tuple[Certificate | None, list[Finding]]:
+        findings = check_envelope(envelope, received_at, self.max_clock_skew)
+        if envelope.action is Action.CANCEL:
+            findings.extend(_cancel_findings(envelope))
+            return None, findings
+        certificate, certificate_findings = validate_certificate(
+            envelope.certificate, self.reference, envelope.sender, received_at.date()
+        )
+        return certificate, findings + certificate_findings
+
+    def _replay(self, envelope: Envelope, digest: bytes) -> SubmitResult | None:
+        with UnitOfWork(self.database, write=False) as uow:
+            previous = uow.transmissions.get(envelope.sender, envelope.message_id)
+            if previous is None:
+                return None
+            if previous.digest != digest:
+                finding = _reused_finding(False)
+                raise DomainError(
+                    finding.code,
+                    "this message id was already used for a transmission with other content",
+                    ErrorKind.ALREADY_EXISTS,
+                    [finding],
+                    metadata={"receipt_id": previous.receipt.receipt_id},
+                )
+            receipt = previous.receipt
+            stored = uow.certificates.version(
+                envelope.certificate.issuing_country, receipt.certificate_number, receipt.certificate_version
+            )
+        assert stored is not None
+        return SubmitResult(receipt, stored, replayed=True)
+
+    def _receipt(
+        self,
+        envelope: Envelope,
+        digest: bytes,
+        received_at: dt.datetime,
+        outcome: Outcome,
+        findings: list[Finding],
+        version: int,
+    ) -> Receipt:
+        return Receipt(
+            receipt_id=new_id("R"),
+            message_id=envelope.message_id,
+            sender=envelope.sender,
+            recipient=self.recipient,
+            digest=digest,
+            received_at=received_at,
+            outcome=outcome,
+            issues=tuple(findings),
+            action=envelope.action.value if envelope.action else "UNSPECIFIED",
+            certificate_number=envelope.certificate.certificate_number,
+            certificate_version=version,
+            signing_key_id=self.signer.key_id,
+        ).signed_by(self.signer)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _stored(self, country: str, number: str, version: int) -> StoredVersion:
+        with UnitOfWork(self.database, write=False) as uow:
+            stored = uow.certificates.version(country, number, version)
+        assert stored is not None
+        return stored
+
+    def get(self, country: str, number: str, version: int) -> StoredVersion:
+        _require({"issuing_country": country, "certificate_number": number})
+        if version < 0:
+            raise _invalid("VERSION_NEGATIVE", "version", "must be 0 (latest) or a version number")
+        with UnitOfWork(self.database, write=False) as uow:
+            stored = uow.certificates.version(country, number, version)
+        if stored is None:
+            raise DomainError(
+                "CERTIFICATE_NOT_FOUND",
+                "no such certificate" + (f" version {version}" if version else ""),
+                ErrorKind.NOT_FOUND,
+            )
+        return stored
+
+    def list(
+        self,
+        country: str,
+        *,
+        page_size_requested: int,
+        page_token: str,
+        status: CertificateStatus | None,
+        quota_year: int,
+        tpl_number: str,
+    ) -> Page[StoredVersion]:
+        _require({"issuing_country": country})
+        filters = {"country": country, "status": status.value if status else "", "year": quota_year, "tpl": tpl_number}
+        size = page_size(page_size_requested)
+        after = decode_token(page_token, filters)
+        with UnitOfWork(self.database, write=False) as uow:
+            rows = uow.certificates.list_latest(
+                country, after=after, limit=size + 1, status=status, quota_year=quota_year, tpl_number=tpl_number
+            )
+        more = len(rows) > size
+        rows = rows[:size]
+        token = encode_token(rows[-1].certificate.certificate_number, filters) if more else ""
+        return Page(rows, token)
+
+    def activity_report(
+        self, country: str, *, condition: int, quota_year: int, page_size_requested: int, page_token: str
+    ) -> Page[ActivityEntry]:
+        _require({"issuing_country": country})
+        if condition not in (10, 11, 12):
+            raise _invalid("CONDITION_MISSING", "condition", "must be MATCHED, UNMATCHED or CANCELED")
+        filters = {"country": country, "condition": condition, "year": quota_year}
+        size = page_size(page_size_requested)
+        after = decode_token(page_token, filters)
+        with UnitOfWork(self.database, write=False) as uow:
+            rows = uow.certificates.activity(country, condition=condition, quota_year=quota_year, after=after, limit=size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        return Page(rows, encode_token(rows[-1].certificate_number, filters) if more else "")
+
+
+def _reused_finding(same_content: bool) -> Finding:
+    if same_content:
+        return Finding("MESSAGE_ALREADY_RECEIVED", "message_id", "already received; a retry returns the original receipt", Severity.WARNING)
+    return Finding("MESSAGE_ID_REUSED", "message_id", "already used for a transmission with other content")
+
+
+def _cancel_findings(envelope: Envelope) -> list[Finding]:
+    draft = envelope.certificate
+    findings = []
+    if not draft.certificate_number:
+        findings.append(Finding("FIELD_REQUIRED", "certificate.certificate_number", "is required"))
+    if draft.issuing_country != envelope.sender:
+        findings.append(Finding("COUNTRY_NOT_SENDERS", "certificate.issuing_country", "a partner may only cancel its own certificates"))
+    return findings
+
+
+def _invalid(code: str, field: str, description: str) -> DomainError:
+    return DomainError(code, f"{field} {description}", ErrorKind.INVALID, [Finding(code, field, description)])
+
+
+def _require(fields: dict[str, str]) -> None:
+    missing = [Finding("FIELD_REQUIRED", name, "is required") for name, value in fields.items() if not value]
+    if missing:
+        raise DomainError("FIELD_REQUIRED", "required fields are missing", ErrorKind.INVALID, missing)

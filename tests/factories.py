@@ -1,0 +1,65 @@
+"""Builders for test data: a valid certificate, signed envelopes, partner keys."""
+from __future__ import annotations
+
+import datetime as dt
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from client.signing import seal
+from ecert.v1 import certificate_pb2 as cpb
+from ecert.v1 import transmission_pb2 as tpb
+from server.domain.signing import Signer
+
+NOW = dt.datetime(2026, 3, 2, 15, 0, tzinfo=dt.timezone.utc)
+CREATE = tpb.TRANSMISSION_ACTION_CREATE
+REPLACE = tpb.TRANSMISSION_ACTION_REPLACE
+CANCEL = tpb.TRANSMISSION_ACTION_CANCEL
+
+
+def new_signer(key_id: str = "mx-se-2026-1") -> Signer:
+    return Signer(key_id, Ed25519PrivateKey.generate())
+
+
+def certificate(number: str = "MX26-00000001", **changes: object) -> cpb.Certificate:
+    message = cpb.Certificate(
+        certificate_number=number,
+        issuing_country="MX",
+        tpl_number="9823.53.01",
+        htsus_number="6109.10.0012",
+        goods_description="Men's knit cotton T-shirts",
+        quantity="1200",
+        unit="DOZ",
+        importer_of_record="12-345678900",
+        exporter=cpb.Party(name="Textiles del Norte SA de CV", address="Av. Juárez 100, Monterrey, NL", tax_id="TNO010101AAA"),
+        producer=cpb.Party(name="Confecciones Bajío SA de CV", address="Calle 5 de Mayo 22, León, Gto.", tax_id="CBA020202BBB"),
+        quota_year=2026,
+        issue_date="2026-02-20",
+        last_valid_date="2026-12-31",
+        invoice_number="INV-2026-0042",
+    )
+    for name, value in changes.items():
+        if isinstance(value, cpb.Party):
+            getattr(message, name).CopyFrom(value)
+        else:
+            setattr(message, name, value)
+    return message
+
+
+def envelope(
+    signer: Signer,
+    cert: cpb.Certificate | None = None,
+    *,
+    message_id: str = "msg-0001",
+    action: int = CREATE,
+    replaces_version: int = 0,
+    sent_at: dt.datetime = NOW,
+    sender: str = "MX",
+) -> tpb.SignedEnvelope:
+    unsigned = tpb.SignedEnvelope(
+        message_id=message_id,
+        sender=sender,
+        action=action,
+        certificate=cert if cert is not None else certificate(),
+        replaces_version=replaces_version,
+    )
+    return seal(unsigned, signer, sent_at=sent_at)
