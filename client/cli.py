@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import typer
 
-from client.commands import db, receipt, serve
+from client.commands import db, pki, receipt, serve
 
 app = typer.Typer(help="eCERT certification service: serve, transmit, match, audit.", no_args_is_help=True)
 serve.register(app)
 app.add_typer(db.app, name="db")
 app.add_typer(receipt.app, name="receipt")
+app.add_typer(pki.app, name="pki")
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from ecert.v1 import transmission_pb2, transmission_pb2_grpc
 from server.adapters.database import Database
 from server.adapters.keystore import load_or_create_signer, load_trust_store
 from server.adapters.reference_files import load_reference_data
+from server.api.auth import Authorizer
 from server.api.transmission_servicer import TransmissionServicer
 from server.config import Settings
 from server.service.clock import Clock, SystemClock
@@ -75,6 +76,8 @@ def create_server(
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
+        # Roles are enforced whenever callers are authenticated (mutual TLS); plaintext is development only.
+        interceptors=[Authorizer()] if credentials else [],
     )
     transmission_pb2_grpc.add_TransmissionServiceServicer_to_server(TransmissionServicer(transmissions), server)
 

@@ -24,6 +24,7 @@ class Settings:
     max_clock_skew_seconds: int = field(default_factory=lambda: int(_env("MAX_CLOCK_SKEW_SECONDS", "600")))
     workers: int = field(default_factory=lambda: int(_env("WORKERS", "16")))
     db_pool_size: int = field(default_factory=lambda: int(_env("DB_POOL_SIZE", "16")))
+    tls_dir: str = field(default_factory=lambda: _env("TLS_DIR", ""))
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'ecert.db').resolve()}"
@@ -33,3 +34,7 @@ class Settings:
 
     def resolved_receipt_key(self) -> pathlib.Path:
         return pathlib.Path(self.receipt_key) if self.receipt_key else self.data_dir / "keys" / "receipt-signing.pem"
+
+    def resolved_tls_dir(self) -> pathlib.Path:
+        """ca.pem, cert.pem, key.pem of the service (see `ecert pki init`)."""
+        return pathlib.Path(self.tls_dir) if self.tls_dir else self.data_dir / "tls"

@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
         insecure: bool = typer.Option(False, "--insecure", help="plaintext gRPC, for local development and tools"),
         data_dir: Optional[pathlib.Path] = typer.Option(None, help="keys and SQLite file (ECERT_DATA_DIR)"),
         database_url: Optional[str] = typer.Option(None, help="SQLAlchemy URL (ECERT_DATABASE_URL)"),
+        tls_dir: Optional[pathlib.Path] = typer.Option(None, help="ca.pem, cert.pem, key.pem (ECERT_TLS_DIR, default <data dir>/tls)"),
         grace: float = typer.Option(10.0, help="seconds in-flight calls get to finish on shutdown"),
     ) -> None:
         """Serve ecert.v1 over gRPC, with health checking and reflection."""
@@ -35,11 +36,20 @@ def register(app: typer.Typer) -> None:
             settings.data_dir = data_dir
         if database_url is not None:
             settings.database_url = database_url
+        if tls_dir is not None:
+            settings.tls_dir = str(tls_dir)
+        credentials = None
         if not insecure:
-            typer.echo("mutual TLS is not available yet: start with --insecure for plaintext", err=True)
-            raise typer.Exit(2)
-        running = create_server(settings)
-        typer.echo(f"ecert serving on {settings.host}:{running.port} (plaintext)", err=True)
+            from server.adapters.tls import TlsMaterialMissing, server_credentials
+
+            try:
+                credentials = server_credentials(settings.resolved_tls_dir())
+            except TlsMaterialMissing as exc:
+                typer.echo(f"error: {exc}; or start with --insecure for plaintext", err=True)
+                raise typer.Exit(2) from None
+        running = create_server(settings, credentials=credentials)
+        mode = "mutual TLS" if credentials else "plaintext"
+        typer.echo(f"ecert serving on {settings.host}:{running.port} ({mode})", err=True)
 
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):

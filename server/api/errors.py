@@ -28,6 +28,7 @@ STATUS_OF_KIND: dict[ErrorKind, tuple[grpc.StatusCode, int]] = {
     ErrorKind.PERMISSION: (grpc.StatusCode.PERMISSION_DENIED, code_pb2.PERMISSION_DENIED),
     ErrorKind.EXHAUSTED: (grpc.StatusCode.RESOURCE_EXHAUSTED, code_pb2.RESOURCE_EXHAUSTED),
     ErrorKind.UNAVAILABLE: (grpc.StatusCode.UNAVAILABLE, code_pb2.UNAVAILABLE),
+    ErrorKind.UNAUTHENTICATED: (grpc.StatusCode.UNAUTHENTICATED, code_pb2.UNAUTHENTICATED),
 }
 
 

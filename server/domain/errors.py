@@ -18,6 +18,7 @@ class ErrorKind(enum.Enum):
     PERMISSION = "permission"
     EXHAUSTED = "exhausted"  # a resource limit was hit; retry later
     UNAVAILABLE = "unavailable"
+    UNAUTHENTICATED = "unauthenticated"  # no verifiable caller identity
 
 
 class Severity(enum.Enum):

@@ -1,0 +1,175 @@
+"""Who may call what: the caller's role (from its client certificate) checked against one table.
+
+The synchronous server-interceptor API cannot see the peer's certificate, so the interceptor wraps
+each method handler: the wrapped behaviour reads `context.auth_context()` before the servicer runs.
+Refusals are DomainErrors rendered by server/api/errors.status_for, like every other error.
+
+Adding a service means adding its rows to POLICY: a full method name ("/pkg.Service/Method") or a
+whole service ("/pkg.Service/*") mapped to the roles allowed and, per role, an optional check on the
+request (e.g. a partner may only touch its own country's certificates). Anything not listed is
+refused. Checks that need stored data (an importer may only see certificates naming it) belong to
+the use case, which gets the caller from `caller(context)`.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+
+from server.adapters.tls import peer_identity
+from server.api.errors import status_for
+from server.domain.errors import DomainError, ErrorKind
+from server.domain.identity import Identity, Role
+
+log = logging.getLogger(__name__)
+
+Check = Callable[[Identity, Any], None]  # raises DomainError when the request is out of the caller's scope
+
+
+@dataclass(frozen=True)
+class Rule:
+    roles: Mapping[Role, Check | None] = field(default_factory=dict)
+    anyone: bool = False  # any authenticated caller whose certificate names a role
+
+    def check(self, identity: Identity, request: Any, method: str) -> None:
+        if identity.role is None:
+            raise denied("ROLE_MISSING", "the client certificate names no ecert role", method, identity)
+        if self.anyone:
+            return
+        if identity.role not in self.roles:
+            raise denied("ROLE_NOT_ALLOWED", f"the {identity.role.value} role may not call this method", method, identity)
+        scope = self.roles[identity.role]
+        if scope is not None:
+            if request is None:  # a client-streaming call cannot be scoped before it runs
+                raise denied("ROLE_NOT_ALLOWED", "this method cannot be scoped to the caller", method, identity)
+            scope(identity, request)
+
+
+def allow(*roles: Role, scope: Check | None = None, scoped: tuple[Role, ...] = (Role.PARTNER, Role.RELAY)) -> Rule:
+    """The roles allowed; `scope` applies to those of them listed in `scoped`."""
+    return Rule({role: (scope if role in scoped else None) for role in roles})
+
+
+ANYONE = Rule(anyone=True)
+
+
+def denied(reason: str, message: str, method: str, identity: Identity | None, **metadata: str) -> DomainError:
+    meta = {"method": method, **metadata}
+    if identity is not None:
+        meta["role"] = identity.role.value if identity.role else ""
+    return DomainError(reason, message, ErrorKind.PERMISSION, metadata=meta)
+
+
+def own_country(*getters: Callable[[Any], str]) -> Check:
+    """Every country the request names must be one the caller's certificate carries."""
+
+    def check(identity: Identity, request: Any) -> None:
+        for getter in getters:
+            country = getter(request)
+            if country and country not in identity.countries:
+                raise DomainError(
+                    "COUNTRY_NOT_CALLERS",
+                    f"the caller may not act for partner {country}",
+                    ErrorKind.PERMISSION,
+                    metadata={"country": country, "caller_countries": ",".join(sorted(identity.countries))},
+                )
+
+    return check
+
+
+_TRANSMISSION = "/ecert.v1.TransmissionService/"
+_envelope_scope = own_country(lambda r: r.envelope.sender, lambda r: r.envelope.certificate.issuing_country)
+_country_scope = own_country(lambda r: r.issuing_country)
+_partner_reads = allow(Role.PARTNER, Role.RELAY, Role.CUSTOMS, Role.ADMIN, scope=_country_scope)
+
+POLICY: dict[str, Rule] = {
+    _TRANSMISSION + "SubmitCertificate": allow(Role.PARTNER, Role.RELAY, scope=_envelope_scope),
+    _TRANSMISSION + "ValidateCertificate": allow(Role.PARTNER, Role.RELAY, scope=_envelope_scope),
+    _TRANSMISSION + "GetCertificate": _partner_reads,
+    _TRANSMISSION + "ListCertificates": _partner_reads,
+    _TRANSMISSION + "GetActivityReport": _partner_reads,
+    # Claims are filed, matched and reversed by customs' own services.
+    "/ecert.v1.MatchService/*": allow(Role.CUSTOMS, Role.ADMIN),
+    # Quota status is public to every authenticated party.
+    "/ecert.v1.QuotaService/*": ANYONE,
+    "/grpc.health.v1.Health/*": ANYONE,
+    "/grpc.reflection.v1alpha.ServerReflection/*": ANYONE,
+    "/grpc.reflection.v1.ServerReflection/*": ANYONE,
+}
+
+
+def rule_for(method: str, policy: Mapping[str, Rule] = POLICY) -> Rule | None:
+    return policy.get(method) or policy.get(method.rsplit("/", 1)[0] + "/*")
+
+
+def caller(context: grpc.ServicerContext) -> Identity | None:
+    """The authenticated caller; None on a plaintext (development) server, where nothing is restricted."""
+    return peer_identity(context)
+
+
+class Authorizer(grpc.ServerInterceptor):
+    def __init__(self, policy: Mapping[str, Rule] = POLICY):
+        self.policy = policy
+
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        rule = rule_for(method, self.policy)
+
+        def guard(request: Any, context: grpc.ServicerContext) -> None:
+            identity = peer_identity(context)
+            try:
+                if identity is None:
+                    raise DomainError(
+                        "CLIENT_CERTIFICATE_REQUIRED", "a client certificate is required", ErrorKind.UNAUTHENTICATED,
+                        metadata={"method": method},
+                    )
+                if rule is None:
+                    raise denied("METHOD_NOT_ALLOWED", "no role may call this method", method, identity)
+                rule.check(identity, request, method)
+            except DomainError as error:
+                log.warning("refused %s to %s: %s", method, identity.subject if identity else "anonymous", error.reason)
+                context.abort_with_status(rpc_status.to_status(status_for(error)))
+
+        return _guarded(handler, guard)
+
+
+def _guarded(handler: grpc.RpcMethodHandler, guard: Callable[[Any, grpc.ServicerContext], None]) -> grpc.RpcMethodHandler:
+    serializers = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+    if handler.unary_unary:
+        inner_uu = handler.unary_unary
+
+        def unary_unary(request, context):  # type: ignore[no-untyped-def]
+            guard(request, context)
+            return inner_uu(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary, **serializers)
+    if handler.unary_stream:
+        inner_us = handler.unary_stream
+
+        def unary_stream(request, context):  # type: ignore[no-untyped-def]
+            guard(request, context)
+            return inner_us(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream, **serializers)
+    if handler.stream_unary:
+        inner_su = handler.stream_unary
+
+        def stream_unary(requests, context):  # type: ignore[no-untyped-def]
+            guard(None, context)
+            return inner_su(requests, context)
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary, **serializers)
+    inner_ss = handler.stream_stream
+
+    def stream_stream(requests, context):  # type: ignore[no-untyped-def]
+        guard(None, context)
+        return inner_ss(requests, context)
+
+    return grpc.stream_stream_rpc_method_handler(stream_stream, **serializers)
