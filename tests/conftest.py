@@ -1,4 +1,8 @@
-"""Shared fixtures: a real gRPC server on a free loopback port over a real SQLite file."""
+"""Shared fixtures: a real gRPC server on a free loopback port over a real database.
+
+Every test that uses the server runs twice: on a fresh SQLite file and on a fresh PostgreSQL
+database (tests/databases.py says where that comes from). Tests without a server run once.
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -15,6 +19,7 @@ from server.app import RunningServer, create_server
 from server.config import Settings
 from server.domain.signing import Signer
 from server.service.clock import FixedClock
+from tests import databases
 from tests.factories import NOW, new_signer
 
 
@@ -35,9 +40,42 @@ def partner() -> Partner:
     return Partner(new_signer("mx-se-2026-1"), new_signer("mx-se-2019-1"), new_signer("gt-mineco-1"))
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[databases.PostgresServer]:
+    server = databases.connect_or_skip()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server: databases.PostgresServer) -> str:
+    """A database migrated once per session; each test's database is a copy of it."""
+    from server.adapters.database import Database
+
+    name = postgres_server.create()
+    database = Database(postgres_server.url_of(name))
+    database.upgrade()
+    database.dispose()
+    return name
+
+
 @pytest.fixture
-def settings(tmp_path: pathlib.Path, partner: Partner) -> Settings:
-    settings = Settings(data_dir=tmp_path / "data", database_url="", host="127.0.0.1", port=0, trust_store="", receipt_key="")
+def postgres_url(postgres_server: databases.PostgresServer, postgres_template: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test, dropped after it."""
+    name = postgres_server.create(template=postgres_template)
+    yield postgres_server.url_of(name)
+    postgres_server.drop(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The engine under test: "" is the default SQLite file in the data dir."""
+    return "" if request.param == "sqlite" else str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def settings(tmp_path: pathlib.Path, partner: Partner, database_url: str) -> Settings:
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, host="127.0.0.1", port=0, trust_store="", receipt_key="")
     year = dt.timedelta(days=365)
     write_trust_store(
         settings.resolved_trust_store(),
@@ -71,3 +109,18 @@ def transmission(channel: grpc.Channel) -> transmission_pb2_grpc.TransmissionSer
 @pytest.fixture
 def receipt_public_key(server: RunningServer, settings: Settings):  # type: ignore[no-untyped-def]
     return load_signer(settings.resolved_receipt_key(), settings.receipt_key_id).public_key
+
+
+# -- a count of the tests that ran on each engine, at the end of the run ----------------------------
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    databases.record_collection(items)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    databases.record_report(report)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    terminalreporter.write_line(databases.summary_line())
