@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import typer
 
-from client.commands import db, pki, receipt, serve
+from client.commands import certificate, db, pki, receipt, serve, submit
 
 app = typer.Typer(help="eCERT certification service: serve, transmit, match, audit.", no_args_is_help=True)
 serve.register(app)
 app.add_typer(db.app, name="db")
 app.add_typer(receipt.app, name="receipt")
 app.add_typer(pki.app, name="pki")
+submit.register(app)
+app.add_typer(certificate.app, name="certificate")
 
 
 def main() -> None:
