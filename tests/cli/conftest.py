@@ -72,3 +72,9 @@ def certificate_dict(number: str = "MX26-00000001", **changes: Any) -> dict[str,
 def write_json(path: pathlib.Path, value: Any) -> pathlib.Path:
     path.write_text(json.dumps(value), encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def database_url() -> str:
+    """The CLI is what these tests exercise, not storage: they run on the default SQLite file only."""
+    return ""
