@@ -20,6 +20,7 @@ from server.adapters.database import Database
 from server.adapters.keystore import load_or_create_signer, load_trust_store
 from server.adapters.reference_files import load_reference_data
 from server.api.auth import Authorizer
+from server.api.limits import RequestGuard
 from server.api.transmission_servicer import TransmissionServicer
 from server.config import Settings
 from server.service.clock import Clock, SystemClock
@@ -66,7 +67,12 @@ def create_server(
     credentials: grpc.ServerCredentials | None = None,
 ) -> RunningServer:
     """Build and start the server; bind port 0 to get a free one (see RunningServer.port)."""
-    database = Database(settings.resolved_database_url(), pool_size=settings.db_pool_size)
+    database = Database(
+        settings.resolved_database_url(),
+        pool_size=settings.db_pool_size,
+        max_transactions=settings.max_transactions,
+        admission_wait=settings.transaction_wait_ms / 1000,
+    )
     database.upgrade()
     transmissions = build_transmissions(settings, database, clock or SystemClock())
 
@@ -77,7 +83,9 @@ def create_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
         # Roles are enforced whenever callers are authenticated (mutual TLS); plaintext is development only.
-        interceptors=[Authorizer()] if credentials else [],
+        interceptors=[RequestGuard(), *([Authorizer()] if credentials else [])],
+        # Calls beyond this many in flight are refused (RESOURCE_EXHAUSTED) instead of queueing without bound.
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     transmission_pb2_grpc.add_TransmissionServiceServicer_to_server(TransmissionServicer(transmissions), server)
 

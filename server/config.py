@@ -24,6 +24,10 @@ class Settings:
     max_clock_skew_seconds: int = field(default_factory=lambda: int(_env("MAX_CLOCK_SKEW_SECONDS", "600")))
     workers: int = field(default_factory=lambda: int(_env("WORKERS", "16")))
     db_pool_size: int = field(default_factory=lambda: int(_env("DB_POOL_SIZE", "16")))
+    # Back-pressure (server/api/limits.py, server/adapters/admission.py): beyond these, RESOURCE_EXHAUSTED.
+    max_transactions: int = field(default_factory=lambda: int(_env("MAX_TRANSACTIONS", "16")))
+    transaction_wait_ms: int = field(default_factory=lambda: int(_env("TRANSACTION_WAIT_MS", "1000")))
+    max_concurrent_rpcs: int = field(default_factory=lambda: int(_env("MAX_CONCURRENT_RPCS", "256")))
     tls_dir: str = field(default_factory=lambda: _env("TLS_DIR", ""))
 
     def resolved_database_url(self) -> str:

@@ -6,7 +6,9 @@ writer connections would sleep and retry on SQLite's file lock and give long tai
 writer connection queues them in the pool instead. Reads use a separate pool and never block.
 
 PostgreSQL: one pool for reads and writes; correctness under concurrency comes from atomic
-conditional updates, not from the pool.
+conditional updates and row locks, not from the pool (README, "Isolation and locking").
+
+Both: at most `max_transactions` transactions run at once (server/adapters/admission.py).
 """
 from __future__ import annotations
 
@@ -15,13 +17,16 @@ import pathlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.adapters.admission import Admission
 from server.domain.errors import DomainError, ErrorKind
 
 MIGRATIONS = pathlib.Path(__file__).resolve().parent.parent / "migrations"
+# pg_advisory_xact_lock key held while migrating, so that replicas starting together migrate once.
+MIGRATION_LOCK_KEY = 0x6563657274  # "ecert"
 
 
 def _sqlite_engine(url: str, *, writer: bool, pool_size: int, timeout: float) -> Engine:
@@ -54,8 +59,17 @@ def _sqlite_engine(url: str, *, writer: bool, pool_size: int, timeout: float) ->
 class Database:
     """The engines of one database and the sessions a unit of work opens on them."""
 
-    def __init__(self, url: str, *, pool_size: int = 16, timeout: float = 10.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 16,
+        timeout: float = 10.0,
+        max_transactions: int | None = None,
+        admission_wait: float = 1.0,
+    ):
         self.url = url
+        self.admission = Admission(max_transactions or pool_size, admission_wait)
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
@@ -86,6 +100,9 @@ class Database:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.write_engine.begin() as connection:
+            if self.dialect == "postgresql":
+                # Replicas starting together: one migrates, the others wait here, then find the schema at head.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 

@@ -135,8 +135,10 @@ class CertificateRepository:
     def __init__(self, session: Session):
         self.session = session
 
-    def head(self, country: str, number: str) -> CertificateHead | None:
-        row = self.session.get(CertificateRow, (country, number))
+    def head(self, country: str, number: str, *, for_update: bool = False) -> CertificateHead | None:
+        """The latest state; `for_update` locks the row until commit (PostgreSQL; SQLite's writer is
+        already alone), so a decision taken on what was read still holds when it is written."""
+        row = self.session.get(CertificateRow, (country, number), with_for_update=for_update or None)
         return None if row is None else _head(row)
 
     def add_version(

@@ -19,6 +19,7 @@ class ErrorKind(enum.Enum):
     EXHAUSTED = "exhausted"  # a resource limit was hit; retry later
     UNAVAILABLE = "unavailable"
     UNAUTHENTICATED = "unauthenticated"  # no verifiable caller identity
+    DEADLINE = "deadline"  # the caller's deadline passed before the work could be committed
 
 
 class Severity(enum.Enum):

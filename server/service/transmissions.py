@@ -5,8 +5,6 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from sqlalchemy.exc import IntegrityError
-
 from server.adapters.database import Database
 from server.domain.certificate import Certificate, validate_certificate
 from server.domain.errors import DomainError, ErrorKind, Finding, Severity, errors_only
@@ -17,6 +15,7 @@ from server.domain.signing import Signer, TrustStore
 from server.domain.transmission import Action, CertificateStatus, Envelope, check_envelope, plan_transition
 from server.service.clock import Clock, new_id
 from server.service.pagination import decode_token, encode_token, page_size
+from server.service.transactions import run_in_transaction
 from server.service.unit_of_work import UnitOfWork
 
 
@@ -98,45 +97,50 @@ class TransmissionUseCases:
             first = errors_only(findings)[0]
             raise reject(DomainError(first.code, "the transmission has invalid fields", ErrorKind.INVALID, findings))
 
-        try:
-            with UnitOfWork(self.database, write=True) as uow:
-                country = envelope.certificate.issuing_country
-                number = envelope.certificate.certificate_number
-                head = uow.certificates.head(country, number)
-                assert envelope.action is not None
-                try:
-                    transition = plan_transition(envelope.action, envelope.replaces_version, certificate, head)
-                except DomainError as error:
-                    raise reject(error) from None
-                if certificate is None:  # CANCEL: the canceled version repeats the last one's elements
-                    certificate = uow.certificates.latest_certificate(country, number)
-                    assert certificate is not None
-                receipt = self._receipt(
-                    envelope, digest, received_at, outcome_for(findings), findings, transition.version
-                )
-                transmission_id = uow.transmissions.add(
-                    receipt=receipt,
-                    issuing_country=country,
-                    sent_at=envelope.sent_at,
-                    key_id=envelope.key_id,
-                    signed_bytes=envelope.signed_bytes(),
-                    signature=envelope.signature,
-                )
-                uow.certificates.add_version(
-                    certificate=certificate,
-                    version=transition.version,
-                    status=transition.status,
-                    transmission_id=transmission_id,
-                    at=received_at,
-                )
-                uow.commit()  # stored first; only then answered
-        except IntegrityError:
-            # A concurrent twin of this message won the unique (sender, message id) race.
+        country = envelope.certificate.issuing_country
+        number = envelope.certificate.certificate_number
+        assert envelope.action is not None
+        action = envelope.action
+
+        def store(uow: UnitOfWork) -> tuple[Receipt, int] | None:
+            # Runs again after a lost race (server/service/transactions.py): read everything here.
+            if uow.transmissions.get(envelope.sender, envelope.message_id) is not None:
+                return None  # a twin of this message was stored meanwhile: answer as a retry
+            head = uow.certificates.head(country, number, for_update=True)
+            try:
+                transition = plan_transition(action, envelope.replaces_version, certificate, head)
+            except DomainError as error:
+                raise reject(error) from None
+            stored_certificate = certificate
+            if stored_certificate is None:  # CANCEL: the canceled version repeats the last one's elements
+                stored_certificate = uow.certificates.latest_certificate(country, number)
+                assert stored_certificate is not None
+            receipt = self._receipt(envelope, digest, received_at, outcome_for(findings), findings, transition.version)
+            transmission_id = uow.transmissions.add(
+                receipt=receipt,
+                issuing_country=country,
+                sent_at=envelope.sent_at,
+                key_id=envelope.key_id,
+                signed_bytes=envelope.signed_bytes(),
+                signature=envelope.signature,
+            )
+            uow.certificates.add_version(
+                certificate=stored_certificate,
+                version=transition.version,
+                status=transition.status,
+                transmission_id=transmission_id,
+                at=received_at,
+            )
+            uow.commit()  # stored first; only then answered
+            return receipt, transition.version
+
+        stored = run_in_transaction(self.database, store)
+        if stored is None:
             replay = self._replay(envelope, digest)
-            if replay is None:
-                raise
+            assert replay is not None
             return replay
-        return SubmitResult(receipt, self._stored(country, number, transition.version), replayed=False)
+        receipt, version = stored
+        return SubmitResult(receipt, self._stored(country, number, version), replayed=False)
 
     def validate(self, envelope: Envelope) -> ValidationReport:
         """Every check of submit, reported as findings; nothing is stored."""

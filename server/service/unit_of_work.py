@@ -1,12 +1,23 @@
-"""Unit of work: one short transaction that rolls back unless the use case commits it."""
+"""Unit of work: one short transaction that rolls back unless the use case commits it.
+
+Entering takes an admission slot (a bounded number of transactions run at once; beyond it the caller
+is told DATABASE_BUSY), then a connection. Committing is refused once the caller's deadline passed.
+"""
 from __future__ import annotations
 
+from contextlib import ExitStack
 from types import TracebackType
 
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from server.adapters.database import Database, translate_pool_timeout
 from server.adapters.repositories import CertificateRepository, TransmissionRepository
+from server.service import deadline
+
+QUERY_CANCELED = "57014"  # PostgreSQL: statement_timeout fired
+STATEMENT_BOUND_BELOW = 60.0  # seconds: deadlines shorter than this bound each statement too
 
 
 class UnitOfWork:
@@ -17,14 +28,29 @@ class UnitOfWork:
     def __init__(self, database: Database, *, write: bool):
         self._database = database
         self._write = write
+        self._resources = ExitStack()
 
     def __enter__(self) -> "UnitOfWork":
-        with translate_pool_timeout():
-            self.session = self._database.session(write=self._write)
-            self.session.connection()  # take the connection (and, for SQLite writes, the write lock) now
+        deadline.check()
+        with ExitStack() as opening:
+            opening.enter_context(self._database.admission.slot())
+            with translate_pool_timeout():
+                self.session = self._database.session(write=self._write)
+                self.session.connection()  # take the connection (and, for SQLite writes, the write lock) now
+            opening.callback(self.session.close)
+            self._bound_by_deadline()
+            self._resources = opening.pop_all()
         self.transmissions = TransmissionRepository(self.session)
         self.certificates = CertificateRepository(self.session)
         return self
+
+    def _bound_by_deadline(self) -> None:
+        """On PostgreSQL no statement (a lock wait included) may outlive the caller's deadline."""
+        left = deadline.remaining()
+        if left is None or left > STATEMENT_BOUND_BELOW or self._database.is_sqlite:
+            return  # long deadlines: the commit check suffices, spare the round trip
+        milliseconds = max(1, int(left * 1000))
+        self.session.execute(text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(milliseconds)})
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -32,7 +58,11 @@ class UnitOfWork:
         try:
             self.session.rollback()
         finally:
-            self.session.close()
+            self._resources.close()
+        if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == QUERY_CANCELED:
+            if deadline.remaining() is not None:
+                raise deadline.exceeded_error() from exc
 
     def commit(self) -> None:
+        deadline.check()  # the caller stopped waiting: do not store what it will never see answered
         self.session.commit()

@@ -1,0 +1,73 @@
+"""Run a unit of work as one transaction, and run it again when the database asks for that.
+
+PostgreSQL runs at READ COMMITTED (see README, "Isolation and locking"): charging is done by
+atomic conditional updates and read-then-write decisions lock the row they read (SELECT ... FOR
+UPDATE), so concurrent replicas wait for each other instead of failing. Two things can still make
+a transaction fail harmlessly, and both are retried here, never reported as lost data:
+
+- serialization failures (40001) and deadlocks (40P01): the database rolled the transaction back
+  and guarantees nothing of it was kept;
+- a unique-key race (23505) between two transactions inserting the same key: the loser runs again
+  and now sees the winner's row (a retried message then replays, a second CREATE is refused).
+
+The work function must therefore be safe to run again: it reads what it needs inside the
+transaction and does nothing outside it (no sending, no counters) before `uow.commit()`.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError
+
+from server.adapters.database import Database
+from server.service.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SERIALIZATION_FAILURE = "40001"
+DEADLOCK_DETECTED = "40P01"
+UNIQUE_VIOLATION = "23505"
+RETRIED_SQLSTATES = frozenset({SERIALIZATION_FAILURE, DEADLOCK_DETECTED})
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a database error, whatever the driver (psycopg: .sqlstate, others: .pgcode)."""
+    original = getattr(error, "orig", error)
+    return getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+
+
+def is_retryable(error: BaseException, *, unique_races: bool) -> bool:
+    if not isinstance(error, DBAPIError):
+        return False
+    state = sqlstate(error)
+    return state in RETRIED_SQLSTATES or (unique_races and state == UNIQUE_VIOLATION)
+
+
+def run_in_transaction(
+    database: Database,
+    work: Callable[[UnitOfWork], T],
+    *,
+    write: bool = True,
+    retries: int = 8,
+    unique_races: bool = True,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`work(uow)` in a fresh unit of work, retried with jittered backoff on the failures above."""
+    attempt = 0
+    while True:
+        try:
+            with UnitOfWork(database, write=write) as uow:
+                return work(uow)
+        except DBAPIError as error:
+            if attempt >= retries or not is_retryable(error, unique_races=unique_races):
+                raise
+            attempt += 1
+            log.info("transaction retried (attempt %d): SQLSTATE %s", attempt, sqlstate(error))
+            # Jitter, so that transactions that collided do not collide again in lockstep.
+            sleep(random.uniform(0, 0.002 * 2**min(attempt, 6)))
