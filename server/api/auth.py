@@ -27,13 +27,21 @@ from server.domain.identity import Identity, Role
 
 log = logging.getLogger(__name__)
 
-Check = Callable[[Identity, Any], None]  # raises DomainError when the request is out of the caller's scope
+Check = Callable[[Identity, Any], None]  # raises DomainError when a request (or answer) is out of the caller's scope
 
 
 @dataclass(frozen=True)
 class Rule:
     roles: Mapping[Role, Check | None] = field(default_factory=dict)
     anyone: bool = False  # any authenticated caller whose certificate names a role
+    # Checks on a unary answer before it leaves, for scopes only the stored data reveal
+    # (whose certificate is this?). The answer is withheld when they fail.
+    answers: Mapping[Role, Check] = field(default_factory=dict)
+
+    def check_answer(self, identity: Identity, response: Any) -> None:
+        scope = self.answers.get(identity.role) if identity.role else None
+        if scope is not None:
+            scope(identity, response)
 
     def check(self, identity: Identity, request: Any, method: str) -> None:
         if identity.role is None:
@@ -81,6 +89,21 @@ def own_country(*getters: Callable[[Any], str]) -> Check:
     return check
 
 
+def own_importer(getter: Callable[[Any], str]) -> Check:
+    """The importer of record the message names must be one the caller's certificate carries."""
+
+    def check(identity: Identity, message: Any) -> None:
+        if getter(message) not in identity.importers:
+            raise DomainError(
+                "IMPORTER_NOT_CALLERS",
+                "the certificate names another importer of record",
+                ErrorKind.PERMISSION,
+                metadata={"caller_importers": ",".join(sorted(identity.importers))},
+            )
+
+    return check
+
+
 _TRANSMISSION = "/ecert.v1.TransmissionService/"
 _envelope_scope = own_country(lambda r: r.envelope.sender, lambda r: r.envelope.certificate.issuing_country)
 _country_scope = own_country(lambda r: r.issuing_country)
@@ -92,6 +115,11 @@ POLICY: dict[str, Rule] = {
     _TRANSMISSION + "GetCertificate": _partner_reads,
     _TRANSMISSION + "ListCertificates": _partner_reads,
     _TRANSMISSION + "GetActivityReport": _partner_reads,
+    # A certificate's use: its issuing partner, the importer it names, customs.
+    "/ecert.v1.MatchService/GetCertificateUsage": Rule(
+        {Role.PARTNER: _country_scope, Role.RELAY: _country_scope, Role.IMPORTER: None, Role.CUSTOMS: None, Role.ADMIN: None},
+        answers={Role.IMPORTER: own_importer(lambda r: r.importer_of_record)},
+    ),
     # Claims are filed, matched and reversed by customs' own services.
     "/ecert.v1.MatchService/*": allow(Role.CUSTOMS, Role.ADMIN),
     # Quota status is public to every authenticated party.
@@ -122,7 +150,7 @@ class Authorizer(grpc.ServerInterceptor):
         method = handler_call_details.method
         rule = rule_for(method, self.policy)
 
-        def guard(request: Any, context: grpc.ServicerContext) -> None:
+        def guard(request: Any, context: grpc.ServicerContext) -> Identity:
             identity = peer_identity(context)
             try:
                 if identity is None:
@@ -134,20 +162,37 @@ class Authorizer(grpc.ServerInterceptor):
                     raise denied("METHOD_NOT_ALLOWED", "no role may call this method", method, identity)
                 rule.check(identity, request, method)
             except DomainError as error:
-                log.warning("refused %s to %s: %s", method, identity.subject if identity else "anonymous", error.reason)
-                context.abort_with_status(rpc_status.to_status(status_for(error)))
+                refuse(error, context, identity)
+            return identity  # type: ignore[return-value]
 
-        return _guarded(handler, guard)
+        def answer_guard(identity: Identity, response: Any, context: grpc.ServicerContext) -> None:
+            try:
+                if rule is not None and response is not None:
+                    rule.check_answer(identity, response)
+            except DomainError as error:
+                refuse(error, context, identity)
+
+        def refuse(error: DomainError, context: grpc.ServicerContext, identity: Identity | None) -> None:
+            log.warning("refused %s to %s: %s", method, identity.subject if identity else "anonymous", error.reason)
+            context.abort_with_status(rpc_status.to_status(status_for(error)))
+
+        return _guarded(handler, guard, answer_guard)
 
 
-def _guarded(handler: grpc.RpcMethodHandler, guard: Callable[[Any, grpc.ServicerContext], None]) -> grpc.RpcMethodHandler:
+def _guarded(
+    handler: grpc.RpcMethodHandler,
+    guard: Callable[[Any, grpc.ServicerContext], Identity],
+    answer_guard: Callable[[Identity, Any, grpc.ServicerContext], None],
+) -> grpc.RpcMethodHandler:
     serializers = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
     if handler.unary_unary:
         inner_uu = handler.unary_unary
 
         def unary_unary(request, context):  # type: ignore[no-untyped-def]
-            guard(request, context)
-            return inner_uu(request, context)
+            identity = guard(request, context)
+            response = inner_uu(request, context)
+            answer_guard(identity, response, context)
+            return response
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **serializers)
     if handler.unary_stream:
