@@ -4,9 +4,11 @@ from __future__ import annotations
 import typer
 
 from client.commands import certificate, db, pki, receipt, serve, submit
+from client.commands import relay  # the simulated partner side: relay, gateway, demo
 
 app = typer.Typer(help="eCERT certification service: serve, transmit, match, audit.", no_args_is_help=True)
 serve.register(app)
+relay.register(app)
 app.add_typer(db.app, name="db")
 app.add_typer(receipt.app, name="receipt")
 app.add_typer(pki.app, name="pki")

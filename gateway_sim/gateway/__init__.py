@@ -1,0 +1,1 @@
+"""The simulated Mexican eCERT gateway: issues, signs, sends through the relay, tracks receipts."""

@@ -1,0 +1,193 @@
+"""The Mexican gateway: issue, sign, send through the relay, collect receipts, re-send, amend, cancel."""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from client.signing import seal
+from ecert.relay.v1 import relay_pb2 as rpb
+from ecert.relay.v1 import relay_pb2_grpc
+from ecert.v1 import certificate_pb2 as cpb
+from ecert.v1 import transmission_pb2 as tpb
+from gateway_sim.gateway.generator import CertificateGenerator
+from gateway_sim.gateway.register import Register, SendState
+from server.api.converters import envelope_from_proto, receipt_from_proto
+from server.domain.signing import Signer
+
+log = logging.getLogger(__name__)
+
+ACTION_NAMES = {tpb.TRANSMISSION_ACTION_CREATE: "CREATE", tpb.TRANSMISSION_ACTION_REPLACE: "REPLACE", tpb.TRANSMISSION_ACTION_CANCEL: "CANCEL"}
+# Relay answers after which re-sending the same envelope cannot help.
+_FINAL_FROM_RELAY = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.PERMISSION_DENIED}
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    resent: int = 0
+    relay_unreachable: int = 0
+    receipts: int = 0
+    rejections: int = 0
+    bad_receipts: int = 0  # receipts that do not name what we sent, or fail customs' signature
+
+
+class Gateway:
+    def __init__(
+        self,
+        register: Register,
+        signer: Signer,
+        relay: grpc.Channel,
+        *,
+        sender: str = "MX",
+        seed: int | None = None,
+        resend_after: float = 5.0,
+        customs_key: Ed25519PublicKey | None = None,
+        call_timeout: float = 5.0,
+    ):
+        self.register = register
+        self.signer = signer
+        self.relay = relay_pb2_grpc.RelayServiceStub(relay)
+        self.sender = sender
+        self.generator = CertificateGenerator(seed, country=sender)
+        self.resend_after = resend_after
+        self.customs_key = customs_key
+        self.call_timeout = call_timeout
+        self.tally = Tally()
+
+    # -- issuing -----------------------------------------------------------------------------------
+
+    def _transmit(self, certificate: cpb.Certificate, action: int, replaces_version: int = 0) -> str:
+        target_version = replaces_version + 1
+        message_id = f"{certificate.certificate_number}.{ACTION_NAMES[action]}.v{target_version}.{uuid.uuid4().hex[:8]}"
+        envelope = seal(
+            tpb.SignedEnvelope(message_id=message_id, sender=self.sender, action=action, certificate=certificate, replaces_version=replaces_version),
+            self.signer,
+        )
+        digest = envelope_from_proto(envelope).digest()
+        self.register.add(message_id, certificate.certificate_number, ACTION_NAMES[action], envelope.SerializeToString(), digest)
+        self.send(message_id)  # registered first: a crash here still leaves it to re-send
+        return message_id
+
+    def issue(self, count: int = 1) -> list[str]:
+        return [self._transmit(self.generator.certificate(self.register.next_serial()), tpb.TRANSMISSION_ACTION_CREATE) for _ in range(count)]
+
+    def amend(self, count: int) -> list[str]:
+        ids = []
+        for number, blob, version in self.register.active_idle_certificates(count):
+            changed = self.generator.amended(cpb.Certificate.FromString(blob))
+            ids.append(self._transmit(changed, tpb.TRANSMISSION_ACTION_REPLACE, version))
+        return ids
+
+    def cancel(self, count: int) -> list[str]:
+        ids = []
+        for number, _blob, version in self.register.active_idle_certificates(count):
+            target = cpb.Certificate(certificate_number=number, issuing_country=self.sender)
+            ids.append(self._transmit(target, tpb.TRANSMISSION_ACTION_CANCEL, version))
+        return ids
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    def send(self, message_id: str) -> bool:
+        sent = self.register.get(message_id)
+        assert sent is not None
+        envelope = tpb.SignedEnvelope.FromString(sent.envelope)
+        try:
+            answer = self.relay.SubmitEnvelope(rpb.SubmitEnvelopeRequest(envelope=envelope), timeout=self.call_timeout)
+        except grpc.RpcError as error:
+            if error.code() in _FINAL_FROM_RELAY:
+                self.register.mark_sent(message_id, relayed=False)
+                self.register.finish(message_id, SendState.REJECTED, reason=f"RELAY_{error.code().name}")
+                self.tally.rejections += 1
+            else:
+                self.tally.relay_unreachable += 1  # kept open: re-sent after the timeout
+                self.register.mark_sent(message_id, relayed=False)
+            return False
+        if sent.sends:
+            self.tally.resent += 1
+        else:
+            self.tally.sent += 1
+        self.register.mark_sent(message_id, relayed=True)
+        log.debug("relay %s %s", "already had" if answer.duplicate else "stored", message_id)
+        return True
+
+    def resend_overdue(self, now: float | None = None) -> int:
+        """Re-send, unchanged, whatever has had no receipt for `resend_after` seconds."""
+        overdue = self.register.open_older_than((now or time.time()) - self.resend_after)
+        for sent in overdue:
+            self.send(sent.message_id)
+        return len(overdue)
+
+    # -- receipts ----------------------------------------------------------------------------------
+
+    def collect(self) -> int:
+        """Pull finished deliveries from the relay since the last cursor; record each once."""
+        recorded = 0
+        while True:
+            cursor = self.register.setting("relay_cursor")
+            page = self.relay.ListDeliveries(rpb.ListDeliveriesRequest(after_sequence=cursor, page_size=500), timeout=self.call_timeout)
+            for delivery in page.deliveries:
+                recorded += self.record(delivery)
+            self.register.set_setting("relay_cursor", page.last_sequence)
+            if len(page.deliveries) < 500:
+                return recorded
+
+    def record(self, delivery: rpb.Delivery) -> int:
+        sent = self.register.get(delivery.message_id)
+        if sent is None or delivery.sender != self.sender:
+            return 0
+        if delivery.state == rpb.DELIVERY_STATE_DELIVERED:
+            receipt = delivery.receipt
+            problem = self._receipt_problem(receipt, sent.digest)
+            if problem:
+                self.tally.bad_receipts += 1
+                return int(self.register.finish(sent.message_id, SendState.REJECTED, receipt=receipt.SerializeToString(), reason=problem))
+            if not self.register.finish(sent.message_id, SendState.RECEIPTED, version=receipt.certificate_version, receipt=receipt.SerializeToString()):
+                return 0
+            self.tally.receipts += 1
+            envelope = tpb.SignedEnvelope.FromString(sent.envelope)
+            if sent.action == "CANCEL":
+                self.register.set_certificate(sent.certificate_number, b"", receipt.certificate_version, "CANCELED")
+            else:
+                self.register.set_certificate(sent.certificate_number, envelope.certificate.SerializeToString(), receipt.certificate_version, "ACTIVE")
+            return 1
+        if delivery.state in (rpb.DELIVERY_STATE_REJECTED, rpb.DELIVERY_STATE_EXPIRED):
+            state = SendState.REJECTED if delivery.state == rpb.DELIVERY_STATE_REJECTED else SendState.EXPIRED
+            receipt = delivery.receipt.SerializeToString() if delivery.HasField("receipt") else None
+            if self.register.finish(sent.message_id, state, receipt=receipt, reason=delivery.error_reason or delivery.error_code):
+                self.tally.rejections += 1
+                return 1
+        return 0
+
+    def _receipt_problem(self, receipt: tpb.Receipt, digest: bytes) -> str:
+        if receipt.digest_sha256 != digest:
+            return "RECEIPT_DIGEST_MISMATCH"
+        if self.customs_key is not None and not receipt_from_proto(receipt).verify(self.customs_key):
+            return "RECEIPT_SIGNATURE_INVALID"
+        return ""
+
+    def settle(self, timeout: float, *, poll: float = 0.2, on_tick: Callable[[], None] | None = None) -> bool:
+        """Collect receipts and re-send overdue envelopes until nothing is open, or time runs out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.collect()
+            except grpc.RpcError as error:
+                log.info("relay not reachable for receipts: %s", error.code().name)
+            if not self.open_count():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            self.resend_overdue()
+            if on_tick:
+                on_tick()
+            time.sleep(poll)
+
+    def open_count(self) -> int:
+        counts = self.register.counts()
+        return counts.get(SendState.NEW.value, 0) + counts.get(SendState.RELAYED.value, 0)

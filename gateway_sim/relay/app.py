@@ -1,0 +1,86 @@
+"""Assembles a relay: its store, its forwarder to customs, and its own gRPC server."""
+from __future__ import annotations
+
+import logging
+import pathlib
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ecert.relay.v1 import relay_pb2, relay_pb2_grpc
+from gateway_sim.relay.faults import Faults
+from gateway_sim.relay.forwarder import Forwarder, RetryPolicy
+from gateway_sim.relay.servicer import POLICY, RelayServicer
+from gateway_sim.relay.store import RelayStore
+from server.adapters.tls import secure_channel, server_credentials
+from server.api.auth import Authorizer
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = relay_pb2.DESCRIPTOR.services_by_name["RelayService"].full_name
+
+
+@dataclass
+class RelaySettings:
+    store: pathlib.Path
+    service: str  # customs' address, host:port
+    tls_dir: pathlib.Path | None  # None: plaintext both ways (development only)
+    listen: str = "127.0.0.1:0"
+    faults: Faults = field(default_factory=Faults)
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    workers: int = 16
+
+
+@dataclass
+class RunningRelay:
+    server: grpc.Server
+    port: int
+    store: RelayStore
+    forwarder: Forwarder
+    health: health.HealthServicer
+    channel: grpc.Channel
+    stopping: threading.Event
+
+    def stop(self, grace: float = 2.0) -> None:
+        self.stopping.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.forwarder.stop()
+        self.channel.close()
+        self.store.close()
+
+
+def create_relay(settings: RelaySettings) -> RunningRelay:
+    store = RelayStore(settings.store)
+    if settings.tls_dir is not None:
+        channel = secure_channel(settings.service, settings.tls_dir)  # the relay's certificate, role relay
+    else:
+        channel = grpc.insecure_channel(settings.service)
+    forwarder = Forwarder(store, channel, policy=settings.policy, faults=settings.faults)
+    stopping = threading.Event()
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="relay-rpc"),
+        interceptors=[Authorizer(POLICY)] if settings.tls_dir is not None else [],
+    )
+    relay_pb2_grpc.add_RelayServiceServicer_to_server(RelayServicer(store, forwarder.wake, stopping.is_set), server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    if settings.tls_dir is not None:
+        port = server.add_secure_port(settings.listen, server_credentials(settings.tls_dir))
+    else:
+        port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {settings.listen}")
+    server.start()
+    forwarder.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("relay on port %d forwarding to %s (faults: %s)", port, settings.service, settings.faults if settings.faults.any else "none")
+    return RunningRelay(server, port, store, forwarder, health_servicer, channel, stopping)
