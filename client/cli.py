@@ -4,7 +4,7 @@ from __future__ import annotations
 import typer
 
 from client.commands import certificate, db, pki, receipt, serve, submit
-from client.commands import relay  # the simulated partner side: relay, gateway, demo
+from client.commands import gateway, relay  # the simulated partner side
 
 app = typer.Typer(help="eCERT certification service: serve, transmit, match, audit.", no_args_is_help=True)
 serve.register(app)
@@ -14,6 +14,7 @@ app.add_typer(receipt.app, name="receipt")
 app.add_typer(pki.app, name="pki")
 submit.register(app)
 app.add_typer(certificate.app, name="certificate")
+app.add_typer(gateway.app, name="gateway")
 
 
 def main() -> None:

@@ -117,8 +117,9 @@ class Gateway:
         return True
 
     def resend_overdue(self, now: float | None = None) -> int:
-        """Re-send, unchanged, whatever has had no receipt for `resend_after` seconds."""
-        overdue = self.register.open_older_than((now or time.time()) - self.resend_after)
+        """Re-send, unchanged (same message id and signature), what the relay never acknowledged and
+        what has had no receipt for `resend_after` seconds."""
+        overdue = self.register.due_for_resend((now or time.time()) - self.resend_after)
         for sent in overdue:
             self.send(sent.message_id)
         return len(overdue)

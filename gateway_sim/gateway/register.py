@@ -127,9 +127,10 @@ class Register:
         row = self._run(f"SELECT {_COLUMNS} FROM sent WHERE message_id = ?", (message_id,)).fetchone()
         return _sent(row) if row else None
 
-    def open_older_than(self, cutoff: float) -> list[Sent]:
+    def due_for_resend(self, cutoff: float) -> list[Sent]:
+        """Never acknowledged by the relay (it was unreachable): every time; relayed without receipt: after cutoff."""
         rows = self._run(
-            f"SELECT {_COLUMNS} FROM sent WHERE state IN ('NEW', 'RELAYED') AND COALESCE(last_sent_at, 0) <= ? ORDER BY created_at",
+            f"SELECT {_COLUMNS} FROM sent WHERE state = 'NEW' OR (state = 'RELAYED' AND last_sent_at <= ?) ORDER BY created_at",
             (cutoff,),
         ).fetchall()
         return [_sent(r) for r in rows]
