@@ -104,9 +104,11 @@ class TransmissionUseCases:
 
         def store(uow: UnitOfWork) -> tuple[Receipt, int] | None:
             # Runs again after a lost race (server/service/transactions.py): read everything here.
+            head = uow.certificates.head(country, number, for_update=True)
+            # After the head, not before: at READ COMMITTED each statement sees the latest commits, so
+            # a twin of this message that created the head we just read is visible here too.
             if uow.transmissions.get(envelope.sender, envelope.message_id) is not None:
                 return None  # a twin of this message was stored meanwhile: answer as a retry
-            head = uow.certificates.head(country, number, for_update=True)
             try:
                 transition = plan_transition(action, envelope.replaces_version, certificate, head)
             except DomainError as error:
