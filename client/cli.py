@@ -4,7 +4,7 @@ from __future__ import annotations
 import typer
 
 from client.commands import certificate, db, pki, receipt, serve, submit
-from client.commands import gateway, relay  # the simulated partner side
+from client.commands import demo, gateway, relay  # the simulated partner side
 
 app = typer.Typer(help="eCERT certification service: serve, transmit, match, audit.", no_args_is_help=True)
 serve.register(app)
@@ -15,6 +15,7 @@ app.add_typer(pki.app, name="pki")
 submit.register(app)
 app.add_typer(certificate.app, name="certificate")
 app.add_typer(gateway.app, name="gateway")
+demo.register(app)
 
 
 def main() -> None:

@@ -43,7 +43,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
               not_before=now - dt.timedelta(days=400), not_after=now - dt.timedelta(days=35)),
     )
     stranger = new_authority("some other CA")
-    write_party(root / "foreign-ca-mx", stranger, issue(stranger, Identity("Mexico gateway by another CA", Role.PARTNER, frozenset({"MX"}))))
+    foreign = write_party(root / "foreign-ca-mx", stranger, issue(stranger, Identity("Mexico gateway by another CA", Role.PARTNER, frozenset({"MX"}))))
+    # It trusts customs' real CA (so it can verify the server): only its own certificate is foreign.
+    (foreign / "ca.pem").write_bytes((root / "ca" / "ca.pem").read_bytes())
     return DevPki(layout, root)
 
 

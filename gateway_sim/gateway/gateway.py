@@ -15,7 +15,7 @@ from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.relay.v1 import relay_pb2_grpc
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
-from gateway_sim.gateway.generator import CertificateGenerator
+from gateway_sim.gateway.generator import MISTAKES, CertificateGenerator, with_mistake
 from gateway_sim.gateway.register import Register, SendState
 from server.api.converters import envelope_from_proto, receipt_from_proto
 from server.domain.signing import Signer
@@ -76,6 +76,14 @@ class Gateway:
 
     def issue(self, count: int = 1) -> list[str]:
         return [self._transmit(self.generator.certificate(self.register.next_serial()), tpb.TRANSMISSION_ACTION_CREATE) for _ in range(count)]
+
+    def issue_mistaken(self, count: int = 1) -> list[str]:
+        """Certificates with a clerical mistake (see generator.MISTAKES): customs must reject each."""
+        ids = []
+        for i in range(count):
+            good = self.generator.certificate(self.register.next_serial())
+            ids.append(self._transmit(with_mistake(good, MISTAKES[i % len(MISTAKES)]), tpb.TRANSMISSION_ACTION_CREATE))
+        return ids
 
     def amend(self, count: int) -> list[str]:
         ids = []

@@ -57,3 +57,20 @@ class CertificateGenerator:
         factor = Decimal(self.rng.randint(80, 97)) / 100
         changed.quantity = str(self.round_quantity(int(Decimal(certificate.quantity) * factor)))
         return changed
+
+
+# Mistakes a real issuing office makes, each one customs must refuse with a coded error.
+MISTAKES = ("unit_not_allowed", "validity_inverted", "importer_malformed")
+
+
+def with_mistake(certificate: cpb.Certificate, mistake: str) -> cpb.Certificate:
+    wrong = cpb.Certificate()
+    wrong.CopyFrom(certificate)
+    if mistake == "unit_not_allowed":
+        wrong.tpl_number, wrong.unit = "9823.53.06", "DOZ"  # yarn is certified in kilograms
+        wrong.htsus_number = "5205.12.1000"
+    elif mistake == "validity_inverted":
+        wrong.last_valid_date = f"{wrong.quota_year - 1}-12-31"  # before the issue date
+    elif mistake == "importer_malformed":
+        wrong.importer_of_record = "12345"
+    return wrong

@@ -1,0 +1,177 @@
+"""`ecert demo`: the whole road, on the embedded SQLite default with mutual TLS on every hop.
+
+A development PKI; customs' service and the relay as separate processes on loopback ports; the
+Mexican gateway issuing a batch through a relay that drops, delays, duplicates, reorders, corrupts
+and finds customs unavailable; amendments and cancellations; a few attacks; then a summary drawn
+from what each party recorded (the gateway's register, the relay's counters, customs' books).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import pathlib
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import grpc
+
+from client.pki import PkiLayout, init_pki, issue, new_authority, write_party
+from ecert.relay.v1 import relay_pb2 as rpb
+from ecert.relay.v1 import relay_pb2_grpc
+from ecert.v1 import certificate_pb2 as cpb
+from ecert.v1 import transmission_pb2 as tpb
+from ecert.v1 import transmission_pb2_grpc
+from gateway_sim.gateway.gateway import Gateway
+from gateway_sim.gateway.register import Register
+from gateway_sim.processes import Party, start_relay, start_service
+from server.adapters.keystore import load_public_key
+from server.adapters.reference_files import load_reference_data
+from server.adapters.tls import secure_channel
+from server.domain.identity import Identity, Role
+
+DEMO_FAULTS = ["--drop", "0.1", "--delay-ms", "10", "--duplicate", "0.1", "--reorder", "--corrupt", "0.1", "--unavailable", "0.1"]
+
+
+@dataclass
+class DemoReport:
+    directory: pathlib.Path
+    seconds: float = 0.0
+    register: dict[str, int] = field(default_factory=dict)
+    rejections: dict[str, int] = field(default_factory=dict)  # reason -> count
+    gateway: dict[str, int] = field(default_factory=dict)
+    relay: dict[str, int] = field(default_factory=dict)
+    books: list[tuple[str, str, int, int, Decimal, str]] = field(default_factory=list)  # tpl, label, active, canceled, quantity, unit
+    transmissions_on_books: int = 0
+    attacks: list[tuple[str, str]] = field(default_factory=list)  # what was tried, how it was refused
+    claims: list[tuple[str, str]] = field(default_factory=list)  # filled in once claims exist
+    ok: bool = True
+
+
+def run_demo(directory: pathlib.Path, *, count: int = 60, seed: int = 2026, log=print) -> DemoReport:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    report = DemoReport(directory)
+    log(f"[1/5] development PKI in {directory / 'pki'}")
+    layout = init_pki(directory / "pki")
+    parties: list[Party] = []
+    try:
+        log("[2/5] starting customs' certification service and the relay (separate processes, mutual TLS)")
+        service = start_service(layout.root, directory / "service")
+        parties.append(service)
+        relay = start_relay(layout.root, directory / "relay", service.address, faults=[*DEMO_FAULTS, "--seed", str(seed)])
+        parties.append(relay)
+
+        log(f"[3/5] gateway issues {count} certificates (+3 with clerical mistakes) through the faulty relay")
+        customs_key = load_public_key((layout.root / "service" / "receipt-signing.pem.pub").read_bytes())
+        register = Register(directory / "gateway" / "register.db")
+        gateway = Gateway(
+            register, layout.document_signer(), secure_channel(relay.address, layout.party("gateway-mx")),
+            seed=seed, resend_after=3.0, customs_key=customs_key,
+        )
+        gateway.issue(count)
+        gateway.issue_mistaken(3)
+        report.ok &= gateway.settle(40)
+        log("      amendment wave and cancellations")
+        gateway.amend(max(1, count // 10))
+        gateway.cancel(max(1, count // 20))
+        report.ok &= gateway.settle(40)
+
+        log("[4/5] attacks on the road")
+        report.attacks = _attacks(layout, service, directory)
+
+        log("[5/5] reading back what each party recorded")
+        report.register = register.counts()
+        report.rejections = dict(Counter(s.reason for s in register.all() if s.state.value == "REJECTED"))
+        report.gateway = {"sent": gateway.tally.sent, "re-sent": gateway.tally.resent, "receipts verified": gateway.tally.receipts,
+                          "bad receipts": gateway.tally.bad_receipts}
+        admin = relay_pb2_grpc.RelayServiceStub(secure_channel(relay.address, layout.party("admin")))
+        report.relay = dict(admin.GetRelayStats(rpb.GetRelayStatsRequest(), timeout=5).counters)
+        report.books, report.transmissions_on_books = _books(layout, service)
+        register.close()
+    finally:
+        for party in reversed(parties):
+            party.stop()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _books(layout: PkiLayout, service: Party) -> tuple[list[tuple[str, str, int, int, Decimal, str]], int]:
+    """Customs' books as an internal customs client sees them, by TPL."""
+    stub = transmission_pb2_grpc.TransmissionServiceStub(secure_channel(service.address, layout.party("customs")))
+    active: Counter[str] = Counter()
+    canceled: Counter[str] = Counter()
+    quantity: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    versions = 0
+    token = ""
+    while True:
+        page = stub.ListCertificates(tpb.ListCertificatesRequest(issuing_country="MX", page_size=500, page_token=token), timeout=10)
+        for stored in page.certificates:
+            tpl = stored.certificate.tpl_number
+            versions += stored.version
+            if stored.status == cpb.CERTIFICATE_STATUS_CANCELED:
+                canceled[tpl] += 1
+            else:
+                active[tpl] += 1
+                quantity[tpl][stored.certificate.unit] += Decimal(stored.certificate.quantity)
+        token = page.next_page_token
+        if not token:
+            break
+    reference = load_reference_data(None)
+    rows = []
+    for tpl in sorted(set(active) | set(canceled)):
+        units = quantity[tpl] or {"": Decimal(0)}
+        definition = reference.tpl(tpl)
+        for index, (unit, amount) in enumerate(sorted(units.items())):
+            if index == 0:
+                rows.append((tpl, definition.label if definition else tpl, active[tpl], canceled[tpl], amount, unit))
+            else:  # the same TPL certified in another unit: one more line, certificates counted once
+                rows.append(("", "", 0, 0, amount, unit))
+    return rows, versions
+
+
+def _refusal(call) -> str:  # type: ignore[no-untyped-def]
+    try:
+        call()
+    except grpc.RpcError as error:
+        from grpc_status import rpc_status
+        from google.rpc import error_details_pb2
+
+        status = rpc_status.from_call(error)
+        reason = ""
+        for detail in status.details if status else []:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+        return f"{error.code().name} {reason}".strip()
+    return "ACCEPTED (unexpected)"
+
+
+def _attacks(layout: PkiLayout, service: Party, directory: pathlib.Path) -> list[tuple[str, str]]:
+    from client.signing import seal
+
+    signer = layout.document_signer()
+    certificate = cpb.Certificate(
+        certificate_number="MX99-99999999", issuing_country="MX", tpl_number="9823.53.01", htsus_number="6109.10.0012",
+        goods_description="Men's knit cotton T-shirts", quantity="100", unit="DOZ", importer_of_record="12-345678900",
+        exporter=cpb.Party(name="X", address="Y"), producer=cpb.Party(name="X", address="Y"), quota_year=dt.date.today().year,
+        issue_date=dt.date.today().isoformat(), last_valid_date=f"{dt.date.today().year}-12-31", invoice_number="ATTACK-1",
+    )
+    envelope = seal(tpb.SignedEnvelope(message_id="attack-1", sender="MX", action=tpb.TRANSMISSION_ACTION_CREATE, certificate=certificate), signer)
+    altered = tpb.SignedEnvelope()
+    altered.CopyFrom(envelope)
+    altered.certificate.quantity = "900"
+
+    stranger = new_authority("an impostor's CA")
+    impostor = write_party(directory / "impostor", stranger, issue(stranger, Identity("fake Mexico gateway", Role.PARTNER, frozenset({"MX"}))))
+    (impostor / "ca.pem").write_bytes((layout.party("gateway-mx") / "ca.pem").read_bytes())  # it knows whom to call
+
+    def submit_as(party_dir: pathlib.Path, env: tpb.SignedEnvelope):  # type: ignore[no-untyped-def]
+        stub = transmission_pb2_grpc.TransmissionServiceStub(secure_channel(service.address, party_dir))
+        return lambda: stub.SubmitCertificate(tpb.SubmitCertificateRequest(envelope=env), timeout=5)
+
+    return [
+        ("a relay alters the quantity of a signed certificate", _refusal(submit_as(layout.party("relay"), altered))),
+        ("an importer tries to transmit a certificate", _refusal(submit_as(layout.party("importer"), envelope))),
+        ("a gateway with a certificate from another CA", _refusal(submit_as(impostor, envelope))),
+    ]

@@ -1,0 +1,27 @@
+"""`ecert demo` end to end, as the README runs it."""
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_the_whole_flow_and_reports_it(tmp_path):
+    work = tmp_path / "demo"
+    done = subprocess.run(
+        [sys.executable, "-m", "client.cli", "demo", "--dir", str(work), "--count", "20", "--seed", "5"],
+        capture_output=True, text=True, timeout=120, env={"COLUMNS": "120", "PATH": ""},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with sqlite3.connect(work / "gateway" / "register.db") as db:
+        states = dict(db.execute("SELECT state, COUNT(*) FROM sent GROUP BY state").fetchall())
+    # 20 issued + 2 amended + 1 canceled receipted; the 3 mistaken certificates rejected.
+    assert states == {"RECEIPTED": 23, "REJECTED": 3}
+    assert "receipted 23, rejected 3" in done.stdout
+    assert "SIGNATURE_INVALID" in done.stdout and "ROLE_NOT_ALLOWED" in done.stdout
+    for party in ("service", "relay"):  # the demo stopped what it started
+        assert (work / party / f"{party}.log").exists()
