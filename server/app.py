@@ -20,9 +20,13 @@ from server.adapters.database import Database
 from server.adapters.keystore import load_or_create_signer, load_trust_store
 from server.adapters.reference_files import load_reference_data
 from server.api.auth import Authorizer
+from server.api.interceptors import ObservabilityInterceptor
 from server.api.limits import RequestGuard
 from server.api.transmission_servicer import TransmissionServicer
 from server.config import Settings
+from server.observability import wiring
+from server.observability.http import MetricsHttpServer
+from server.observability.metrics import ServiceMetrics
 from server.service.clock import Clock, SystemClock
 from server.service.transmissions import TransmissionUseCases
 
@@ -39,10 +43,14 @@ class RunningServer:
     health: health.HealthServicer
     database: Database
     transmissions: TransmissionUseCases
+    metrics: ServiceMetrics | None = None
+    http: MetricsHttpServer | None = None  # /metrics, /healthz, /quota when a metrics port is set
 
     def stop(self, grace: float = 5.0) -> None:
         """Graceful: health says NOT_SERVING, new calls are refused, in-flight calls finish."""
         self.health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.stop()
         self.server.stop(grace).wait()
         self.database.dispose()
 
@@ -76,6 +84,7 @@ def create_server(
     database.upgrade()
     transmissions = build_transmissions(settings, database, clock or SystemClock())
 
+    metrics = ServiceMetrics()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="ecert-rpc"),
         options=[
@@ -83,7 +92,8 @@ def create_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
         # Roles are enforced whenever callers are authenticated (mutual TLS); plaintext is development only.
-        interceptors=[RequestGuard(), *([Authorizer()] if credentials else [])],
+        # Observability first (outermost), so refusals are logged and counted too.
+        interceptors=[ObservabilityInterceptor(metrics), RequestGuard(), *([Authorizer()] if credentials else [])],
         # Calls beyond this many in flight are refused (RESOURCE_EXHAUSTED) instead of queueing without bound.
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
@@ -103,4 +113,6 @@ def create_server(
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving on port %d (database %s)", port, database.dialect)
-    return RunningServer(server, port, health_servicer, database, transmissions)
+    running = RunningServer(server, port, health_servicer, database, transmissions, metrics)
+    running.http = wiring.start_http(settings, running)
+    return running

@@ -29,6 +29,10 @@ class Settings:
     transaction_wait_ms: int = field(default_factory=lambda: int(_env("TRANSACTION_WAIT_MS", "1000")))
     max_concurrent_rpcs: int = field(default_factory=lambda: int(_env("MAX_CONCURRENT_RPCS", "256")))
     tls_dir: str = field(default_factory=lambda: _env("TLS_DIR", ""))
+    # The operator's HTTP endpoint (/metrics, /healthz, /quota): off unless a port is given (0 picks one).
+    metrics_port: str = field(default_factory=lambda: _env("METRICS_PORT", ""))
+    metrics_host: str = field(default_factory=lambda: _env("METRICS_HOST", ""))
+    log_format: str = field(default_factory=lambda: _env("LOG_FORMAT", "json"))  # json or text
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'ecert.db').resolve()}"

@@ -22,12 +22,19 @@ def register(app: typer.Typer) -> None:
         database_url: Optional[str] = typer.Option(None, help="SQLAlchemy URL (ECERT_DATABASE_URL)"),
         tls_dir: Optional[pathlib.Path] = typer.Option(None, help="ca.pem, cert.pem, key.pem (ECERT_TLS_DIR, default <data dir>/tls)"),
         grace: float = typer.Option(10.0, help="seconds in-flight calls get to finish on shutdown"),
+        metrics_port: Optional[int] = typer.Option(
+            None, help="HTTP port for /metrics, /healthz and the /quota page (ECERT_METRICS_PORT; off by default; 0 picks one)"
+        ),
     ) -> None:
         """Serve ecert.v1 over gRPC, with health checking and reflection."""
         from server.app import create_server
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        from server.observability import logs
+
         settings = Settings()
+        logs.configure(logging.INFO, json_format=settings.log_format != "text")
+        if metrics_port is not None:
+            settings.metrics_port = str(metrics_port)
         if host is not None:
             settings.host = host
         if port is not None:
@@ -50,6 +57,8 @@ def register(app: typer.Typer) -> None:
         running = create_server(settings, credentials=credentials)
         mode = "mutual TLS" if credentials else "plaintext"
         typer.echo(f"ecert serving on {settings.host}:{running.port} ({mode})", err=True)
+        if running.http is not None:
+            typer.echo(f"ecert metrics on http://{running.http.host}:{running.http.port}/metrics", err=True)
 
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):

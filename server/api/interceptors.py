@@ -1,0 +1,140 @@
+"""Per-call observability: the request id, one structured log line, and the RPC metrics.
+
+The synchronous server-interceptor API only hands over the method handler, so the interceptor
+wraps the handler's behaviour: it sees the request, the response or the exception, and the status
+code the servicer set (abort_with_status leaves it on the context). It is the outermost
+interceptor, so refusals by the authorizer are logged and counted too.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+
+from server.observability.logs import REQUEST_ID_HEADER, accept_request_id, request_id_var
+from server.observability.metrics import ServiceMetrics
+
+log = logging.getLogger("ecert.rpc")
+
+SERVER_FAULTS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS, grpc.StatusCode.UNAVAILABLE}
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def _details(context: grpc.ServicerContext) -> list[Message]:
+    """The rich error details the servicer attached (ErrorInfo, BadRequest, Receipt), unpacked."""
+    from ecert.v1 import transmission_pb2 as tpb
+
+    raw = next((v for k, v in (context.trailing_metadata() or ()) if k == STATUS_DETAILS_KEY), None)
+    if raw is None:
+        return []
+    status = status_pb2.Status.FromString(raw)
+    found: list[Message] = []
+    for any_detail in status.details:
+        for kind in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest, tpb.Receipt):
+            if any_detail.Is(kind.DESCRIPTOR):
+                message = kind()
+                any_detail.Unpack(message)
+                found.append(message)
+    return found
+
+
+def _peer_subject(context: grpc.ServicerContext) -> str:
+    certificates = context.auth_context().get("x509_common_name") or []
+    return bytes(certificates[0]).decode(errors="replace") if certificates else ""
+
+
+class ObservabilityInterceptor(grpc.ServerInterceptor):
+    def __init__(self, metrics: ServiceMetrics | None = None):
+        self.metrics = metrics
+
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        incoming = dict(handler_call_details.invocation_metadata or ()).get(REQUEST_ID_HEADER)
+        request_id = accept_request_id(incoming if isinstance(incoming, str) else None)
+        serializers = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary, method, request_id), **serializers)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(self._stream(handler.unary_stream, method, request_id), **serializers)
+        return handler  # no client-streaming RPCs in ecert.v1
+
+    def _begin(self, context: grpc.ServicerContext, request_id: str) -> Any:
+        token = request_id_var.set(request_id)
+        try:
+            context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))  # so callers can quote it
+        except ValueError:
+            pass  # metadata already sent
+        if self.metrics:
+            self.metrics.in_flight.inc()
+        return token
+
+    def _finish(
+        self, method: str, context: grpc.ServicerContext, started: float, response: Any, failed: bool, token: Any,
+        *, cancelled: bool = False, **extra: Any,
+    ) -> None:
+        try:
+            code = context.code() or (
+                grpc.StatusCode.CANCELLED if cancelled else grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
+            )
+            seconds = time.perf_counter() - started
+            details = _details(context) if code != grpc.StatusCode.OK else []
+            if self.metrics:
+                self.metrics.in_flight.dec()
+                self.metrics.observe_call(method, code.name, seconds, response if code == grpc.StatusCode.OK else None, details)
+            info = next((d for d in details if isinstance(d, error_details_pb2.ErrorInfo)), None)
+            fields = {
+                "request_id": request_id_var.get(),
+                "method": method,
+                "code": code.name,
+                "duration_ms": round(seconds * 1000, 3),
+                "peer": context.peer(),
+                **({"caller": s} if (s := _peer_subject(context)) else {}),
+                **({"reason": info.reason} if info is not None else {}),
+                **extra,
+            }
+            log.log(logging.ERROR if code in SERVER_FAULTS else logging.INFO, "rpc %s %s", method, code.name, extra=fields)
+        finally:
+            try:
+                request_id_var.reset(token)
+            except ValueError:
+                request_id_var.set("")  # a stream closed from another context: just clear it
+
+    def _unary(self, behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str, request_id: str) -> Callable[..., Any]:
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            token = self._begin(context, request_id)
+            started = time.perf_counter()
+            response, failed = None, True
+            try:
+                response = behaviour(request, context)
+                failed = False
+                return response
+            finally:
+                self._finish(method, context, started, response, failed, token)
+
+        return call
+
+    def _stream(self, behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str, request_id: str) -> Callable[..., Any]:
+        def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            token = self._begin(context, request_id)
+            started = time.perf_counter()
+            sent, failed, cancelled = 0, True, False
+            try:
+                for item in behaviour(request, context):
+                    sent += 1
+                    yield item
+                failed = False
+            except GeneratorExit:  # the client went away: not a server failure
+                failed, cancelled = False, True
+                raise
+            finally:
+                self._finish(method, context, started, None, failed, token, cancelled=cancelled, messages_sent=sent)
+
+        return call

@@ -1,0 +1,57 @@
+"""Structured logs: one JSON object per line, with the request id of the call being served.
+
+The id comes from the caller's `x-request-id` metadata (or is made up when absent or unusable), is
+set for the duration of the call by the RPC interceptor, and appears on every record logged
+meanwhile, so one grep follows a transmission from the partner's client through the relay here.
+"""
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import json
+import logging
+import re
+import uuid
+from typing import Any
+
+REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("ecert_request_id", default="")
+
+# LogRecord attributes that are not the caller's `extra=` fields.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName", "request_id"}
+
+
+def accept_request_id(incoming: str | None) -> str:
+    """The caller's id if it is a sane token (it ends up in logs), else a fresh one."""
+    if incoming and REQUEST_ID_PATTERN.fullmatch(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        # The interceptor names it on its own line; any other record logged during a call gets the call's
+        # (handlers format in the logging thread, which is the one serving the call).
+        request_id = getattr(record, "request_id", "") or request_id_var.get()
+        if request_id:
+            entry["request_id"] = request_id
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure(level: int | str = logging.INFO, *, json_format: bool = True) -> None:
+    """Root logging for a process (`ecert serve`, the relay): JSON lines on stderr, or plain text."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if json_format else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

@@ -1,0 +1,114 @@
+"""Metrics move with traffic, logs carry the caller's request id, /healthz tells readiness."""
+from __future__ import annotations
+
+import json
+import logging
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ecert.v1 import transmission_pb2 as tpb
+from server.observability.logs import JsonFormatter, accept_request_id
+from tests.factories import certificate, envelope
+from tests.observability.conftest import http_get, http_json
+
+
+def samples(running) -> dict[tuple[str, frozenset], float]:  # type: ignore[no-untyped-def]
+    status, content_type, body = http_get(running, "/metrics")
+    assert status == 200 and content_type.startswith("text/plain")
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+
+
+def value(found, name: str, **labels: str) -> float:  # type: ignore[no-untyped-def]
+    return found.get((name, frozenset(labels.items())), 0.0)
+
+
+def submit(stub, env, request_id: str = ""):  # type: ignore[no-untyped-def]
+    metadata = (("x-request-id", request_id),) if request_id else None
+    return stub.SubmitCertificate(tpb.SubmitCertificateRequest(envelope=env), metadata=metadata)
+
+
+def test_counters_move_after_traffic(server, transmission, partner):
+    before = samples(server)
+    handled = "ecert_grpc_server_handled_total"
+    assert value(before, handled, grpc_service="ecert.v1.TransmissionService", grpc_method="SubmitCertificate", grpc_code="OK") == 0
+
+    env = envelope(partner.signer)
+    submit(transmission, env)
+    submit(transmission, env)  # a retry: replayed, not a second transmission
+    with pytest.raises(grpc.RpcError):
+        submit(transmission, envelope(partner.signer, certificate("MX26-00000002", htsus_number="61091"), message_id="m-2"))
+    with pytest.raises(grpc.RpcError):
+        submit(transmission, envelope(partner.signer, certificate(quantity="5")))  # message id reused: no receipt
+    with pytest.raises(grpc.RpcError):
+        transmission.GetCertificate(tpb.GetCertificateRequest(issuing_country="MX", certificate_number="MX26-99999999"))
+
+    after = samples(server)
+    submit_labels = {"grpc_service": "ecert.v1.TransmissionService", "grpc_method": "SubmitCertificate"}
+    assert value(after, handled, **submit_labels, grpc_code="OK") == 2
+    assert value(after, handled, **submit_labels, grpc_code="INVALID_ARGUMENT") == 1
+    assert value(after, handled, **submit_labels, grpc_code="ALREADY_EXISTS") == 1
+    assert value(after, handled, grpc_service="ecert.v1.TransmissionService", grpc_method="GetCertificate", grpc_code="NOT_FOUND") == 1
+    assert value(after, "ecert_grpc_server_handling_seconds_count", **submit_labels) == 4
+    assert value(after, "ecert_transmissions_total", action="create", outcome="accepted") == 1
+    assert value(after, "ecert_transmissions_total", action="create", outcome="rejected") == 1
+    assert value(after, "ecert_transmissions_total", action="unspecified", outcome="refused") == 1
+    assert value(after, "ecert_transmissions_replayed_total") == 1
+    assert value(after, "ecert_grpc_server_in_flight") == 0
+
+
+def test_one_log_line_per_call_with_the_callers_request_id(server, transmission, partner, caplog):
+    caplog.set_level(logging.INFO, logger="ecert.rpc")
+    submit(transmission, envelope(partner.signer), request_id="partner-req-42")
+    with pytest.raises(grpc.RpcError) as caught:
+        transmission.GetCertificate(tpb.GetCertificateRequest(issuing_country="MX", certificate_number="MX26-99999999"))
+    records = [r for r in caplog.records if r.name == "ecert.rpc"]
+    assert [(r.method, r.code) for r in records] == [  # type: ignore[attr-defined]
+        ("/ecert.v1.TransmissionService/SubmitCertificate", "OK"),
+        ("/ecert.v1.TransmissionService/GetCertificate", "NOT_FOUND"),
+    ]
+    line = json.loads(JsonFormatter().format(records[0]))
+    assert line["request_id"] == "partner-req-42" and line["code"] == "OK"
+    assert line["method"].endswith("SubmitCertificate") and line["duration_ms"] >= 0
+    assert records[1].reason == "CERTIFICATE_NOT_FOUND"  # type: ignore[attr-defined]
+    # The first call's id was the caller's; the second, sent without one, got a fresh id, echoed back.
+    echoed = dict(caught.value.initial_metadata())["x-request-id"]
+    assert len(echoed) == 32 and echoed != "partner-req-42"
+
+
+def test_request_id_is_set_on_every_record_during_the_call():
+    from server.observability.logs import request_id_var
+
+    token = request_id_var.set("abc-1")
+    try:
+        record = logging.LogRecord("x", logging.WARNING, "f", 1, "hello %s", ("there",), None)
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        request_id_var.reset(token)
+    assert line["request_id"] == "abc-1" and line["msg"] == "hello there" and line["level"] == "WARNING"
+
+
+@pytest.mark.parametrize("incoming,kept", [("relay-7:abc", True), ("x" * 129, False), ("bad id\n", False), ("", False)])
+def test_request_ids_from_callers_are_checked(incoming, kept):
+    assert (accept_request_id(incoming) == incoming) is kept
+
+
+def test_healthz_reports_ready_and_unknown_paths_404(server):
+    status, body = http_json(server, "/healthz")
+    assert status == 200 and body == {"status": "ready", "checks": {"grpc_serving": True, "database": True}}
+    server.health.enter_graceful_shutdown()
+    status, body = http_json(server, "/healthz")
+    assert status == 503 and body["checks"]["grpc_serving"] is False
+    assert http_get(server, "/nope")[0] == 404
+
+
+def test_quota_page_is_served(server):
+    status, content_type, body = http_get(server, "/quota")
+    assert status == 200 and content_type.startswith("text/html") and "/quota.json" in body
+    status, document = http_json(server, "/quota.json")
+    assert status == 200 and set(document) == {"available", "levels"}
