@@ -1,0 +1,169 @@
+"""The relay in-process against a real mutual-TLS service: acks, dedupe, receipts back, scoping, giving up."""
+from __future__ import annotations
+
+import datetime as dt
+import pathlib
+import socket
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from sqlalchemy import text
+
+from ecert.relay.v1 import relay_pb2 as rpb
+from ecert.relay.v1 import relay_pb2_grpc
+from ecert.v1 import transmission_pb2 as tpb
+from gateway_sim.relay.app import RelaySettings, RunningRelay, create_relay
+from gateway_sim.relay.faults import Faults
+from gateway_sim.relay.forwarder import RetryPolicy
+from server.adapters.keystore import load_signer
+from server.api.converters import receipt_from_proto
+from tests.factories import certificate, envelope
+from tests.grpc_errors import rich_error
+from tests.tls_fixtures import DevPki, channel_as, pki, secure_server  # noqa: F401  (fixtures)
+
+FAST = RetryPolicy(base_seconds=0.01, cap_seconds=0.1, horizon_seconds=60)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def make_relay(pki: DevPki, tmp_path: pathlib.Path, service: str, **kwargs: object) -> RunningRelay:
+    return create_relay(RelaySettings(store=tmp_path / "relay.db", service=service, tls_dir=pki.dir("relay"), **kwargs))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def relay(pki, secure_server, tmp_path) -> Iterator[RunningRelay]:
+    running = make_relay(pki, tmp_path, f"127.0.0.1:{secure_server.port}", policy=FAST)
+    yield running
+    running.stop(0)
+
+
+def stub(pki: DevPki, party: str, relay: RunningRelay) -> relay_pb2_grpc.RelayServiceStub:
+    return relay_pb2_grpc.RelayServiceStub(channel_as(pki, party, relay.port))
+
+
+def send(relay_stub, env):  # type: ignore[no-untyped-def]
+    return relay_stub.SubmitEnvelope(rpb.SubmitEnvelopeRequest(envelope=env), timeout=5)
+
+
+def wait_finished(relay_stub, count: int, after: int = 0) -> list[rpb.Delivery]:  # type: ignore[no-untyped-def]
+    stream = relay_stub.WatchDeliveries(rpb.WatchDeliveriesRequest(after_sequence=after), timeout=20)
+    got = []
+    for delivery in stream:
+        got.append(delivery)
+        if len(got) == count:
+            stream.cancel()
+            break
+    return got
+
+
+def transmissions(server) -> int:  # type: ignore[no-untyped-def]
+    with server.database.read_engine.connect() as connection:
+        return connection.execute(text("SELECT COUNT(*) FROM transmissions")).scalar_one()
+
+
+def test_acknowledged_envelopes_come_back_with_customs_receipt(pki, secure_server, relay):
+    gateway = stub(pki, "gateway-mx", relay)
+    env = envelope(pki.layout.document_signer(), sent_at=now())
+    ack = send(gateway, env)
+    assert (ack.message_id, ack.duplicate, ack.state) == ("msg-0001", False, rpb.DELIVERY_STATE_PENDING)
+
+    [delivery] = wait_finished(gateway, 1)
+    assert delivery.state == rpb.DELIVERY_STATE_DELIVERED and delivery.sequence == 1 and delivery.attempts == 1
+    customs_key = load_signer(pki.layout.receipt_key, "any").public_key
+    assert receipt_from_proto(delivery.receipt).verify(customs_key)
+    assert delivery.receipt.message_id == "msg-0001" and delivery.receipt.certificate_version == 1
+
+    pulled = gateway.ListDeliveries(rpb.ListDeliveriesRequest(), timeout=5)
+    assert [d.message_id for d in pulled.deliveries] == ["msg-0001"] and pulled.last_sequence == 1
+    assert not gateway.ListDeliveries(rpb.ListDeliveriesRequest(after_sequence=1), timeout=5).deliveries
+    got = gateway.GetDelivery(rpb.GetDeliveryRequest(sender="MX", message_id="msg-0001"), timeout=5).delivery
+    assert got.receipt.receipt_id == delivery.receipt.receipt_id
+
+
+def test_a_resent_envelope_is_acknowledged_as_duplicate_and_forwarded_once(pki, secure_server, relay):
+    gateway = stub(pki, "gateway-mx", relay)
+    env = envelope(pki.layout.document_signer(), sent_at=now())
+    send(gateway, env)
+    wait_finished(gateway, 1)
+    again = send(gateway, env)
+    assert again.duplicate and again.state == rpb.DELIVERY_STATE_DELIVERED
+    counters = gateway.GetRelayStats(rpb.GetRelayStatsRequest(), timeout=5).counters
+    assert (counters["accepted"], counters["duplicates"], counters["attempts"]) == (1, 1, 1)
+    assert transmissions(secure_server) == 1
+
+
+def test_a_message_id_reused_for_other_bytes_is_refused(pki, relay):
+    gateway = stub(pki, "gateway-mx", relay)
+    signer = pki.layout.document_signer()
+    send(gateway, envelope(signer, sent_at=now()))
+    with pytest.raises(grpc.RpcError) as caught:
+        send(gateway, envelope(signer, certificate(quantity="5"), sent_at=now()))
+    error = rich_error(caught.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.ALREADY_EXISTS, "MESSAGE_ID_REUSED")
+    assert error.fields == {"envelope.message_id": "MESSAGE_ID_REUSED"}
+
+
+def test_an_envelope_the_relay_cannot_carry_is_invalid(pki, relay):
+    gateway = stub(pki, "gateway-mx", relay)
+    with pytest.raises(grpc.RpcError) as caught:
+        send(gateway, tpb.SignedEnvelope(sender="MX", message_id="has space"))
+    error = rich_error(caught.value)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.fields == {"envelope.message_id": "MESSAGE_ID_MALFORMED", "envelope.signature": "SIGNATURE_MISSING"}
+    assert gateway.GetRelayStats(rpb.GetRelayStatsRequest(), timeout=5).counters.get("accepted", 0) == 0
+
+
+def test_partners_see_only_their_own_deliveries(pki, relay):
+    send(stub(pki, "gateway-mx", relay), envelope(pki.layout.document_signer(), sent_at=now()))
+    wait_finished(stub(pki, "gateway-mx", relay), 1)
+    guatemala = stub(pki, "partner-gt", relay)
+    assert not guatemala.ListDeliveries(rpb.ListDeliveriesRequest(), timeout=5).deliveries
+    with pytest.raises(grpc.RpcError) as caught:
+        guatemala.GetDelivery(rpb.GetDeliveryRequest(sender="MX", message_id="msg-0001"), timeout=5)
+    assert rich_error(caught.value).reason == "COUNTRY_NOT_CALLERS"
+    with pytest.raises(grpc.RpcError) as caught:
+        send(stub(pki, "importer", relay), envelope(pki.layout.document_signer(), sent_at=now()))
+    assert rich_error(caught.value).reason == "ROLE_NOT_ALLOWED"
+
+
+def test_customs_rejection_travels_back_with_its_signed_receipt(pki, secure_server, relay):
+    gateway = stub(pki, "gateway-mx", relay)
+    send(gateway, envelope(pki.layout.document_signer(), certificate(htsus_number="61x9"), sent_at=now()))
+    [delivery] = wait_finished(gateway, 1)
+    assert delivery.state == rpb.DELIVERY_STATE_REJECTED
+    assert (delivery.error_code, delivery.error_reason) == ("INVALID_ARGUMENT", "HTSUS_NUMBER_MALFORMED")
+    assert delivery.receipt.outcome == tpb.TRANSMISSION_OUTCOME_REJECTED
+    assert transmissions(secure_server) == 0
+
+
+def test_a_relay_that_always_damages_payloads_never_gets_one_stored(pki, secure_server, tmp_path):
+    relay = make_relay(
+        pki, tmp_path, f"127.0.0.1:{secure_server.port}",
+        policy=RetryPolicy(base_seconds=0.01, cap_seconds=0.02, integrity_retries=2), faults=Faults(corrupt=1.0, seed=3),
+    )
+    try:
+        gateway = stub(pki, "gateway-mx", relay)
+        send(gateway, envelope(pki.layout.document_signer(), sent_at=now()))
+        [delivery] = wait_finished(gateway, 1)
+    finally:
+        relay.stop(0)
+    assert (delivery.state, delivery.error_reason, delivery.attempts) == (rpb.DELIVERY_STATE_REJECTED, "SIGNATURE_INVALID", 3)
+    assert transmissions(secure_server) == 0
+
+
+def test_without_customs_the_relay_retries_until_the_horizon(pki, tmp_path):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    relay = make_relay(pki, tmp_path, f"127.0.0.1:{closed}", policy=RetryPolicy(base_seconds=0.01, cap_seconds=0.05, horizon_seconds=1.0))
+    try:
+        gateway = stub(pki, "gateway-mx", relay)
+        send(gateway, envelope(pki.layout.document_signer(), sent_at=now()))
+        [delivery] = wait_finished(gateway, 1)
+    finally:
+        relay.stop(0)
+    assert delivery.state == rpb.DELIVERY_STATE_EXPIRED and delivery.error_code == "UNAVAILABLE"
+    assert delivery.attempts > 1
