@@ -11,6 +11,13 @@ def _quantity(value) -> str:  # type: ignore[no-untyped-def]
     return f"{value:,.0f}"
 
 
+def _quantity_text(text: str) -> str:
+    try:
+        return f"{float(text):,.0f}"
+    except ValueError:
+        return text
+
+
 def render(console: Console, report: DemoReport) -> None:
     register = report.register
     sent = sum(register.values())
@@ -39,13 +46,22 @@ def render(console: Console, report: DemoReport) -> None:
         table.add_row(label, tpl, str(active) if active else "", str(canceled) if canceled else "", f"{_quantity(quantity)} {unit}")
     console.print(table)
 
-    if report.claims:
-        claims = Table(title="Claims", title_justify="left")
-        claims.add_column("claim")
-        claims.add_column("decision")
-        for what, decision in report.claims:
-            claims.add_row(what, decision)
+    if report.claims is not None:
+        claims = Table(title="Claims filed by an internal customs client", title_justify="left")
+        for column in ("entry line", "decision", "reasons"):
+            claims.add_column(column)
+        for what, decision, reasons in report.claims.lines:
+            claims.add_row(what, decision, reasons)
         console.print(claims)
+        console.print("  decisions: " + ", ".join(f"{k} {v}" for k, v in sorted(report.claims.decisions.items())))
+        quotas = Table(title="Quota fill", title_justify="left")
+        for column in ("TPL", "limit", "charged", "fill", "state"):
+            quotas.add_column(column, justify="left" if column in ("TPL", "state") else "right")
+        for q in report.claims.quotas:
+            share = f"{float(q.fill_share or 0) * 100:.2f}%" if q.fill_share else ""
+            state = {1: "open", 2: "critical", 3: "filled", 4: "closed"}.get(q.state, "")
+            quotas.add_row(q.label or q.tpl_number, f"{_quantity_text(q.limit)} {q.measure_unit}", _quantity_text(q.charged), share, state)
+        console.print(quotas)
 
     attacks = Table(title="Attacks", title_justify="left")
     attacks.add_column("attempt")

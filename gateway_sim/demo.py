@@ -22,6 +22,7 @@ from ecert.relay.v1 import relay_pb2_grpc
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
+from gateway_sim.claims_player import ClaimsPlayer, ClaimsReport, serves
 from gateway_sim.gateway.gateway import Gateway
 from gateway_sim.gateway.register import Register
 from gateway_sim.processes import Party, start_relay, start_service
@@ -44,24 +45,24 @@ class DemoReport:
     books: list[tuple[str, str, int, int, Decimal, str]] = field(default_factory=list)  # tpl, label, active, canceled, quantity, unit
     transmissions_on_books: int = 0
     attacks: list[tuple[str, str]] = field(default_factory=list)  # what was tried, how it was refused
-    claims: list[tuple[str, str]] = field(default_factory=list)  # filled in once claims exist
+    claims: ClaimsReport | None = None  # None when this build's service offers no MatchService
     ok: bool = True
 
 
 def run_demo(directory: pathlib.Path, *, count: int = 60, seed: int = 2026, log=print) -> DemoReport:  # type: ignore[no-untyped-def]
     started = time.monotonic()
     report = DemoReport(directory)
-    log(f"[1/5] development PKI in {directory / 'pki'}")
+    log(f"[1/6] development PKI in {directory / 'pki'}")
     layout = init_pki(directory / "pki")
     parties: list[Party] = []
     try:
-        log("[2/5] starting customs' certification service and the relay (separate processes, mutual TLS)")
+        log("[2/6] starting customs' certification service and the relay (separate processes, mutual TLS)")
         service = start_service(layout.root, directory / "service")
         parties.append(service)
         relay = start_relay(layout.root, directory / "relay", service.address, faults=[*DEMO_FAULTS, "--seed", str(seed)])
         parties.append(relay)
 
-        log(f"[3/5] gateway issues {count} certificates (+3 with clerical mistakes) through the faulty relay")
+        log(f"[3/6] gateway issues {count} certificates (+2 large yarn shipments, +3 with clerical mistakes) through the faulty relay")
         customs_key = load_public_key((layout.root / "service" / "receipt-signing.pem.pub").read_bytes())
         register = Register(directory / "gateway" / "register.db")
         gateway = Gateway(
@@ -69,6 +70,7 @@ def run_demo(directory: pathlib.Path, *, count: int = 60, seed: int = 2026, log=
             seed=seed, resend_after=3.0, customs_key=customs_key,
         )
         gateway.issue(count)
+        large = gateway.issue_large([400_000, 400_000])  # kg of yarn: together more than TPL 6's level
         gateway.issue_mistaken(3)
         report.ok &= gateway.settle(40)
         log("      amendment wave and cancellations")
@@ -76,10 +78,24 @@ def run_demo(directory: pathlib.Path, *, count: int = 60, seed: int = 2026, log=
         gateway.cancel(max(1, count // 20))
         report.ok &= gateway.settle(40)
 
-        log("[4/5] attacks on the road")
+        log("[4/6] attacks on the road")
         report.attacks = _attacks(layout, service, directory)
 
-        log("[5/5] reading back what each party recorded")
+        customs_channel = secure_channel(service.address, layout.party("customs"))
+        if serves(customs_channel, "ecert.v1.MatchService"):
+            log("[5/6] an internal customs client files matching and mismatching claims")
+            by_number = {cpb.Certificate.FromString(b).certificate_number: cpb.Certificate.FromString(b) for b in register.certificates("ACTIVE")}
+            large_numbers = {register.get(m).certificate_number for m in large}  # type: ignore[union-attr]
+            report.claims = ClaimsPlayer(customs_channel).play(
+                [c for n, c in sorted(by_number.items()) if n not in large_numbers],
+                [cpb.Certificate.FromString(b) for b in register.certificates("CANCELED")],
+                [by_number[n] for n in sorted(large_numbers) if n in by_number],
+                quota_year=dt.date.today().year,
+            )
+        else:
+            log("[5/6] claims skipped: this build's service offers no ecert.v1.MatchService")
+
+        log("[6/6] reading back what each party recorded")
         report.register = register.counts()
         report.rejections = dict(Counter(s.reason for s in register.all() if s.state.value == "REJECTED"))
         report.gateway = {"sent": gateway.tally.sent, "re-sent": gateway.tally.resent, "receipts verified": gateway.tally.receipts,

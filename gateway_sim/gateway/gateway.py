@@ -77,6 +77,13 @@ class Gateway:
     def issue(self, count: int = 1) -> list[str]:
         return [self._transmit(self.generator.certificate(self.register.next_serial()), tpb.TRANSMISSION_ACTION_CREATE) for _ in range(count)]
 
+    def issue_large(self, quantities: list[int], *, tpl: str = "9823.53.06") -> list[str]:
+        """Unusually large shipments under one TPL (e.g. to see a level fill), one per quantity."""
+        return [
+            self._transmit(self.generator.large_shipment(self.register.next_serial(), tpl, q), tpb.TRANSMISSION_ACTION_CREATE)
+            for q in quantities
+        ]
+
     def issue_mistaken(self, count: int = 1) -> list[str]:
         """Certificates with a clerical mistake (see generator.MISTAKES): customs must reject each."""
         ids = []
@@ -161,7 +168,7 @@ class Gateway:
             self.tally.receipts += 1
             envelope = tpb.SignedEnvelope.FromString(sent.envelope)
             if sent.action == "CANCEL":
-                self.register.set_certificate(sent.certificate_number, b"", receipt.certificate_version, "CANCELED")
+                self.register.mark_canceled(sent.certificate_number, receipt.certificate_version)
             else:
                 self.register.set_certificate(sent.certificate_number, envelope.certificate.SerializeToString(), receipt.certificate_version, "ACTIVE")
             return 1

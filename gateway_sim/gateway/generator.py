@@ -45,6 +45,14 @@ class CertificateGenerator:
             invoice_number=f"FAC-{year}-{rng.randint(1, 99999):05d}",
         )
 
+    def large_shipment(self, serial: int, tpl: str, quantity: int) -> cpb.Certificate:
+        """A certificate like any other, for the TPL's first good and an exact quantity."""
+        certificate = self.certificate(serial)
+        htsus, description, unit, _low, _high = GOODS[tpl][0]
+        certificate.tpl_number, certificate.htsus_number, certificate.goods_description = tpl, htsus, description
+        certificate.unit, certificate.quantity = unit, str(quantity)
+        return certificate
+
     @staticmethod
     def round_quantity(value: int) -> int:
         step = 10 if value < 1000 else 100

@@ -19,9 +19,9 @@ def test_demo_runs_the_whole_flow_and_reports_it(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     with sqlite3.connect(work / "gateway" / "register.db") as db:
         states = dict(db.execute("SELECT state, COUNT(*) FROM sent GROUP BY state").fetchall())
-    # 20 issued + 2 amended + 1 canceled receipted; the 3 mistaken certificates rejected.
-    assert states == {"RECEIPTED": 23, "REJECTED": 3}
-    assert "receipted 23, rejected 3" in done.stdout
+    # 20 issued + 2 large + 2 amended + 1 canceled receipted; the 3 mistaken certificates rejected.
+    assert states == {"RECEIPTED": 25, "REJECTED": 3}
+    assert "receipted 25, rejected 3" in done.stdout
     assert "SIGNATURE_INVALID" in done.stdout and "ROLE_NOT_ALLOWED" in done.stdout
     for party in ("service", "relay"):  # the demo stopped what it started
         assert (work / party / f"{party}.log").exists()
