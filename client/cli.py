@@ -5,6 +5,7 @@ import typer
 
 from client.commands import certificate, db, pki, receipt, serve, submit
 from client.commands import demo, gateway, relay  # the simulated partner side
+from client.commands import claim, quota  # customs' claims and the quota view
 
 app = typer.Typer(help="eCERT certification service: serve, transmit, match, audit.", no_args_is_help=True)
 serve.register(app)
@@ -14,6 +15,8 @@ app.add_typer(receipt.app, name="receipt")
 app.add_typer(pki.app, name="pki")
 submit.register(app)
 app.add_typer(certificate.app, name="certificate")
+app.add_typer(claim.app, name="claim")
+app.add_typer(quota.app, name="quota")
 app.add_typer(gateway.app, name="gateway")
 demo.register(app)
 
