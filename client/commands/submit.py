@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from client.commands import common
-from client.sdk import Action, Certificate, EcertError, PartnerClient, Receipt
+from client.sdk import Action, Certificate, EcertError, PartnerClient, Receipt, load_document_signer
 from client.sdk.errors import FieldViolation
 
 PROGRESS_FROM_ROWS = 10  # smaller batches finish before a bar is worth drawing
@@ -152,17 +152,10 @@ def register(app: typer.Typer) -> None:
         timeout: Optional[float] = common.TIMEOUT,
     ) -> None:
         """Sign and transmit certificates; print each receipt and a summary."""
-        from server.adapters.keystore import load_signer
-
         rows = read_rows(file)
         if not rows:
             raise common.BadInput(f"{file}: no certificates")
-        if key_id is None:
-            id_file = key_file.with_suffix(".key-id")
-            if not id_file.is_file():
-                raise common.BadInput(f"--key-id is required (no {id_file.name} beside the key file)")
-            key_id = id_file.read_text(encoding="utf-8").strip()
-        signer = load_signer(key_file, key_id)
+        signer = load_document_signer(key_file, key_id or "")  # the id from --key-id or the .key-id file
 
         with PartnerClient(signer, sender, common.settings(target, insecure, tls_dir, timeout)) as client:
             results = _run(client, rows, workers, show_progress=len(rows) >= PROGRESS_FROM_ROWS)

@@ -47,7 +47,7 @@ from client.sdk.models import (
     ValidationReport,
     to_plain,
 )
-from client.sdk.roles import CustomsClient, ImporterClient, OperatorClient, PartnerClient, RelayClient
+from client.sdk.roles import CustomsClient, ImporterClient, OperatorClient, PartnerClient, RelayClient, load_document_signer
 
 __all__ = [
     "Aborted", "Action", "ActivityEntry", "AlreadyExists", "Certificate", "CertificateStatus", "CertificateUsage",
@@ -56,5 +56,5 @@ __all__ = [
     "Internal", "InvalidArgument", "NotFound", "OperatorClient", "Outcome", "PartnerClient", "Party",
     "PermissionDenied", "QuotaEvent", "QuotaEventKind", "QuotaState", "QuotaStatus", "Receipt", "RelayClient",
     "ResourceExhausted", "RetryPolicy", "Reversal", "ReversalKind", "StoredCertificate", "SubmitResult",
-    "Unauthenticated", "Unavailable", "ValidationReport", "current_request_id", "to_plain",
+    "Unauthenticated", "Unavailable", "ValidationReport", "current_request_id", "load_document_signer", "to_plain",
 ]

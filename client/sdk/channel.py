@@ -67,6 +67,12 @@ class ConnectionSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     options: tuple[tuple[str, Any], ...] = ()
 
+    def __post_init__(self) -> None:
+        for name in ("tls_dir", "ca_file", "cert_file", "key_file"):  # accept str paths too
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, pathlib.Path):
+                object.__setattr__(self, name, pathlib.Path(value))
+
     @classmethod
     def from_env(cls, **overrides: Any) -> ConnectionSettings:
         env = os.environ.get

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import pathlib
 from typing import Any
 
 from client.sdk.channel import ConnectionSettings
@@ -24,6 +25,19 @@ from client.sdk.services import (
 )
 from ecert.v1 import transmission_pb2 as tpb
 from server.domain.signing import Signer
+
+
+def load_document_signer(key_file: str | pathlib.Path, key_id: str = "") -> Signer:
+    """A partner's Ed25519 document-signing key (PEM); its id from `key_id` or the .key-id file beside it."""
+    from server.adapters.keystore import load_signer
+
+    path = pathlib.Path(key_file)
+    if not key_id:
+        id_file = path.with_suffix(".key-id")
+        if not id_file.is_file():
+            raise ValueError(f"no key id given and no {id_file.name} beside {path.name}")
+        key_id = id_file.read_text(encoding="utf-8").strip()
+    return load_signer(path, key_id)
 
 
 class PartnerClient(Transmitting, CertificateReads, ClaimReads):
