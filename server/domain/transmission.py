@@ -40,9 +40,13 @@ class Envelope:
 
     @property
     def sent_at(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self.sent_at_seconds, dt.timezone.utc) + dt.timedelta(
-            microseconds=self.sent_at_nanos // 1000
-        )
+        try:
+            return dt.datetime.fromtimestamp(self.sent_at_seconds, dt.timezone.utc) + dt.timedelta(
+                microseconds=self.sent_at_nanos // 1000
+            )
+        except (OverflowError, ValueError, OSError):  # a Timestamp outside years 1..9999
+            finding = Finding("SENT_AT_OUT_OF_RANGE", "sent_at", "must be an instant between the years 1 and 9999")
+            raise DomainError(finding.code, "sent_at is out of range", ErrorKind.INVALID, [finding]) from None
 
     def signed_bytes(self) -> bytes:
         return envelope_bytes(

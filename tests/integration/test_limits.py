@@ -134,3 +134,14 @@ def test_a_call_whose_deadline_passes_stores_nothing(server, transmission, partn
     assert stored.version == 2 and stored.receipt_id
     with pytest.raises(grpc.RpcError):
         transmission.GetCertificate(tpb.GetCertificateRequest(issuing_country="MX", certificate_number=NUMBER, version=3))
+
+
+def test_a_nul_character_in_any_string_field_is_invalid_argument(transmission, server, partner):
+    with pytest.raises(grpc.RpcError) as caught:
+        transmission.GetCertificate(tpb.GetCertificateRequest(issuing_country="MX", certificate_number="MX26-0\x00"))
+    error = rich_error(caught.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "TEXT_HAS_NUL")
+    assert error.fields == {"certificate_number": "TEXT_HAS_NUL"}
+    with pytest.raises(grpc.RpcError) as caught:
+        transmission.SubmitCertificate(tpb.SubmitCertificateRequest(envelope=envelope(partner.signer, certificate(invoice_number="A\x00B"))))
+    assert rich_error(caught.value).fields == {"envelope.certificate.invoice_number": "TEXT_HAS_NUL"}
