@@ -34,6 +34,16 @@ from server.domain.identity import Identity, Role
 DEMO_FAULTS = ["--drop", "0.1", "--delay-ms", "10", "--duplicate", "0.1", "--reorder", "--corrupt", "0.1", "--unavailable", "0.1"]
 
 
+class PartyDied(RuntimeError):
+    """A party the demo started exited on its own; the message carries the end of its log."""
+
+
+def _require_alive(parties: list[Party]) -> None:
+    for party in parties:
+        if not party.alive():
+            raise PartyDied(f"the {party.name} exited with code {party.process.returncode}; end of its log:\n{party.log_tail()}")
+
+
 @dataclass
 class DemoReport:
     directory: pathlib.Path
@@ -69,15 +79,17 @@ def run_demo(directory: pathlib.Path, *, count: int = 60, seed: int = 2026, log=
             register, layout.document_signer(), secure_channel(relay.address, layout.party("gateway-mx")),
             seed=seed, resend_after=3.0, customs_key=customs_key,
         )
+        _require_alive(parties)
         gateway.issue(count)
         large = gateway.issue_large([400_000, 400_000])  # kg of yarn: together more than TPL 6's level
         gateway.issue_mistaken(3)
-        report.ok &= gateway.settle(40)
+        report.ok &= gateway.settle(40, on_tick=lambda: _require_alive(parties))
         log("      amendment wave and cancellations")
         gateway.amend(max(1, count // 10))
         gateway.cancel(max(1, count // 20))
-        report.ok &= gateway.settle(40)
+        report.ok &= gateway.settle(40, on_tick=lambda: _require_alive(parties))
 
+        _require_alive(parties)
         log("[4/6] attacks on the road")
         report.attacks = _attacks(layout, service, directory)
 
@@ -95,6 +107,7 @@ def run_demo(directory: pathlib.Path, *, count: int = 60, seed: int = 2026, log=
         else:
             log("[5/6] claims skipped: this build's service offers no ecert.v1.MatchService")
 
+        _require_alive(parties)
         log("[6/6] reading back what each party recorded")
         report.register = register.counts()
         report.rejections = dict(Counter(s.reason for s in register.all() if s.state.value == "REJECTED"))

@@ -28,6 +28,15 @@ class Party:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs (what a crash looks like)."""
         if self.process.poll() is None:

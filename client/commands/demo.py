@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from client.demo_view import render
-        from gateway_sim.demo import run_demo
+        from gateway_sim.demo import PartyDied, run_demo
 
         console = Console()
         work = directory or pathlib.Path(tempfile.mkdtemp(prefix="ecert-demo-"))
@@ -31,6 +31,9 @@ def register(app: typer.Typer) -> None:
         try:
             report = run_demo(work, count=count, seed=seed, log=lambda text: console.print(text, style="dim"))
             render(console, report)
+        except PartyDied as died:
+            console.print(f"[red]error:[/] {died}", highlight=False, markup=False)
+            raise typer.Exit(1) from None
         finally:
             if directory is None:
                 shutil.rmtree(work, ignore_errors=True)
