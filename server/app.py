@@ -8,32 +8,53 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ecert.v1 import transmission_pb2, transmission_pb2_grpc
+from ecert.v1 import match_pb2, match_pb2_grpc, quota_pb2, quota_pb2_grpc, transmission_pb2, transmission_pb2_grpc
 from server.adapters.database import Database
 from server.adapters.keystore import load_or_create_signer, load_trust_store
-from server.adapters.reference_files import load_reference_data
 from server.api.auth import Authorizer
 from server.api.interceptors import ObservabilityInterceptor
 from server.api.limits import RequestGuard
+from server.api.match_servicer import MatchServicer
+from server.api.quota_servicer import QuotaServicer
 from server.api.transmission_servicer import TransmissionServicer
 from server.config import Settings
 from server.observability import wiring
 from server.observability.http import MetricsHttpServer
 from server.observability.metrics import ServiceMetrics
+from server.service.claims import ClaimUseCases
 from server.service.clock import Clock, SystemClock
+from server.service.quota import QuotaCalendar, QuotaEventBus, QuotaUseCases
+from server.service.reference import ReferenceStore
 from server.service.transmissions import TransmissionUseCases
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (transmission_pb2.DESCRIPTOR.services_by_name["TransmissionService"].full_name,)
+SERVICE_NAMES = (
+    transmission_pb2.DESCRIPTOR.services_by_name["TransmissionService"].full_name,
+    match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name,
+    quota_pb2.DESCRIPTOR.services_by_name["QuotaService"].full_name,
+)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+OPENING_CHECK_SECONDS = 5.0
+
+
+@dataclass
+class UseCases:
+    references: ReferenceStore
+    transmissions: TransmissionUseCases
+    claims: ClaimUseCases
+    quota: QuotaUseCases
+    events: QuotaEventBus
 
 
 @dataclass
@@ -42,12 +63,19 @@ class RunningServer:
     port: int
     health: health.HealthServicer
     database: Database
-    transmissions: TransmissionUseCases
+    use_cases: UseCases
     metrics: ServiceMetrics | None = None
     http: MetricsHttpServer | None = None  # /metrics, /healthz, /quota when a metrics port is set
+    _stopping: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def transmissions(self) -> TransmissionUseCases:
+        return self.use_cases.transmissions
 
     def stop(self, grace: float = 5.0) -> None:
         """Graceful: health says NOT_SERVING, new calls are refused, in-flight calls finish."""
+        self._stopping.set()
+        self.use_cases.events.stop()
         self.health.enter_graceful_shutdown()
         if self.http is not None:
             self.http.stop()
@@ -55,16 +83,39 @@ class RunningServer:
         self.database.dispose()
 
 
-def build_transmissions(settings: Settings, database: Database, clock: Clock) -> TransmissionUseCases:
-    return TransmissionUseCases(
+def build_use_cases(settings: Settings, database: Database, clock: Clock) -> UseCases:
+    references = ReferenceStore(database, clock)
+    references.ensure_defaults()
+    calendar = QuotaCalendar(ZoneInfo(settings.quota_timezone), Decimal(settings.critical_share))
+    quota = QuotaUseCases(database, calendar, clock)
+    events = QuotaEventBus(quota)
+    transmissions = TransmissionUseCases(
         database,
         trust_store=load_trust_store(settings.resolved_trust_store()),
         receipt_signer=load_or_create_signer(settings.resolved_receipt_key(), settings.receipt_key_id),
-        reference=load_reference_data(settings.reference_data or None),
+        reference=lambda: references.current().tpls,
         clock=clock,
         recipient=settings.recipient,
         max_clock_skew=dt.timedelta(seconds=settings.max_clock_skew_seconds),
     )
+    claims = ClaimUseCases(
+        database,
+        references=references,
+        calendar=calendar,
+        clock=clock,
+        events=events,
+        close_grace=dt.timedelta(days=settings.period_close_grace_days),
+    )
+    return UseCases(references, transmissions, claims, quota, events)
+
+
+def _allocate_openings(running: RunningServer) -> None:
+    """Allocates each opening batch soon after its period opens, even if no claim arrives to do it."""
+    while not running._stopping.wait(OPENING_CHECK_SECONDS):
+        try:
+            running.use_cases.claims.allocate_due_openings()
+        except Exception:
+            log.exception("opening allocation failed; retrying at the next check")
 
 
 def create_server(
@@ -82,7 +133,7 @@ def create_server(
         admission_wait=settings.transaction_wait_ms / 1000,
     )
     database.upgrade()
-    transmissions = build_transmissions(settings, database, clock or SystemClock())
+    use_cases = build_use_cases(settings, database, clock or SystemClock())
 
     metrics = ServiceMetrics()
     server = grpc.server(
@@ -97,7 +148,9 @@ def create_server(
         # Calls beyond this many in flight are refused (RESOURCE_EXHAUSTED) instead of queueing without bound.
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    transmission_pb2_grpc.add_TransmissionServiceServicer_to_server(TransmissionServicer(transmissions), server)
+    transmission_pb2_grpc.add_TransmissionServiceServicer_to_server(TransmissionServicer(use_cases.transmissions), server)
+    match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(use_cases.claims), server)
+    quota_pb2_grpc.add_QuotaServiceServicer_to_server(QuotaServicer(use_cases.quota, use_cases.events), server)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -112,7 +165,8 @@ def create_server(
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving on port %d (database %s)", port, database.dialect)
-    running = RunningServer(server, port, health_servicer, database, transmissions, metrics)
+    running = RunningServer(server, port, health_servicer, database, use_cases, metrics)
     running.http = wiring.start_http(settings, running)
+    threading.Thread(target=_allocate_openings, args=(running,), name="quota-openings", daemon=True).start()
+    log.info("serving on port %d (database %s)", port, database.dialect)
     return running

@@ -20,7 +20,12 @@ class Settings:
     receipt_key: str = field(default_factory=lambda: _env("RECEIPT_KEY", ""))
     receipt_key_id: str = field(default_factory=lambda: _env("RECEIPT_KEY_ID", "us-cbp-receipts-1"))
     recipient: str = field(default_factory=lambda: _env("RECIPIENT", "US-CBP"))
-    reference_data: str = field(default_factory=lambda: _env("REFERENCE_DATA", ""))
+    # Share of a level at which it turns CRITICAL ("potentially filled").
+    critical_share: str = field(default_factory=lambda: _env("CRITICAL_SHARE", "0.9"))
+    # Quota periods are calendar years opening at midnight in this zone.
+    quota_timezone: str = field(default_factory=lambda: _env("QUOTA_TIMEZONE", "America/New_York"))
+    # How long after a period ends an ordinary entry may still be charged to it.
+    period_close_grace_days: int = field(default_factory=lambda: int(_env("PERIOD_CLOSE_GRACE_DAYS", "30")))
     max_clock_skew_seconds: int = field(default_factory=lambda: int(_env("MAX_CLOCK_SKEW_SECONDS", "600")))
     workers: int = field(default_factory=lambda: int(_env("WORKERS", "16")))
     db_pool_size: int = field(default_factory=lambda: int(_env("DB_POOL_SIZE", "16")))

@@ -157,3 +157,125 @@ class CertificateRow(Base):
     # Entries currently holding a charge on the certificate (activity report condition 10).
     matched_entries: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class ReferenceVersionRow(Base):
+    """A loaded version of a reference table (TPLs and partners, or conversion factors), kept forever."""
+
+    __tablename__ = "reference_versions"
+    __table_args__ = (UniqueConstraint("kind", "version", name="uq_reference_versions_kind_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    version: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(Text)
+    document: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(String(64))
+    loaded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class QuotaLevelRow(Base):
+    """One TPL's level for one quota year, with its running charged total (the ledger's sum)."""
+
+    __tablename__ = "quota_levels"
+
+    tpl_number: Mapped[str] = mapped_column(String(16), primary_key=True)
+    quota_year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[str] = mapped_column(String(32))
+    measure_unit: Mapped[str] = mapped_column(String(8))
+    limit: Mapped[Decimal] = mapped_column(ExactQuantity())
+    charged: Mapped[Decimal] = mapped_column(ExactQuantity(), default=Decimal(0))
+    aggregate: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class QuotaOpeningRow(Base):
+    """Marks a quota year's opening batch as allocated (inserted once, by whoever gets there first)."""
+
+    __tablename__ = "quota_openings"
+
+    quota_year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    allocated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class QuotaLedgerRow(Base):
+    """Every change to a level's charged quantity: charges, reversals, opening allocations."""
+
+    __tablename__ = "quota_ledger"
+    __table_args__ = (Index("ix_quota_ledger_level_at", "tpl_number", "quota_year", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tpl_number: Mapped[str] = mapped_column(String(16))
+    quota_year: Mapped[int] = mapped_column(Integer)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    delta: Mapped[Decimal] = mapped_column(ExactQuantity())
+    claim_id: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(16))
+
+
+class ClaimRow(Base):
+    """The decision on one entry summary line (a correction or a refund claim adds a revision)."""
+
+    __tablename__ = "claims"
+    __table_args__ = (
+        UniqueConstraint("entry_number", "line_number", "revision", name="uq_claims_entry_line_revision"),
+        Index("ix_claims_certificate", "issuing_country", "certificate_number"),
+        Index("ix_claims_queue", "quota_year", "decision"),
+    )
+
+    claim_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    entry_number: Mapped[str] = mapped_column(String(16))
+    line_number: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[int] = mapped_column(Integer)
+    request_digest: Mapped[str] = mapped_column(String(64))
+    filer_code: Mapped[str] = mapped_column(String(8))
+    importer_of_record: Mapped[str] = mapped_column(String(16))
+    issuing_country: Mapped[str] = mapped_column(String(8))
+    certificate_number: Mapped[str] = mapped_column(String(64))
+    certificate_version: Mapped[int] = mapped_column(Integer, default=0)
+    tpl_number: Mapped[str] = mapped_column(String(16))
+    quota_year: Mapped[int] = mapped_column(Integer)
+    decision: Mapped[str] = mapped_column(String(24))
+    reasons: Mapped[str] = mapped_column(Text)  # JSON list
+    mismatches: Mapped[str] = mapped_column(Text)  # JSON list of [field, claimed, transmitted]
+    claimed_quantity: Mapped[Decimal] = mapped_column(ExactQuantity())
+    unit: Mapped[str] = mapped_column(String(8))
+    claimed_measure: Mapped[Decimal] = mapped_column(ExactQuantity())
+    measure_unit: Mapped[str] = mapped_column(String(8))
+    conversion_factor: Mapped[str] = mapped_column(String(24))
+    factor_version: Mapped[str] = mapped_column(String(64))
+    granted_quantity: Mapped[Decimal] = mapped_column(ExactQuantity())
+    granted_measure: Mapped[Decimal] = mapped_column(ExactQuantity())
+    certificate_remaining: Mapped[Decimal | None] = mapped_column(ExactQuantity(), nullable=True)
+    level_remaining: Mapped[Decimal | None] = mapped_column(ExactQuantity(), nullable=True)
+    aggregate_remaining: Mapped[Decimal | None] = mapped_column(ExactQuantity(), nullable=True)
+    presentation_time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    decided_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    post_importation: Mapped[bool] = mapped_column(default=False)
+    proration_rate: Mapped[str] = mapped_column(String(24), default="")
+    reversed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    reversal_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class AuditRecordRow(Base):
+    """The append-only, hash-chained log of decisions, charges, reversals and reference changes."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(24))
+    subject: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHeadRow(Base):
+    """The chain's tip. Appenders update this one row first, so on PostgreSQL its row lock puts
+    concurrent appends in one order and the chain can never fork."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))

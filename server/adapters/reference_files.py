@@ -7,6 +7,7 @@ import pathlib
 from decimal import Decimal
 from typing import Any
 
+from server.domain.conversion import Category, ConversionTable
 from server.domain.reference import Partner, ReferenceData, TplDefinition
 
 PACKAGED = pathlib.Path(__file__).resolve().parent.parent / "reference_data" / "usmca-mx.json"
@@ -42,3 +43,21 @@ def parse_reference_data(document: dict[str, Any]) -> ReferenceData:
 
 def load_reference_data(path: str | pathlib.Path | None = None) -> ReferenceData:
     return parse_reference_data(json.loads(pathlib.Path(path or PACKAGED).read_text(encoding="utf-8")))
+
+
+def parse_conversion_table(document: dict[str, Any]) -> ConversionTable:
+    categories = {
+        code: Category(code=code, description=c["description"], unit=c["unit"], factor=Decimal(c["factor"]))
+        for code, c in document["categories"].items()
+    }
+    prefixes = dict(document["htsus_prefixes"])
+    unknown = sorted(set(prefixes.values()) - set(categories))
+    if unknown:
+        raise ValueError(f"HTSUS prefixes name unknown categories: {', '.join(unknown)}")
+    for code, category in categories.items():
+        if category.factor <= 0:
+            raise ValueError(f"category {code} has a factor that is not positive")
+    return ConversionTable(version=document["version"], source=document["source"], categories=categories, htsus_prefixes=prefixes)
+
+
+PACKAGED_CONVERSION = PACKAGED.parent / "sme-factors-illustrative.json"

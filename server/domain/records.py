@@ -53,3 +53,49 @@ def activity_condition(status: CertificateStatus, matched_entries: int) -> int:
     if status is CertificateStatus.CANCELED:
         return CANCELED
     return MATCHED if matched_entries > 0 else UNMATCHED
+
+
+@dataclass(frozen=True)
+class ClaimRecord:
+    """A decided claim as stored: everything needed to answer, replay or audit it."""
+
+    claim_id: str
+    entry_number: str
+    line_number: int
+    revision: int
+    request_digest: str
+    filer_code: str
+    importer_of_record: str
+    issuing_country: str
+    certificate_number: str
+    certificate_version: int
+    tpl_number: str
+    quota_year: int
+    decision: str  # a server.domain.claims.Decision value
+    reasons: tuple[str, ...]
+    mismatches: tuple[tuple[str, str, str], ...]  # (field, claimed, transmitted)
+    claimed_quantity: Decimal
+    unit: str
+    claimed_measure: Decimal
+    measure_unit: str
+    conversion_factor: str
+    factor_version: str
+    granted_quantity: Decimal
+    granted_measure: Decimal
+    certificate_remaining: Decimal | None
+    level_remaining: Decimal | None
+    aggregate_remaining: Decimal | None
+    presentation_time: dt.datetime
+    decided_at: dt.datetime
+    post_importation: bool
+    proration_rate: str
+    reversed_at: dt.datetime | None
+    reversal_kind: str | None
+
+    @property
+    def mfn_quantity(self) -> Decimal:
+        return self.claimed_quantity - self.granted_quantity
+
+    @property
+    def mfn_measure(self) -> Decimal:
+        return self.claimed_measure - self.granted_measure

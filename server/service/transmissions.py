@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -61,7 +62,7 @@ class TransmissionUseCases:
         *,
         trust_store: TrustStore,
         receipt_signer: Signer,
-        reference: ReferenceData,
+        reference: Callable[[], ReferenceData],
         clock: Clock,
         recipient: str,
         max_clock_skew: dt.timedelta,
@@ -69,7 +70,7 @@ class TransmissionUseCases:
         self.database = database
         self.trust_store = trust_store
         self.signer = receipt_signer
-        self.reference = reference
+        self.reference = reference  # the newest TPL and partner table
         self.clock = clock
         self.recipient = recipient
         self.max_clock_skew = max_clock_skew
@@ -182,7 +183,7 @@ class TransmissionUseCases:
             findings.extend(_cancel_findings(envelope))
             return None, findings
         certificate, certificate_findings = validate_certificate(
-            envelope.certificate, self.reference, envelope.sender, received_at.date()
+            envelope.certificate, self.reference(), envelope.sender, received_at.date()
         )
         return certificate, findings + certificate_findings
 

@@ -13,6 +13,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from server.adapters.database import Database, translate_pool_timeout
+from server.adapters.claim_repository import (
+    AuditRepository,
+    CertificateLedger,
+    ClaimRepository,
+    QuotaRepository,
+    ReferenceRepository,
+)
 from server.adapters.repositories import CertificateRepository, TransmissionRepository
 from server.service import deadline
 
@@ -24,6 +31,11 @@ class UnitOfWork:
     session: Session
     transmissions: TransmissionRepository
     certificates: CertificateRepository
+    certificate_ledger: CertificateLedger
+    claims: ClaimRepository
+    quota: QuotaRepository
+    audit: AuditRepository
+    references: ReferenceRepository
 
     def __init__(self, database: Database, *, write: bool):
         self._database = database
@@ -42,6 +54,11 @@ class UnitOfWork:
             self._resources = opening.pop_all()
         self.transmissions = TransmissionRepository(self.session)
         self.certificates = CertificateRepository(self.session)
+        self.certificate_ledger = CertificateLedger(self.session)
+        self.claims = ClaimRepository(self.session)
+        self.quota = QuotaRepository(self.session)
+        self.audit = AuditRepository(self.session)
+        self.references = ReferenceRepository(self.session)
         return self
 
     def _bound_by_deadline(self) -> None:

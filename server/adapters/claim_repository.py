@@ -1,0 +1,282 @@
+"""Claims, quota levels with their ledger, the audit chain, reference versions: rows <-> domain."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from decimal import Decimal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from server.adapters.orm import (
+    AuditHeadRow,
+    AuditRecordRow,
+    CertificateRow,
+    ClaimRow,
+    QuotaLedgerRow,
+    QuotaLevelRow,
+    QuotaOpeningRow,
+    ReferenceVersionRow,
+)
+from server.domain.audit import AuditRecord, link_hash
+from server.domain.canonical import canonical_json
+from server.domain.records import ClaimRecord
+
+
+def _claim(row: ClaimRow) -> ClaimRecord:
+    values = {f.name: getattr(row, f.name) for f in dataclasses.fields(ClaimRecord) if f.name not in ("reasons", "mismatches")}
+    return ClaimRecord(
+        **values,
+        reasons=tuple(json.loads(row.reasons)),
+        mismatches=tuple(tuple(m) for m in json.loads(row.mismatches)),  # type: ignore[misc]
+    )
+
+
+class ClaimRepository:
+    def __init__(self, session: Session):
+        self.session = session
+
+    def revisions(self, entry_number: str, line_number: int) -> list[ClaimRecord]:
+        rows = self.session.scalars(
+            select(ClaimRow)
+            .where(ClaimRow.entry_number == entry_number, ClaimRow.line_number == line_number)
+            .order_by(ClaimRow.revision)
+        )
+        return [_claim(r) for r in rows]
+
+    def entry_parties(self, entry_number: str) -> tuple[str, str] | None:
+        """(importer of record, filer code) already on file for this entry number, if any."""
+        row = self.session.execute(
+            select(ClaimRow.importer_of_record, ClaimRow.filer_code).where(ClaimRow.entry_number == entry_number).limit(1)
+        ).one_or_none()
+        return None if row is None else (row[0], row[1])
+
+    def add(self, record: ClaimRecord) -> None:
+        values = dataclasses.asdict(record)
+        values["reasons"] = json.dumps(list(record.reasons))
+        values["mismatches"] = json.dumps([list(m) for m in record.mismatches])
+        self.session.add(ClaimRow(**values))
+        self.session.flush()  # the unique (entry, line, revision) constraint fires here
+
+    def update(self, claim_id: str, **changes: object) -> ClaimRecord:
+        row = self.session.get_one(ClaimRow, claim_id)
+        for name, value in changes.items():
+            if name in ("reasons",):
+                value = json.dumps(list(value))  # type: ignore[call-overload]
+            setattr(row, name, value)
+        self.session.flush()
+        return _claim(row)
+
+    def queued(self, quota_year: int) -> list[ClaimRecord]:
+        rows = self.session.scalars(
+            select(ClaimRow)
+            .where(ClaimRow.quota_year == quota_year, ClaimRow.decision == "QUEUED", ClaimRow.reversed_at.is_(None))
+            .order_by(ClaimRow.claim_id)
+        )
+        return [_claim(r) for r in rows]
+
+    def for_certificate(self, country: str, number: str) -> list[ClaimRecord]:
+        rows = self.session.scalars(
+            select(ClaimRow)
+            .where(ClaimRow.issuing_country == country, ClaimRow.certificate_number == number)
+            .order_by(ClaimRow.decided_at, ClaimRow.entry_number, ClaimRow.line_number, ClaimRow.revision)
+        )
+        return [_claim(r) for r in rows]
+
+
+class CertificateLedger:
+    """Atomic conditional updates of a certificate's used quantity (eCERT 2.0 decrement)."""
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def charge(self, country: str, number: str, quantity: Decimal, entries: int) -> Decimal | None:
+        """Use `quantity`; the new remaining quantity, or None if that would overuse the certificate."""
+        key = (CertificateRow.issuing_country == country, CertificateRow.certificate_number == number)
+        result = self.session.execute(
+            update(CertificateRow)
+            .where(*key, CertificateRow.status == "ACTIVE", CertificateRow.used_quantity + quantity <= CertificateRow.quantity)
+            .values(
+                used_quantity=CertificateRow.used_quantity + quantity,
+                matched_entries=CertificateRow.matched_entries + entries,
+            )
+            .returning(CertificateRow.quantity, CertificateRow.used_quantity)
+        ).one_or_none()
+        return None if result is None else result[0] - result[1]
+
+    def release(self, country: str, number: str, quantity: Decimal, entries: int) -> Decimal:
+        key = (CertificateRow.issuing_country == country, CertificateRow.certificate_number == number)
+        result = self.session.execute(
+            update(CertificateRow)
+            .where(*key, CertificateRow.used_quantity >= quantity)
+            .values(
+                used_quantity=CertificateRow.used_quantity - quantity,
+                matched_entries=CertificateRow.matched_entries - entries,
+            )
+            .returning(CertificateRow.quantity, CertificateRow.used_quantity)
+        ).one()
+        return result[0] - result[1]
+
+    def remaining(self, country: str, number: str) -> Decimal | None:
+        row = self.session.get(CertificateRow, (country, number))
+        return None if row is None else row.quantity - row.used_quantity
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelRow:
+    tpl_number: str
+    quota_year: int
+    label: str
+    measure_unit: str
+    limit: Decimal
+    charged: Decimal
+    aggregate: str | None
+
+
+def _level(row: QuotaLevelRow) -> LevelRow:
+    return LevelRow(row.tpl_number, row.quota_year, row.label, row.measure_unit, row.limit, row.charged, row.aggregate)
+
+
+class QuotaRepository:
+    def __init__(self, session: Session):
+        self.session = session
+
+    def level(self, tpl_number: str, quota_year: int) -> LevelRow | None:
+        row = self.session.get(QuotaLevelRow, (tpl_number, quota_year), populate_existing=True)
+        return None if row is None else _level(row)
+
+    def levels(self, quota_year: int) -> list[LevelRow]:
+        rows = self.session.scalars(
+            select(QuotaLevelRow).where(QuotaLevelRow.quota_year == quota_year).order_by(QuotaLevelRow.tpl_number)
+        )
+        return [_level(r) for r in rows]
+
+    def all_levels(self) -> list[LevelRow]:
+        return [_level(r) for r in self.session.scalars(select(QuotaLevelRow))]
+
+    def upsert_level(self, level: LevelRow) -> None:
+        row = self.session.get(QuotaLevelRow, (level.tpl_number, level.quota_year))
+        if row is None:
+            self.session.add(QuotaLevelRow(**dataclasses.asdict(level)))
+        else:
+            row.label, row.measure_unit, row.limit, row.aggregate = level.label, level.measure_unit, level.limit, level.aggregate
+        self.session.flush()
+
+    def charge(self, tpl_number: str, quota_year: int, measure: Decimal) -> Decimal | None:
+        """Add `measure` to the level; its new remaining, or None if that would exceed the limit."""
+        result = self.session.execute(
+            update(QuotaLevelRow)
+            .where(
+                QuotaLevelRow.tpl_number == tpl_number,
+                QuotaLevelRow.quota_year == quota_year,
+                QuotaLevelRow.charged + measure <= QuotaLevelRow.limit,
+            )
+            .values(charged=QuotaLevelRow.charged + measure)
+            .returning(QuotaLevelRow.limit, QuotaLevelRow.charged)
+        ).one_or_none()
+        return None if result is None else result[0] - result[1]
+
+    def release(self, tpl_number: str, quota_year: int, measure: Decimal) -> Decimal:
+        result = self.session.execute(
+            update(QuotaLevelRow)
+            .where(QuotaLevelRow.tpl_number == tpl_number, QuotaLevelRow.quota_year == quota_year)
+            .values(charged=QuotaLevelRow.charged - measure)
+            .returning(QuotaLevelRow.limit, QuotaLevelRow.charged)
+        ).one()
+        return result[0] - result[1]
+
+    def record(self, tpl_number: str, quota_year: int, at: dt.datetime, delta: Decimal, claim_id: str, kind: str) -> None:
+        self.session.add(
+            QuotaLedgerRow(tpl_number=tpl_number, quota_year=quota_year, at=at, delta=delta, claim_id=claim_id, kind=kind)
+        )
+
+    def charged_as_of(self, tpl_number: str, quota_year: int, at: dt.datetime) -> Decimal:
+        total = self.session.scalar(
+            select(func.coalesce(func.sum(QuotaLedgerRow.delta), 0)).where(
+                QuotaLedgerRow.tpl_number == tpl_number, QuotaLedgerRow.quota_year == quota_year, QuotaLedgerRow.at <= at
+            )
+        )
+        # The sum comes back as raw micro-units (the column type does not survive SUM).
+        return (Decimal(int(total or 0)) / Decimal(1_000_000)).normalize()
+
+    def ledger_sum(self, tpl_number: str, quota_year: int) -> Decimal:
+        return self.charged_as_of(tpl_number, quota_year, dt.datetime.max.replace(tzinfo=dt.timezone.utc))
+
+    def opening_allocated(self, quota_year: int) -> bool:
+        return self.session.get(QuotaOpeningRow, quota_year) is not None
+
+    def mark_opening_allocated(self, quota_year: int, at: dt.datetime) -> None:
+        self.session.add(QuotaOpeningRow(quota_year=quota_year, allocated_at=at))
+        self.session.flush()  # a concurrent allocator loses on the primary key here
+
+
+class AuditRepository:
+    def __init__(self, session: Session):
+        self.session = session
+
+    def append(self, at: dt.datetime, kind: str, subject: str, facts: dict[str, object]) -> AuditRecord:
+        # Lock the tip first (UPDATE takes the row lock on PostgreSQL; SQLite writes are already serial).
+        tip = self.session.execute(
+            update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=AuditHeadRow.seq + 1).returning(AuditHeadRow.seq, AuditHeadRow.hash)
+        ).one()
+        seq, prev_hash = tip[0], tip[1]
+        at_text = at.astimezone(dt.timezone.utc).isoformat()
+        payload = canonical_json(facts).decode("utf-8")
+        digest = link_hash(prev_hash, seq, at_text, kind, subject, payload)
+        self.session.add(
+            AuditRecordRow(seq=seq, at=at_text, kind=kind, subject=subject, payload=payload, prev_hash=prev_hash, hash=digest)
+        )
+        self.session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(hash=digest))
+        return AuditRecord(seq, at_text, kind, subject, payload, prev_hash, digest)
+
+    def records(self, batch: int = 1000):  # type: ignore[no-untyped-def]
+        """Every record in chain order, read in batches."""
+        after = 0
+        while True:
+            rows = list(
+                self.session.scalars(select(AuditRecordRow).where(AuditRecordRow.seq > after).order_by(AuditRecordRow.seq).limit(batch))
+            )
+            if not rows:
+                return
+            for row in rows:
+                yield AuditRecord(row.seq, row.at, row.kind, row.subject, row.payload, row.prev_hash, row.hash)
+            after = rows[-1].seq
+
+
+class ReferenceRepository:
+    def __init__(self, session: Session):
+        self.session = session
+
+    def latest(self, kind: str) -> tuple[int, str] | None:
+        """(id, document) of the newest loaded version of `kind`."""
+        row = self.session.execute(
+            select(ReferenceVersionRow.id, ReferenceVersionRow.document)
+            .where(ReferenceVersionRow.kind == kind)
+            .order_by(ReferenceVersionRow.id.desc())
+            .limit(1)
+        ).one_or_none()
+        return None if row is None else (row[0], row[1])
+
+    def newest_id(self) -> int:
+        return int(self.session.scalar(select(func.coalesce(func.max(ReferenceVersionRow.id), 0))) or 0)
+
+    def find(self, kind: str, version: str) -> ReferenceVersionRow | None:
+        return self.session.scalars(
+            select(ReferenceVersionRow).where(ReferenceVersionRow.kind == kind, ReferenceVersionRow.version == version)
+        ).one_or_none()
+
+    def add(self, kind: str, version: str, source: str, document: str, digest: str, at: dt.datetime) -> int:
+        row = ReferenceVersionRow(kind=kind, version=version, source=source, document=document, digest=digest, loaded_at=at)
+        self.session.add(row)
+        self.session.flush()
+        return row.id
+
+    def history(self) -> list[tuple[int, str, str, str, dt.datetime]]:
+        rows = self.session.execute(
+            select(
+                ReferenceVersionRow.id, ReferenceVersionRow.kind, ReferenceVersionRow.version,
+                ReferenceVersionRow.digest, ReferenceVersionRow.loaded_at,
+            ).order_by(ReferenceVersionRow.id)
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]

@@ -1,0 +1,52 @@
+"""ecert.v1.MatchService: requests to use cases, results to responses."""
+from __future__ import annotations
+
+import grpc
+
+from ecert.v1 import match_pb2 as mpb
+from ecert.v1 import match_pb2_grpc
+from server.api import claim_converters as conv
+from server.api.errors import translate_errors
+from server.service.claims import ClaimUseCases
+
+
+class MatchServicer(match_pb2_grpc.MatchServiceServicer):
+    def __init__(self, claims: ClaimUseCases):
+        self.claims = claims
+
+    @translate_errors()
+    def MatchClaim(self, request: mpb.MatchClaimRequest, context: grpc.ServicerContext) -> mpb.MatchClaimResponse:
+        record, replayed = self.claims.match(conv.line_from_proto(request.line))
+        return mpb.MatchClaimResponse(result=conv.claim_to_proto(record), replayed=replayed)
+
+    @translate_errors()
+    def CheckClaim(self, request: mpb.CheckClaimRequest, context: grpc.ServicerContext) -> mpb.CheckClaimResponse:
+        return mpb.CheckClaimResponse(result=conv.claim_to_proto(self.claims.check(conv.line_from_proto(request.line))))
+
+    @translate_errors()
+    def FilePostImportationClaim(
+        self, request: mpb.FilePostImportationClaimRequest, context: grpc.ServicerContext
+    ) -> mpb.FilePostImportationClaimResponse:
+        record, replayed = self.claims.file_post_importation(conv.line_from_proto(request.line))
+        return mpb.FilePostImportationClaimResponse(result=conv.claim_to_proto(record), replayed=replayed)
+
+    @translate_errors()
+    def ReverseClaim(self, request: mpb.ReverseClaimRequest, context: grpc.ServicerContext) -> mpb.ReverseClaimResponse:
+        corrected = conv.line_from_proto(request.corrected_line) if request.HasField("corrected_line") else None
+        reversed_record, corrected_record, _ = self.claims.reverse(
+            request.entry_number, request.line_number, conv.REVERSAL_FROM_PROTO.get(request.kind), corrected, request.reason
+        )
+        response = mpb.ReverseClaimResponse(reversed=conv.claim_to_proto(reversed_record))
+        if corrected_record is not None:
+            response.corrected.CopyFrom(conv.claim_to_proto(corrected_record))
+        return response
+
+    @translate_errors()
+    def GetClaim(self, request: mpb.GetClaimRequest, context: grpc.ServicerContext) -> mpb.GetClaimResponse:
+        return mpb.GetClaimResponse(result=conv.claim_to_proto(self.claims.get(request.entry_number, request.line_number)))
+
+    @translate_errors()
+    def GetCertificateUsage(
+        self, request: mpb.GetCertificateUsageRequest, context: grpc.ServicerContext
+    ) -> mpb.GetCertificateUsageResponse:
+        return conv.usage_to_proto(self.claims.usage(request.issuing_country, request.certificate_number))

@@ -1,0 +1,51 @@
+"""ecert.v1.QuotaService: status reads and the WatchQuotas stream."""
+from __future__ import annotations
+
+import datetime as dt
+import queue
+from collections.abc import Iterator
+
+import grpc
+
+from ecert.v1 import quota_pb2 as qpb
+from ecert.v1 import quota_pb2_grpc
+from server.api import claim_converters as conv
+from server.api.errors import translate_errors
+from server.service.quota import QuotaEventBus, QuotaUseCases
+
+
+def _as_of(request: qpb.GetQuotaStatusRequest | qpb.ListQuotasRequest) -> dt.datetime | None:
+    return request.as_of.ToDatetime(tzinfo=dt.timezone.utc) if request.HasField("as_of") else None
+
+
+class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
+    # How often a quiet stream checks whether its client is still there.
+    IDLE_CHECK_SECONDS = 1.0
+
+    def __init__(self, quota: QuotaUseCases, events: QuotaEventBus):
+        self.quota = quota
+        self.events = events
+
+    @translate_errors()
+    def ListQuotas(self, request: qpb.ListQuotasRequest, context: grpc.ServicerContext) -> qpb.ListQuotasResponse:
+        return qpb.ListQuotasResponse(quotas=[conv.status_to_proto(s) for s in self.quota.list(request.quota_year, _as_of(request))])
+
+    @translate_errors()
+    def GetQuotaStatus(self, request: qpb.GetQuotaStatusRequest, context: grpc.ServicerContext) -> qpb.GetQuotaStatusResponse:
+        status = self.quota.status(request.tpl_number, request.quota_year, _as_of(request))
+        return qpb.GetQuotaStatusResponse(status=conv.status_to_proto(status))
+
+    def WatchQuotas(self, request: qpb.WatchQuotasRequest, context: grpc.ServicerContext) -> Iterator[qpb.QuotaEvent]:
+        year = request.quota_year or self.quota.calendar.year_of(self.quota.clock.now())
+        subscription, snapshot = self.events.subscribe(frozenset(request.tpl_numbers), year)
+        try:
+            for status in snapshot:
+                yield conv.event_to_proto(conv.QuotaEvent(None, status))
+            while context.is_active():
+                try:
+                    event = subscription.events.get(timeout=self.IDLE_CHECK_SECONDS)
+                except queue.Empty:
+                    continue
+                yield conv.event_to_proto(event)
+        finally:
+            self.events.unsubscribe(subscription)

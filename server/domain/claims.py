@@ -1,0 +1,163 @@
+"""Deciding a TPL claim: match the entry line against the partner's transmission, then the levels."""
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from server.domain.certificate import Certificate
+from server.domain.conversion import Conversion
+from server.domain.entry import EntryLine
+from server.domain.errors import DomainError, ErrorKind
+from server.domain.quantity import format_quantity
+from server.domain.quota import Grant, Level, grant_first_come
+from server.domain.reference import Partner
+from server.domain.transmission import CertificateStatus
+
+
+class Decision(enum.Enum):
+    PREFERENTIAL = "PREFERENTIAL"
+    PARTIAL = "PARTIAL"
+    MFN_REQUIRED = "MFN_REQUIRED"
+    ECERT_NOT_REQUIRED = "ECERT_NOT_REQUIRED"
+    QUEUED = "QUEUED"
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    field: str
+    claimed: str
+    transmitted: str
+
+
+@dataclass(frozen=True)
+class CertificateOnFile:
+    certificate: Certificate
+    version: int
+    status: CertificateStatus
+    remaining: Decimal
+
+
+@dataclass(frozen=True)
+class Screening:
+    """The outcome of matching before any quota is looked at: final unless `passed`."""
+
+    decision: Decision | None
+    reasons: tuple[str, ...] = ()
+    mismatches: tuple[Mismatch, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return self.decision is None
+
+
+@dataclass(frozen=True)
+class Allocation:
+    decision: Decision
+    reasons: tuple[str, ...]
+    grant: Grant
+    presentation_time: dt.datetime
+
+
+def mismatches(line: EntryLine, certificate: Certificate) -> list[Mismatch]:
+    """Every element of the claim that the transmission does not support, by field."""
+    found = []
+
+    def differ(name: str, claimed: object, transmitted: object) -> None:
+        found.append(Mismatch(name, str(claimed), str(transmitted)))
+
+    if line.country_of_origin != certificate.issuing_country:
+        differ("country_of_origin", line.country_of_origin, certificate.issuing_country)
+    if line.tpl_number != certificate.tpl_number:
+        differ("tpl_number", line.tpl_number, certificate.tpl_number)
+    # A certificate may name the goods at 6 or 8 digits; the entry's 10-digit number must fall under it.
+    if not line.htsus_number.startswith(certificate.htsus_number):
+        differ("htsus_number", line.htsus_number, certificate.htsus_number)
+    if line.importer_of_record != certificate.importer_of_record:
+        differ("importer_of_record", line.importer_of_record, certificate.importer_of_record)
+    if line.unit != certificate.unit:
+        differ("unit", line.unit, certificate.unit)
+    if not certificate.issue_date <= line.date_of_importation <= certificate.last_valid_date:
+        differ(
+            "date_of_importation",
+            line.date_of_importation.isoformat(),
+            f"{certificate.issue_date.isoformat()}..{certificate.last_valid_date.isoformat()}",
+        )
+    if line.date_of_importation.year != certificate.quota_year:
+        differ("quota_year", line.date_of_importation.year, certificate.quota_year)
+    return found
+
+
+def screen(line: EntryLine, partner: Partner | None, on_file: CertificateOnFile | None) -> Screening:
+    if partner is not None and line.date_of_importation < partner.ecert_effective_date:
+        return Screening(Decision.ECERT_NOT_REQUIRED, ("BEFORE_ECERT_EFFECTIVE_DATE",))
+    if on_file is None:
+        return Screening(Decision.MFN_REQUIRED, ("NO_TRANSMISSION",))
+    if on_file.status is CertificateStatus.CANCELED:
+        return Screening(Decision.MFN_REQUIRED, ("CERTIFICATE_CANCELED",))
+    found = mismatches(line, on_file.certificate)
+    if found:
+        return Screening(Decision.MFN_REQUIRED, ("DATA_MISMATCH",), tuple(found))
+    if on_file.remaining <= 0:
+        return Screening(Decision.MFN_REQUIRED, ("CERTIFICATE_EXHAUSTED",))
+    if line.quantity > on_file.remaining:
+        quantity = Mismatch("quantity", format_quantity(line.quantity), format_quantity(on_file.remaining))
+        return Screening(Decision.MFN_REQUIRED, ("QUANTITY_EXCEEDS_CERTIFICATE",), (quantity,))
+    return Screening(None)
+
+
+@dataclass(frozen=True)
+class QuotaContext:
+    """The levels a claim charges (its own TPL first, then any aggregate) as they stand now."""
+
+    levels: list[Level]
+    now: dt.datetime
+    post_importation: bool = False
+    # How long after a period ends an ordinary entry may still be charged to it.
+    close_grace: dt.timedelta = field(default=dt.timedelta(0))
+
+
+def allocate(
+    line: EntryLine, conversion: Conversion, context: QuotaContext, presented: dt.datetime | None = None
+) -> Allocation:
+    """First come, first served against every level the claim charges. `presented` overrides the
+    line's own presentation time (a corrected line keeps its original priority)."""
+    member = context.levels[0]
+    presented = presented or line.presentation_time()
+    if not context.post_importation:
+        if presented < member.opens_at:
+            # Presented before the opening: counts as presented at the opening moment.
+            presented = member.opens_at
+            if context.now < member.opens_at:
+                return Allocation(Decision.QUEUED, ("PERIOD_NOT_YET_OPEN",), Grant(Decimal(0), Decimal(0)), presented)
+        if context.now >= member.closes_at + context.close_grace or presented >= member.closes_at + context.close_grace:
+            return Allocation(Decision.MFN_REQUIRED, ("PERIOD_CLOSED",), Grant(Decimal(0), Decimal(0)), presented)
+
+    binding = min(context.levels, key=lambda level: level.remaining)
+    grant = grant_first_come(line.quantity, conversion.factor, binding.remaining)
+    filled_reason = "LEVEL_FILLED" if binding is member else "AGGREGATE_FILLED"
+    if grant.quantity <= 0:
+        return Allocation(Decision.MFN_REQUIRED, (filled_reason,), grant, presented)
+    if grant.quantity < line.quantity:
+        return Allocation(Decision.PARTIAL, (filled_reason, "PARTIAL_FILL"), grant, presented)
+    return Allocation(Decision.PREFERENTIAL, (), grant, presented)
+
+
+def post_importation_deadline(date_of_importation: dt.date) -> dt.date:
+    """One year after the date of importation, by the calendar (29 February -> 28 February)."""
+    try:
+        return date_of_importation.replace(year=date_of_importation.year + 1)
+    except ValueError:
+        return date_of_importation.replace(year=date_of_importation.year + 1, day=28)
+
+
+def check_post_importation_window(date_of_importation: dt.date, today: dt.date) -> None:
+    deadline = post_importation_deadline(date_of_importation)
+    if today > deadline:
+        raise DomainError(
+            "POST_IMPORTATION_WINDOW_CLOSED",
+            f"a post-importation claim had to be filed by {deadline.isoformat()}",
+            ErrorKind.PRECONDITION,
+            metadata={"deadline": deadline.isoformat()},
+        )

@@ -1,0 +1,214 @@
+"""Entry summary lines claiming a TPL: entry numbers, required elements, presentation time."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+import hashlib
+from dataclasses import asdict
+
+from server.domain.canonical import canonical_json
+from server.domain.certificate import HTSUS_PATTERN, normalize_htsus
+from server.domain.errors import Finding
+from server.domain.quantity import parse_quantity
+
+ENTRY_NUMBER_PATTERN = re.compile(r"([0-9A-Z]{3})-?([0-9]{7})-?([0-9])")
+# CBP's listed filer-code patterns (ACE CATAIR Appendix E): every mix of letters and digits except
+# an all-digit code of 000.
+FILER_CODE_PATTERN = re.compile(r"[0-9A-Z]{3}")
+TPL_SPI = "S+"
+# Entry types that enter goods for consumption or withdraw them from a warehouse for consumption:
+# the only ones a TPL claim can ride on.
+CONSUMPTION_ENTRY_TYPES = frozenset({"01", "02", "03", "06", "07", "11", "12", "31", "32", "34", "38"})
+WAREHOUSE_WITHDRAWAL_TYPES = frozenset({"31", "32", "34", "38"})
+# Letters take digit values for the check digit: A-I -> 1-9, J-R -> 1-9, S-Z -> 2-9.
+_LETTER_VALUE = {chr(ord("A") + i): (i % 9) + 1 for i in range(18)} | {chr(ord("S") + i): i + 2 for i in range(8)}
+
+
+def check_digit(first_ten: str) -> int:
+    """Modulus-10 check digit over filer code + transaction number (letters mapped to digits).
+
+    Every second digit from the right is doubled and its digits summed (Luhn); the check digit
+    brings the total to a multiple of ten.
+    """
+    digits = [int(c) if c.isdigit() else _LETTER_VALUE[c] for c in first_ten]
+    total = 0
+    for position, digit in enumerate(reversed(digits)):
+        if position % 2 == 0:
+            digit *= 2
+            digit = digit - 9 if digit > 9 else digit
+        total += digit
+    return (10 - total % 10) % 10
+
+
+def canonical_entry_number(text: str) -> str | None:
+    """`XXX-NNNNNNN-C` if `text` is a well-formed entry number with a correct check digit."""
+    match = ENTRY_NUMBER_PATTERN.fullmatch(text)
+    if match is None:
+        return None
+    filer, transaction, check = match.groups()
+    if filer == "000" or check_digit(filer + transaction) != int(check):
+        return None
+    return f"{filer}-{transaction}-{check}"
+
+
+def make_entry_number(filer: str, transaction: int) -> str:
+    digits = f"{transaction:07d}"
+    return f"{filer}-{digits}-{check_digit(filer + digits)}"
+
+
+@dataclass(frozen=True)
+class EntryLineDraft:
+    """An entry summary line exactly as received; instants already decoded (None when absent)."""
+
+    entry_number: str = ""
+    line_number: int = 0
+    filer_code: str = ""
+    importer_of_record: str = ""
+    entry_type: str = ""
+    country_of_origin: str = ""
+    htsus_number: str = ""
+    tpl_number: str = ""
+    spi: str = ""
+    certificate_number: str = ""
+    quantity: str = ""
+    unit: str = ""
+    date_of_importation: str = ""
+    filed_at: dt.datetime | None = None
+    arrived_at: dt.datetime | None = None
+    paid_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class EntryLine:
+    entry_number: str  # canonical XXX-NNNNNNN-C
+    line_number: int
+    filer_code: str
+    importer_of_record: str
+    entry_type: str
+    country_of_origin: str
+    htsus_number: str  # digits only
+    tpl_number: str
+    spi: str
+    certificate_number: str
+    quantity: Decimal
+    unit: str
+    date_of_importation: dt.date
+    filed_at: dt.datetime
+    arrived_at: dt.datetime | None
+    paid_at: dt.datetime | None
+
+    @property
+    def warehouse_withdrawal(self) -> bool:
+        return self.entry_type in WAREHOUSE_WITHDRAWAL_TYPES
+
+    def presentation_time(self) -> dt.datetime:
+        """ACE's priority time: the latest of filing, arrival (not for warehouse withdrawals) and payment."""
+        times = [self.filed_at, self.paid_at]
+        if not self.warehouse_withdrawal:
+            times.append(self.arrived_at)
+        return max(t for t in times if t is not None)
+
+
+def validate_entry_line(draft: EntryLineDraft) -> tuple[EntryLine | None, list[Finding]]:
+    findings: list[Finding] = []
+
+    def error(code: str, name: str, description: str) -> None:
+        findings.append(Finding(code, f"line.{name}", description))
+
+    texts = {
+        "entry_number": draft.entry_number,
+        "filer_code": draft.filer_code,
+        "importer_of_record": draft.importer_of_record,
+        "entry_type": draft.entry_type,
+        "country_of_origin": draft.country_of_origin,
+        "htsus_number": draft.htsus_number,
+        "tpl_number": draft.tpl_number,
+        "spi": draft.spi,
+        "certificate_number": draft.certificate_number,
+        "quantity": draft.quantity,
+        "unit": draft.unit,
+        "date_of_importation": draft.date_of_importation,
+    }
+    for name, value in texts.items():
+        if not value:
+            error("FIELD_REQUIRED", name, "is required")
+        elif len(value) > 64:
+            error("FIELD_TOO_LONG", name, "is longer than 64 characters")
+
+    entry_number = canonical_entry_number(draft.entry_number) if draft.entry_number else None
+    if draft.entry_number and len(draft.entry_number) <= 64 and entry_number is None:
+        if ENTRY_NUMBER_PATTERN.fullmatch(draft.entry_number):
+            error("ENTRY_NUMBER_CHECK_DIGIT", "entry_number", "the check digit does not match (ACE CATAIR Appendix E)")
+        else:
+            error("ENTRY_NUMBER_MALFORMED", "entry_number", "must be XXX-NNNNNNN-C")
+    if draft.filer_code and not FILER_CODE_PATTERN.fullmatch(draft.filer_code):
+        error("FILER_CODE_MALFORMED", "filer_code", "must be 3 letters or digits")
+    elif entry_number and draft.filer_code and entry_number[:3] != draft.filer_code:
+        error("FILER_CODE_MISMATCH", "filer_code", "is not the entry number's filer code")
+    if not 1 <= draft.line_number <= 9999:
+        error("LINE_NUMBER_OUT_OF_RANGE", "line_number", "must be from 1 to 9999")
+    if draft.entry_type and draft.entry_type not in CONSUMPTION_ENTRY_TYPES:
+        error("ENTRY_TYPE_NOT_CONSUMPTION", "entry_type", "a TPL claim needs an entry or warehouse withdrawal for consumption")
+    if draft.spi and draft.spi != TPL_SPI:
+        error("SPI_NOT_TPL", "spi", f"a USMCA TPL claim carries special program indicator {TPL_SPI}")
+    if draft.htsus_number and not HTSUS_PATTERN.fullmatch(draft.htsus_number):
+        error("HTSUS_NUMBER_MALFORMED", "htsus_number", "must be 6 to 10 digits (dots allowed between groups)")
+    if draft.country_of_origin and not re.fullmatch(r"[A-Z]{2}", draft.country_of_origin):
+        error("COUNTRY_MALFORMED", "country_of_origin", "must be an ISO 3166-1 alpha-2 code")
+
+    quantity: Decimal | None = None
+    if draft.quantity and len(draft.quantity) <= 64:
+        try:
+            quantity = parse_quantity(draft.quantity)
+        except ValueError as exc:
+            error("QUANTITY_MALFORMED", "quantity", f"must be a plain decimal number: {exc}")
+        else:
+            if quantity <= 0:
+                error("QUANTITY_NOT_POSITIVE", "quantity", "must be greater than zero")
+
+    imported: dt.date | None = None
+    if draft.date_of_importation and len(draft.date_of_importation) <= 64:
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", draft.date_of_importation):
+                raise ValueError
+            imported = dt.date.fromisoformat(draft.date_of_importation)
+        except ValueError:
+            error("DATE_MALFORMED", "date_of_importation", "must be a calendar date YYYY-MM-DD")
+    if draft.filed_at is None:
+        error("FIELD_REQUIRED", "filed_at", "the filing time is required")
+    if draft.arrived_at is None and draft.entry_type and draft.entry_type not in WAREHOUSE_WITHDRAWAL_TYPES:
+        error("FIELD_REQUIRED", "arrived_at", "the arrival time is required except for warehouse withdrawals")
+
+    if findings:
+        return None, findings
+    assert entry_number and quantity is not None and imported and draft.filed_at
+    return (
+        EntryLine(
+            entry_number=entry_number,
+            line_number=draft.line_number,
+            filer_code=draft.filer_code,
+            importer_of_record=draft.importer_of_record,
+            entry_type=draft.entry_type,
+            country_of_origin=draft.country_of_origin,
+            htsus_number=normalize_htsus(draft.htsus_number),
+            tpl_number=draft.tpl_number,
+            spi=draft.spi,
+            certificate_number=draft.certificate_number,
+            quantity=quantity,
+            unit=draft.unit,
+            date_of_importation=imported,
+            filed_at=draft.filed_at,
+            arrived_at=draft.arrived_at,
+            paid_at=draft.paid_at,
+        ),
+        [],
+    )
+
+
+def line_digest(draft: EntryLineDraft) -> str:
+    """Identifies a request's content: the same line sent again has the same digest."""
+    fields = {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in asdict(draft).items()}
+    return hashlib.sha256(canonical_json(fields)).hexdigest()

@@ -1,0 +1,164 @@
+"""TPL levels: balances, states, and how much a claim (or an opening batch) may be granted.
+
+Nothing here touches storage; the ledger's atomic conditional updates enforce the same bounds in
+the database, so a race can only make a charge fail and be recomputed, never exceed a level.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
+from fractions import Fraction
+
+
+class QuotaState(enum.Enum):
+    OPEN = "OPEN"
+    CRITICAL = "CRITICAL"
+    FILLED = "FILLED"
+    CLOSED = "CLOSED"
+
+
+class QuotaEventKind(enum.Enum):
+    BECAME_CRITICAL = "BECAME_CRITICAL"
+    FILLED = "FILLED"
+    REOPENED = "REOPENED"
+    CHARGED = "CHARGED"
+
+
+@dataclass(frozen=True)
+class Level:
+    tpl_number: str
+    quota_year: int
+    label: str
+    measure_unit: str
+    limit: Decimal
+    charged: Decimal
+    aggregate: str | None  # the aggregate ceiling this level also charges
+    opens_at: dt.datetime
+    closes_at: dt.datetime  # the first instant after the period
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.limit - self.charged
+
+    @property
+    def fill_share(self) -> Decimal:
+        if self.limit <= 0:
+            return Decimal(1)
+        return (self.charged / self.limit).quantize(Decimal("0.000001"), rounding=ROUND_DOWN)
+
+    def is_open_at(self, at: dt.datetime) -> bool:
+        return self.opens_at <= at < self.closes_at
+
+    def state_at(self, at: dt.datetime, critical_share: Decimal) -> QuotaState:
+        if not self.is_open_at(at):
+            return QuotaState.CLOSED
+        return self.fill_state(critical_share)
+
+    def fill_state(self, critical_share: Decimal) -> QuotaState:
+        if self.charged >= self.limit:
+            return QuotaState.FILLED
+        if self.charged >= self.limit * critical_share:
+            return QuotaState.CRITICAL
+        return QuotaState.OPEN
+
+
+def event_between(before: QuotaState, after: QuotaState) -> QuotaEventKind | None:
+    """What a subscriber is told when a level's fill state changes (None: nothing changed)."""
+    rank = {QuotaState.OPEN: 0, QuotaState.CRITICAL: 1, QuotaState.FILLED: 2}
+    if before == after or before not in rank or after not in rank:
+        return None
+    if rank[after] < rank[before]:
+        return QuotaEventKind.REOPENED
+    return QuotaEventKind.FILLED if after is QuotaState.FILLED else QuotaEventKind.BECAME_CRITICAL
+
+
+def whole_units_down(value: Decimal | Fraction) -> Decimal:
+    """Round down to a whole unit of the goods: what a cut or prorated claim may be granted."""
+    if isinstance(value, Fraction):
+        return Decimal(value.numerator // value.denominator)
+    return value.to_integral_value(rounding=ROUND_DOWN)
+
+
+@dataclass(frozen=True)
+class Grant:
+    quantity: Decimal  # in the goods' unit
+    measure: Decimal  # in the level's measure unit
+
+
+def grant_first_come(quantity: Decimal, factor: Decimal, available: Decimal) -> Grant:
+    """A claim gets all it asks while the level has room; the claim that fills it is cut to what
+    remains, rounded down to a whole unit so that the level is never exceeded."""
+    wanted = quantity * factor
+    if wanted <= available:
+        return Grant(quantity, wanted)
+    if available <= 0:
+        return Grant(Decimal(0), Decimal(0))
+    units = min(quantity, whole_units_down(Fraction(available) / Fraction(factor)))
+    return Grant(units, units * factor)
+
+
+@dataclass(frozen=True)
+class OpeningClaim:
+    """A claim presented before its period opened, waiting for the opening allocation."""
+
+    key: str
+    member_level: str  # the TPL it claims
+    quantity: Decimal
+    factor: Decimal
+
+    @property
+    def measure(self) -> Decimal:
+        return self.quantity * self.factor
+
+
+@dataclass(frozen=True)
+class OpeningAllocation:
+    rates: dict[str, Fraction]  # per member level: one pro-rata rate for all its claimants
+    grants: dict[str, Grant]  # per claim key
+
+
+def allocate_opening(
+    claims: list[OpeningClaim], remaining: dict[str, Decimal], aggregate_of: dict[str, str | None]
+) -> OpeningAllocation:
+    """19 CFR 132.12: claims presented at the opening moment are simultaneous; if they exceed a
+    level, each gets the same percentage of what it asked.
+
+    Each member level gets rate min(1, room / demand). Where members share an aggregate ceiling
+    (TPL 4 and 5 under TPL 3), the members' rates are scaled down together until the aggregate
+    holds. Grants are rounded down to whole units, so the sum never exceeds any level; what the
+    rounding leaves stays in the level for the next claimant.
+    """
+    demand: dict[str, Fraction] = {}
+    for claim in claims:
+        demand[claim.member_level] = demand.get(claim.member_level, Fraction(0)) + Fraction(claim.measure)
+    rates = {
+        level: min(Fraction(1), max(Fraction(0), Fraction(remaining[level])) / wanted) if wanted else Fraction(1)
+        for level, wanted in demand.items()
+    }
+    by_aggregate: dict[str, list[str]] = {}
+    for level in demand:
+        aggregate = aggregate_of.get(level)
+        if aggregate is not None:
+            by_aggregate.setdefault(aggregate, []).append(level)
+    for aggregate, members in by_aggregate.items():
+        granted = sum((demand[m] * rates[m] for m in members), Fraction(0))
+        room = max(Fraction(0), Fraction(remaining[aggregate]))
+        if granted > room:
+            scale = room / granted
+            for member in members:
+                rates[member] *= scale
+    grants = {}
+    for claim in claims:
+        if rates[claim.member_level] >= 1:
+            grants[claim.key] = Grant(claim.quantity, claim.measure)
+        else:
+            units = whole_units_down(Fraction(claim.quantity) * rates[claim.member_level])
+            grants[claim.key] = Grant(units, units * claim.factor)
+    return OpeningAllocation(rates, grants)
+
+
+def rate_text(rate: Fraction) -> str:
+    """A rate as a decimal fraction rounded down to six places ("0.481735")."""
+    return str(Decimal(rate.numerator * 10**6 // rate.denominator) / Decimal(10**6))

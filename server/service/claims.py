@@ -1,0 +1,526 @@
+"""Use cases of the internal API: decide, charge, reverse and report TPL claims.
+
+Every charging use case is one database transaction: the certificate, the TPL and any aggregate
+ceiling are each charged by an atomic conditional update, the decision is recorded and audited,
+then the transaction commits. If a conditional update finds that another replica got there first,
+the whole transaction is rolled back and decided again from fresh balances.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy.exc import IntegrityError
+
+from server.adapters.database import Database
+from server.domain.claims import (
+    CertificateOnFile,
+    Decision,
+    QuotaContext,
+    allocate,
+    check_post_importation_window,
+    screen,
+)
+from server.domain.conversion import Conversion, convert
+from server.domain.entry import EntryLine, EntryLineDraft, canonical_entry_number, line_digest, validate_entry_line
+from server.domain.errors import DomainError, ErrorKind, Finding
+from server.domain.quota import Grant, Level, OpeningClaim, allocate_opening, rate_text
+from server.domain.records import ClaimRecord
+from server.domain.transmission import CertificateStatus
+from server.service.clock import Clock, new_id
+from server.service.quota import QuotaCalendar, QuotaEventBus
+from server.service.reference import ReferenceStore
+from server.service.unit_of_work import UnitOfWork
+
+MAX_ATTEMPTS = 8
+CHARGED = (Decision.PREFERENTIAL.value, Decision.PARTIAL.value)
+
+
+class ReversalKind(enum.Enum):
+    CANCELED = "CANCELED"
+    CORRECTED = "CORRECTED"
+
+
+class _LostRace(Exception):
+    """A conditional update matched no row: another transaction changed the balance first."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A decision with the balances it was computed from, before anything is charged."""
+
+    record: ClaimRecord
+    levels: list[Level]
+
+
+@dataclass(frozen=True)
+class CertificateUsage:
+    issuing_country: str
+    certificate_number: str
+    importer_of_record: str
+    unit: str
+    quantity: Decimal
+    used_quantity: Decimal
+    uses: list[ClaimRecord]
+
+
+class ClaimUseCases:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        references: ReferenceStore,
+        calendar: QuotaCalendar,
+        clock: Clock,
+        events: QuotaEventBus | None = None,
+        close_grace: dt.timedelta = dt.timedelta(days=30),
+    ):
+        self.database = database
+        self.references = references
+        self.calendar = calendar
+        self.clock = clock
+        self.events = events
+        self.close_grace = close_grace
+        self._opened_years: set[int] = set()
+
+    # -- public use cases ---------------------------------------------------------------------------
+
+    def match(self, draft: EntryLineDraft) -> tuple[ClaimRecord, bool]:
+        line, digest = self._validated(draft)
+
+        def attempt(uow: UnitOfWork, now: dt.datetime) -> tuple[ClaimRecord, bool]:
+            revisions = uow.claims.revisions(line.entry_number, line.line_number)
+            replay = next((r for r in revisions if r.request_digest == digest and not r.post_importation), None)
+            if replay is not None:
+                return revisions[-1] if revisions[-1].revision > replay.revision else replay, True
+            if revisions:
+                raise DomainError(
+                    "CLAIM_ALREADY_DECIDED",
+                    "this entry line was already decided with other data; correct it with ReverseClaim",
+                    ErrorKind.ALREADY_EXISTS,
+                    metadata={"claim_id": revisions[-1].claim_id},
+                )
+            self._check_entry_parties(uow, line)
+            self._open_if_due(uow, line.date_of_importation.year, now)
+            plan = self._plan(uow, line, now, digest=digest, revision=1, post=False)
+            return self._commit_plan(uow, plan, now), False
+
+        return self._in_transaction(attempt)
+
+    def check(self, draft: EntryLineDraft) -> ClaimRecord:
+        """The decision `match` would make now; nothing is charged or recorded."""
+        line, digest = self._validated(draft)
+        now = self.clock.now()
+        with UnitOfWork(self.database, write=False) as uow:
+            plan = self._plan(uow, line, now, digest=digest, revision=0, post=False)
+        return dataclasses.replace(plan.record, claim_id="")
+
+    def file_post_importation(self, draft: EntryLineDraft) -> tuple[ClaimRecord, bool]:
+        line, digest = self._validated(draft)
+        check_post_importation_window(line.date_of_importation, self.calendar_today())
+
+        def attempt(uow: UnitOfWork, now: dt.datetime) -> tuple[ClaimRecord, bool]:
+            revisions = uow.claims.revisions(line.entry_number, line.line_number)
+            replay = next((r for r in revisions if r.request_digest == digest and r.post_importation), None)
+            if replay is not None:
+                return replay, True
+            current = revisions[-1] if revisions else None
+            if current is not None and current.reversed_at is None and current.decision not in (
+                Decision.MFN_REQUIRED.value,
+            ):
+                raise DomainError(
+                    "CLAIM_NOT_MFN",
+                    f"the entry line's claim is {current.decision}; a post-importation claim is for a line that paid MFN",
+                    ErrorKind.PRECONDITION,
+                    metadata={"claim_id": current.claim_id},
+                )
+            if current is None:
+                self._check_entry_parties(uow, line)
+            self._open_if_due(uow, line.date_of_importation.year, now)
+            revision = current.revision + 1 if current else 1
+            plan = self._plan(uow, line, now, digest=digest, revision=revision, post=True)
+            return self._commit_plan(uow, plan, now), False
+
+        return self._in_transaction(attempt)
+
+    def reverse(
+        self, entry_number: str, line_number: int, kind: ReversalKind | None, corrected: EntryLineDraft | None, reason: str
+    ) -> tuple[ClaimRecord, ClaimRecord | None, bool]:
+        if kind is None:
+            raise _field_error("REVERSAL_KIND_MISSING", "kind", "must be CANCELED or CORRECTED")
+        entry = canonical_entry_number(entry_number)
+        if entry is None:
+            raise _field_error("ENTRY_NUMBER_MALFORMED", "entry_number", "must be XXX-NNNNNNN-C with a valid check digit")
+        corrected_line, corrected_digest = (None, "")
+        if kind is ReversalKind.CORRECTED:
+            if corrected is None:
+                raise _field_error("FIELD_REQUIRED", "corrected_line", "is required for a correction")
+            corrected_line, corrected_digest = self._validated(corrected, prefix="corrected_line")
+            if (corrected_line.entry_number, corrected_line.line_number) != (entry, line_number):
+                raise _field_error("CORRECTION_OF_ANOTHER_LINE", "corrected_line.entry_number", "must name the same entry and line")
+
+        def attempt(uow: UnitOfWork, now: dt.datetime) -> tuple[ClaimRecord, ClaimRecord | None, bool]:
+            revisions = uow.claims.revisions(entry, line_number)
+            if not revisions:
+                raise DomainError("CLAIM_NOT_FOUND", "no claim for this entry line", ErrorKind.NOT_FOUND)
+            current = revisions[-1]
+            if kind is ReversalKind.CANCELED and current.reversed_at is not None and current.reversal_kind == kind.value:
+                return current, None, True
+            if kind is ReversalKind.CORRECTED and len(revisions) > 1 and current.request_digest == corrected_digest:
+                previous = revisions[-2]
+                if previous.reversal_kind == ReversalKind.CORRECTED.value:
+                    return previous, current, True
+            if current.reversed_at is not None:
+                raise DomainError("CLAIM_ALREADY_REVERSED", "the claim was already canceled", ErrorKind.PRECONDITION)
+            self._open_if_due(uow, current.quota_year, now)
+            reversed_record = self._release(uow, current, now, kind, reason)
+            corrected_record = None
+            if corrected_line is not None:
+                plan = self._plan(
+                    uow, corrected_line, now, digest=corrected_digest, revision=current.revision + 1,
+                    post=current.post_importation, presented=current.presentation_time,
+                )
+                corrected_record = self._commit_plan(uow, plan, now, commit=False)
+            uow.commit()
+            return reversed_record, corrected_record, False
+
+        result = self._in_transaction(attempt)
+        self._nudge()
+        return result
+
+    def get(self, entry_number: str, line_number: int) -> ClaimRecord:
+        entry = canonical_entry_number(entry_number)
+        if entry is None:
+            raise _field_error("ENTRY_NUMBER_MALFORMED", "entry_number", "must be XXX-NNNNNNN-C with a valid check digit")
+        with UnitOfWork(self.database, write=False) as uow:
+            revisions = uow.claims.revisions(entry, line_number)
+        if not revisions:
+            raise DomainError("CLAIM_NOT_FOUND", "no claim for this entry line", ErrorKind.NOT_FOUND)
+        return revisions[-1]
+
+    def usage(self, country: str, number: str, viewer_importer: str | None = None) -> CertificateUsage:
+        missing = [Finding("FIELD_REQUIRED", n, "is required") for n, v in (("issuing_country", country), ("certificate_number", number)) if not v]
+        if missing:
+            raise DomainError("FIELD_REQUIRED", "required fields are missing", ErrorKind.INVALID, missing)
+        with UnitOfWork(self.database, write=False) as uow:
+            certificate = uow.certificates.latest_certificate(country, number)
+            head = uow.certificates.head(country, number)
+            if certificate is None or head is None:
+                raise DomainError("CERTIFICATE_NOT_FOUND", "no such certificate", ErrorKind.NOT_FOUND)
+            if viewer_importer is not None and viewer_importer != certificate.importer_of_record:
+                raise DomainError(
+                    "NOT_YOUR_CERTIFICATE", "an importer may only see the usage of certificates that name it", ErrorKind.PERMISSION
+                )
+            uses = [c for c in uow.claims.for_certificate(country, number) if c.granted_quantity > 0 or c.decision == Decision.QUEUED.value]
+        return CertificateUsage(country, number, certificate.importer_of_record, head.unit, head.quantity, head.used_quantity, uses)
+
+    def allocate_due_openings(self) -> bool:
+        """Allocate the current year's opening batch if its period has opened (a timer calls this)."""
+        now = self.clock.now()
+        year = self.calendar.year_of(now)
+        if year in self._opened_years:
+            return False
+
+        def attempt(uow: UnitOfWork, now: dt.datetime) -> bool:
+            done = self._open_if_due(uow, year, now)
+            uow.commit()
+            return done
+
+        allocated = self._in_transaction(attempt)
+        if allocated:
+            self._nudge()
+        return allocated
+
+    def calendar_today(self) -> dt.date:
+        return self.clock.now().astimezone(self.calendar.timezone).date()
+
+    # -- deciding -------------------------------------------------------------------------------------
+
+    def _validated(self, draft: EntryLineDraft, prefix: str = "line") -> tuple[EntryLine, str]:
+        line, findings = validate_entry_line(draft)
+        if line is None:
+            if prefix != "line":
+                findings = [dataclasses.replace(f, field=prefix + f.field[len("line"):]) for f in findings]
+            raise DomainError(findings[0].code, "the entry summary line has invalid fields", ErrorKind.INVALID, findings)
+        return line, line_digest(draft)
+
+    def _check_entry_parties(self, uow: UnitOfWork, line: EntryLine) -> None:
+        parties = uow.claims.entry_parties(line.entry_number)
+        if parties is not None and parties != (line.importer_of_record, line.filer_code):
+            raise DomainError(
+                "ENTRY_NUMBER_REUSED",
+                "this entry number belongs to another importer's entry; entry numbers are never reused",
+                ErrorKind.ALREADY_EXISTS,
+            )
+
+    def _on_file(self, uow: UnitOfWork, line: EntryLine) -> CertificateOnFile | None:
+        certificate = uow.certificates.latest_certificate(line.country_of_origin, line.certificate_number)
+        head = uow.certificates.head(line.country_of_origin, line.certificate_number)
+        if certificate is None or head is None:
+            return None
+        return CertificateOnFile(certificate, head.version, head.status, head.remaining_quantity)
+
+    def _levels(self, uow: UnitOfWork, tpl_number: str, year: int) -> list[Level]:
+        row = uow.quota.level(tpl_number, year)
+        if row is None:
+            return []
+        levels = [self.calendar.level(row)]
+        if row.aggregate:
+            aggregate = uow.quota.level(row.aggregate, year)
+            if aggregate is not None:
+                levels.append(self.calendar.level(aggregate))
+        return levels
+
+    def _plan(
+        self,
+        uow: UnitOfWork,
+        line: EntryLine,
+        now: dt.datetime,
+        *,
+        digest: str,
+        revision: int,
+        post: bool,
+        presented: dt.datetime | None = None,
+    ) -> Plan:
+        references = self.references.current()
+        on_file = self._on_file(uow, line)
+        tpl = references.tpls.tpl(line.tpl_number)
+        measure_unit = tpl.measure_unit if tpl else ""
+        base = ClaimRecord(
+            claim_id=new_id("C"),
+            entry_number=line.entry_number,
+            line_number=line.line_number,
+            revision=revision,
+            request_digest=digest,
+            filer_code=line.filer_code,
+            importer_of_record=line.importer_of_record,
+            issuing_country=line.country_of_origin,
+            certificate_number=line.certificate_number,
+            certificate_version=on_file.version if on_file else 0,
+            tpl_number=line.tpl_number,
+            quota_year=line.date_of_importation.year,
+            decision="",
+            reasons=(),
+            mismatches=(),
+            claimed_quantity=line.quantity,
+            unit=line.unit,
+            claimed_measure=Decimal(0),
+            measure_unit=measure_unit,
+            conversion_factor="",
+            factor_version=references.conversion.version,
+            granted_quantity=Decimal(0),
+            granted_measure=Decimal(0),
+            certificate_remaining=on_file.remaining if on_file else None,
+            level_remaining=None,
+            aggregate_remaining=None,
+            presentation_time=presented or line.presentation_time(),
+            decided_at=now,
+            post_importation=post,
+            proration_rate="",
+            reversed_at=None,
+            reversal_kind=None,
+        )
+        conversion: Conversion | None = None
+        if tpl is not None:
+            try:
+                conversion = convert(references.conversion, line.quantity, line.unit, line.htsus_number, tpl.measure_unit)
+            except DomainError:
+                conversion = None  # only an error if the claim gets as far as charging
+        if conversion is not None:
+            base = dataclasses.replace(base, claimed_measure=conversion.measure, conversion_factor=str(conversion.factor))
+        levels = self._levels(uow, line.tpl_number, line.date_of_importation.year) if tpl else []
+        if levels:
+            base = dataclasses.replace(
+                base,
+                level_remaining=levels[0].remaining,
+                aggregate_remaining=levels[1].remaining if len(levels) > 1 else None,
+            )
+
+        screening = screen(line, references.tpls.partner(line.country_of_origin), on_file)
+        if not screening.passed:
+            assert screening.decision is not None
+            return Plan(
+                dataclasses.replace(
+                    base,
+                    decision=screening.decision.value,
+                    reasons=screening.reasons,
+                    mismatches=tuple((m.field, m.claimed, m.transmitted) for m in screening.mismatches),
+                ),
+                levels,
+            )
+        assert tpl is not None
+        if conversion is None:
+            convert(references.conversion, line.quantity, line.unit, line.htsus_number, tpl.measure_unit)  # raises
+            raise AssertionError("unreachable")
+        if not levels:
+            return Plan(dataclasses.replace(base, decision=Decision.MFN_REQUIRED.value, reasons=("PERIOD_CLOSED", "NO_LEVEL_FOR_YEAR")), levels)
+        allocation = allocate(line, conversion, QuotaContext(levels, now, post, self.close_grace), presented)
+        return Plan(
+            dataclasses.replace(
+                base,
+                decision=allocation.decision.value,
+                reasons=allocation.reasons,
+                granted_quantity=allocation.grant.quantity,
+                granted_measure=allocation.grant.measure,
+                presentation_time=allocation.presentation_time,
+            ),
+            levels,
+        )
+
+    # -- charging -------------------------------------------------------------------------------------
+
+    def _commit_plan(self, uow: UnitOfWork, plan: Plan, now: dt.datetime, *, commit: bool = True) -> ClaimRecord:
+        record = plan.record
+        ledger = uow.certificate_ledger
+        if record.decision in CHARGED:
+            remaining = ledger.charge(record.issuing_country, record.certificate_number, record.granted_quantity, entries=1)
+            if remaining is None:
+                raise _LostRace
+            balances = self._charge_levels(uow, plan.levels, record.granted_measure, record.claim_id, now, "CHARGE")
+            record = dataclasses.replace(record, certificate_remaining=remaining, **balances)
+        elif record.decision == Decision.QUEUED.value:
+            # Reserve the certificate now so that queued claims can never overuse it; the opening
+            # allocation gives back what proration does not grant.
+            remaining = ledger.charge(record.issuing_country, record.certificate_number, record.claimed_quantity, entries=1)
+            if remaining is None:
+                raise _LostRace
+            record = dataclasses.replace(record, certificate_remaining=remaining)
+        uow.claims.add(record)
+        uow.audit.append(now, "DECISION", _subject(record), _facts(record))
+        if commit:
+            uow.commit()
+            if record.decision in CHARGED:
+                self._nudge()
+        return record
+
+    def _charge_levels(
+        self, uow: UnitOfWork, levels: list[Level], measure: Decimal, claim_id: str, now: dt.datetime, kind: str
+    ) -> dict[str, Decimal | None]:
+        balances: list[Decimal] = []
+        for level in levels:
+            remaining = uow.quota.charge(level.tpl_number, level.quota_year, measure)
+            if remaining is None:
+                raise _LostRace
+            uow.quota.record(level.tpl_number, level.quota_year, now, measure, claim_id, kind)
+            balances.append(remaining)
+        return {"level_remaining": balances[0], "aggregate_remaining": balances[1] if len(balances) > 1 else None}
+
+    def _release(self, uow: UnitOfWork, claim: ClaimRecord, now: dt.datetime, kind: ReversalKind, reason: str) -> ClaimRecord:
+        changes: dict[str, object] = {"reversed_at": now, "reversal_kind": kind.value}
+        returned = claim.claimed_quantity if claim.decision == Decision.QUEUED.value else claim.granted_quantity
+        if returned > 0:
+            changes["certificate_remaining"] = uow.certificate_ledger.release(
+                claim.issuing_country, claim.certificate_number, returned, entries=1
+            )
+        if claim.granted_measure > 0:
+            levels = self._levels(uow, claim.tpl_number, claim.quota_year)
+            balances = []
+            for level in levels:
+                balances.append(uow.quota.release(level.tpl_number, level.quota_year, claim.granted_measure))
+                uow.quota.record(level.tpl_number, level.quota_year, now, -claim.granted_measure, claim.claim_id, "REVERSAL")
+            changes["level_remaining"] = balances[0]
+            changes["aggregate_remaining"] = balances[1] if len(balances) > 1 else None
+        record = uow.claims.update(claim.claim_id, **changes)
+        uow.audit.append(
+            now, "REVERSAL", _subject(record),
+            {"claim_id": claim.claim_id, "kind": kind.value, "reason": reason,
+             "returned_quantity": str(returned), "returned_measure": str(claim.granted_measure)},
+        )
+        return record
+
+    def _open_if_due(self, uow: UnitOfWork, year: int, now: dt.datetime) -> bool:
+        """Allocate the opening batch of `year` once its period has opened (in this transaction)."""
+        if year in self._opened_years:
+            return False
+        opens_at, _ = self.calendar.bounds(year)
+        if now < opens_at:
+            return False
+        if uow.quota.opening_allocated(year):
+            self._opened_years.add(year)
+            return False
+        uow.quota.mark_opening_allocated(year, now)
+        queued = uow.claims.queued(year)
+        if queued:
+            self._allocate_opening(uow, year, queued, now)
+        return True
+
+    def _allocate_opening(self, uow: UnitOfWork, year: int, queued: list[ClaimRecord], now: dt.datetime) -> None:
+        rows = {row.tpl_number: row for row in uow.quota.levels(year)}
+        claims = [OpeningClaim(c.claim_id, c.tpl_number, c.claimed_quantity, Decimal(c.conversion_factor)) for c in queued]
+        result = allocate_opening(claims, {t: r.limit - r.charged for t, r in rows.items()}, {t: r.aggregate for t, r in rows.items()})
+        for claim in queued:
+            grant = result.grants.get(claim.claim_id, Grant(Decimal(0), Decimal(0)))
+            rate = result.rates[claim.tpl_number]
+            prorated = rate < 1
+            if grant.quantity >= claim.claimed_quantity:
+                decision, reasons = Decision.PREFERENTIAL, ()
+            elif grant.quantity > 0:
+                decision, reasons = Decision.PARTIAL, ("PRORATED",)
+            else:
+                decision, reasons = Decision.MFN_REQUIRED, ("PRORATED", "LEVEL_FILLED")
+            unused = claim.claimed_quantity - grant.quantity
+            certificate_remaining = uow.certificate_ledger.remaining(claim.issuing_country, claim.certificate_number)
+            if unused > 0:
+                certificate_remaining = uow.certificate_ledger.release(
+                    claim.issuing_country, claim.certificate_number, unused, entries=0 if grant.quantity > 0 else 1
+                )
+            levels = self._levels(uow, claim.tpl_number, year)
+            balances: dict[str, Decimal | None] = {"level_remaining": levels[0].remaining, "aggregate_remaining": None}
+            if grant.measure > 0:
+                balances = self._charge_levels(uow, levels, grant.measure, claim.claim_id, now, "ALLOCATION")
+            record = uow.claims.update(
+                claim.claim_id,
+                decision=decision.value,
+                reasons=reasons,
+                granted_quantity=grant.quantity,
+                granted_measure=grant.measure,
+                proration_rate=rate_text(rate) if prorated else "",
+                certificate_remaining=certificate_remaining,
+                decided_at=now,
+                **balances,
+            )
+            uow.audit.append(now, "ALLOCATION", _subject(record), _facts(record))
+
+    # -- plumbing -------------------------------------------------------------------------------------
+
+    def _in_transaction(self, attempt):  # type: ignore[no-untyped-def]
+        """Run `attempt(uow, now)` in a write transaction; start again from fresh balances if it lost a
+        race (a conditional update or a unique key found another transaction first)."""
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                with UnitOfWork(self.database, write=True) as uow:
+                    return attempt(uow, self.clock.now())
+            except (_LostRace, IntegrityError):
+                continue
+        raise DomainError("CONTENTION", "the balances kept changing; retry", ErrorKind.UNAVAILABLE)
+
+    def _nudge(self) -> None:
+        if self.events is not None:
+            self.events.nudge()
+
+
+def _subject(record: ClaimRecord) -> str:
+    return f"entry:{record.entry_number}/{record.line_number}#{record.revision}"
+
+
+def _facts(record: ClaimRecord) -> dict[str, object]:
+    return {
+        "claim_id": record.claim_id,
+        "decision": record.decision,
+        "reasons": list(record.reasons),
+        "certificate": f"{record.issuing_country}/{record.certificate_number}@{record.certificate_version}",
+        "tpl": f"{record.tpl_number}/{record.quota_year}",
+        "claimed": f"{record.claimed_quantity} {record.unit}",
+        "granted": f"{record.granted_quantity} {record.unit}",
+        "granted_measure": f"{record.granted_measure} {record.measure_unit}",
+        "factor": f"{record.conversion_factor}@{record.factor_version}",
+        "presented": record.presentation_time.isoformat(),
+        "proration_rate": record.proration_rate,
+    }
+
+
+def _field_error(code: str, field: str, description: str) -> DomainError:
+    return DomainError(code, f"{field} {description}", ErrorKind.INVALID, [Finding(code, field, description)])

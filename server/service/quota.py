@@ -1,0 +1,183 @@
+"""Quota status (now or as of a past instant) and the event stream of level state changes."""
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+from dataclasses import dataclass
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from server.adapters.claim_repository import LevelRow
+from server.adapters.database import Database
+from server.domain.errors import DomainError, ErrorKind, Finding
+from server.domain.quota import Level, QuotaEventKind, QuotaState, event_between
+from server.service.clock import Clock
+from server.service.unit_of_work import UnitOfWork
+
+
+@dataclass(frozen=True)
+class QuotaCalendar:
+    """When periods open: calendar years, opening at midnight in customs' time zone."""
+
+    timezone: ZoneInfo
+    critical_share: Decimal
+
+    def bounds(self, year: int) -> tuple[dt.datetime, dt.datetime]:
+        opens = dt.datetime(year, 1, 1, tzinfo=self.timezone).astimezone(dt.timezone.utc)
+        closes = dt.datetime(year + 1, 1, 1, tzinfo=self.timezone).astimezone(dt.timezone.utc)
+        return opens, closes
+
+    def level(self, row: LevelRow, charged: Decimal | None = None) -> Level:
+        opens, closes = self.bounds(row.quota_year)
+        return Level(
+            tpl_number=row.tpl_number,
+            quota_year=row.quota_year,
+            label=row.label,
+            measure_unit=row.measure_unit,
+            limit=row.limit,
+            charged=row.charged if charged is None else charged,
+            aggregate=row.aggregate,
+            opens_at=opens,
+            closes_at=closes,
+        )
+
+    def year_of(self, at: dt.datetime) -> int:
+        return at.astimezone(self.timezone).year
+
+
+@dataclass(frozen=True)
+class QuotaStatus:
+    level: Level
+    state: QuotaState
+    as_of: dt.datetime
+
+
+@dataclass(frozen=True)
+class QuotaEvent:
+    kind: QuotaEventKind | None  # None: the snapshot sent when a watch starts
+    status: QuotaStatus
+
+
+class QuotaUseCases:
+    def __init__(self, database: Database, calendar: QuotaCalendar, clock: Clock):
+        self.database = database
+        self.calendar = calendar
+        self.clock = clock
+
+    def status(self, tpl_number: str, quota_year: int, as_of: dt.datetime | None) -> QuotaStatus:
+        if not tpl_number:
+            raise DomainError("FIELD_REQUIRED", "tpl_number is required", ErrorKind.INVALID, [Finding("FIELD_REQUIRED", "tpl_number", "is required")])
+        year = quota_year or self.calendar.year_of(self.clock.now())
+        with UnitOfWork(self.database, write=False) as uow:
+            row = uow.quota.level(tpl_number, year)
+            if row is None:
+                raise DomainError("QUOTA_NOT_FOUND", f"no level for {tpl_number} in {year}", ErrorKind.NOT_FOUND)
+            return self._status(uow, row, as_of)
+
+    def list(self, quota_year: int, as_of: dt.datetime | None) -> list[QuotaStatus]:
+        year = quota_year or self.calendar.year_of(self.clock.now())
+        with UnitOfWork(self.database, write=False) as uow:
+            return [self._status(uow, row, as_of) for row in uow.quota.levels(year)]
+
+    def _status(self, uow: UnitOfWork, row: LevelRow, as_of: dt.datetime | None) -> QuotaStatus:
+        now = self.clock.now()
+        if as_of is not None and as_of > now:
+            raise DomainError(
+                "AS_OF_IN_FUTURE", "as_of must not be in the future", ErrorKind.INVALID,
+                [Finding("AS_OF_IN_FUTURE", "as_of", "must not be in the future")],
+            )
+        at = as_of or now
+        charged = uow.quota.charged_as_of(row.tpl_number, row.quota_year, at) if as_of is not None else None
+        level = self.calendar.level(row, charged)
+        return QuotaStatus(level, level.state_at(at, self.calendar.critical_share), at)
+
+    def snapshot(self) -> dict[tuple[str, int], QuotaStatus]:
+        now = self.clock.now()
+        with UnitOfWork(self.database, write=False) as uow:
+            levels = [self.calendar.level(row) for row in uow.quota.all_levels()]
+        return {
+            (lv.tpl_number, lv.quota_year): QuotaStatus(lv, lv.state_at(now, self.calendar.critical_share), now) for lv in levels
+        }
+
+
+class Subscription:
+    def __init__(self, tpl_numbers: frozenset[str], quota_year: int):
+        self.tpl_numbers = tpl_numbers
+        self.quota_year = quota_year
+        self.events: queue.Queue[QuotaEvent] = queue.Queue(maxsize=10_000)
+
+    def wants(self, status: QuotaStatus) -> bool:
+        level = status.level
+        return level.quota_year == self.quota_year and (not self.tpl_numbers or level.tpl_number in self.tpl_numbers)
+
+
+class QuotaEventBus:
+    """Tells watchers when a level's state or charge changes.
+
+    It compares snapshots of the levels table, so it sees changes made by every replica on the same
+    database; a commit in this process nudges it to look at once instead of at the next tick.
+    """
+
+    def __init__(self, quota: QuotaUseCases, interval: float = 1.0):
+        self.quota = quota
+        self.interval = interval
+        self._subscribers: list[Subscription] = []
+        self._lock = threading.Lock()
+        self._nudge = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last: dict[tuple[str, int], QuotaStatus] = {}
+
+    def subscribe(self, tpl_numbers: frozenset[str], quota_year: int) -> tuple[Subscription, list[QuotaStatus]]:
+        subscription = Subscription(tpl_numbers, quota_year)
+        with self._lock:
+            if not self._subscribers:
+                self._last = self.quota.snapshot()
+            snapshot = [s for s in self._last.values() if subscription.wants(s)]
+            self._subscribers.append(subscription)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="quota-events", daemon=True)
+                self._thread.start()
+        return subscription, sorted(snapshot, key=lambda s: s.level.tpl_number)
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            if subscription in self._subscribers:
+                self._subscribers.remove(subscription)
+
+    def nudge(self) -> None:
+        self._nudge.set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._nudge.set()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            self._nudge.wait(self.interval)
+            self._nudge.clear()
+            with self._lock:
+                if not self._subscribers:
+                    continue
+            try:
+                self.poll()
+            except Exception:  # a database hiccup must not kill the watchers; the next tick retries
+                continue
+
+    def poll(self) -> None:
+        current = self.quota.snapshot()
+        with self._lock:
+            for key, status in current.items():
+                before = self._last.get(key)
+                if before is None or before.level.charged == status.level.charged:
+                    continue
+                kind = event_between(before.state, status.state) or QuotaEventKind.CHARGED
+                event = QuotaEvent(kind, status)
+                for subscription in self._subscribers:
+                    if subscription.wants(status):
+                        try:
+                            subscription.events.put_nowait(event)
+                        except queue.Full:
+                            pass  # a watcher that stopped reading loses events, not the server
+            self._last = current
