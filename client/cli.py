@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from client.commands import certificate, db, pki, receipt, serve, submit
+from client.commands import audit, certificate, db, pki, receipt, reference, serve, submit
 from client.commands import demo, gateway, relay  # the simulated partner side
 from client.commands import claim, quota  # customs' claims and the quota view
 
@@ -19,6 +19,8 @@ app.add_typer(claim.app, name="claim")
 app.add_typer(quota.app, name="quota")
 app.add_typer(gateway.app, name="gateway")
 demo.register(app)
+app.add_typer(audit.app, name="audit")
+app.add_typer(reference.app, name="reference")
 
 
 def main() -> None:

@@ -80,8 +80,8 @@ def settings(tmp_path: pathlib.Path, partner: Partner, database_url: str) -> Set
     write_trust_store(
         settings.resolved_trust_store(),
         [
-            trust_entry(partner.signer, "MX", NOW - year, NOW + year),
-            trust_entry(partner.expired_signer, "MX", NOW - 7 * year, NOW - year),
+            trust_entry(partner.signer, "MX", NOW - 3 * year, NOW + year),
+            trust_entry(partner.expired_signer, "MX", NOW - 10 * year, NOW - 4 * year),
             trust_entry(partner.other_partner_signer, "GT", NOW - year, NOW + year),
         ],
     )
@@ -109,6 +109,20 @@ def transmission(channel: grpc.Channel) -> transmission_pb2_grpc.TransmissionSer
 @pytest.fixture
 def receipt_public_key(server: RunningServer, settings: Settings):  # type: ignore[no-untyped-def]
     return load_signer(settings.resolved_receipt_key(), settings.receipt_key_id).public_key
+
+
+@pytest.fixture
+def match(channel: grpc.Channel):  # type: ignore[no-untyped-def]
+    from ecert.v1 import match_pb2_grpc
+
+    return match_pb2_grpc.MatchServiceStub(channel)
+
+
+@pytest.fixture
+def quota(channel: grpc.Channel):  # type: ignore[no-untyped-def]
+    from ecert.v1 import quota_pb2_grpc
+
+    return quota_pb2_grpc.QuotaServiceStub(channel)
 
 
 # -- a count of the tests that ran on each engine, at the end of the run ----------------------------

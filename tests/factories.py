@@ -63,3 +63,69 @@ def envelope(
         replaces_version=replaces_version,
     )
     return seal(unsigned, signer, sent_at=sent_at)
+
+
+# -- claims -----------------------------------------------------------------------------------------
+
+from google.protobuf.timestamp_pb2 import Timestamp  # noqa: E402
+
+from ecert.v1 import match_pb2 as mpb  # noqa: E402
+from server.domain.entry import make_entry_number  # noqa: E402
+
+
+def stamp(at: dt.datetime) -> Timestamp:
+    value = Timestamp()
+    value.FromDatetime(at)
+    return value
+
+
+def claim_line(
+    transaction: int = 1,
+    *,
+    line_number: int = 1,
+    filer: str = "B76",
+    certificate_number: str = "MX26-00000001",
+    filed_at: dt.datetime = NOW - dt.timedelta(hours=3),
+    arrived_at: dt.datetime | None = NOW - dt.timedelta(hours=2),
+    paid_at: dt.datetime | None = NOW - dt.timedelta(hours=1),
+    **changes: object,
+) -> mpb.EntrySummaryLine:
+    """An entry summary line that matches `certificate()`: 100 dozen knit shirts under TPL 1."""
+    message = mpb.EntrySummaryLine(
+        entry_number=make_entry_number(filer, transaction),
+        line_number=line_number,
+        filer_code=filer,
+        importer_of_record="12-345678900",
+        entry_type="01",
+        country_of_origin="MX",
+        htsus_number="6109.10.0012",
+        tpl_number="9823.53.01",
+        spi="S+",
+        certificate_number=certificate_number,
+        quantity="100",
+        unit="DOZ",
+        date_of_importation="2026-03-01",
+    )
+    message.filed_at.CopyFrom(stamp(filed_at))
+    if arrived_at is not None:
+        message.arrived_at.CopyFrom(stamp(arrived_at))
+    if paid_at is not None:
+        message.paid_at.CopyFrom(stamp(paid_at))
+    for name, value in changes.items():
+        setattr(message, name, value)
+    return message
+
+
+def small_levels(version: str, limits: dict[str, str], years: tuple[int, int] = (2025, 2027)) -> str:
+    """A TPL reference document like the packaged one, with test-sized annual limits."""
+    import json
+
+    from server.adapters.reference_files import PACKAGED
+
+    document = json.loads(PACKAGED.read_text(encoding="utf-8"))
+    document["version"] = version
+    for tpl in document["tpls"]:
+        tpl["years"] = list(years)
+        if tpl["tpl_number"] in limits:
+            tpl["annual_limit"] = limits[tpl["tpl_number"]]
+    return json.dumps(document)

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, func, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from server.adapters.orm import (
@@ -193,11 +193,11 @@ class QuotaRepository:
 
     def charged_as_of(self, tpl_number: str, quota_year: int, at: dt.datetime) -> Decimal:
         total = self.session.scalar(
-            select(func.coalesce(func.sum(QuotaLedgerRow.delta), 0)).where(
+            select(type_coerce(func.coalesce(func.sum(QuotaLedgerRow.delta), 0), BigInteger)).where(
                 QuotaLedgerRow.tpl_number == tpl_number, QuotaLedgerRow.quota_year == quota_year, QuotaLedgerRow.at <= at
             )
         )
-        # The sum comes back as raw micro-units (the column type does not survive SUM).
+        # Summed as raw micro-units, then scaled once.
         return (Decimal(int(total or 0)) / Decimal(1_000_000)).normalize()
 
     def ledger_sum(self, tpl_number: str, quota_year: int) -> Decimal:

@@ -1,0 +1,33 @@
+"""`ecert audit verify`: walk the hash-chained decision log and report the first broken link."""
+from __future__ import annotations
+
+import json
+
+import typer
+
+app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+
+
+@app.command()
+def verify(
+    database_url: str = typer.Option("", help="SQLAlchemy URL (default ECERT_DATABASE_URL or the data dir's SQLite file)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Exit 0 when every record links to the one before it; 1 and the first broken record otherwise."""
+    from server.adapters.database import Database
+    from server.config import Settings
+    from server.service.audit import verify_audit_log
+
+    database = Database(database_url or Settings().resolved_database_url())
+    try:
+        result = verify_audit_log(database)
+    finally:
+        database.dispose()
+    if as_json:
+        typer.echo(json.dumps({"records": result.records, "intact": result.intact, "first_broken": result.first_broken}))
+    elif result.intact:
+        typer.echo(f"audit log intact: {result.records} records verified")
+    else:
+        typer.echo(f"audit log BROKEN at record {result.first_broken} ({result.records} records read)", err=True)
+    if not result.intact:
+        raise typer.Exit(1)

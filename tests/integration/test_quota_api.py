@@ -1,0 +1,103 @@
+"""QuotaService: status now and in the past, states, and the WatchQuotas stream."""
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+
+import grpc
+import pytest
+
+from ecert.v1 import match_pb2 as mpb
+from ecert.v1 import quota_pb2 as qpb
+from ecert.v1 import transmission_pb2 as tpb
+from tests.factories import certificate, claim_line, envelope, small_levels, stamp
+from tests.grpc_errors import rich_error
+
+
+@pytest.fixture
+def small(server, transmission, partner, clock):  # type: ignore[no-untyped-def]
+    """TPL 1 limited to 1000 SME in 2026, and the default certificate on file."""
+    server.use_cases.references.load(small_levels("quota-test", {"9823.53.01": "1000"}))
+    transmission.SubmitCertificate(tpb.SubmitCertificateRequest(envelope=envelope(partner.signer, sent_at=clock.at)))
+
+
+def claim(match, n, quantity):  # type: ignore[no-untyped-def]
+    return match.MatchClaim(mpb.MatchClaimRequest(line=claim_line(n, quantity=quantity))).result
+
+
+def test_list_quotas_shows_every_level_of_the_year(quota):
+    levels = quota.ListQuotas(qpb.ListQuotasRequest(quota_year=2026)).quotas
+    assert [(q.label, q.limit, q.measure_unit) for q in levels] == [
+        ("TPL 1", "45000000", "SME"), ("TPL 2", "1500000", "SME"), ("TPL 3", "22800000", "SME"),
+        ("TPL 4", "4800000", "SME"), ("TPL 5", "18000000", "SME"), ("TPL 6", "700000", "KG"),
+    ]
+    assert all(q.state == qpb.QUOTA_STATE_OPEN and q.period_start == "2026-01-01" for q in levels)
+    assert [q.aggregate_tpl_number for q in levels][3:5] == ["9823.53.03", "9823.53.03"]
+    assert quota.ListQuotas(qpb.ListQuotasRequest()).quotas[0].quota_year == 2026  # the current year by default
+
+
+def test_states_follow_the_fill_and_the_past_can_be_read(quota, match, clock, small):
+    status = lambda **kw: quota.GetQuotaStatus(qpb.GetQuotaStatusRequest(tpl_number="9823.53.01", quota_year=2026, **kw)).status  # noqa: E731
+    before_any = clock.at
+    clock.advance(minutes=1)
+    claim(match, 1, "140")  # 840 SME: 84% of 1000
+    assert (status().state, status().fill_share) == (qpb.QUOTA_STATE_OPEN, "0.84")
+    after_first = clock.at
+    clock.advance(minutes=1)
+    claim(match, 2, "10")  # 900 SME: critical at 90%
+    assert status().state == qpb.QUOTA_STATE_CRITICAL
+    clock.advance(minutes=1)
+    claim(match, 3, "20")  # cut to 16 dozen: 996 SME
+    claim(match, 4, "1")  # MFN, the level is filled to the last whole dozen? no: 4 SME left < 6
+    assert status().charged == "996"
+    assert status(as_of=stamp(before_any)).charged == "0"
+    assert status(as_of=stamp(after_first)).charged == "840"
+    assert status(as_of=stamp(after_first)).state == qpb.QUOTA_STATE_OPEN
+
+
+def test_a_level_with_nothing_left_is_filled(quota, match, small):
+    claim(match, 1, "150")
+    claim(match, 2, "16")  # 900 + 96 = 996
+    status = quota.GetQuotaStatus(qpb.GetQuotaStatusRequest(tpl_number="9823.53.01", quota_year=2026)).status
+    assert status.state == qpb.QUOTA_STATE_CRITICAL  # 4 SME remain: critical, not filled
+    claim(match, 3, "10")  # cut to nothing: MFN
+    assert quota.GetQuotaStatus(qpb.GetQuotaStatusRequest(tpl_number="9823.53.01")).status.remaining == "4"
+
+
+def test_quota_errors(quota, clock):
+    with pytest.raises(grpc.RpcError) as caught:
+        quota.GetQuotaStatus(qpb.GetQuotaStatusRequest(tpl_number="9823.99.99", quota_year=2026))
+    assert (caught.value.code(), rich_error(caught.value).reason) == (grpc.StatusCode.NOT_FOUND, "QUOTA_NOT_FOUND")
+    with pytest.raises(grpc.RpcError) as caught:
+        quota.GetQuotaStatus(qpb.GetQuotaStatusRequest(quota_year=2026))
+    assert rich_error(caught.value).fields == {"tpl_number": "FIELD_REQUIRED"}
+    with pytest.raises(grpc.RpcError) as caught:
+        quota.GetQuotaStatus(qpb.GetQuotaStatusRequest(tpl_number="9823.53.01", as_of=stamp(clock.at + dt.timedelta(days=1))))
+    assert rich_error(caught.value).fields == {"as_of": "AS_OF_IN_FUTURE"}
+
+
+def test_watch_pushes_critical_filled_and_reopened(quota, match, server, transmission, partner, clock):
+    server.use_cases.references.load(small_levels("watch", {"9823.53.01": "600"}))
+    transmission.SubmitCertificate(tpb.SubmitCertificateRequest(envelope=envelope(partner.signer, sent_at=clock.at)))
+    stream = quota.WatchQuotas(qpb.WatchQuotasRequest(tpl_numbers=["9823.53.01"], quota_year=2026))
+    events: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=lambda: [events.put(e) for e in stream], daemon=True)
+    reader.start()
+
+    def next_event():  # type: ignore[no-untyped-def]
+        return events.get(timeout=10)
+
+    snapshot = next_event()
+    assert snapshot.kind == qpb.QUOTA_EVENT_KIND_SNAPSHOT and snapshot.status.charged == "0"
+    claim(match, 1, "90")  # 540 of 600: 90%
+    critical = next_event()
+    assert (critical.kind, critical.status.state, critical.status.charged) == (
+        qpb.QUOTA_EVENT_KIND_BECAME_CRITICAL, qpb.QUOTA_STATE_CRITICAL, "540")
+    filled_by = claim(match, 2, "10")
+    filled = next_event()
+    assert (filled.kind, filled.status.remaining) == (qpb.QUOTA_EVENT_KIND_FILLED, "0")
+    match.ReverseClaim(mpb.ReverseClaimRequest(entry_number=filled_by.entry_number, line_number=1, kind=mpb.REVERSAL_KIND_CANCELED))
+    reopened = next_event()
+    assert (reopened.kind, reopened.status.state) == (qpb.QUOTA_EVENT_KIND_REOPENED, qpb.QUOTA_STATE_CRITICAL)
+    stream.cancel()
