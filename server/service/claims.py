@@ -32,7 +32,8 @@ from server.domain.records import ClaimRecord
 from server.domain.transmission import CertificateStatus
 from server.service.clock import Clock, new_id
 from server.service.quota import QuotaCalendar, QuotaEventBus
-from server.service.reference import ReferenceStore
+from server.service.reference import References, ReferenceStore
+from server.service.transactions import run_in_transaction
 from server.service.unit_of_work import UnitOfWork
 
 MAX_ATTEMPTS = 8
@@ -91,7 +92,7 @@ class ClaimUseCases:
     def match(self, draft: EntryLineDraft) -> tuple[ClaimRecord, bool]:
         line, digest = self._validated(draft)
 
-        def attempt(uow: UnitOfWork, now: dt.datetime) -> tuple[ClaimRecord, bool]:
+        def attempt(uow: UnitOfWork, now: dt.datetime, references: References) -> tuple[ClaimRecord, bool]:
             revisions = uow.claims.revisions(line.entry_number, line.line_number)
             replay = next((r for r in revisions if r.request_digest == digest and not r.post_importation), None)
             if replay is not None:
@@ -105,7 +106,7 @@ class ClaimUseCases:
                 )
             self._check_entry_parties(uow, line)
             self._open_if_due(uow, line.date_of_importation.year, now)
-            plan = self._plan(uow, line, now, digest=digest, revision=1, post=False)
+            plan = self._plan(uow, references, line, now, digest=digest, revision=1, post=False)
             return self._commit_plan(uow, plan, now), False
 
         return self._in_transaction(attempt)
@@ -114,15 +115,16 @@ class ClaimUseCases:
         """The decision `match` would make now; nothing is charged or recorded."""
         line, digest = self._validated(draft)
         now = self.clock.now()
+        references = self.references.current()
         with UnitOfWork(self.database, write=False) as uow:
-            plan = self._plan(uow, line, now, digest=digest, revision=0, post=False)
+            plan = self._plan(uow, references, line, now, digest=digest, revision=0, post=False)
         return dataclasses.replace(plan.record, claim_id="")
 
     def file_post_importation(self, draft: EntryLineDraft) -> tuple[ClaimRecord, bool]:
         line, digest = self._validated(draft)
         check_post_importation_window(line.date_of_importation, self.calendar_today())
 
-        def attempt(uow: UnitOfWork, now: dt.datetime) -> tuple[ClaimRecord, bool]:
+        def attempt(uow: UnitOfWork, now: dt.datetime, references: References) -> tuple[ClaimRecord, bool]:
             revisions = uow.claims.revisions(line.entry_number, line.line_number)
             replay = next((r for r in revisions if r.request_digest == digest and r.post_importation), None)
             if replay is not None:
@@ -141,7 +143,7 @@ class ClaimUseCases:
                 self._check_entry_parties(uow, line)
             self._open_if_due(uow, line.date_of_importation.year, now)
             revision = current.revision + 1 if current else 1
-            plan = self._plan(uow, line, now, digest=digest, revision=revision, post=True)
+            plan = self._plan(uow, references, line, now, digest=digest, revision=revision, post=True)
             return self._commit_plan(uow, plan, now), False
 
         return self._in_transaction(attempt)
@@ -162,7 +164,7 @@ class ClaimUseCases:
             if (corrected_line.entry_number, corrected_line.line_number) != (entry, line_number):
                 raise _field_error("CORRECTION_OF_ANOTHER_LINE", "corrected_line.entry_number", "must name the same entry and line")
 
-        def attempt(uow: UnitOfWork, now: dt.datetime) -> tuple[ClaimRecord, ClaimRecord | None, bool]:
+        def attempt(uow: UnitOfWork, now: dt.datetime, references: References) -> tuple[ClaimRecord, ClaimRecord | None, bool]:
             revisions = uow.claims.revisions(entry, line_number)
             if not revisions:
                 raise DomainError("CLAIM_NOT_FOUND", "no claim for this entry line", ErrorKind.NOT_FOUND)
@@ -180,7 +182,7 @@ class ClaimUseCases:
             corrected_record = None
             if corrected_line is not None:
                 plan = self._plan(
-                    uow, corrected_line, now, digest=corrected_digest, revision=current.revision + 1,
+                    uow, references, corrected_line, now, digest=corrected_digest, revision=current.revision + 1,
                     post=current.post_importation, presented=current.presentation_time,
                 )
                 corrected_record = self._commit_plan(uow, plan, now, commit=False)
@@ -224,7 +226,7 @@ class ClaimUseCases:
         if year in self._opened_years:
             return False
 
-        def attempt(uow: UnitOfWork, now: dt.datetime) -> bool:
+        def attempt(uow: UnitOfWork, now: dt.datetime, references: References) -> bool:
             done = self._open_if_due(uow, year, now)
             uow.commit()
             return done
@@ -277,6 +279,7 @@ class ClaimUseCases:
     def _plan(
         self,
         uow: UnitOfWork,
+        references: References,
         line: EntryLine,
         now: dt.datetime,
         *,
@@ -285,7 +288,6 @@ class ClaimUseCases:
         post: bool,
         presented: dt.datetime | None = None,
     ) -> Plan:
-        references = self.references.current()
         on_file = self._on_file(uow, line)
         tpl = references.tpls.tpl(line.tpl_number)
         measure_unit = tpl.measure_unit if tpl else ""
@@ -487,12 +489,15 @@ class ClaimUseCases:
     # -- plumbing -------------------------------------------------------------------------------------
 
     def _in_transaction(self, attempt):  # type: ignore[no-untyped-def]
-        """Run `attempt(uow, now)` in a write transaction; start again from fresh balances if it lost a
-        race (a conditional update or a unique key found another transaction first)."""
+        """Run `attempt(uow, now, references)` in a write transaction; start again from fresh balances
+        if it lost a race (a conditional update or a unique key found another transaction first).
+
+        The reference tables are read before the transaction opens: a unit of work never opens
+        another inside itself (that would take a second admission slot while holding one)."""
         for _ in range(MAX_ATTEMPTS):
+            references = self.references.current()
             try:
-                with UnitOfWork(self.database, write=True) as uow:
-                    return attempt(uow, self.clock.now())
+                return run_in_transaction(self.database, lambda uow: attempt(uow, self.clock.now(), references))
             except (_LostRace, IntegrityError):
                 continue
         raise DomainError("CONTENTION", "the balances kept changing; retry", ErrorKind.UNAVAILABLE)

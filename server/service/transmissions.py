@@ -154,11 +154,11 @@ class TransmissionUseCases:
             self._verify_signature(envelope)
         except DomainError as error:
             findings.extend(error.findings)
+        certificate, certificate_findings = self._check(envelope, received_at)
         with UnitOfWork(self.database, write=False) as uow:
             previous = uow.transmissions.get(envelope.sender, envelope.message_id)
             if previous is not None:
                 findings.append(_reused_finding(previous.digest == digest))
-            certificate, certificate_findings = self._check(envelope, received_at)
             findings.extend(certificate_findings)
             if not errors_only(findings) and envelope.action is not None:
                 head = uow.certificates.head(envelope.certificate.issuing_country, envelope.certificate.certificate_number)

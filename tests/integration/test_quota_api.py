@@ -82,7 +82,14 @@ def test_watch_pushes_critical_filled_and_reopened(quota, match, server, transmi
     transmission.SubmitCertificate(tpb.SubmitCertificateRequest(envelope=envelope(partner.signer, sent_at=clock.at)))
     stream = quota.WatchQuotas(qpb.WatchQuotasRequest(tpl_numbers=["9823.53.01"], quota_year=2026))
     events: queue.Queue = queue.Queue()
-    reader = threading.Thread(target=lambda: [events.put(e) for e in stream], daemon=True)
+    def read() -> None:
+        try:
+            for event in stream:
+                events.put(event)
+        except grpc.RpcError as error:  # the test cancels the stream when it is done
+            assert error.code() == grpc.StatusCode.CANCELLED
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
 
     def next_event():  # type: ignore[no-untyped-def]
