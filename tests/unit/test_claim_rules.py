@@ -1,0 +1,192 @@
+"""Claim rules in plain Python: entry numbers, priority, matching, first-come grants, windows."""
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from server.domain.certificate import Certificate, Party
+from server.domain.claims import (
+    CertificateOnFile,
+    Decision,
+    QuotaContext,
+    allocate,
+    check_post_importation_window,
+    mismatches,
+    post_importation_deadline,
+    screen,
+)
+from server.domain.conversion import Category, ConversionTable, convert
+from server.domain.entry import EntryLineDraft, canonical_entry_number, check_digit, make_entry_number, validate_entry_line
+from server.domain.errors import DomainError
+from server.domain.quota import Level, grant_first_come
+from server.domain.reference import Partner
+from server.domain.transmission import CertificateStatus
+
+UTC = dt.timezone.utc
+T0 = dt.datetime(2026, 3, 2, 12, tzinfo=UTC)
+MX = Partner("MX", "Mexico", r"MX[0-9]{2}-[0-9]{8}", dt.date(2021, 10, 5))
+
+
+def draft(**changes: object) -> EntryLineDraft:
+    values: dict[str, object] = dict(
+        entry_number=make_entry_number("B76", 1234567), line_number=1, filer_code="B76",
+        importer_of_record="12-345678900", entry_type="01", country_of_origin="MX", htsus_number="6109.10.0012",
+        tpl_number="9823.53.01", spi="S+", certificate_number="MX26-00000001", quantity="100", unit="DOZ",
+        date_of_importation="2026-03-01", filed_at=T0, arrived_at=T0 + dt.timedelta(hours=1), paid_at=T0 - dt.timedelta(hours=1),
+    )
+    values.update(changes)
+    return EntryLineDraft(**values)  # type: ignore[arg-type]
+
+
+def certificate(**changes: object) -> Certificate:
+    values: dict[str, object] = dict(
+        certificate_number="MX26-00000001", issuing_country="MX", tpl_number="9823.53.01", htsus_number="6109100012",
+        goods_description="T-shirts", quantity=Decimal(1200), unit="DOZ", importer_of_record="12-345678900",
+        exporter=Party("e", "a", "t"), producer=Party("p", "a", "t"), quota_year=2026,
+        issue_date=dt.date(2026, 2, 20), last_valid_date=dt.date(2026, 12, 31), invoice_number="I-1",
+    )
+    values.update(changes)
+    return Certificate(**values)  # type: ignore[arg-type]
+
+
+def level(limit: str, charged: str = "0", tpl: str = "9823.53.01") -> Level:
+    return Level(tpl, 2026, "TPL", "SME", Decimal(limit), Decimal(charged), None,
+                 dt.datetime(2026, 1, 1, 5, tzinfo=UTC), dt.datetime(2027, 1, 1, 5, tzinfo=UTC))
+
+
+# -- entry numbers -----------------------------------------------------------------------------------
+
+
+def test_check_digit_makes_the_number_verify_and_catches_single_changes():
+    number = make_entry_number("B76", 1234567)
+    assert canonical_entry_number(number) == number
+    assert canonical_entry_number(number.replace("-", "")) == number  # hyphens are optional
+    body, check = number[:-1], int(number[-1])
+    for wrong in range(10):
+        if wrong != check:
+            assert canonical_entry_number(f"{body}{wrong}") is None
+    # Changing any one digit of the transaction number changes the check digit (mod-10 doubling).
+    for position in range(7):
+        digits = list("1234567")
+        digits[position] = str((int(digits[position]) + 1) % 10)
+        assert check_digit("B76" + "".join(digits)) != check
+
+
+def test_letters_in_the_filer_code_count():
+    assert check_digit("A761234567") != check_digit("B761234567")
+    assert canonical_entry_number("000-1234567-" + str(check_digit("0001234567"))) is None  # no filer code 000
+
+
+def test_presentation_time_is_the_latest_of_the_three():
+    line, _ = validate_entry_line(draft())
+    assert line is not None and line.presentation_time() == T0 + dt.timedelta(hours=1)
+    withdrawal, _ = validate_entry_line(draft(entry_type="31", arrived_at=T0 + dt.timedelta(days=9)))
+    assert withdrawal is not None and withdrawal.presentation_time() == T0  # arrival does not count
+
+
+def test_invalid_lines_report_every_field():
+    line, findings = validate_entry_line(draft(spi="", quantity="0", entry_type="21", filed_at=None))
+    assert line is None
+    assert {(f.field, f.code) for f in findings} == {
+        ("line.spi", "FIELD_REQUIRED"), ("line.quantity", "QUANTITY_NOT_POSITIVE"),
+        ("line.entry_type", "ENTRY_TYPE_NOT_CONSUMPTION"), ("line.filed_at", "FIELD_REQUIRED"),
+    }
+
+
+# -- matching --------------------------------------------------------------------------------------------
+
+
+def test_matching_line_passes_screening():
+    line, _ = validate_entry_line(draft())
+    assert line is not None
+    on_file = CertificateOnFile(certificate(), 1, CertificateStatus.ACTIVE, Decimal(1200))
+    assert screen(line, MX, on_file).passed
+
+
+def test_six_digit_certificate_htsus_covers_ten_digit_entry_numbers():
+    line, _ = validate_entry_line(draft())
+    assert line is not None
+    assert mismatches(line, certificate(htsus_number="610910")) == []
+    assert [m.field for m in mismatches(line, certificate(htsus_number="610990"))] == ["htsus_number"]
+
+
+@pytest.mark.parametrize(
+    "on_file,decision,reason",
+    [
+        (None, Decision.MFN_REQUIRED, "NO_TRANSMISSION"),
+        (CertificateOnFile(certificate(), 2, CertificateStatus.CANCELED, Decimal(1200)), Decision.MFN_REQUIRED, "CERTIFICATE_CANCELED"),
+        (CertificateOnFile(certificate(), 1, CertificateStatus.ACTIVE, Decimal(0)), Decision.MFN_REQUIRED, "CERTIFICATE_EXHAUSTED"),
+        (CertificateOnFile(certificate(), 1, CertificateStatus.ACTIVE, Decimal(99)), Decision.MFN_REQUIRED, "QUANTITY_EXCEEDS_CERTIFICATE"),
+    ],
+)
+def test_screening_refusals(on_file, decision, reason):
+    line, _ = validate_entry_line(draft())
+    assert line is not None
+    result = screen(line, MX, on_file)
+    assert (result.decision, result.reasons) == (decision, (reason,))
+
+
+def test_entries_before_the_effective_date_need_no_ecert():
+    line, _ = validate_entry_line(draft(date_of_importation="2021-10-04"))
+    assert line is not None and screen(line, MX, None).decision is Decision.ECERT_NOT_REQUIRED
+
+
+# -- quota -------------------------------------------------------------------------------------------------
+
+
+def test_first_come_grants_all_then_cuts_to_whole_units_then_nothing():
+    assert grant_first_come(Decimal(10), Decimal("6.0"), Decimal(100)).quantity == 10
+    cut = grant_first_come(Decimal(10), Decimal("6.0"), Decimal(59))
+    assert (cut.quantity, cut.measure) == (Decimal(9), Decimal("54.0"))
+    assert grant_first_come(Decimal(10), Decimal("6.0"), Decimal(5)).quantity == 0
+
+
+def test_allocation_takes_the_tightest_level_and_names_it():
+    line, _ = validate_entry_line(draft())
+    assert line is not None
+    conversion = convert(ConversionTable("v1", "s", {"338": Category("338", "", "DOZ", Decimal(6))}, {"6109": "338"}),
+                         line.quantity, "DOZ", line.htsus_number, "SME")
+    member, aggregate = level("1000"), level("100", tpl="9823.53.03")
+    result = allocate(line, conversion, QuotaContext([member, aggregate], T0))
+    assert (result.decision, result.reasons, result.grant.quantity) == (Decision.PARTIAL, ("AGGREGATE_FILLED", "PARTIAL_FILL"), Decimal(16))
+
+
+def test_claims_before_the_opening_are_queued_at_the_opening_moment():
+    line, _ = validate_entry_line(draft(filed_at=dt.datetime(2025, 12, 20, tzinfo=UTC), arrived_at=dt.datetime(2025, 12, 21, tzinfo=UTC), paid_at=None))
+    assert line is not None
+    conversion = convert(ConversionTable("v1", "s", {}, {}), line.quantity, "M2", "", "SME")
+    member = level("1000")
+    queued = allocate(line, conversion, QuotaContext([member], dt.datetime(2025, 12, 22, tzinfo=UTC)))
+    assert queued.decision is Decision.QUEUED and queued.presentation_time == member.opens_at
+    late = allocate(line, conversion, QuotaContext([member], T0))
+    assert late.decision is Decision.PREFERENTIAL and late.presentation_time == member.opens_at
+
+
+def test_conversion_names_its_version_and_refuses_unknown_goods():
+    table = ConversionTable("v7", "s", {"338": Category("338", "", "DOZ", Decimal("6.0"))}, {"61": "338", "6109": "338"})
+    assert convert(table, Decimal(10), "DOZ", "6109100012", "SME").measure == Decimal(60)
+    assert convert(table, Decimal(10), "KG", "5205110000", "KG").factor == 1  # kilograms for a level in kilograms
+    with pytest.raises(DomainError) as caught:
+        convert(table, Decimal(10), "DOZ", "6201301000", "SME")
+    assert caught.value.reason == "CONVERSION_FACTOR_MISSING" and caught.value.metadata["factor_version"] == "v7"
+
+
+# -- post-importation window ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "imported,deadline",
+    [("2025-03-10", "2026-03-10"), ("2024-02-29", "2025-02-28"), ("2023-03-01", "2024-03-01"), ("2025-12-31", "2026-12-31")],
+)
+def test_post_importation_deadline_is_the_same_date_a_year_on(imported, deadline):
+    assert post_importation_deadline(dt.date.fromisoformat(imported)) == dt.date.fromisoformat(deadline)
+
+
+def test_post_importation_window_day_365_in_and_day_366_out():
+    imported = dt.date(2025, 1, 10)
+    check_post_importation_window(imported, imported + dt.timedelta(days=365))
+    with pytest.raises(DomainError) as caught:
+        check_post_importation_window(imported, imported + dt.timedelta(days=366))
+    assert caught.value.reason == "POST_IMPORTATION_WINDOW_CLOSED"
