@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from server.adapters.claim_repository import LevelRow
 from server.adapters.database import Database
 from server.adapters.reference_files import PACKAGED, PACKAGED_CONVERSION, parse_conversion_table, parse_reference_data
@@ -92,7 +94,17 @@ class ReferenceStore:
             return self._cached
 
     def load(self, text: str) -> LoadResult:
-        """Store a new version of a table. TPL versions also set each level's limit per year."""
+        """Store a new version of a table. TPL versions also set each level's limit per year.
+
+        Replicas starting together on one database may load the same defaults at once: the loser of
+        that race finds the winner's identical version on its second try.
+        """
+        try:
+            return self._load(text)
+        except IntegrityError:
+            return self._load(text)
+
+    def _load(self, text: str) -> LoadResult:
         try:
             document = json.loads(text)
         except ValueError as exc:
