@@ -88,7 +88,7 @@ def build_use_cases(settings: Settings, database: Database, clock: Clock) -> Use
     references.ensure_defaults()
     calendar = QuotaCalendar(ZoneInfo(settings.quota_timezone), Decimal(settings.critical_share))
     quota = QuotaUseCases(database, calendar, clock)
-    events = QuotaEventBus(quota)
+    events = QuotaEventBus(quota, max_watchers=max(1, settings.workers // 4))
     transmissions = TransmissionUseCases(
         database,
         trust_store=load_trust_store(settings.resolved_trust_store()),

@@ -36,8 +36,7 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
         return qpb.GetQuotaStatusResponse(status=conv.status_to_proto(status))
 
     def WatchQuotas(self, request: qpb.WatchQuotasRequest, context: grpc.ServicerContext) -> Iterator[qpb.QuotaEvent]:
-        year = request.quota_year or self.quota.calendar.year_of(self.quota.clock.now())
-        subscription, snapshot = self.events.subscribe(frozenset(request.tpl_numbers), year)
+        subscription, snapshot = self._subscribe(request, context)
         try:
             for status in snapshot:
                 yield conv.event_to_proto(conv.QuotaEvent(None, status))
@@ -49,3 +48,8 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
                 yield conv.event_to_proto(event)
         finally:
             self.events.unsubscribe(subscription)
+
+    @translate_errors()
+    def _subscribe(self, request: qpb.WatchQuotasRequest, context: grpc.ServicerContext):  # type: ignore[no-untyped-def]
+        year = request.quota_year or self.quota.calendar.year_of(self.quota.clock.now())
+        return self.events.subscribe(frozenset(request.tpl_numbers), year)

@@ -119,9 +119,12 @@ class QuotaEventBus:
     database; a commit in this process nudges it to look at once instead of at the next tick.
     """
 
-    def __init__(self, quota: QuotaUseCases, interval: float = 1.0):
+    def __init__(self, quota: QuotaUseCases, interval: float = 1.0, max_watchers: int = 4):
         self.quota = quota
         self.interval = interval
+        # Each watch holds one of the server's worker threads for as long as it lasts: cap them so
+        # that watchers can never starve the claims.
+        self.max_watchers = max_watchers
         self._subscribers: list[Subscription] = []
         self._lock = threading.Lock()
         self._nudge = threading.Event()
@@ -132,6 +135,12 @@ class QuotaEventBus:
     def subscribe(self, tpl_numbers: frozenset[str], quota_year: int) -> tuple[Subscription, list[QuotaStatus]]:
         subscription = Subscription(tpl_numbers, quota_year)
         with self._lock:
+            if len(self._subscribers) >= self.max_watchers:
+                raise DomainError(
+                    "TOO_MANY_WATCHERS",
+                    f"at most {self.max_watchers} quota watches may be open at once; retry later",
+                    ErrorKind.EXHAUSTED,
+                )
             if not self._subscribers:
                 self._last = self.quota.snapshot()
             snapshot = [s for s in self._last.values() if subscription.wants(s)]

@@ -108,3 +108,21 @@ def test_watch_pushes_critical_filled_and_reopened(quota, match, server, transmi
     reopened = next_event()
     assert (reopened.kind, reopened.status.state) == (qpb.QUOTA_EVENT_KIND_REOPENED, qpb.QUOTA_STATE_CRITICAL)
     stream.cancel()
+
+
+def test_watches_are_capped_so_they_cannot_starve_the_workers(quota, server):
+    cap = server.use_cases.events.max_watchers
+    streams = [quota.WatchQuotas(qpb.WatchQuotasRequest(quota_year=2026)) for _ in range(cap)]
+    for stream in streams:
+        assert next(stream).kind == qpb.QUOTA_EVENT_KIND_SNAPSHOT
+    with pytest.raises(grpc.RpcError) as caught:
+        next(quota.WatchQuotas(qpb.WatchQuotasRequest(quota_year=2026)))
+    assert (caught.value.code(), rich_error(caught.value).reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_WATCHERS")
+    for stream in streams:
+        stream.cancel()
+    # A closed watch frees its place.
+    for _ in range(50):
+        if not server.use_cases.events._subscribers:
+            break
+        __import__("time").sleep(0.1)
+    assert next(quota.WatchQuotas(qpb.WatchQuotasRequest(quota_year=2026))).kind == qpb.QUOTA_EVENT_KIND_SNAPSHOT
