@@ -167,6 +167,9 @@ def create_server(
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     running = RunningServer(server, port, health_servicer, database, use_cases, metrics)
     running.http = wiring.start_http(settings, running)
+    # A period that opened while no server ran is allocated now, before the first call; the timer
+    # catches the next opening.
+    use_cases.claims.allocate_due_openings()
     threading.Thread(target=_allocate_openings, args=(running,), name="quota-openings", daemon=True).start()
     log.info("serving on port %d (database %s)", port, database.dialect)
     return running

@@ -7,7 +7,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import quota_pb2 as qpb
-from server.api.converters import timestamp
+from server.api.converters import instant_from, timestamp
 from server.domain.claims import Decision
 from server.domain.entry import EntryLineDraft
 from server.domain.quantity import format_quantity
@@ -39,14 +39,14 @@ EVENT_TO_PROTO = {
 }
 
 
-def _instant(message: mpb.EntrySummaryLine, name: str) -> dt.datetime | None:
+def _instant(message: mpb.EntrySummaryLine, name: str, prefix: str) -> dt.datetime | None:
     if not message.HasField(name):
         return None
     stamp: Timestamp = getattr(message, name)
-    return stamp.ToDatetime(tzinfo=dt.timezone.utc)
+    return instant_from(stamp, f"{prefix}.{name}")
 
 
-def line_from_proto(m: mpb.EntrySummaryLine) -> EntryLineDraft:
+def line_from_proto(m: mpb.EntrySummaryLine, prefix: str = "line") -> EntryLineDraft:
     return EntryLineDraft(
         entry_number=m.entry_number,
         line_number=m.line_number,
@@ -61,9 +61,9 @@ def line_from_proto(m: mpb.EntrySummaryLine) -> EntryLineDraft:
         quantity=m.quantity,
         unit=m.unit,
         date_of_importation=m.date_of_importation,
-        filed_at=_instant(m, "filed_at"),
-        arrived_at=_instant(m, "arrived_at"),
-        paid_at=_instant(m, "paid_at"),
+        filed_at=_instant(m, "filed_at", prefix),
+        arrived_at=_instant(m, "arrived_at", prefix),
+        paid_at=_instant(m, "paid_at", prefix),
     )
 
 

@@ -8,7 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
 from server.domain.certificate import Certificate, CertificateDraft, PartyDraft
-from server.domain.errors import Finding, Severity
+from server.domain.errors import DomainError, ErrorKind, Finding, Severity
 from server.domain.quantity import format_quantity
 from server.domain.receipt import Outcome, Receipt
 from server.domain.records import ActivityEntry, StoredVersion
@@ -39,6 +39,17 @@ def timestamp(at: dt.datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(at.astimezone(dt.timezone.utc))
     return stamp
+
+
+def instant_from(stamp: Timestamp, field: str) -> dt.datetime:
+    """A Timestamp as a UTC datetime; one outside years 1-9999 (or with bad nanos) is the caller's error."""
+    try:
+        return stamp.ToDatetime(tzinfo=dt.timezone.utc)
+    except (ValueError, OverflowError):
+        raise DomainError(
+            "TIMESTAMP_OUT_OF_RANGE", f"{field} is not a valid instant", ErrorKind.INVALID,
+            [Finding("TIMESTAMP_OUT_OF_RANGE", field, "must be an instant between the years 1 and 9999")],
+        ) from None
 
 
 def draft_from_proto(message: cpb.Certificate) -> CertificateDraft:

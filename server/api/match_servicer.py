@@ -32,7 +32,7 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
 
     @translate_errors()
     def ReverseClaim(self, request: mpb.ReverseClaimRequest, context: grpc.ServicerContext) -> mpb.ReverseClaimResponse:
-        corrected = conv.line_from_proto(request.corrected_line) if request.HasField("corrected_line") else None
+        corrected = conv.line_from_proto(request.corrected_line, "corrected_line") if request.HasField("corrected_line") else None
         reversed_record, corrected_record, _ = self.claims.reverse(
             request.entry_number, request.line_number, conv.REVERSAL_FROM_PROTO.get(request.kind), corrected, request.reason
         )

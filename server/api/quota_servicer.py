@@ -10,12 +10,13 @@ import grpc
 from ecert.v1 import quota_pb2 as qpb
 from ecert.v1 import quota_pb2_grpc
 from server.api import claim_converters as conv
+from server.api.converters import instant_from
 from server.api.errors import translate_errors
 from server.service.quota import QuotaEventBus, QuotaUseCases
 
 
 def _as_of(request: qpb.GetQuotaStatusRequest | qpb.ListQuotasRequest) -> dt.datetime | None:
-    return request.as_of.ToDatetime(tzinfo=dt.timezone.utc) if request.HasField("as_of") else None
+    return instant_from(request.as_of, "as_of") if request.HasField("as_of") else None
 
 
 class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
