@@ -20,6 +20,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from server.domain.quantity import format_quantity
 from server.observability.metrics import QuotaFill, QuotaSource
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ def quota_document(source: QuotaSource | None) -> dict[str, Any]:
         "levels": [
             {
                 "tpl_number": q.tpl_number, "label": q.label, "quota_year": q.quota_year, "measure_unit": q.measure_unit,
-                "limit": str(q.limit), "charged": str(q.charged), "remaining": str(q.limit - q.charged),
+                "limit": format_quantity(q.limit), "charged": format_quantity(q.charged),
+                "remaining": format_quantity(q.limit - q.charged),
                 "fill_ratio": round(q.fill_ratio, 6), "state": q.state,
             }
             for q in levels

@@ -112,3 +112,30 @@ def test_quota_page_is_served(server):
     assert status == 200 and content_type.startswith("text/html") and "/quota.json" in body
     status, document = http_json(server, "/quota.json")
     assert status == 200 and set(document) == {"available", "levels"}
+
+
+def test_claims_reversals_and_quota_fill_are_exported(server, transmission, partner):
+    from ecert.v1 import match_pb2 as mpb
+    from ecert.v1 import match_pb2_grpc
+    from tests.factories import claim_line, small_levels
+
+    server.use_cases.references.load(small_levels("metrics-test", {"9823.53.01": "1000"}))
+    submit(transmission, envelope(partner.signer))
+    match = match_pb2_grpc.MatchServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
+    first = match.MatchClaim(mpb.MatchClaimRequest(line=claim_line(1))).result
+    match.MatchClaim(mpb.MatchClaimRequest(line=claim_line(1)))  # replayed
+    match.MatchClaim(mpb.MatchClaimRequest(line=claim_line(2, unit="KG")))  # mismatch: MFN
+    match.ReverseClaim(mpb.ReverseClaimRequest(entry_number=first.entry_number, line_number=1, kind=mpb.REVERSAL_KIND_CANCELED))
+    match.MatchClaim(mpb.MatchClaimRequest(line=claim_line(3, quantity="50")))  # 300 SME of 1000
+
+    found = samples(server)
+    assert value(found, "ecert_claims_total", kind="match", decision="preferential") == 2
+    assert value(found, "ecert_claims_total", kind="match", decision="mfn_required") == 1
+    assert value(found, "ecert_claims_replayed_total", kind="match") == 1
+    assert value(found, "ecert_claim_reversals_total", kind="canceled") == 1
+    tpl1 = {"tpl_number": "9823.53.01", "label": "TPL 1", "quota_year": "2026", "measure_unit": "SME"}
+    assert value(found, "ecert_quota_fill_ratio", **tpl1) == pytest.approx(0.3)
+    assert value(found, "ecert_quota_charged", **tpl1) == 300 and value(found, "ecert_quota_limit", **tpl1) == 1000
+    status, document = http_json(server, "/quota.json")
+    level = next(q for q in document["levels"] if q["tpl_number"] == "9823.53.01")
+    assert document["available"] and (level["charged"], level["remaining"], level["state"]) == ("300", "700", "OPEN")
