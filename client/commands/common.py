@@ -56,6 +56,8 @@ def describe_error(error: EcertError) -> list[str]:
     lines += [f"  {k} = {v}" for k, v in sorted(error.metadata.items())]
     if error.receipt is not None:
         lines.append(f"  rejection receipt {error.receipt.receipt_id}")
+    if error.request_id:
+        lines.append(f"  request id {error.request_id} (the service's log names it)")
     return lines
 
 

@@ -1,10 +1,12 @@
 """One client per role, each offering the calls that role makes (the service enforces roles itself).
 
-    PartnerClient    a partner government's gateway: seals and transmits certificates, reads its own
+    PartnerClient    a partner government's gateway: seals and transmits certificates, reads its own and their usage
     RelayClient      a network-service provider: forwards sealed envelopes untouched, keeps request ids
     CustomsClient    internal customs systems: decides, files and reverses claims; reads everything
-    ImporterClient   an importer of record or its broker: checks claims, certificate usage, quota
-    OperatorClient   the operator: reads certificates, claims, quota (and watches it), health
+    ImporterClient   an importer of record or its broker: usage of the certificates naming it, quota
+    OperatorClient   the operator (admin role): reads certificates, claims, quota (and watches it), health
+
+The split follows the service's role table (server/api/auth.py), which has the last word.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from client.sdk.services import (
     CertificateReads,
     ClaimReads,
     Matching,
+    UsageReads,
     QuotaReads,
     Transmitting,
     seal_envelope,
@@ -40,7 +43,7 @@ def load_document_signer(key_file: str | pathlib.Path, key_id: str = "") -> Sign
     return load_signer(path, key_id)
 
 
-class PartnerClient(Transmitting, CertificateReads, ClaimReads):
+class PartnerClient(Transmitting, CertificateReads, UsageReads):
     """Seals with the partner's document-signing key (not its TLS key) and transmits."""
 
     def __init__(self, signer: Signer, sender: str = "MX", settings: ConnectionSettings | None = None, **kwargs: Any):
@@ -80,13 +83,13 @@ class RelayClient(Transmitting):
         return self.submit_envelope(envelope, request_id=request_id, timeout=timeout)
 
 
-class CustomsClient(Matching, ClaimReads, CertificateReads, QuotaReads):
+class CustomsClient(Matching, ClaimReads, UsageReads, CertificateReads, QuotaReads):
     pass
 
 
-class ImporterClient(ClaimReads, QuotaReads):
+class ImporterClient(UsageReads, QuotaReads):
     pass
 
 
-class OperatorClient(CertificateReads, ClaimReads, QuotaReads):
+class OperatorClient(CertificateReads, ClaimReads, UsageReads, QuotaReads):
     pass

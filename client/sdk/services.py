@@ -149,6 +149,14 @@ class Transmitting(_Connection):
 # -- MatchService ------------------------------------------------------------------------------------
 
 
+class UsageReads(_Connection):
+    """A certificate's use by entries: customs, its issuing partner, and the importer it names."""
+
+    def certificate_usage(self, issuing_country: str, certificate_number: str, *, timeout: float | None = None) -> CertificateUsage:
+        request = mpb.GetCertificateUsageRequest(issuing_country=issuing_country, certificate_number=certificate_number)
+        return CertificateUsage.from_proto(self.call(self.stubs.match.GetCertificateUsage, request, timeout=timeout))
+
+
 class ClaimReads(_Connection):
     def get_claim(self, entry_number: str, line_number: int, *, timeout: float | None = None) -> ClaimResult:
         request = mpb.GetClaimRequest(entry_number=entry_number, line_number=line_number)
@@ -159,9 +167,6 @@ class ClaimReads(_Connection):
         response = self.call(self.stubs.match.CheckClaim, mpb.CheckClaimRequest(line=line.to_proto()), timeout=timeout)
         return ClaimResult.from_proto(response.result)
 
-    def certificate_usage(self, issuing_country: str, certificate_number: str, *, timeout: float | None = None) -> CertificateUsage:
-        request = mpb.GetCertificateUsageRequest(issuing_country=issuing_country, certificate_number=certificate_number)
-        return CertificateUsage.from_proto(self.call(self.stubs.match.GetCertificateUsage, request, timeout=timeout))
 
 
 class Matching(_Connection):

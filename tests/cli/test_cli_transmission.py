@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 from client.sdk import Receipt
 from tests.cli.conftest import certificate_dict, write_json
@@ -120,6 +121,7 @@ def test_certificate_read_errors(ecert):
     missing = ecert("certificate", "get", "MX", "MX26-99999999")
     assert missing.code == 1
     assert "NOT_FOUND CERTIFICATE_NOT_FOUND" in missing.stderr and "Traceback" not in missing.stderr
+    assert re.search(r"request id [0-9a-f]{32}", missing.stderr)
     blank = ecert("certificate", "get", "", "")
     assert blank.code == 1
     assert "issuing_country: FIELD_REQUIRED" in blank.stderr and "certificate_number: FIELD_REQUIRED" in blank.stderr

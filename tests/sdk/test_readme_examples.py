@@ -41,5 +41,6 @@ def test_readme_examples_run(pki, secure_server, tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "Outcome.ACCEPTED" in printed and "QUANTITY_NOT_POSITIVE" in printed
     assert "ClaimDecision.PREFERENTIAL" in printed and "TPL 1" in printed
+    assert "1200 0 1200 ['B76-0000001-5']" in printed  # the importer sees the customs example's claim, reversed
     assert (tmp_path / "receipt.json").is_file()
     assert namespace["result"].receipt.message_id == "relay-example-1"
