@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -124,8 +125,12 @@ def create_server(
     address: str | None = None,
     clock: Clock | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    extra_services: Sequence[Callable[[grpc.Server], None]] = (),
 ) -> RunningServer:
-    """Build and start the server; bind port 0 to get a free one (see RunningServer.port)."""
+    """Build and start the server; bind port 0 to get a free one (see RunningServer.port).
+
+    `extra_services` register more servicers on the same server (the benchmarks' echo baseline),
+    behind the same interceptors, thread pool and credentials."""
     database = Database(
         settings.resolved_database_url(),
         pool_size=settings.db_pool_size,
@@ -151,6 +156,8 @@ def create_server(
     transmission_pb2_grpc.add_TransmissionServiceServicer_to_server(TransmissionServicer(use_cases.transmissions), server)
     match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(use_cases.claims), server)
     quota_pb2_grpc.add_QuotaServiceServicer_to_server(QuotaServicer(use_cases.quota, use_cases.events), server)
+    for register in extra_services:
+        register(server)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -125,6 +125,8 @@ POLICY: dict[str, Rule] = {
     # Quota status is public to every authenticated party.
     "/ecert.v1.QuotaService/*": ANYONE,
     "/grpc.health.v1.Health/*": ANYONE,
+    # The benchmarks' echo baseline (registered only by bench/, never by `ecert serve`).
+    "/ecert.bench.v1.EchoService/*": ANYONE,
     "/grpc.reflection.v1alpha.ServerReflection/*": ANYONE,
     "/grpc.reflection.v1.ServerReflection/*": ANYONE,
 }

@@ -1,0 +1,1 @@
+"""Benchmarks of the certification service: `python -m bench [--quick] [--json FILE]` (see README)."""

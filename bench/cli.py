@@ -1,0 +1,386 @@
+"""`python -m bench [--quick] [--json FILE]`: start the real service, drive it from another process,
+print a table and write the figures as JSON (DESIGN.md section 3).
+
+Every server is a separate process (bench/server.py: `create_server`, same interceptors and thread
+pool as `ecert serve`, plus the echo baseline) over a fresh SQLite file in a temporary folder; every
+load generator is another process (bench/load.py), so neither shares the other's GIL.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from bench import dataset
+from bench.server import peak_rss_mib
+from bench.workload import GOODS, certificate_number
+
+IN_FLIGHT = (1, 16, 64)
+RPC_NAMES = {"echo": "Echo (baseline)", "submit": "SubmitCertificate", "match": "MatchClaim", "quota": "GetQuotaStatus"}
+# Main runs happen on 15 June 2026 by the service's clock, whatever the machine's date.
+MAIN_EPOCH = dt.datetime(2026, 6, 15, 12, tzinfo=dt.timezone.utc)
+# The opening-day burst: claims presented at 23:00 New York time on 31 December 2026, an hour before
+# the 2027 period opens.
+BURST_EPOCH = dt.datetime(2027, 1, 1, 4, tzinfo=dt.timezone.utc)
+KEY_ID = "mx-se-bench-1"
+
+
+@dataclass(frozen=True)
+class Plan:
+    duration_s: float
+    warmup_s: float
+    growth: tuple[int, ...]
+    burst_claims: int
+
+
+FULL = Plan(duration_s=5.0, warmup_s=1.0, growth=(10_000, 1_000_000), burst_claims=50_000)
+QUICK = Plan(duration_s=1.0, warmup_s=0.2, growth=(10_000, 100_000), burst_claims=1_000)
+
+
+class Workspace:
+    """The temporary folder: a development PKI (for mutual TLS) and Mexico's document-signing key."""
+
+    def __init__(self, root: pathlib.Path):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        from client.pki import init_pki
+        from server.adapters.keystore import save_private_key, trust_entry, write_trust_store
+        from server.domain.signing import Signer
+
+        self.root = root
+        self.pki = init_pki(root / "pki")
+        self.signing_key = root / "mx-document-signing.pem"
+        signer = Signer(KEY_ID, Ed25519PrivateKey.generate())
+        save_private_key(self.signing_key, signer.private_key)
+        self.trust_store = root / "partner-keys.json"
+        # Valid across every instant the bench's clocks visit.
+        write_trust_store(self.trust_store, [trust_entry(signer, "MX", MAIN_EPOCH - dt.timedelta(days=3650), BURST_EPOCH + dt.timedelta(days=3650))])
+
+    def client_tls(self, rpc: str, tls: bool) -> str:
+        if not tls:
+            return ""
+        return str(self.pki.party("gateway-mx" if rpc == "submit" else "customs"))
+
+
+class ServerProcess:
+    """bench/server.py in a subprocess, controlled through its stdin."""
+
+    def __init__(self, workspace: Workspace, name: str, *, tls: bool, epoch: dt.datetime):
+        self.data_dir = workspace.root / name
+        self.data_dir.mkdir(exist_ok=True)
+        self.tls = tls
+        self.offset = (epoch - dt.datetime.now(dt.timezone.utc)).total_seconds()
+        command = [
+            sys.executable, "-m", "bench.server", "--data-dir", str(self.data_dir), "--trust-store", str(workspace.trust_store),
+            "--clock-offset", str(self.offset), "--log-file", str(self.data_dir / "server.log"),
+        ]
+        if tls:
+            command += ["--tls-dir", str(workspace.pki.party("service"))]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        first = self.process.stdout.readline()  # type: ignore[union-attr]
+        if not first.startswith("port "):
+            self.process.kill()
+            raise RuntimeError(f"the bench server did not start (said {first!r}); see {self.data_dir / 'server.log'}")
+        self.port = int(first.split()[1])
+        self.target = f"127.0.0.1:{self.port}"
+
+    @property
+    def database(self) -> str:
+        return str(self.data_dir / "ecert.db")
+
+    def _ask(self, line: str) -> str:
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline().strip()
+
+    def shift(self, seconds: float) -> None:
+        self.offset += seconds
+        if self._ask(f"shift {seconds}") != "ok":
+            raise RuntimeError("the bench server did not move its clock")
+
+    def peak_rss_mb(self) -> float:
+        return round(float(self._ask("rss")), 1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.returncode not in (0, None):
+            raise RuntimeError(f"the bench server exited with {self.process.returncode}; see {self.data_dir / 'server.log'}")
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+            return
+        self.stop()
+
+
+def load(workspace: Workspace, server: ServerProcess, recipe: dict[str, Any], *, in_flight: tuple[int, ...], duration_s: float | None,
+         warmup_s: float, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """One measurement per `in_flight`, in turn, by a fresh load-generating process."""
+    spec = {
+        "target": server.target, "tls_dir": workspace.client_tls(recipe["rpc"], server.tls), "rpc": recipe["rpc"],
+        "in_flight": in_flight, "duration_s": duration_s, "warmup_s": warmup_s, "timeout_s": timeout_s,
+        "clock_offset_s": server.offset, "recipe": recipe,
+    }
+    done = subprocess.run([sys.executable, "-m", "bench.load"], input=json.dumps(spec), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the load generator failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout)
+
+
+def _row(rpc: str, in_flight: int | None, measured: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "rpc": RPC_NAMES.get(rpc, rpc), "in_flight": in_flight, "calls_per_s": measured["calls_per_s"],
+        "p50_ms": measured["p50_ms"], "p99_ms": measured["p99_ms"], "ratio_to_baseline": None,
+        **extra, "calls": measured["calls"], "errors": measured["errors"], "outcomes": measured["outcomes"],
+    }
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- the phases -------------------------------------------------------------------------------------------
+
+
+def rpc_phase(workspace: Workspace, plan: Plan, tls: bool) -> list[dict[str, Any]]:
+    """Echo, SubmitCertificate, MatchClaim, GetQuotaStatus at 1, 16 and 64 calls in flight."""
+    rows: list[dict[str, Any]] = []
+    mode = "mtls" if tls else "plaintext"
+    # Requests for every measurement of a kind, more than the service can take in the time.
+    budget = (plan.duration_s + plan.warmup_s) * len(IN_FLIGHT)
+    with ServerProcess(workspace, f"rpcs-{mode}", tls=tls, epoch=MAIN_EPOCH) as server:
+        def run(recipe: dict[str, Any]) -> list[dict[str, Any]]:
+            results = load(workspace, server, recipe, in_flight=IN_FLIGHT, duration_s=plan.duration_s, warmup_s=plan.warmup_s)
+            for n, measured in zip(IN_FLIGHT, results):
+                rows.append(_row(recipe["rpc"], n, measured, tls=tls))
+                _say(f"  [{mode}] {recipe['rpc']} x{n}: {measured['calls_per_s']:.0f}/s {measured['outcomes']}")
+            return results
+
+        baseline = {n: r["calls_per_s"] for n, r in zip(IN_FLIGHT, run({"rpc": "echo"}))}
+        count = int(budget * 1000) + 200
+        submitted = run({"rpc": "submit", "signing_key": str(workspace.signing_key), "key_id": KEY_ID, "quota_year": 2026,
+                         "quantity": "1000000", "first": 1, "count": count})
+        stored = [1, sum(r["used_requests"] for r in submitted)]  # certificates 1..n are on file
+        run({"rpc": "match", "quota_year": 2026, "certificates": {"9823.53.01": stored}, "quantity": {"9823.53.01": "1"},
+             "imported": "2026-06-01", "first_entry": 1, "count": int(budget * 2000) + 200})
+        run({"rpc": "quota", "quota_year": 2026})
+        rss = server.peak_rss_mb()
+    for row in rows:
+        row["ratio_to_baseline"] = round(row["calls_per_s"] / baseline[row["in_flight"]], 3) if baseline[row["in_flight"]] else None
+        row["peak_rss_mb"] = rss
+    return rows
+
+
+def growth_phase(workspace: Workspace, plan: Plan, baseline: dict[int, float]) -> list[dict[str, Any]]:
+    """MatchClaim with many certificates and claims already stored (bulk-loaded through SQL)."""
+    from server.adapters.database import Database
+
+    rows = []
+    good = GOODS["9823.53.01"]
+    for stored in plan.growth:
+        name = f"growth-{stored}"
+        directory = workspace.root / name
+        directory.mkdir()
+        database = Database(f"sqlite:///{directory / 'ecert.db'}")
+        database.upgrade()
+        database.dispose()
+        began = time.perf_counter()
+        dataset.load_certificates(str(directory / "ecert.db"), good, first=1, count=stored, quantity=1_000_000, quota_year=2026, at=MAIN_EPOCH)
+        dataset.load_claims(str(directory / "ecert.db"), good, count=stored, certificates=(1, stored), quota_year=2026, at=MAIN_EPOCH, filer="B77")
+        _say(f"  growth: {stored:,} certificates and claims loaded in {time.perf_counter() - began:.1f} s")
+        with ServerProcess(workspace, name, tls=False, epoch=MAIN_EPOCH) as server:
+            count = int((plan.duration_s + plan.warmup_s) * 2 * 2000) + 200
+            recipe = {"rpc": "match", "quota_year": 2026, "certificates": {good.tpl_number: [1, stored]},
+                      "quantity": {good.tpl_number: "1"}, "imported": "2026-06-01", "first_entry": 1, "count": count}
+            results = load(workspace, server, recipe, in_flight=(16, 64), duration_s=plan.duration_s, warmup_s=plan.warmup_s)
+            for n, measured in zip((16, 64), results):
+                rows.append(_row("match", n, measured, tls=False, stored_rows=stored))
+                _say(f"  growth {stored:,}: match x{n}: {measured['calls_per_s']:.0f}/s {measured['outcomes']}")
+            rss = server.peak_rss_mb()
+        for row in rows[-2:]:
+            row["peak_rss_mb"] = rss
+            row["ratio_to_baseline"] = round(row["calls_per_s"] / baseline[row["in_flight"]], 3) if baseline.get(row["in_flight"]) else None
+    return rows
+
+
+def _oversubscribing_quantities(claims_per_tpl: int, year: int) -> dict[str, int]:
+    """Per TPL, a claim quantity (goods' unit) such that the opening batch asks 1.25 times the level."""
+    from server.adapters.reference_files import PACKAGED, PACKAGED_CONVERSION, parse_conversion_table, parse_reference_data
+    from server.domain.conversion import convert
+
+    tpls = parse_reference_data(json.loads(PACKAGED.read_text(encoding="utf-8")))
+    table = parse_conversion_table(json.loads(PACKAGED_CONVERSION.read_text(encoding="utf-8")))
+    quantities = {}
+    for tpl_number, good in GOODS.items():
+        tpl = tpls.tpl(tpl_number)
+        assert tpl is not None
+        factor = convert(table, Decimal(1), good.unit, good.htsus_number, tpl.measure_unit).factor
+        quantities[tpl_number] = math.ceil(Decimal("1.25") * tpl.annual_limits[year] / (claims_per_tpl * factor))
+    return quantities
+
+
+def burst_phase(workspace: Workspace, plan: Plan) -> list[dict[str, Any]]:
+    """Claims presented before the 2027 period opens are QUEUED; the opening allocates them all at once,
+    prorated. Timed from the clock crossing the opening to the allocation's commit."""
+    import grpc
+
+    from ecert.v1 import match_pb2 as mpb
+    from ecert.v1 import match_pb2_grpc, quota_pb2_grpc
+    from ecert.v1 import quota_pb2 as qpb
+    from server.adapters.database import Database
+
+    year = 2027
+    per_tpl = plan.burst_claims // len(GOODS)
+    claims_per_certificate = 10
+    quantities = _oversubscribing_quantities(per_tpl, year)
+    directory = workspace.root / "burst"
+    directory.mkdir()
+    database = Database(f"sqlite:///{directory / 'ecert.db'}")
+    database.upgrade()
+    database.dispose()
+    certificates: dict[str, list[int]] = {}
+    first = 1
+    for tpl_number, good in GOODS.items():
+        count = math.ceil(per_tpl / claims_per_certificate)
+        dataset.load_certificates(str(directory / "ecert.db"), good, first=first, count=count,
+                                  quantity=quantities[tpl_number] * claims_per_certificate, quota_year=year, at=BURST_EPOCH)
+        certificates[tpl_number] = [first, count]
+        first += count
+    with ServerProcess(workspace, "burst", tls=False, epoch=BURST_EPOCH) as server:
+        recipe = {"rpc": "match", "quota_year": year, "certificates": certificates,
+                  "quantity": {t: str(q) for t, q in quantities.items()}, "imported": f"{year}-01-04",
+                  "first_entry": 1, "count": per_tpl * len(GOODS)}
+        queued = load(workspace, server, recipe, in_flight=(64,), duration_s=None, warmup_s=0, timeout_s=120)[0]
+        _say(f"  burst: {queued['calls']:,} claims presented at {queued['calls_per_s']:.0f}/s {queued['outcomes']}")
+        if queued["outcomes"].get("QUEUED", 0) != recipe["count"]:
+            raise RuntimeError(f"expected {recipe['count']} QUEUED claims, got {queued['outcomes']} {queued['errors']}")
+        with grpc.insecure_channel(server.target) as channel:
+            quota = quota_pb2_grpc.QuotaServiceStub(channel)
+            match = match_pb2_grpc.MatchServiceStub(channel)
+            server.shift(3600 + 60)  # the period opens
+            began = time.perf_counter()
+            # The first claim after the opening (or the server's timer, whichever comes first) allocates.
+            trigger = threading.Thread(target=_trigger, args=(match, recipe, server), daemon=True)
+            trigger.start()
+            while True:
+                status = quota.GetQuotaStatus(qpb.GetQuotaStatusRequest(tpl_number="9823.53.01", quota_year=year), timeout=30).status
+                if Decimal(status.charged) > 0:
+                    break
+                if time.perf_counter() - began > 1800:
+                    raise RuntimeError("the opening batch was not allocated within 30 minutes")
+                time.sleep(0.05)
+            seconds = time.perf_counter() - began
+            trigger.join(timeout=60)
+            first_claim = match.GetClaim(mpb.GetClaimRequest(entry_number=_entry(1), line_number=1), timeout=30).result
+        rss = server.peak_rss_mb()
+    _say(f"  burst: allocated in {seconds:.1f} s at rate {first_claim.proration_rate}")
+    return [
+        {"rpc": "MatchClaim (opening queue)", "in_flight": 64, "calls_per_s": queued["calls_per_s"], "p50_ms": queued["p50_ms"],
+         "p99_ms": queued["p99_ms"], "ratio_to_baseline": None, "tls": False, "calls": queued["calls"],
+         "errors": queued["errors"], "outcomes": queued["outcomes"]},
+        {"rpc": "Opening allocation", "in_flight": None, "calls_per_s": round(queued["calls"] / seconds, 1),
+         "p50_ms": None, "p99_ms": None, "ratio_to_baseline": None, "tls": False, "claims": queued["calls"],
+         "allocation_s": round(seconds, 2), "proration_rate_tpl1": first_claim.proration_rate,
+         "decision_tpl1": mpb.ClaimDecision.Name(first_claim.decision).removeprefix("CLAIM_DECISION_"), "peak_rss_mb": rss},
+    ]
+
+
+def _entry(transaction: int) -> str:
+    from server.domain.entry import make_entry_number
+
+    return make_entry_number("B76", transaction)
+
+
+def _trigger(match: Any, recipe: dict[str, Any], server: ServerProcess) -> None:
+    from bench.workload import build
+
+    after = dict(recipe, first_entry=recipe["count"] + 1, count=1, presented=None)
+    request = build(after, dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=server.offset))[0]
+    try:
+        match.MatchClaim(request, timeout=1800)
+    except Exception as error:  # noqa: BLE001 - busy while the timer allocates: the poll decides
+        _say(f"  burst: the triggering claim was answered {getattr(error, 'code', lambda: error)()}")
+
+
+# -- output -----------------------------------------------------------------------------------------------
+
+
+def print_table(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("rpc", "mTLS", "in flight", "stored", "calls/s", "p50 ms", "p99 ms", "ratio", "peak RSS MiB", "notes"):
+        table.add_column(column, justify="left" if column in ("rpc", "notes") else "right")
+    for row in rows:
+        notes = []
+        if row.get("errors"):
+            notes.append("errors " + ", ".join(f"{k} {v}" for k, v in row["errors"].items()))
+        if row.get("allocation_s") is not None:
+            notes.append(f"{row['claims']:,} claims in {row['allocation_s']} s, TPL 1 rate {row['proration_rate_tpl1']}")
+        table.add_row(
+            row["rpc"], "on" if row.get("tls") else "off", "" if row["in_flight"] is None else str(row["in_flight"]),
+            f"{row['stored_rows']:,}" if row.get("stored_rows") else "", f"{row['calls_per_s']:,.0f}",
+            "" if row["p50_ms"] is None else f"{row['p50_ms']:.1f}", "" if row["p99_ms"] is None else f"{row['p99_ms']:.1f}",
+            "" if row["ratio_to_baseline"] is None else f"{row['ratio_to_baseline']:.2f}",
+            "" if row.get("peak_rss_mb") is None else f"{row['peak_rss_mb']:.0f}", "; ".join(notes),
+        )
+    Console(width=170).print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, small data (CI; under two minutes)")
+    parser.add_argument("--json", type=pathlib.Path, help="also write the results to this file")
+    parser.add_argument("--only", choices=("rpcs", "growth", "burst"), action="append", help="run only these phases")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    phases = set(args.only or ("rpcs", "growth", "burst"))
+    began = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="ecert-bench-") as folder:
+        workspace = Workspace(pathlib.Path(folder))
+        baseline: dict[int, float] = {}
+        if "rpcs" in phases:
+            for tls in (False, True):
+                _say(f"RPCs, mutual TLS {'on' if tls else 'off'}")
+                rows += rpc_phase(workspace, plan, tls)
+            baseline = {r["in_flight"]: r["calls_per_s"] for r in rows if r["rpc"] == RPC_NAMES["echo"] and not r["tls"]}
+        if "growth" in phases:
+            _say("growth")
+            rows += growth_phase(workspace, plan, baseline)
+        if "burst" in phases:
+            _say("opening-day burst")
+            rows += burst_phase(workspace, plan)
+    elapsed = time.perf_counter() - began
+    machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
+    print_table(rows, f"ecert bench{' --quick' if args.quick else ''}: {machine}, {elapsed:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
