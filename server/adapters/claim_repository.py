@@ -6,7 +6,7 @@ import datetime as dt
 import json
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, func, select, type_coerce, update
+from sqlalchemy import BigInteger, bindparam, func, insert, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from server.adapters.orm import (
@@ -14,6 +14,7 @@ from server.adapters.orm import (
     AuditRecordRow,
     CertificateRow,
     ClaimRow,
+    ExactQuantity,
     QuotaLedgerRow,
     QuotaLevelRow,
     QuotaOpeningRow,
@@ -22,6 +23,46 @@ from server.adapters.orm import (
 from server.domain.audit import AuditRecord, link_hash
 from server.domain.canonical import canonical_json
 from server.domain.records import ClaimRecord
+
+
+# The claim path's statements, built once as Core statements with bound parameters: building the
+# expression and going through the ORM's bulk-update machinery on every call cost more CPU than the
+# database work itself (bench/, README "Benchmarks"). Core statements on the tables bypass the
+# session's identity map, so every read of a balance in a claim's transaction is a Core read too.
+_certificates = CertificateRow.__table__
+_levels = QuotaLevelRow.__table__
+_quantity = bindparam("amount", type_=ExactQuantity())
+_certificate_key = (_certificates.c.issuing_country == bindparam("country"), _certificates.c.certificate_number == bindparam("number"))
+_CHARGE_CERTIFICATE = (
+    update(_certificates)
+    .where(*_certificate_key, _certificates.c.status == "ACTIVE", _certificates.c.used_quantity + _quantity <= _certificates.c.quantity)
+    .values(used_quantity=_certificates.c.used_quantity + _quantity, matched_entries=_certificates.c.matched_entries + bindparam("entries"))
+    .returning(_certificates.c.quantity, _certificates.c.used_quantity)
+)
+_RELEASE_CERTIFICATE = (
+    update(_certificates)
+    .where(*_certificate_key, _certificates.c.used_quantity >= _quantity)
+    .values(used_quantity=_certificates.c.used_quantity - _quantity, matched_entries=_certificates.c.matched_entries - bindparam("entries"))
+    .returning(_certificates.c.quantity, _certificates.c.used_quantity)
+)
+_CERTIFICATE_REMAINING = select(_certificates.c.quantity, _certificates.c.used_quantity).where(*_certificate_key)
+_level_key = (_levels.c.tpl_number == bindparam("tpl"), _levels.c.quota_year == bindparam("year"))
+_LEVEL = select(_levels).where(*_level_key)
+_CHARGE_LEVEL = (
+    update(_levels)
+    .where(*_level_key, _levels.c.charged + _quantity <= _levels.c.limit)
+    .values(charged=_levels.c.charged + _quantity)
+    .returning(_levels.c.limit, _levels.c.charged)
+)
+_RELEASE_LEVEL = (
+    update(_levels).where(*_level_key).values(charged=_levels.c.charged - _quantity).returning(_levels.c.limit, _levels.c.charged)
+)
+_RECORD_LEDGER = insert(QuotaLedgerRow.__table__)
+_INSERT_CLAIM = insert(ClaimRow.__table__)
+_audit_head = AuditHeadRow.__table__
+_ADVANCE_AUDIT = update(_audit_head).where(_audit_head.c.id == 1).values(seq=_audit_head.c.seq + 1).returning(_audit_head.c.seq, _audit_head.c.hash)
+_SET_AUDIT_HASH = update(_audit_head).where(_audit_head.c.id == 1).values(hash=bindparam("digest"))
+_APPEND_AUDIT = insert(AuditRecordRow.__table__)
 
 
 def _claim(row: ClaimRow) -> ClaimRecord:
@@ -53,11 +94,11 @@ class ClaimRepository:
         return None if row is None else (row[0], row[1])
 
     def add(self, record: ClaimRecord) -> None:
-        values = dataclasses.asdict(record)
+        values = {f.name: getattr(record, f.name) for f in dataclasses.fields(ClaimRecord)}
         values["reasons"] = json.dumps(list(record.reasons))
         values["mismatches"] = json.dumps([list(m) for m in record.mismatches])
-        self.session.add(ClaimRow(**values))
-        self.session.flush()  # the unique (entry, line, revision) constraint fires here
+        # The unique (entry, line, revision) constraint fires here.
+        self.session.connection().execute(_INSERT_CLAIM, values)
 
     def update(self, claim_id: str, **changes: object) -> ClaimRecord:
         row = self.session.get_one(ClaimRow, claim_id)
@@ -93,34 +134,20 @@ class CertificateLedger:
 
     def charge(self, country: str, number: str, quantity: Decimal, entries: int) -> Decimal | None:
         """Use `quantity`; the new remaining quantity, or None if that would overuse the certificate."""
-        key = (CertificateRow.issuing_country == country, CertificateRow.certificate_number == number)
-        result = self.session.execute(
-            update(CertificateRow)
-            .where(*key, CertificateRow.status == "ACTIVE", CertificateRow.used_quantity + quantity <= CertificateRow.quantity)
-            .values(
-                used_quantity=CertificateRow.used_quantity + quantity,
-                matched_entries=CertificateRow.matched_entries + entries,
-            )
-            .returning(CertificateRow.quantity, CertificateRow.used_quantity)
+        result = self.session.connection().execute(
+            _CHARGE_CERTIFICATE, {"country": country, "number": number, "amount": quantity, "entries": entries}
         ).one_or_none()
         return None if result is None else result[0] - result[1]
 
     def release(self, country: str, number: str, quantity: Decimal, entries: int) -> Decimal:
-        key = (CertificateRow.issuing_country == country, CertificateRow.certificate_number == number)
-        result = self.session.execute(
-            update(CertificateRow)
-            .where(*key, CertificateRow.used_quantity >= quantity)
-            .values(
-                used_quantity=CertificateRow.used_quantity - quantity,
-                matched_entries=CertificateRow.matched_entries - entries,
-            )
-            .returning(CertificateRow.quantity, CertificateRow.used_quantity)
+        result = self.session.connection().execute(
+            _RELEASE_CERTIFICATE, {"country": country, "number": number, "amount": quantity, "entries": entries}
         ).one()
         return result[0] - result[1]
 
     def remaining(self, country: str, number: str) -> Decimal | None:
-        row = self.session.get(CertificateRow, (country, number))
-        return None if row is None else row.quantity - row.used_quantity
+        row = self.session.connection().execute(_CERTIFICATE_REMAINING, {"country": country, "number": number}).one_or_none()
+        return None if row is None else row[0] - row[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,8 +170,8 @@ class QuotaRepository:
         self.session = session
 
     def level(self, tpl_number: str, quota_year: int) -> LevelRow | None:
-        row = self.session.get(QuotaLevelRow, (tpl_number, quota_year), populate_existing=True)
-        return None if row is None else _level(row)
+        row = self.session.connection().execute(_LEVEL, {"tpl": tpl_number, "year": quota_year}).one_or_none()
+        return None if row is None else LevelRow(row.tpl_number, row.quota_year, row.label, row.measure_unit, row.limit, row.charged, row.aggregate)
 
     def levels(self, quota_year: int) -> list[LevelRow]:
         rows = self.session.scalars(
@@ -165,30 +192,17 @@ class QuotaRepository:
 
     def charge(self, tpl_number: str, quota_year: int, measure: Decimal) -> Decimal | None:
         """Add `measure` to the level; its new remaining, or None if that would exceed the limit."""
-        result = self.session.execute(
-            update(QuotaLevelRow)
-            .where(
-                QuotaLevelRow.tpl_number == tpl_number,
-                QuotaLevelRow.quota_year == quota_year,
-                QuotaLevelRow.charged + measure <= QuotaLevelRow.limit,
-            )
-            .values(charged=QuotaLevelRow.charged + measure)
-            .returning(QuotaLevelRow.limit, QuotaLevelRow.charged)
-        ).one_or_none()
+        result = self.session.connection().execute(_CHARGE_LEVEL, {"tpl": tpl_number, "year": quota_year, "amount": measure}).one_or_none()
         return None if result is None else result[0] - result[1]
 
     def release(self, tpl_number: str, quota_year: int, measure: Decimal) -> Decimal:
-        result = self.session.execute(
-            update(QuotaLevelRow)
-            .where(QuotaLevelRow.tpl_number == tpl_number, QuotaLevelRow.quota_year == quota_year)
-            .values(charged=QuotaLevelRow.charged - measure)
-            .returning(QuotaLevelRow.limit, QuotaLevelRow.charged)
-        ).one()
+        result = self.session.connection().execute(_RELEASE_LEVEL, {"tpl": tpl_number, "year": quota_year, "amount": measure}).one()
         return result[0] - result[1]
 
     def record(self, tpl_number: str, quota_year: int, at: dt.datetime, delta: Decimal, claim_id: str, kind: str) -> None:
-        self.session.add(
-            QuotaLedgerRow(tpl_number=tpl_number, quota_year=quota_year, at=at, delta=delta, claim_id=claim_id, kind=kind)
+        self.session.connection().execute(
+            _RECORD_LEDGER,
+            {"tpl_number": tpl_number, "quota_year": quota_year, "at": at, "delta": delta, "claim_id": claim_id, "kind": kind},
         )
 
     def charged_as_of(self, tpl_number: str, quota_year: int, at: dt.datetime) -> Decimal:
@@ -217,17 +231,16 @@ class AuditRepository:
 
     def append(self, at: dt.datetime, kind: str, subject: str, facts: dict[str, object]) -> AuditRecord:
         # Lock the tip first (UPDATE takes the row lock on PostgreSQL; SQLite writes are already serial).
-        tip = self.session.execute(
-            update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=AuditHeadRow.seq + 1).returning(AuditHeadRow.seq, AuditHeadRow.hash)
-        ).one()
+        connection = self.session.connection()
+        tip = connection.execute(_ADVANCE_AUDIT).one()
         seq, prev_hash = tip[0], tip[1]
         at_text = at.astimezone(dt.timezone.utc).isoformat()
         payload = canonical_json(facts).decode("utf-8")
         digest = link_hash(prev_hash, seq, at_text, kind, subject, payload)
-        self.session.add(
-            AuditRecordRow(seq=seq, at=at_text, kind=kind, subject=subject, payload=payload, prev_hash=prev_hash, hash=digest)
+        connection.execute(
+            _APPEND_AUDIT, {"seq": seq, "at": at_text, "kind": kind, "subject": subject, "payload": payload, "prev_hash": prev_hash, "hash": digest}
         )
-        self.session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(hash=digest))
+        connection.execute(_SET_AUDIT_HASH, {"digest": digest})
         return AuditRecord(seq, at_text, kind, subject, payload, prev_hash, digest)
 
     def records(self, batch: int = 1000):  # type: ignore[no-untyped-def]
