@@ -68,10 +68,6 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
 
     def _begin(self, context: grpc.ServicerContext, request_id: str) -> Any:
         token = request_id_var.set(request_id)
-        try:
-            context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))  # so callers can quote it
-        except ValueError:
-            pass  # metadata already sent
         if self.metrics:
             self.metrics.in_flight.inc()
         return token
@@ -81,6 +77,9 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
         *, cancelled: bool = False, **extra: Any,
     ) -> None:
         try:
+            # Echoed in the trailers, which go out with the status anyway (an early header send costs a
+            # round of the core's batch per call); kept beside any details the servicer attached.
+            context.set_trailing_metadata((*(context.trailing_metadata() or ()), (REQUEST_ID_HEADER, request_id_var.get())))
             code = context.code() or (
                 grpc.StatusCode.CANCELLED if cancelled else grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
             )

@@ -77,7 +77,7 @@ def test_one_log_line_per_call_with_the_callers_request_id(server, transmission,
     assert line["method"].endswith("SubmitCertificate") and line["duration_ms"] >= 0
     assert records[1].reason == "CERTIFICATE_NOT_FOUND"  # type: ignore[attr-defined]
     # The first call's id was the caller's; the second, sent without one, got a fresh id, echoed back.
-    echoed = dict(caught.value.initial_metadata())["x-request-id"]
+    echoed = dict(caught.value.trailing_metadata())["x-request-id"]
     assert len(echoed) == 32 and echoed != "partner-req-42"
 
 
