@@ -5,6 +5,8 @@
   "Exception deserializing request!". Here they are INVALID_ARGUMENT with reason REQUEST_MALFORMED.
 - A NUL character in any string field is INVALID_ARGUMENT (reason TEXT_HAS_NUL, naming the field):
   no eCERT field has one, and PostgreSQL cannot store or even compare text containing one.
+- A Timestamp outside its documented range (years 1 to 9999, nanos 0..999,999,999) is
+  INVALID_ARGUMENT (TIMESTAMP_OUT_OF_RANGE): no use case can turn it into a date.
 - The caller's deadline (`context.time_remaining()`) is handed to the unit of work
   (server/service/deadline.py), which will not commit once it has passed.
 
@@ -59,28 +61,36 @@ def malformed_error(method: str) -> DomainError:
     )
 
 
-def nul_field(message: Message, prefix: str = "") -> str | None:
-    """The path of the first string field holding a NUL character, if any."""
+# google.protobuf.Timestamp's own contract: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
+TIMESTAMP = "google.protobuf.Timestamp"
+
+
+def violation(message: Message, prefix: str = "") -> Finding | None:
+    """The first field that no request may carry: text with a NUL, a Timestamp out of its range."""
     for field, value in message.ListFields():
         path = prefix + field.name
+        repeated = hasattr(value, "append") or hasattr(value, "add")
+        items = list(value) if repeated else [value]
         if field.type == FieldDescriptor.TYPE_STRING:
-            values = [value] if isinstance(value, str) else list(value)
-            if any("\x00" in v for v in values):
-                return path
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            if field.message_type.GetOptions().map_entry:
-                continue
-            items = value if hasattr(value, "add") else [value]  # repeated or single
+            if any("\x00" in item for item in items):
+                return Finding("TEXT_HAS_NUL", path, "must not contain NUL characters")
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry:
             for index, item in enumerate(items):
-                found = nul_field(item, f"{path}[{index}]." if hasattr(value, "add") else f"{path}.")
-                if found:
-                    return found
+                where = f"{path}[{index}]" if repeated else path
+                if field.message_type.full_name == TIMESTAMP:
+                    low, high = TIMESTAMP_SECONDS
+                    if not (low <= item.seconds <= high and 0 <= item.nanos <= 999_999_999):
+                        return Finding("TIMESTAMP_OUT_OF_RANGE", where, "must be an instant from year 1 to year 9999")
+                else:
+                    found = violation(item, where + ".")
+                    if found:
+                        return found
     return None
 
 
-def nul_error(path: str) -> DomainError:
-    finding = Finding("TEXT_HAS_NUL", path, "must not contain NUL characters")
-    return DomainError(finding.code, f"{path} contains a NUL character", ErrorKind.INVALID, [finding])
+def violation_error(finding: Finding) -> DomainError:
+    return DomainError(finding.code, f"{finding.field}: {finding.description}", ErrorKind.INVALID, [finding])
 
 
 class RequestGuard(grpc.ServerInterceptor):
@@ -95,10 +105,9 @@ class RequestGuard(grpc.ServerInterceptor):
             if isinstance(request, _Malformed):
                 log.info("malformed request to %s: %s", method, request.error)
                 context.abort_with_status(rpc_status.to_status(status_for(malformed_error(method))))
-            if isinstance(request, Message):
-                path = nul_field(request)
-                if path:
-                    context.abort_with_status(rpc_status.to_status(status_for(nul_error(path))))
+            found = violation(request) if isinstance(request, Message) else None
+            if found:
+                context.abort_with_status(rpc_status.to_status(status_for(violation_error(found))))
             with deadline_in(context.time_remaining()):
                 return inner(request, context)
 
