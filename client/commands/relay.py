@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
         corrupt: float = typer.Option(0.0, help="fault: probability one byte of the certificate is changed"),
         unavailable: float = typer.Option(0.0, help="fault: probability customs answers UNAVAILABLE"),
         seed: Optional[int] = typer.Option(None, help="seed of the fault and jitter generator"),
+        metrics_port: Optional[int] = typer.Option(None, help="serve Prometheus /metrics on this port (0 picks one)"),
     ) -> None:
         """Accept partners' envelopes over mutual TLS, store them, forward them to customs with retries."""
         from gateway_sim.relay.app import RelaySettings, create_relay
@@ -46,9 +47,12 @@ def register(app: typer.Typer) -> None:
             listen=f"{host}:{port}",
             faults=Faults(drop=drop, delay_ms=delay_ms, duplicate=duplicate, reorder=reorder, corrupt=corrupt, unavailable=unavailable, seed=seed),
             policy=RetryPolicy(base_seconds=backoff_base, cap_seconds=backoff_cap, horizon_seconds=retry_horizon),
+            metrics_port=metrics_port,
         )
         running = create_relay(settings)
         typer.echo(f"ecert relay listening on {host}:{running.port} ({'plaintext' if insecure else 'mutual TLS'})", err=True)
+        if running.http is not None:
+            typer.echo(f"ecert relay metrics on http://{running.http.host}:{running.http.port}/metrics", err=True)
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())

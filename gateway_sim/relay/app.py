@@ -6,6 +6,7 @@ import pathlib
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,6 +33,7 @@ class RelaySettings:
     faults: Faults = field(default_factory=Faults)
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     workers: int = 16
+    metrics_port: int | None = None  # /metrics (Prometheus) on this port; None: off
 
 
 @dataclass
@@ -43,9 +45,12 @@ class RunningRelay:
     health: health.HealthServicer
     channel: grpc.Channel
     stopping: threading.Event
+    http: Any = None  # the /metrics endpoint when one was asked for
 
     def stop(self, grace: float = 2.0) -> None:
         self.stopping.set()
+        if self.http is not None:
+            self.http.stop()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.forwarder.stop()
@@ -59,7 +64,13 @@ def create_relay(settings: RelaySettings) -> RunningRelay:
         channel = secure_channel(settings.service, settings.tls_dir)  # the relay's certificate, role relay
     else:
         channel = grpc.insecure_channel(settings.service)
-    forwarder = Forwarder(store, channel, policy=settings.policy, faults=settings.faults)
+    metrics = None
+    if settings.metrics_port is not None:
+        from server.observability.metrics import RelayMetrics
+
+        metrics = RelayMetrics()
+        metrics.queue_depth.set_function(store.pending_count)
+    forwarder = Forwarder(store, channel, policy=settings.policy, faults=settings.faults, metrics=metrics)
     stopping = threading.Event()
 
     server = grpc.server(
@@ -83,4 +94,9 @@ def create_relay(settings: RelaySettings) -> RunningRelay:
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("relay on port %d forwarding to %s (faults: %s)", port, settings.service, settings.faults if settings.faults.any else "none")
-    return RunningRelay(server, port, store, forwarder, health_servicer, channel, stopping)
+    http = None
+    if metrics is not None:
+        from server.observability.http import MetricsHttpServer
+
+        http = MetricsHttpServer(metrics.registry, port=settings.metrics_port or 0).start()
+    return RunningRelay(server, port, store, forwarder, health_servicer, channel, stopping, http)

@@ -12,6 +12,7 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from google.rpc import error_details_pb2
@@ -21,6 +22,9 @@ from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
 from gateway_sim.relay.faults import Faults
 from gateway_sim.relay.store import Message, RelayStore, State, digest_of
+
+if TYPE_CHECKING:
+    from server.observability.metrics import RelayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +88,14 @@ class Forwarder:
         faults: Faults | None = None,
         workers: int = 4,
         call_timeout: float = 10.0,
+        metrics: "RelayMetrics | None" = None,
     ):
         self.store = store
         self.stub = transmission_pb2_grpc.TransmissionServiceStub(channel)
         self.policy = policy or RetryPolicy()
         self.faults = faults or Faults()
         self.call_timeout = call_timeout
+        self.metrics = metrics
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="relay-forward")
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -176,8 +182,15 @@ class Forwarder:
             raise _Lost()
         return answer
 
+    def _observe(self, outcome: str, retry_reason: str = "") -> None:
+        if self.metrics is not None:
+            self.metrics.forwarded.labels(outcome).inc()
+            if retry_reason:
+                self.metrics.retries.labels(retry_reason.lower()).inc()
+
     def _record(self, message: Message, answer: Answer) -> None:
         if answer.response is not None:
+            self._observe("accepted")
             self.store.finish(
                 message, State.DELIVERED, receipt=answer.response.receipt.SerializeToString(), replayed=answer.response.replayed
             )
@@ -188,7 +201,9 @@ class Forwarder:
         if retry:
             at = time.time() + self.policy.backoff(message.attempts, self.faults)
             self.store.retry_later(message, at, code=answer.code.name, reason=answer.reason, text=answer.text, integrity_failure=integrity)
+            self._observe("error", answer.reason or answer.code.name)
             return
+        self._observe("rejected")
         log.info("customs rejected %s/%s: %s", message.sender, message.message_id, answer.reason)
         self.store.finish(
             message,

@@ -230,6 +230,10 @@ class RelayStore:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM messages WHERE sender = ? AND message_id = ?", (sender, message_id)).fetchone()
         return _message(row) if row else None
 
+    def pending_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM messages WHERE state = ?", (State.PENDING.value,)).fetchone()[0]
+
     def counters(self) -> dict[str, int]:
         with self._lock:
             values = dict(self._db.execute("SELECT name, value FROM counters").fetchall())

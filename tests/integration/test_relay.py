@@ -167,3 +167,22 @@ def test_without_customs_the_relay_retries_until_the_horizon(pki, tmp_path):
         relay.stop(0)
     assert delivery.state == rpb.DELIVERY_STATE_EXPIRED and delivery.error_code == "UNAVAILABLE"
     assert delivery.attempts > 1
+
+
+def test_the_relay_exports_prometheus_metrics(pki, secure_server, tmp_path):
+    import urllib.request
+
+    relay = make_relay(pki, tmp_path, f"127.0.0.1:{secure_server.port}", policy=FAST, metrics_port=0,
+                       faults=Faults(unavailable=0.5, seed=4))
+    try:
+        gateway = stub(pki, "gateway-mx", relay)
+        signer = pki.layout.document_signer()
+        for n in range(4):
+            send(gateway, envelope(signer, certificate(f"MX26-0000000{n + 1}"), message_id=f"m-{n}", sent_at=now()))
+        wait_finished(gateway, 4)
+        page = urllib.request.urlopen(f"http://127.0.0.1:{relay.http.port}/metrics", timeout=5).read().decode()
+    finally:
+        relay.stop(0)
+    assert 'ecert_relay_forwarded_total{outcome="accepted"} 4.0' in page
+    assert "ecert_relay_queue_depth 0.0" in page
+    assert 'ecert_relay_retries_total{reason="service_unavailable"}' in page
