@@ -23,5 +23,9 @@ def test_demo_runs_the_whole_flow_and_reports_it(tmp_path):
     assert states == {"RECEIPTED": 25, "REJECTED": 3}
     assert "receipted 25, rejected 3" in done.stdout
     assert "SIGNATURE_INVALID" in done.stdout and "ROLE_NOT_ALLOWED" in done.stdout
+    # Claims: matching ones granted, mismatches and a missing transmission sent to MFN, TPL 6 filled.
+    for reason in ("DATA_MISMATCH", "NO_TRANSMISSION", "CERTIFICATE_CANCELED", "LEVEL_FILLED"):
+        assert reason in done.stdout
+    assert "700,000 KG" in done.stdout and "filled" in done.stdout
     for party in ("service", "relay"):  # the demo stopped what it started
         assert (work / party / f"{party}.log").exists()

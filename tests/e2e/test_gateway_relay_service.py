@@ -12,8 +12,10 @@ from client.pki import PkiLayout, issue, load_authority, write_party
 from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.relay.v1 import relay_pb2_grpc
 from ecert.v1 import certificate_pb2 as cpb
+from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
+from gateway_sim.claims_player import CONVERTIBLE, ClaimsPlayer
 from server.adapters.keystore import load_public_key
 from server.adapters.tls import secure_channel
 from server.api.converters import receipt_from_proto
@@ -46,7 +48,7 @@ def assert_books_match_register(world) -> None:  # type: ignore[no-untyped-def]
     assert versions == dict(per_certificate)  # one accepted version per transmission, no extra
 
 
-def test_an_issued_certificate_is_receipted_stored_and_readable_by_customs(world):
+def test_an_issued_certificate_is_receipted_stored_and_matchable(world):
     world.start_relay()
     summary = world.gateway("burst", "--count", "8")
     assert summary["receipts"] == 8 and summary["bad_receipts"] == 0 and summary["register"] == {"RECEIPTED": 8}
@@ -60,6 +62,16 @@ def test_an_issued_certificate_is_receipted_stored_and_readable_by_customs(world
         stored = stub.GetCertificate(tpb.GetCertificateRequest(issuing_country="MX", certificate_number=number), timeout=5).certificate
         assert stored.status == cpb.CERTIFICATE_STATUS_ACTIVE and stored.receipt_id == receipt.receipt_id
         assert stored.digest_sha256 == receipt.digest_sha256 and stored.sender == "MX"
+
+    # Matchable: an internal customs client's claim on each (convertible) certificate would be granted in full.
+    player = ClaimsPlayer(secure_channel(world.service.address, world.pki / "customs"))
+    certified = [cpb.Certificate.FromString(blob) for (blob,) in world.register_rows("SELECT certificate FROM certificates")]
+    convertible = [c for c in certified if c.htsus_number.replace(".", "").startswith(CONVERTIBLE)]
+    assert convertible
+    for certificate in convertible:
+        result = player.match.CheckClaim(mpb.CheckClaimRequest(line=player.line(certificate)), timeout=5).result
+        assert result.decision == mpb.CLAIM_DECISION_PREFERENTIAL, (certificate.certificate_number, list(result.reasons))
+        assert result.granted_quantity == certificate.quantity
 
 
 def test_relay_killed_mid_stream_loses_nothing(world):
