@@ -75,20 +75,26 @@ def test_an_issued_certificate_is_receipted_stored_and_matchable(world):
 
 
 def test_relay_killed_mid_stream_loses_nothing(world):
-    # Slow forwarding keeps a backlog of acknowledged-but-unforwarded envelopes in the relay's store
-    # when it dies; the gateway re-sends only what the relay never acknowledged (resend-after 600 s).
-    relay = world.start_relay("--delay-ms", "150")
+    # Slow forwarding (4 workers x 400 ms) against 20 envelopes a second builds a backlog of
+    # acknowledged-but-unforwarded envelopes in the relay's store; it is killed with them in it. The
+    # gateway re-sends only what the relay never acknowledged (resend-after 600 s), so whatever was
+    # acknowledged must reach customs from the relay's store alone.
+    relay = world.start_relay("--delay-ms", "400")
     gateway = subprocess.Popen(
-        world.gateway_args("steady", "--rate", "20", "--duration", "3", resend_after=600, wait=40),
+        world.gateway_args("steady", "--rate", "20", "--duration", "4", resend_after=600, wait=60),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        time.sleep(1.5)
+        backlog, deadline = 0, time.monotonic() + 30
+        while backlog < 5 and time.monotonic() < deadline and gateway.poll() is None:
+            time.sleep(0.1)
+            if (world.root / "relay" / "relay.db").exists():
+                backlog = world.relay_rows("SELECT COUNT(*) FROM messages WHERE state = 'PENDING'")[0][0]
         relay.kill()
         backlog = world.relay_rows("SELECT COUNT(*) FROM messages WHERE state = 'PENDING'")[0][0]
         time.sleep(0.5)
-        world.start_relay("--delay-ms", "150", port=relay.port)
-        out, err = gateway.communicate(timeout=90)
+        world.start_relay("--delay-ms", "40", port=relay.port)
+        out, err = gateway.communicate(timeout=120)
     finally:
         if gateway.poll() is None:
             gateway.kill()
