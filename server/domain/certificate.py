@@ -79,7 +79,8 @@ def normalize_htsus(text: str) -> str:
     return text.replace(".", "")
 
 
-def _parse_date(text: str) -> dt.date:
+def parse_iso_date(text: str) -> dt.date:
+    """A calendar date written exactly YYYY-MM-DD; ValueError otherwise."""
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
         raise ValueError("not YYYY-MM-DD")
     return dt.date.fromisoformat(text)
@@ -184,7 +185,7 @@ def validate_certificate(
     for name, text in (("issue_date", draft.issue_date), ("last_valid_date", draft.last_valid_date)):
         if text:
             try:
-                dates[name] = _parse_date(text)
+                dates[name] = parse_iso_date(text)
             except ValueError:
                 error("DATE_MALFORMED", name, "must be a calendar date YYYY-MM-DD")
     issued, last_valid = dates.get("issue_date"), dates.get("last_valid_date")

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import asdict
 
 from server.domain.canonical import canonical_json
-from server.domain.certificate import HTSUS_PATTERN, normalize_htsus
+from server.domain.certificate import HTSUS_PATTERN, normalize_htsus, parse_iso_date
 from server.domain.errors import Finding
 from server.domain.quantity import parse_quantity
 
@@ -172,9 +172,7 @@ def validate_entry_line(draft: EntryLineDraft) -> tuple[EntryLine | None, list[F
     imported: dt.date | None = None
     if draft.date_of_importation and len(draft.date_of_importation) <= 64:
         try:
-            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", draft.date_of_importation):
-                raise ValueError
-            imported = dt.date.fromisoformat(draft.date_of_importation)
+            imported = parse_iso_date(draft.date_of_importation)
         except ValueError:
             error("DATE_MALFORMED", "date_of_importation", "must be a calendar date YYYY-MM-DD")
     if draft.filed_at is None:
