@@ -137,6 +137,12 @@ class _CallDetails(grpc.ClientCallDetails):
     compression: Any
 
 
+def transmission_metadata(message_id: str) -> tuple[tuple[str, str], ...]:
+    """A transmission's request id is its message id: the gateway, the relay (which forwards later,
+    from its store) and the service can all name it without storing anything more."""
+    return ((REQUEST_ID_HEADER, message_id),)
+
+
 def new_request_id() -> str:
     return current_request_id.get() or uuid.uuid4().hex
 

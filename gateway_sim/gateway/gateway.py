@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from client.sdk.channel import transmission_metadata
 from client.signing import seal
 from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.relay.v1 import relay_pb2_grpc
@@ -113,7 +114,8 @@ class Gateway:
         assert sent is not None
         envelope = tpb.SignedEnvelope.FromString(sent.envelope)
         try:
-            answer = self.relay.SubmitEnvelope(rpb.SubmitEnvelopeRequest(envelope=envelope), timeout=self.call_timeout)
+            answer = self.relay.SubmitEnvelope(rpb.SubmitEnvelopeRequest(envelope=envelope), timeout=self.call_timeout,
+                                               metadata=transmission_metadata(envelope.message_id))
         except grpc.RpcError as error:
             if error.code() in _FINAL_FROM_RELAY:
                 self.register.mark_sent(message_id, relayed=False)

@@ -19,6 +19,7 @@ from gateway_sim.relay.servicer import POLICY, RelayServicer
 from gateway_sim.relay.store import RelayStore
 from server.adapters.tls import secure_channel, server_credentials
 from server.api.auth import Authorizer
+from server.api.interceptors import ObservabilityInterceptor
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = relay_pb2.DESCRIPTOR.services_by_name["RelayService"].full_name
@@ -75,7 +76,7 @@ def create_relay(settings: RelaySettings) -> RunningRelay:
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="relay-rpc"),
-        interceptors=[Authorizer(POLICY)] if settings.tls_dir is not None else [],
+        interceptors=[ObservabilityInterceptor(), *([Authorizer(POLICY)] if settings.tls_dir is not None else [])],
     )
     relay_pb2_grpc.add_RelayServiceServicer_to_server(RelayServicer(store, forwarder.wake, stopping.is_set), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

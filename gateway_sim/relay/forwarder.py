@@ -18,6 +18,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from client.sdk.channel import transmission_metadata
 from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
 from gateway_sim.relay.faults import Faults
@@ -166,15 +167,16 @@ class Forwarder:
             self.store.count("fault.drop")
             raise _Lost()
         request = tpb.SubmitCertificateRequest(envelope=envelope)
+        request_id = transmission_metadata(envelope.message_id)  # the id the gateway's call carried
         try:
-            response = self.stub.SubmitCertificate(request, timeout=self.call_timeout)
+            response = self.stub.SubmitCertificate(request, timeout=self.call_timeout, metadata=request_id)
             answer = Answer(response=response)
         except grpc.RpcError as error:
             answer = _answer_of(error)
         if faults.roll(faults.duplicate):
             self.store.count("fault.duplicate")
             try:
-                self.stub.SubmitCertificate(request, timeout=self.call_timeout)
+                self.stub.SubmitCertificate(request, timeout=self.call_timeout, metadata=request_id)
             except grpc.RpcError:
                 pass  # the twin's answer is not the one recorded
         if lose_answer:
