@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.adapters.admission import Admission
+from server.adapters.group_commit import GroupCommitter
 from server.domain.errors import DomainError, ErrorKind
 
 MIGRATIONS = pathlib.Path(__file__).resolve().parent.parent / "migrations"
@@ -67,6 +68,7 @@ class Database:
         timeout: float = 10.0,
         max_transactions: int | None = None,
         admission_wait: float = 1.0,
+        group_commit: bool = True,
     ):
         self.url = url
         self.admission = Admission(max_transactions or pool_size, admission_wait)
@@ -84,6 +86,10 @@ class Database:
             self.read_engine = self.write_engine
         self._writer = sessionmaker(self.write_engine, expire_on_commit=False)
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
+        # SQLite only: write units of work queued for the single writer share one fsync (group_commit.py).
+        self.group_commit = (
+            GroupCommitter(self.write_engine, timeout=timeout) if group_commit and self.dialect == "sqlite" else None
+        )
 
     @property
     def is_sqlite(self) -> bool:

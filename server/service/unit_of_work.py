@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from server.adapters.database import Database, translate_pool_timeout
+from server.adapters.group_commit import Batch, GroupCommitter
 from server.adapters.claim_repository import (
     AuditRepository,
     CertificateLedger,
@@ -44,12 +45,19 @@ class UnitOfWork:
 
     def __enter__(self) -> "UnitOfWork":
         deadline.check()
+        self._committed = False
+        self._batch: Batch | None = None
+        group = self._database.group_commit if self._write else None
         with ExitStack() as opening:
             opening.enter_context(self._database.admission.slot())
             with translate_pool_timeout():
-                self.session = self._database.session(write=self._write)
+                if group is not None:
+                    self.session = group.begin()
+                    opening.callback(self._leave_group, group)
+                else:
+                    self.session = self._database.session(write=self._write)
+                    opening.callback(self.session.close)
                 self.session.connection()  # take the connection (and, for SQLite writes, the write lock) now
-            opening.callback(self.session.close)
             self._bound_by_deadline()
             self._resources = opening.pop_all()
         self.transmissions = TransmissionRepository(self.session)
@@ -76,6 +84,8 @@ class UnitOfWork:
             self.session.rollback()
         finally:
             self._resources.close()
+        if self._batch is not None:
+            self._batch.wait()  # durable (the group's COMMIT succeeded) before anyone is answered
         if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == QUERY_CANCELED:
             if deadline.remaining() is not None:
                 raise deadline.exceeded_error() from exc
@@ -83,3 +93,7 @@ class UnitOfWork:
     def commit(self) -> None:
         deadline.check()  # the caller stopped waiting: do not store what it will never see answered
         self.session.commit()
+        self._committed = True
+
+    def _leave_group(self, group: GroupCommitter) -> None:
+        self._batch = group.end(self.session, committed=self._committed)
