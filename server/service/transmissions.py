@@ -103,7 +103,7 @@ class TransmissionUseCases:
         assert envelope.action is not None
         action = envelope.action
 
-        def store(uow: UnitOfWork) -> tuple[Receipt, int] | None:
+        def store(uow: UnitOfWork) -> tuple[Receipt, StoredVersion] | None:
             # Runs again after a lost race (server/service/transactions.py): read everything here.
             head = uow.certificates.head(country, number, for_update=True)
             # After the head, not before: at READ COMMITTED each statement sees the latest commits, so
@@ -134,16 +134,20 @@ class TransmissionUseCases:
                 transmission_id=transmission_id,
                 at=received_at,
             )
+            # Read back in the same transaction: the answer shows exactly what was stored, without a
+            # second round trip after the commit.
+            stored_version = uow.certificates.version(country, number, transition.version)
+            assert stored_version is not None
             uow.commit()  # stored first; only then answered
-            return receipt, transition.version
+            return receipt, stored_version
 
         stored = run_in_transaction(self.database, store)
         if stored is None:
             replay = self._replay(envelope, digest)
             assert replay is not None
             return replay
-        receipt, version = stored
-        return SubmitResult(receipt, self._stored(country, number, version), replayed=False)
+        receipt, stored_version = stored
+        return SubmitResult(receipt, stored_version, replayed=False)
 
     def validate(self, envelope: Envelope) -> ValidationReport:
         """Every check of submit, reported as findings; nothing is stored."""
@@ -233,12 +237,6 @@ class TransmissionUseCases:
         ).signed_by(self.signer)
 
     # -- reading ----------------------------------------------------------------------------------
-
-    def _stored(self, country: str, number: str, version: int) -> StoredVersion:
-        with UnitOfWork(self.database, write=False) as uow:
-            stored = uow.certificates.version(country, number, version)
-        assert stored is not None
-        return stored
 
     def get(self, country: str, number: str, version: int) -> StoredVersion:
         _require({"issuing_country": country, "certificate_number": number})
