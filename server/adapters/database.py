@@ -12,7 +12,6 @@ Both: at most `max_transactions` transactions run at once (server/adapters/admis
 """
 from __future__ import annotations
 
-import os
 import pathlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -129,7 +128,3 @@ def translate_pool_timeout() -> Iterator[None]:
         raise DomainError(
             "DATABASE_BUSY", "too many transactions in flight; retry with backoff", ErrorKind.EXHAUSTED
         ) from exc
-
-
-def default_database_url(data_dir: str | os.PathLike[str]) -> str:
-    return f"sqlite:///{pathlib.Path(data_dir).resolve() / 'ecert.db'}"
