@@ -116,7 +116,7 @@ def usage_to_proto(u: CertificateUsage) -> mpb.GetCertificateUsageResponse:
                 entry_number=c.entry_number,
                 line_number=c.line_number,
                 importer_of_record=c.importer_of_record,
-                granted_quantity=_q(c.claimed_quantity if c.decision == Decision.QUEUED.value else c.granted_quantity),
+                granted_quantity=_q(c.held_on_certificate),
                 decided_at=timestamp(c.decided_at),
                 reversed=c.reversed_at is not None,
             )

@@ -93,6 +93,12 @@ class ClaimRecord:
     reversal_kind: str | None
 
     @property
+    def held_on_certificate(self) -> Decimal:
+        """What this claim takes from its certificate: the grant, or all it asked while it waits for the
+        opening allocation (queued claims reserve their quantity). A reversal gives exactly this back."""
+        return self.claimed_quantity if self.decision == "QUEUED" else self.granted_quantity
+
+    @property
     def mfn_quantity(self) -> Decimal:
         return self.claimed_quantity - self.granted_quantity
 

@@ -216,7 +216,7 @@ class ClaimUseCases:
                 raise DomainError(
                     "NOT_YOUR_CERTIFICATE", "an importer may only see the usage of certificates that name it", ErrorKind.PERMISSION
                 )
-            uses = [c for c in uow.claims.for_certificate(country, number) if c.granted_quantity > 0 or c.decision == Decision.QUEUED.value]
+            uses = [c for c in uow.claims.for_certificate(country, number) if c.held_on_certificate > 0]
         return CertificateUsage(country, number, certificate.importer_of_record, head.unit, head.quantity, head.used_quantity, uses)
 
     def allocate_due_openings(self) -> bool:
@@ -326,11 +326,12 @@ class ClaimUseCases:
             reversal_kind=None,
         )
         conversion: Conversion | None = None
+        unconvertible: DomainError | None = None  # only an error if the claim gets as far as charging
         if tpl is not None:
             try:
                 conversion = convert(references.conversion, line.quantity, line.unit, line.htsus_number, tpl.measure_unit)
-            except DomainError:
-                conversion = None  # only an error if the claim gets as far as charging
+            except DomainError as error:
+                unconvertible = error
         if conversion is not None:
             base = dataclasses.replace(base, claimed_measure=conversion.measure, conversion_factor=str(conversion.factor))
         levels = self._levels(uow, line.tpl_number, line.date_of_importation.year) if tpl else []
@@ -353,10 +354,9 @@ class ClaimUseCases:
                 ),
                 levels,
             )
-        assert tpl is not None
-        if conversion is None:
-            convert(references.conversion, line.quantity, line.unit, line.htsus_number, tpl.measure_unit)  # raises
-            raise AssertionError("unreachable")
+        if unconvertible is not None:
+            raise unconvertible
+        assert tpl is not None and conversion is not None
         if not levels:
             return Plan(dataclasses.replace(base, decision=Decision.MFN_REQUIRED.value, reasons=("PERIOD_CLOSED", "NO_LEVEL_FOR_YEAR")), levels)
         allocation = allocate(line, conversion, QuotaContext(levels, now, post, self.close_grace), presented)
@@ -412,7 +412,7 @@ class ClaimUseCases:
 
     def _release(self, uow: UnitOfWork, claim: ClaimRecord, now: dt.datetime, kind: ReversalKind, reason: str) -> ClaimRecord:
         changes: dict[str, object] = {"reversed_at": now, "reversal_kind": kind.value}
-        returned = claim.claimed_quantity if claim.decision == Decision.QUEUED.value else claim.granted_quantity
+        returned = claim.held_on_certificate
         if returned > 0:
             changes["certificate_remaining"] = uow.certificate_ledger.release(
                 claim.issuing_country, claim.certificate_number, returned, entries=1

@@ -49,14 +49,14 @@ def test_states_follow_the_fill_and_the_past_can_be_read(quota, match, clock, sm
     assert status().state == qpb.QUOTA_STATE_CRITICAL
     clock.advance(minutes=1)
     claim(match, 3, "20")  # cut to 16 dozen: 996 SME
-    claim(match, 4, "1")  # MFN, the level is filled to the last whole dozen? no: 4 SME left < 6
+    claim(match, 4, "1")  # MFN: the 4 SME left are less than one dozen (6 SME)
     assert status().charged == "996"
     assert status(as_of=stamp(before_any)).charged == "0"
     assert status(as_of=stamp(after_first)).charged == "840"
     assert status(as_of=stamp(after_first)).state == qpb.QUOTA_STATE_OPEN
 
 
-def test_a_level_with_nothing_left_is_filled(quota, match, small):
+def test_a_remainder_below_one_unit_leaves_the_level_critical_not_filled(quota, match, small):
     claim(match, 1, "150")
     claim(match, 2, "16")  # 900 + 96 = 996
     status = quota.GetQuotaStatus(qpb.GetQuotaStatusRequest(tpl_number="9823.53.01", quota_year=2026)).status

@@ -190,3 +190,18 @@ def test_post_importation_window_day_365_in_and_day_366_out():
     with pytest.raises(DomainError) as caught:
         check_post_importation_window(imported, imported + dt.timedelta(days=366))
     assert caught.value.reason == "POST_IMPORTATION_WINDOW_CLOSED"
+
+
+def test_a_claim_holds_its_grant_or_while_queued_all_it_asked():
+    from server.domain.records import ClaimRecord
+
+    record = ClaimRecord(
+        "C-1", "B76-1234567-1", 1, 1, "d", "B76", "12-345678900", "MX", "MX26-00000001", 1, "9823.53.01", 2026,
+        "QUEUED", (), (), Decimal(100), "DOZ", Decimal(600), "SME", "6.0", "v1", Decimal(0), Decimal(0),
+        None, None, None, T0, T0, False, "", None, None,
+    )
+    assert record.held_on_certificate == 100
+    from dataclasses import replace
+
+    partial = replace(record, decision="PARTIAL", granted_quantity=Decimal(92), granted_measure=Decimal(552))
+    assert (partial.held_on_certificate, partial.mfn_quantity, partial.mfn_measure) == (92, 8, 48)
