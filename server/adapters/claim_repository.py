@@ -20,85 +20,93 @@ from server.adapters.orm import (
     QuotaOpeningRow,
     ReferenceVersionRow,
 )
+from server.adapters.prepared import PreparedRepository, Statements
 from server.domain.audit import AuditRecord, link_hash
 from server.domain.canonical import canonical_json
 from server.domain.records import ClaimRecord
 
 
-# The claim path's statements, built once as Core statements with bound parameters: building the
-# expression and going through the ORM's bulk-update machinery on every call cost more CPU than the
-# database work itself (bench/, README "Benchmarks"). Core statements on the tables bypass the
-# session's identity map, so every read of a balance in a claim's transaction is a Core read too.
+@dataclasses.dataclass(frozen=True)
+class LevelRow:
+    tpl_number: str
+    quota_year: int
+    label: str
+    measure_unit: str
+    limit: Decimal
+    charged: Decimal
+    aggregate: str | None
+
+
+# The claim path's statements, written once as Core statements on the mapped tables and run as
+# Prepared statements on the driver's cursor (server/adapters/prepared.py: per call, SQLAlchemy's
+# execution machinery cost more CPU than the database's work). They bypass the session's identity
+# map, so every read of a balance or a claim in a claim's transaction is one of them too.
 _certificates = CertificateRow.__table__
 _levels = QuotaLevelRow.__table__
+_claims = ClaimRow.__table__
+_audit_head = AuditHeadRow.__table__
 _quantity = bindparam("amount", type_=ExactQuantity())
 _certificate_key = (_certificates.c.issuing_country == bindparam("country"), _certificates.c.certificate_number == bindparam("number"))
-_CHARGE_CERTIFICATE = (
-    update(_certificates)
+_level_key = (_levels.c.tpl_number == bindparam("tpl"), _levels.c.quota_year == bindparam("year"))
+_CLAIM_COLUMNS = tuple(f.name for f in dataclasses.fields(ClaimRecord))
+STATEMENTS = Statements(
+    claim_revisions=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
+    .where(_claims.c.entry_number == bindparam("entry"), _claims.c.line_number == bindparam("line"))
+    .order_by(_claims.c.revision),
+    entry_parties=select(_claims.c.importer_of_record, _claims.c.filer_code).where(_claims.c.entry_number == bindparam("entry")).limit(1),
+    insert_claim=(insert(_claims), _CLAIM_COLUMNS),
+    charge_certificate=update(_certificates)
     .where(*_certificate_key, _certificates.c.status == "ACTIVE", _certificates.c.used_quantity + _quantity <= _certificates.c.quantity)
     .values(used_quantity=_certificates.c.used_quantity + _quantity, matched_entries=_certificates.c.matched_entries + bindparam("entries"))
-    .returning(_certificates.c.quantity, _certificates.c.used_quantity)
-)
-_RELEASE_CERTIFICATE = (
-    update(_certificates)
+    .returning(_certificates.c.quantity, _certificates.c.used_quantity),
+    release_certificate=update(_certificates)
     .where(*_certificate_key, _certificates.c.used_quantity >= _quantity)
     .values(used_quantity=_certificates.c.used_quantity - _quantity, matched_entries=_certificates.c.matched_entries - bindparam("entries"))
-    .returning(_certificates.c.quantity, _certificates.c.used_quantity)
-)
-_CERTIFICATE_REMAINING = select(_certificates.c.quantity, _certificates.c.used_quantity).where(*_certificate_key)
-_level_key = (_levels.c.tpl_number == bindparam("tpl"), _levels.c.quota_year == bindparam("year"))
-_LEVEL = select(_levels).where(*_level_key)
-_CHARGE_LEVEL = (
-    update(_levels)
+    .returning(_certificates.c.quantity, _certificates.c.used_quantity),
+    certificate_remaining=select(_certificates.c.quantity, _certificates.c.used_quantity).where(*_certificate_key),
+    level=select(*(_levels.c[f.name] for f in dataclasses.fields(LevelRow))).where(*_level_key),
+    charge_level=update(_levels)
     .where(*_level_key, _levels.c.charged + _quantity <= _levels.c.limit)
     .values(charged=_levels.c.charged + _quantity)
-    .returning(_levels.c.limit, _levels.c.charged)
+    .returning(_levels.c.limit, _levels.c.charged),
+    release_level=update(_levels).where(*_level_key).values(charged=_levels.c.charged - _quantity).returning(_levels.c.limit, _levels.c.charged),
+    record_ledger=(insert(QuotaLedgerRow.__table__), ("tpl_number", "quota_year", "at", "delta", "claim_id", "kind")),
+    advance_audit=update(_audit_head).where(_audit_head.c.id == 1).values(seq=_audit_head.c.seq + 1).returning(_audit_head.c.seq, _audit_head.c.hash),
+    append_audit=(insert(AuditRecordRow.__table__), ("seq", "at", "kind", "subject", "payload", "prev_hash", "hash")),
+    set_audit_hash=update(_audit_head).where(_audit_head.c.id == 1).values(hash=bindparam("digest")),
 )
-_RELEASE_LEVEL = (
-    update(_levels).where(*_level_key).values(charged=_levels.c.charged - _quantity).returning(_levels.c.limit, _levels.c.charged)
-)
-_RECORD_LEDGER = insert(QuotaLedgerRow.__table__)
-_INSERT_CLAIM = insert(ClaimRow.__table__)
-_audit_head = AuditHeadRow.__table__
-_ADVANCE_AUDIT = update(_audit_head).where(_audit_head.c.id == 1).values(seq=_audit_head.c.seq + 1).returning(_audit_head.c.seq, _audit_head.c.hash)
-_SET_AUDIT_HASH = update(_audit_head).where(_audit_head.c.id == 1).values(hash=bindparam("digest"))
-_APPEND_AUDIT = insert(AuditRecordRow.__table__)
+
+
+def _record(values: dict[str, object]) -> ClaimRecord:
+    values["reasons"] = tuple(json.loads(values["reasons"]))  # type: ignore[arg-type]
+    values["mismatches"] = tuple(tuple(m) for m in json.loads(values["mismatches"]))  # type: ignore[arg-type]
+    return ClaimRecord(**values)  # type: ignore[arg-type]
 
 
 def _claim(row: ClaimRow) -> ClaimRecord:
-    values = {f.name: getattr(row, f.name) for f in dataclasses.fields(ClaimRecord) if f.name not in ("reasons", "mismatches")}
-    return ClaimRecord(
-        **values,
-        reasons=tuple(json.loads(row.reasons)),
-        mismatches=tuple(tuple(m) for m in json.loads(row.mismatches)),  # type: ignore[misc]
-    )
+    return _record({name: getattr(row, name) for name in _CLAIM_COLUMNS})
 
 
-class ClaimRepository:
-    def __init__(self, session: Session):
-        self.session = session
+class _Repository(PreparedRepository):
+    statements = STATEMENTS
 
+
+class ClaimRepository(_Repository):
     def revisions(self, entry_number: str, line_number: int) -> list[ClaimRecord]:
-        rows = self.session.scalars(
-            select(ClaimRow)
-            .where(ClaimRow.entry_number == entry_number, ClaimRow.line_number == line_number)
-            .order_by(ClaimRow.revision)
-        )
-        return [_claim(r) for r in rows]
+        rows = self._all("claim_revisions", {"entry": entry_number, "line": line_number})
+        return [_record(dict(zip(_CLAIM_COLUMNS, row))) for row in rows]
 
     def entry_parties(self, entry_number: str) -> tuple[str, str] | None:
         """(importer of record, filer code) already on file for this entry number, if any."""
-        row = self.session.execute(
-            select(ClaimRow.importer_of_record, ClaimRow.filer_code).where(ClaimRow.entry_number == entry_number).limit(1)
-        ).one_or_none()
+        row = self._first("entry_parties", {"entry": entry_number})
         return None if row is None else (row[0], row[1])
 
     def add(self, record: ClaimRecord) -> None:
-        values = {f.name: getattr(record, f.name) for f in dataclasses.fields(ClaimRecord)}
+        values = {name: getattr(record, name) for name in _CLAIM_COLUMNS}
         values["reasons"] = json.dumps(list(record.reasons))
         values["mismatches"] = json.dumps([list(m) for m in record.mismatches])
         # The unique (entry, line, revision) constraint fires here.
-        self.session.connection().execute(_INSERT_CLAIM, values)
+        self._execute("insert_claim", values)
 
     def update(self, claim_id: str, **changes: object) -> ClaimRecord:
         row = self.session.get_one(ClaimRow, claim_id)
@@ -126,52 +134,33 @@ class ClaimRepository:
         return [_claim(r) for r in rows]
 
 
-class CertificateLedger:
+class CertificateLedger(_Repository):
     """Atomic conditional updates of a certificate's used quantity (eCERT 2.0 decrement)."""
-
-    def __init__(self, session: Session):
-        self.session = session
 
     def charge(self, country: str, number: str, quantity: Decimal, entries: int) -> Decimal | None:
         """Use `quantity`; the new remaining quantity, or None if that would overuse the certificate."""
-        result = self.session.connection().execute(
-            _CHARGE_CERTIFICATE, {"country": country, "number": number, "amount": quantity, "entries": entries}
-        ).one_or_none()
+        result = self._first("charge_certificate", {"country": country, "number": number, "amount": quantity, "entries": entries})
         return None if result is None else result[0] - result[1]
 
     def release(self, country: str, number: str, quantity: Decimal, entries: int) -> Decimal:
-        result = self.session.connection().execute(
-            _RELEASE_CERTIFICATE, {"country": country, "number": number, "amount": quantity, "entries": entries}
-        ).one()
+        result = self._first("release_certificate", {"country": country, "number": number, "amount": quantity, "entries": entries})
+        if result is None:
+            raise LookupError(f"certificate {country}/{number} holds less than {quantity} to release")
         return result[0] - result[1]
 
     def remaining(self, country: str, number: str) -> Decimal | None:
-        row = self.session.connection().execute(_CERTIFICATE_REMAINING, {"country": country, "number": number}).one_or_none()
+        row = self._first("certificate_remaining", {"country": country, "number": number})
         return None if row is None else row[0] - row[1]
-
-
-@dataclasses.dataclass(frozen=True)
-class LevelRow:
-    tpl_number: str
-    quota_year: int
-    label: str
-    measure_unit: str
-    limit: Decimal
-    charged: Decimal
-    aggregate: str | None
 
 
 def _level(row: QuotaLevelRow) -> LevelRow:
     return LevelRow(row.tpl_number, row.quota_year, row.label, row.measure_unit, row.limit, row.charged, row.aggregate)
 
 
-class QuotaRepository:
-    def __init__(self, session: Session):
-        self.session = session
-
+class QuotaRepository(_Repository):
     def level(self, tpl_number: str, quota_year: int) -> LevelRow | None:
-        row = self.session.connection().execute(_LEVEL, {"tpl": tpl_number, "year": quota_year}).one_or_none()
-        return None if row is None else LevelRow(row.tpl_number, row.quota_year, row.label, row.measure_unit, row.limit, row.charged, row.aggregate)
+        row = self._first("level", {"tpl": tpl_number, "year": quota_year})
+        return None if row is None else LevelRow(*row)
 
     def levels(self, quota_year: int) -> list[LevelRow]:
         rows = self.session.scalars(
@@ -192,16 +181,18 @@ class QuotaRepository:
 
     def charge(self, tpl_number: str, quota_year: int, measure: Decimal) -> Decimal | None:
         """Add `measure` to the level; its new remaining, or None if that would exceed the limit."""
-        result = self.session.connection().execute(_CHARGE_LEVEL, {"tpl": tpl_number, "year": quota_year, "amount": measure}).one_or_none()
+        result = self._first("charge_level", {"tpl": tpl_number, "year": quota_year, "amount": measure})
         return None if result is None else result[0] - result[1]
 
     def release(self, tpl_number: str, quota_year: int, measure: Decimal) -> Decimal:
-        result = self.session.connection().execute(_RELEASE_LEVEL, {"tpl": tpl_number, "year": quota_year, "amount": measure}).one()
+        result = self._first("release_level", {"tpl": tpl_number, "year": quota_year, "amount": measure})
+        if result is None:
+            raise LookupError(f"no level {tpl_number}/{quota_year} to release into")
         return result[0] - result[1]
 
     def record(self, tpl_number: str, quota_year: int, at: dt.datetime, delta: Decimal, claim_id: str, kind: str) -> None:
-        self.session.connection().execute(
-            _RECORD_LEDGER,
+        self._execute(
+            "record_ledger",
             {"tpl_number": tpl_number, "quota_year": quota_year, "at": at, "delta": delta, "claim_id": claim_id, "kind": kind},
         )
 
@@ -225,22 +216,20 @@ class QuotaRepository:
         self.session.flush()  # a concurrent allocator loses on the primary key here
 
 
-class AuditRepository:
-    def __init__(self, session: Session):
-        self.session = session
-
+class AuditRepository(_Repository):
     def append(self, at: dt.datetime, kind: str, subject: str, facts: dict[str, object]) -> AuditRecord:
         # Lock the tip first (UPDATE takes the row lock on PostgreSQL; SQLite writes are already serial).
-        connection = self.session.connection()
-        tip = connection.execute(_ADVANCE_AUDIT).one()
+        tip = self._first("advance_audit")
+        if tip is None:
+            raise LookupError("the audit chain has no tip row (migration 0002 seeds it)")
         seq, prev_hash = tip[0], tip[1]
         at_text = at.astimezone(dt.timezone.utc).isoformat()
         payload = canonical_json(facts).decode("utf-8")
         digest = link_hash(prev_hash, seq, at_text, kind, subject, payload)
-        connection.execute(
-            _APPEND_AUDIT, {"seq": seq, "at": at_text, "kind": kind, "subject": subject, "payload": payload, "prev_hash": prev_hash, "hash": digest}
+        self._execute(
+            "append_audit", {"seq": seq, "at": at_text, "kind": kind, "subject": subject, "payload": payload, "prev_hash": prev_hash, "hash": digest}
         )
-        connection.execute(_SET_AUDIT_HASH, {"digest": digest})
+        self._execute("set_audit_hash", {"digest": digest})
         return AuditRecord(seq, at_text, kind, subject, payload, prev_hash, digest)
 
     def records(self, batch: int = 1000):  # type: ignore[no-untyped-def]
@@ -257,10 +246,7 @@ class AuditRepository:
             after = rows[-1].seq
 
 
-class ReferenceRepository:
-    def __init__(self, session: Session):
-        self.session = session
-
+class ReferenceRepository(_Repository):
     def latest(self, kind: str) -> tuple[int, str] | None:
         """(id, document) of the newest loaded version of `kind`."""
         row = self.session.execute(

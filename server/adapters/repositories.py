@@ -1,14 +1,16 @@
 """Repositories: the only code that knows how certificates and transmissions sit in tables."""
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
 from decimal import Decimal
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from server.adapters.orm import CertificateRow, CertificateVersionRow, TransmissionRow
+from server.adapters.prepared import PreparedRepository, Statements
 from server.domain.certificate import Certificate, Party
 from server.domain.errors import Finding, Severity
 from server.domain.receipt import Outcome, Receipt
@@ -131,9 +133,39 @@ class TransmissionRepository:
         return row.id
 
 
-class CertificateRepository:
-    def __init__(self, session: Session):
-        self.session = session
+_versions = CertificateVersionRow.__table__
+_heads = CertificateRow.__table__
+_VERSION_COLUMNS = (
+    "certificate_number", "issuing_country", "tpl_number", "htsus_number", "goods_description", "quantity", "unit",
+    "importer_of_record", "exporter_name", "exporter_address", "exporter_tax_id", "producer_name", "producer_address",
+    "producer_tax_id", "quota_year", "issue_date", "last_valid_date", "invoice_number",
+)
+_VersionColumns = collections.namedtuple("_VersionColumns", _VERSION_COLUMNS)  # reads like a CertificateVersionRow
+_HEAD_COLUMNS = ("current_version", "status", "tpl_number", "quota_year", "unit", "quantity", "used_quantity")
+# What matching reads for every claim: the current version and the head that charges it, in one statement.
+CERTIFICATE_STATEMENTS = Statements(
+    on_file=select(*(_versions.c[n] for n in _VERSION_COLUMNS), *(_heads.c[n] for n in _HEAD_COLUMNS))
+    .join(_versions, and_(
+        _versions.c.issuing_country == _heads.c.issuing_country,
+        _versions.c.certificate_number == _heads.c.certificate_number,
+        _versions.c.version == _heads.c.current_version,
+    ))
+    .where(_heads.c.issuing_country == bindparam("country"), _heads.c.certificate_number == bindparam("number")),
+)
+
+
+class CertificateRepository(PreparedRepository):
+    statements = CERTIFICATE_STATEMENTS
+
+    def on_file(self, country: str, number: str) -> tuple[Certificate, CertificateHead] | None:
+        """The current version of a certificate and its head (status, balance), read together."""
+        row = self._first("on_file", {"country": country, "number": number})
+        if row is None:
+            return None
+        certificate = _certificate(_VersionColumns(*row[: len(_VERSION_COLUMNS)]))  # type: ignore[arg-type]
+        version, status, tpl_number, quota_year, unit, quantity, used = row[len(_VERSION_COLUMNS):]
+        head = CertificateHead(country, number, version, CertificateStatus(status), tpl_number, quota_year, unit, quantity, used)
+        return certificate, head
 
     def head(self, country: str, number: str, *, for_update: bool = False) -> CertificateHead | None:
         """The latest state; `for_update` locks the row until commit (PostgreSQL; SQLite's writer is
@@ -194,12 +226,6 @@ class CertificateRepository:
         row.quantity = c.quantity
         row.updated_at = at
         self.session.flush()
-
-    def latest_certificate(self, country: str, number: str) -> Certificate | None:
-        head = self.session.get(CertificateRow, (country, number))
-        if head is None:
-            return None
-        return _certificate(self.session.get_one(CertificateVersionRow, (country, number, head.current_version)))
 
     def version(self, country: str, number: str, version: int = 0) -> StoredVersion | None:
         head = self.session.get(CertificateRow, (country, number))

@@ -208,10 +208,10 @@ class ClaimUseCases:
         if missing:
             raise DomainError("FIELD_REQUIRED", "required fields are missing", ErrorKind.INVALID, missing)
         with UnitOfWork(self.database, write=False) as uow:
-            certificate = uow.certificates.latest_certificate(country, number)
-            head = uow.certificates.head(country, number)
-            if certificate is None or head is None:
+            found = uow.certificates.on_file(country, number)
+            if found is None:
                 raise DomainError("CERTIFICATE_NOT_FOUND", "no such certificate", ErrorKind.NOT_FOUND)
+            certificate, head = found
             if viewer_importer is not None and viewer_importer != certificate.importer_of_record:
                 raise DomainError(
                     "NOT_YOUR_CERTIFICATE", "an importer may only see the usage of certificates that name it", ErrorKind.PERMISSION
@@ -259,10 +259,10 @@ class ClaimUseCases:
             )
 
     def _on_file(self, uow: UnitOfWork, line: EntryLine) -> CertificateOnFile | None:
-        certificate = uow.certificates.latest_certificate(line.country_of_origin, line.certificate_number)
-        head = uow.certificates.head(line.country_of_origin, line.certificate_number)
-        if certificate is None or head is None:
+        found = uow.certificates.on_file(line.country_of_origin, line.certificate_number)
+        if found is None:
             return None
+        certificate, head = found
         return CertificateOnFile(certificate, head.version, head.status, head.remaining_quantity)
 
     def _levels(self, uow: UnitOfWork, tpl_number: str, year: int) -> list[Level]:

@@ -116,8 +116,9 @@ class TransmissionUseCases:
                 raise reject(error) from None
             stored_certificate = certificate
             if stored_certificate is None:  # CANCEL: the canceled version repeats the last one's elements
-                stored_certificate = uow.certificates.latest_certificate(country, number)
-                assert stored_certificate is not None
+                found = uow.certificates.on_file(country, number)
+                assert found is not None
+                stored_certificate = found[0]
             receipt = self._receipt(envelope, digest, received_at, outcome_for(findings), findings, transition.version)
             transmission_id = uow.transmissions.add(
                 receipt=receipt,

@@ -57,16 +57,17 @@ class UnitOfWork:
                 else:
                     self.session = self._database.session(write=self._write)
                     opening.callback(self.session.close)
-                self.session.connection()  # take the connection (and, for SQLite writes, the write lock) now
+                # Take the connection (and, for SQLite writes, the write lock) now.
+                connection = self.session.connection()
             self._bound_by_deadline()
             self._resources = opening.pop_all()
         self.transmissions = TransmissionRepository(self.session)
-        self.certificates = CertificateRepository(self.session)
-        self.certificate_ledger = CertificateLedger(self.session)
-        self.claims = ClaimRepository(self.session)
-        self.quota = QuotaRepository(self.session)
-        self.audit = AuditRepository(self.session)
-        self.references = ReferenceRepository(self.session)
+        self.certificates = CertificateRepository(self.session, connection)
+        self.certificate_ledger = CertificateLedger(self.session, connection)
+        self.claims = ClaimRepository(self.session, connection)
+        self.quota = QuotaRepository(self.session, connection)
+        self.audit = AuditRepository(self.session, connection)
+        self.references = ReferenceRepository(self.session, connection)
         return self
 
     def _bound_by_deadline(self) -> None:

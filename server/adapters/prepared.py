@@ -1,0 +1,136 @@
+"""Statements compiled once for the engine's dialect and run on the driver's own cursor.
+
+The claim path runs about a dozen small statements per claim. Through SQLAlchemy's execution
+machinery (cache-key lookup, execution context, result objects) each cost more CPU than SQLite's own
+work, and CPU, not the disk, bounded claims per second (README, "Benchmarks"). A `Prepared` statement
+is still written as a Core statement on the mapped tables, so names and types have one source; it is
+compiled once per dialect, and running it converts the parameters with the columns' own bind
+processors, calls the DB-API cursor, and converts what comes back with the columns' result
+processors: it writes and reads exactly what the ORM writes and reads, in the same transaction.
+
+Driver errors are wrapped the way SQLAlchemy wraps them (IntegrityError, OperationalError, ...), so
+callers and the retry policy see one kind of exception whichever path ran the statement.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import Executable
+
+Processor = Callable[[Any], Any] | None
+
+
+class Prepared:
+    """One statement for one dialect: SQL text, parameter order, and the value converters."""
+
+    def __init__(self, statement: Executable, dialect: Dialect, *, columns: Sequence[str] | None = None):
+        # `columns` names the columns of an INSERT without explicit values (the rest take their defaults).
+        compiled = statement.compile(dialect=dialect, column_keys=list(columns) if columns is not None else None)
+        self.sql = compiled.string
+        self._dialect = dialect
+        self._positional = compiled.positional
+        self._names: tuple[str, ...] = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
+        binds = compiled.binds
+        self._bind: dict[str, Processor] = {
+            name: binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in set(self._names)
+        }
+        # Values the statement carries itself (a LIMIT 1 becomes a bound parameter on some dialects).
+        self._fixed = {name: binds[name].effective_value for name in self._bind if not binds[name].required}
+        returned = getattr(statement, "exported_columns", None) or ()
+        self.columns: tuple[str, ...] = tuple(column.key for column in returned)
+        self._result: tuple[Processor, ...] = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in returned
+        )
+        self._error_class = dialect.loaded_dbapi.Error
+
+    def parameters(self, values: dict[str, Any]) -> Any:
+        converted = {}
+        for name, process in self._bind.items():
+            value = values[name] if name in values else self._fixed[name]
+            converted[name] = process(value) if process is not None and value is not None else value
+        if self._positional:
+            return tuple(converted[name] for name in self._names)
+        return converted
+
+    def _convert(self, row: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(p(v) if p is not None and v is not None else v for p, v in zip(self._result, row))
+
+    def _run(self, connection: Connection, values: dict[str, Any]):  # type: ignore[no-untyped-def]
+        parameters = self.parameters(values)
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(self.sql, parameters)
+        except self._error_class as error:
+            cursor.close()
+            raise DBAPIError.instance(self.sql, parameters, error, self._error_class, dialect=self._dialect) from error
+        return cursor
+
+    def execute(self, connection: Connection, values: dict[str, Any] | None = None) -> int:
+        """Run a statement that returns no rows; the number of rows it changed."""
+        cursor = self._run(connection, values or {})
+        count: int = cursor.rowcount
+        cursor.close()
+        return count
+
+    def all(self, connection: Connection, values: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        cursor = self._run(connection, values or {})
+        try:
+            return [self._convert(row) for row in cursor.fetchall()]
+        except self._error_class as error:
+            raise DBAPIError.instance(self.sql, None, error, self._error_class, dialect=self._dialect) from error
+        finally:
+            cursor.close()
+
+    def first(self, connection: Connection, values: dict[str, Any] | None = None) -> tuple[Any, ...] | None:
+        """The first row, or None (an UPDATE ... RETURNING that matched nothing)."""
+        rows = self.all(connection, values)
+        return rows[0] if rows else None
+
+
+class Statements:
+    """Every Prepared statement of a repository, compiled on first use for the connection's dialect."""
+
+    def __init__(self, **statements: Executable | tuple[Executable, Sequence[str]]):
+        self._statements = statements
+        self._compiled: dict[tuple[str, str], Prepared] = {}
+
+    def get(self, name: str, dialect: Dialect) -> Prepared:
+        key = (dialect.name, name)
+        prepared = self._compiled.get(key)
+        if prepared is None:
+            source = self._statements[name]
+            statement, columns = source if isinstance(source, tuple) else (source, None)
+            prepared = Prepared(statement, dialect, columns=columns)
+            self._compiled[key] = prepared
+        return prepared
+
+
+class PreparedRepository:
+    """A repository whose hot statements are Prepared: the unit of work's session (for everything
+    else), and its connection, taken once (a unit of work is one transaction on one connection)."""
+
+    statements: Statements
+
+    def __init__(self, session: Session, connection: Connection | None = None):
+        self.session = session
+        self._connection = connection
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            self._connection = self.session.connection()
+        return self._connection
+
+    def _first(self, statement: str, values: dict[str, Any] | None = None) -> tuple[Any, ...] | None:
+        return self.statements.get(statement, self.connection.dialect).first(self.connection, values)
+
+    def _all(self, statement: str, values: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.statements.get(statement, self.connection.dialect).all(self.connection, values)
+
+    def _execute(self, statement: str, values: dict[str, Any] | None = None) -> int:
+        return self.statements.get(statement, self.connection.dialect).execute(self.connection, values)
