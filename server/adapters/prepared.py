@@ -14,7 +14,7 @@ callers and the retry policy see one kind of exception whichever path ran the st
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
@@ -110,21 +110,28 @@ class Statements:
         return prepared
 
 
+class Transaction(Protocol):
+    """What a repository works in: one transaction's connection, and a session on it for ORM work."""
+
+    connection: Connection
+
+    @property
+    def session(self) -> Session: ...
+
+
 class PreparedRepository:
-    """A repository whose hot statements are Prepared: the unit of work's session (for everything
-    else), and its connection, taken once (a unit of work is one transaction on one connection)."""
+    """A repository whose hot statements are Prepared, run on the transaction's connection; anything
+    else goes through the transaction's session (made only when first needed)."""
 
     statements: Statements
 
-    def __init__(self, session: Session, connection: Connection | None = None):
-        self.session = session
-        self._connection = connection
+    def __init__(self, transaction: Transaction):
+        self._transaction = transaction
+        self.connection = transaction.connection
 
     @property
-    def connection(self) -> Connection:
-        if self._connection is None:
-            self._connection = self.session.connection()
-        return self._connection
+    def session(self) -> Session:
+        return self._transaction.session
 
     def _first(self, statement: str, values: dict[str, Any] | None = None) -> tuple[Any, ...] | None:
         return self.statements.get(statement, self.connection.dialect).first(self.connection, values)

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal
 
 import hashlib
-from dataclasses import asdict
 
 from server.domain.canonical import canonical_json
 from server.domain.certificate import HTSUS_PATTERN, normalize_htsus, parse_iso_date
@@ -208,5 +207,10 @@ def validate_entry_line(draft: EntryLineDraft) -> tuple[EntryLine | None, list[F
 
 def line_digest(draft: EntryLineDraft) -> str:
     """Identifies a request's content: the same line sent again has the same digest."""
-    fields = {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in asdict(draft).items()}
-    return hashlib.sha256(canonical_json(fields)).hexdigest()
+    # Every field is a scalar: read them directly (asdict deep-copies, a tenth of a claim's CPU).
+    values = {name: getattr(draft, name) for name in _DRAFT_FIELDS}
+    content = {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in values.items()}
+    return hashlib.sha256(canonical_json(content)).hexdigest()
+
+
+_DRAFT_FIELDS = tuple(f.name for f in fields(EntryLineDraft))

@@ -6,9 +6,10 @@ is told DATABASE_BUSY), then a connection. Committing is refused once the caller
 from __future__ import annotations
 
 from contextlib import ExitStack
+from functools import cached_property
 from types import TracebackType
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -29,19 +30,17 @@ STATEMENT_BOUND_BELOW = 60.0  # seconds: deadlines shorter than this bound each 
 
 
 class UnitOfWork:
-    session: Session
-    transmissions: TransmissionRepository
-    certificates: CertificateRepository
-    certificate_ledger: CertificateLedger
-    claims: ClaimRepository
-    quota: QuotaRepository
-    audit: AuditRepository
-    references: ReferenceRepository
+    """Repositories are made on first use; so is the ORM session on SQLite's shared writer, where the
+    claim path needs only the connection (its statements are Prepared, server/adapters/prepared.py)."""
+
+    connection: Connection
 
     def __init__(self, database: Database, *, write: bool):
         self._database = database
         self._write = write
         self._resources = ExitStack()
+        self._session: Session | None = None
+        self._group: GroupCommitter | None = None
 
     def __enter__(self) -> "UnitOfWork":
         deadline.check()
@@ -52,23 +51,52 @@ class UnitOfWork:
             opening.enter_context(self._database.admission.slot())
             with translate_pool_timeout():
                 if group is not None:
-                    self.session = group.begin()
+                    self.connection = group.begin()  # the writer, inside this unit's own savepoint
+                    self._group = group
                     opening.callback(self._leave_group, group)
                 else:
-                    self.session = self._database.session(write=self._write)
-                    opening.callback(self.session.close)
-                # Take the connection (and, for SQLite writes, the write lock) now.
-                connection = self.session.connection()
+                    self._session = self._database.session(write=self._write)
+                    opening.callback(self._session.close)
+                    # Take the connection (and its transaction) now.
+                    self.connection = self._session.connection()
             self._bound_by_deadline()
             self._resources = opening.pop_all()
-        self.transmissions = TransmissionRepository(self.session)
-        self.certificates = CertificateRepository(self.session, connection)
-        self.certificate_ledger = CertificateLedger(self.session, connection)
-        self.claims = ClaimRepository(self.session, connection)
-        self.quota = QuotaRepository(self.session, connection)
-        self.audit = AuditRepository(self.session, connection)
-        self.references = ReferenceRepository(self.session, connection)
         return self
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            # On the shared writer: the session's commit releases a savepoint of its own, inside the unit's.
+            self._session = Session(bind=self.connection, expire_on_commit=False, join_transaction_mode="create_savepoint")
+        return self._session
+
+    @cached_property
+    def transmissions(self) -> TransmissionRepository:
+        return TransmissionRepository(self.session)
+
+    @cached_property
+    def certificates(self) -> CertificateRepository:
+        return CertificateRepository(self)
+
+    @cached_property
+    def certificate_ledger(self) -> CertificateLedger:
+        return CertificateLedger(self)
+
+    @cached_property
+    def claims(self) -> ClaimRepository:
+        return ClaimRepository(self)
+
+    @cached_property
+    def quota(self) -> QuotaRepository:
+        return QuotaRepository(self)
+
+    @cached_property
+    def audit(self) -> AuditRepository:
+        return AuditRepository(self)
+
+    @cached_property
+    def references(self) -> ReferenceRepository:
+        return ReferenceRepository(self)
 
     def _bound_by_deadline(self) -> None:
         """On PostgreSQL no statement (a lock wait included) may outlive the caller's deadline."""
@@ -82,7 +110,8 @@ class UnitOfWork:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            self.session.rollback()
+            if self._session is not None:
+                self._session.rollback()
         finally:
             self._resources.close()
         if self._batch is not None:
@@ -93,8 +122,13 @@ class UnitOfWork:
 
     def commit(self) -> None:
         deadline.check()  # the caller stopped waiting: do not store what it will never see answered
-        self.session.commit()
+        if self._session is not None:
+            self._session.commit()  # flushes; on the shared writer it only releases the session's savepoint
+        if self._group is not None:
+            self._group.release(self.connection)
         self._committed = True
 
     def _leave_group(self, group: GroupCommitter) -> None:
-        self._batch = group.end(self.session, committed=self._committed)
+        if self._session is not None:
+            self._session.close()
+        self._batch = group.end(committed=self._committed)
