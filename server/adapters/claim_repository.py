@@ -53,6 +53,12 @@ STATEMENTS = Statements(
     claim_revisions=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
     .where(_claims.c.entry_number == bindparam("entry"), _claims.c.line_number == bindparam("line"))
     .order_by(_claims.c.revision),
+    queued_claims=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
+    .where(_claims.c.quota_year == bindparam("year"), _claims.c.decision == "QUEUED", _claims.c.reversed_at.is_(None))
+    .order_by(_claims.c.claim_id),
+    certificate_claims=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
+    .where(_claims.c.issuing_country == bindparam("country"), _claims.c.certificate_number == bindparam("number"))
+    .order_by(_claims.c.decided_at, _claims.c.entry_number, _claims.c.line_number, _claims.c.revision),
     entry_parties=select(_claims.c.importer_of_record, _claims.c.filer_code).where(_claims.c.entry_number == bindparam("entry")).limit(1),
     insert_claim=(insert(_claims), _CLAIM_COLUMNS),
     charge_certificate=update(_certificates)
@@ -77,14 +83,21 @@ STATEMENTS = Statements(
 )
 
 
-def _record(values: dict[str, object]) -> ClaimRecord:
-    values["reasons"] = tuple(json.loads(values["reasons"]))  # type: ignore[arg-type]
-    values["mismatches"] = tuple(tuple(m) for m in json.loads(values["mismatches"]))  # type: ignore[arg-type]
-    return ClaimRecord(**values)  # type: ignore[arg-type]
+def _update_claim(columns: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    """UPDATE of these columns of one claim, returning the whole claim."""
+    return (
+        update(_claims).where(_claims.c.claim_id == bindparam("id"))
+        .values({name: bindparam(f"new_{name}", type_=_claims.c[name].type) for name in columns})
+        .returning(*(_claims.c[name] for name in _CLAIM_COLUMNS))
+    )
 
 
-def _claim(row: ClaimRow) -> ClaimRecord:
-    return _record({name: getattr(row, name) for name in _CLAIM_COLUMNS})
+def _record(row: tuple) -> ClaimRecord:  # type: ignore[type-arg]
+    """A claim from a row of its columns in _CLAIM_COLUMNS order."""
+    values = dict(zip(_CLAIM_COLUMNS, row))
+    values["reasons"] = tuple(json.loads(values["reasons"]))
+    values["mismatches"] = tuple(tuple(m) for m in json.loads(values["mismatches"]))
+    return ClaimRecord(**values)
 
 
 class _Repository(PreparedRepository):
@@ -94,7 +107,7 @@ class _Repository(PreparedRepository):
 class ClaimRepository(_Repository):
     def revisions(self, entry_number: str, line_number: int) -> list[ClaimRecord]:
         rows = self._all("claim_revisions", {"entry": entry_number, "line": line_number})
-        return [_record(dict(zip(_CLAIM_COLUMNS, row))) for row in rows]
+        return [_record(row) for row in rows]
 
     def entry_parties(self, entry_number: str) -> tuple[str, str] | None:
         """(importer of record, filer code) already on file for this entry number, if any."""
@@ -109,29 +122,24 @@ class ClaimRepository(_Repository):
         self._execute("insert_claim", values)
 
     def update(self, claim_id: str, **changes: object) -> ClaimRecord:
-        row = self.session.get_one(ClaimRow, claim_id)
-        for name, value in changes.items():
-            if name in ("reasons",):
-                value = json.dumps(list(value))  # type: ignore[call-overload]
-            setattr(row, name, value)
-        self.session.flush()
-        return _claim(row)
+        columns = tuple(sorted(changes))
+        statement = self.statements.get(f"update_claim:{','.join(columns)}", self.connection.dialect, lambda: _update_claim(columns))
+        values: dict[str, object] = {f"new_{name}": value for name, value in changes.items()}
+        if "reasons" in changes:
+            values["new_reasons"] = json.dumps(list(changes["reasons"]))  # type: ignore[call-overload]
+        if "mismatches" in changes:
+            values["new_mismatches"] = json.dumps([list(m) for m in changes["mismatches"]])  # type: ignore[attr-defined]
+        row = statement.first(self.connection, {"id": claim_id, **values})
+        if row is None:
+            raise LookupError(f"no claim {claim_id}")
+        return _record(row)
 
     def queued(self, quota_year: int) -> list[ClaimRecord]:
-        rows = self.session.scalars(
-            select(ClaimRow)
-            .where(ClaimRow.quota_year == quota_year, ClaimRow.decision == "QUEUED", ClaimRow.reversed_at.is_(None))
-            .order_by(ClaimRow.claim_id)
-        )
-        return [_claim(r) for r in rows]
+        return [_record(row) for row in self._all("queued_claims", {"year": quota_year})]
 
     def for_certificate(self, country: str, number: str) -> list[ClaimRecord]:
-        rows = self.session.scalars(
-            select(ClaimRow)
-            .where(ClaimRow.issuing_country == country, ClaimRow.certificate_number == number)
-            .order_by(ClaimRow.decided_at, ClaimRow.entry_number, ClaimRow.line_number, ClaimRow.revision)
-        )
-        return [_claim(r) for r in rows]
+        rows = self._all("certificate_claims", {"country": country, "number": number})
+        return [_record(row) for row in rows]
 
 
 class CertificateLedger(_Repository):

@@ -99,11 +99,12 @@ class Statements:
         self._statements = statements
         self._compiled: dict[tuple[str, str], Prepared] = {}
 
-    def get(self, name: str, dialect: Dialect) -> Prepared:
+    def get(self, name: str, dialect: Dialect, build: Callable[[], Executable] | None = None) -> Prepared:
+        """`build` makes a statement not declared up front (one per shape, e.g. per set of updated columns)."""
         key = (dialect.name, name)
         prepared = self._compiled.get(key)
         if prepared is None:
-            source = self._statements[name]
+            source = self._statements[name] if build is None else build()
             statement, columns = source if isinstance(source, tuple) else (source, None)
             prepared = Prepared(statement, dialect, columns=columns)
             self._compiled[key] = prepared

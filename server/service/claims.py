@@ -464,11 +464,12 @@ class ClaimUseCases:
             else:
                 decision, reasons = Decision.MFN_REQUIRED, ("PRORATED", "LEVEL_FILLED")
             unused = claim.claimed_quantity - grant.quantity
-            certificate_remaining = uow.certificate_ledger.remaining(claim.issuing_country, claim.certificate_number)
             if unused > 0:
                 certificate_remaining = uow.certificate_ledger.release(
                     claim.issuing_country, claim.certificate_number, unused, entries=0 if grant.quantity > 0 else 1
                 )
+            else:
+                certificate_remaining = uow.certificate_ledger.remaining(claim.issuing_country, claim.certificate_number)
             levels = self._levels(uow, claim.tpl_number, year)
             balances: dict[str, Decimal | None] = {"level_remaining": levels[0].remaining, "aggregate_remaining": None}
             if grant.measure > 0:
