@@ -25,6 +25,10 @@ from sqlalchemy.sql import Executable
 Processor = Callable[[Any], Any] | None
 
 
+def _converted(process: Processor, value: Any) -> Any:
+    return value if process is None or value is None else process(value)
+
+
 class Prepared:
     """One statement for one dialect: SQL text, parameter order, and the value converters."""
 
@@ -49,16 +53,15 @@ class Prepared:
         self._error_class = dialect.loaded_dbapi.Error
 
     def parameters(self, values: dict[str, Any]) -> Any:
-        converted = {}
-        for name, process in self._bind.items():
-            value = values[name] if name in values else self._fixed[name]
-            converted[name] = process(value) if process is not None and value is not None else value
-        if self._positional:
-            return tuple(converted[name] for name in self._names)
-        return converted
+        if self._fixed:
+            values = {**self._fixed, **values}
+        bind = self._bind
+        if self._positional:  # a name used twice (e.g. the amount in SET and WHERE) is sent twice
+            return tuple(_converted(bind[name], values[name]) for name in self._names)
+        return {name: _converted(process, values[name]) for name, process in bind.items()}
 
     def _convert(self, row: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(p(v) if p is not None and v is not None else v for p, v in zip(self._result, row))
+        return tuple(_converted(p, v) for p, v in zip(self._result, row))
 
     def _run(self, connection: Connection, values: dict[str, Any]):  # type: ignore[no-untyped-def]
         parameters = self.parameters(values)
