@@ -110,6 +110,14 @@ class ServerProcess:
         if self._ask(f"shift {seconds}") != "ok":
             raise RuntimeError("the bench server did not move its clock")
 
+    def cpu_seconds(self) -> float | None:
+        """User and system CPU time of the server process so far (Linux /proc), all its threads."""
+        try:
+            fields = pathlib.Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_mb(self) -> float:
         return round(float(self._ask("rss")), 1)
 
@@ -138,22 +146,41 @@ class ServerProcess:
 
 def load(workspace: Workspace, server: ServerProcess, recipe: dict[str, Any], *, in_flight: tuple[int, ...], duration_s: float | None,
          warmup_s: float, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-    """One measurement per `in_flight`, in turn, by a fresh load-generating process."""
+    """One measurement per `in_flight`, in turn, by a fresh load-generating process; each also gets the
+    server's CPU milliseconds per answered call (robust to other work on the machine, unlike calls/s)."""
     spec = {
         "target": server.target, "tls_dir": workspace.client_tls(recipe["rpc"], server.tls), "rpc": recipe["rpc"],
         "in_flight": in_flight, "duration_s": duration_s, "warmup_s": warmup_s, "timeout_s": timeout_s,
         "clock_offset_s": server.offset, "recipe": recipe,
     }
-    done = subprocess.run([sys.executable, "-m", "bench.load"], input=json.dumps(spec), capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"the load generator failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.load"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdin and process.stdout and process.stderr
+    process.stdin.write(json.dumps(spec))
+    process.stdin.close()
+    marks: list[float | None] = []
+    complaints: list[str] = []
+    for line in process.stderr:  # the result comes on stdout at the end: small, it cannot fill the pipe
+        if line.startswith("mark "):
+            marks.append(server.cpu_seconds())
+        else:
+            complaints.append(line)
+    output = process.stdout.read()
+    if process.wait() != 0:
+        raise RuntimeError("the load generator failed:\n" + "".join(complaints)[-3000:])
+    results: list[dict[str, Any]] = json.loads(output)
+    for result, begin, end in zip(results, marks[0::2], marks[1::2]):
+        used = None if begin is None or end is None or not result["calls"] else (end - begin) * 1000 / result["calls"]
+        result["server_cpu_ms_per_call"] = None if used is None else round(used, 3)
+    return results
 
 
 def _row(rpc: str, in_flight: int | None, measured: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {
         "rpc": RPC_NAMES.get(rpc, rpc), "in_flight": in_flight, "calls_per_s": measured["calls_per_s"],
         "p50_ms": measured["p50_ms"], "p99_ms": measured["p99_ms"], "ratio_to_baseline": None,
+        "server_cpu_ms_per_call": measured.get("server_cpu_ms_per_call"),
         **extra, "calls": measured["calls"], "errors": measured["errors"], "outcomes": measured["outcomes"],
     }
 
@@ -300,7 +327,7 @@ def burst_phase(workspace: Workspace, plan: Plan) -> list[dict[str, Any]]:
     return [
         {"rpc": "MatchClaim (opening queue)", "in_flight": 64, "calls_per_s": queued["calls_per_s"], "p50_ms": queued["p50_ms"],
          "p99_ms": queued["p99_ms"], "ratio_to_baseline": None, "tls": False, "calls": queued["calls"],
-         "errors": queued["errors"], "outcomes": queued["outcomes"]},
+         "server_cpu_ms_per_call": queued.get("server_cpu_ms_per_call"), "errors": queued["errors"], "outcomes": queued["outcomes"]},
         {"rpc": "Opening allocation", "in_flight": None, "calls_per_s": round(queued["calls"] / seconds, 1),
          "p50_ms": None, "p99_ms": None, "ratio_to_baseline": None, "tls": False, "claims": queued["calls"],
          "allocation_s": round(seconds, 2), "proration_rate_tpl1": first_claim.proration_rate,
@@ -333,7 +360,7 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for column in ("rpc", "mTLS", "in flight", "stored", "calls/s", "p50 ms", "p99 ms", "ratio", "peak RSS MiB", "notes"):
+    for column in ("rpc", "mTLS", "in flight", "stored", "calls/s", "p50 ms", "p99 ms", "ratio", "CPU ms/call", "peak RSS MiB", "notes"):
         table.add_column(column, justify="left" if column in ("rpc", "notes") else "right")
     for row in rows:
         notes = []
@@ -346,6 +373,7 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
             f"{row['stored_rows']:,}" if row.get("stored_rows") else "", f"{row['calls_per_s']:,.0f}",
             "" if row["p50_ms"] is None else f"{row['p50_ms']:.1f}", "" if row["p99_ms"] is None else f"{row['p99_ms']:.1f}",
             "" if row["ratio_to_baseline"] is None else f"{row['ratio_to_baseline']:.2f}",
+            "" if row.get("server_cpu_ms_per_call") is None else f"{row['server_cpu_ms_per_call']:.2f}",
             "" if row.get("peak_rss_mb") is None else f"{row['peak_rss_mb']:.0f}", "; ".join(notes),
         )
     Console(width=170).print(table)

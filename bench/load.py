@@ -6,6 +6,8 @@
           timeout_s, clock_offset_s, recipe (bench/workload.py)
   result: a list, per in_flight: calls, errors (by status code), seconds, calls_per_s, p50_ms, p99_ms,
           outcomes, used_requests
+While it runs it writes `mark begin` and `mark end` on stderr around each recorded measurement, so that
+the parent can read the server process's CPU time at those instants (bench/cli.py).
 """
 from __future__ import annotations
 
@@ -111,10 +113,12 @@ async def measure(spec: dict[str, Any], call: Any, requests: Any, offset: int, i
         stop_at = time.perf_counter() + spec["warmup_s"]
         await asyncio.gather(*(worker() for _ in range(in_flight)))
     recording = True
+    _mark("begin")
     began = time.perf_counter()
     stop_at = began + duration if duration else float("inf")
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     seconds = time.perf_counter() - began
+    _mark("end")
     latencies.sort()
     return {
         "calls": len(latencies),
@@ -126,6 +130,10 @@ async def measure(spec: dict[str, Any], call: Any, requests: Any, offset: int, i
         "outcomes": dict(outcomes),
         "used_requests": 0 if cycle else next_index - offset,
     }
+
+
+def _mark(what: str) -> None:
+    print(f"mark {what}", file=sys.stderr, flush=True)
 
 
 def main() -> None:

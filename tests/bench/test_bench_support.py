@@ -60,3 +60,16 @@ def test_echo_is_served_behind_the_same_interceptors(tmp_path: pathlib.Path) -> 
         assert any(key == "x-request-id" for key, _ in call.trailing_metadata())
     finally:
         running.stop(0)
+
+
+def test_each_measurement_reports_the_servers_cpu_per_call(tmp_path: pathlib.Path) -> None:
+    """The load generator marks each measurement; the bench reads the server process's CPU time at the
+    marks. A server that did work for the calls shows a positive cost per call, within reason."""
+    from bench import cli
+
+    workspace = cli.Workspace(tmp_path)
+    with cli.ServerProcess(workspace, "cpu", tls=False, epoch=cli.MAIN_EPOCH) as server:
+        results = cli.load(workspace, server, {"rpc": "echo"}, in_flight=(1, 4), duration_s=0.3, warmup_s=0.1)
+    assert [r["calls"] > 0 for r in results] == [True, True]
+    for result in results:
+        assert 0 < result["server_cpu_ms_per_call"] < 50
