@@ -6,8 +6,7 @@ import datetime as dt
 import json
 from decimal import Decimal
 
-from sqlalchemy import and_, bindparam, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, bindparam, insert, select, update
 
 from server.adapters.orm import CertificateRow, CertificateVersionRow, TransmissionRow
 from server.adapters.prepared import PreparedRepository, Statements
@@ -56,20 +55,6 @@ def receipt_from_json(text: str, signature: bytes) -> Receipt:
     )
 
 
-def _head(row: CertificateRow) -> CertificateHead:
-    return CertificateHead(
-        issuing_country=row.issuing_country,
-        certificate_number=row.certificate_number,
-        version=row.current_version,
-        status=CertificateStatus(row.status),
-        tpl_number=row.tpl_number,
-        quota_year=row.quota_year,
-        unit=row.unit,
-        quantity=row.quantity,
-        used_quantity=row.used_quantity,
-    )
-
-
 def _certificate(row: CertificateVersionRow) -> Certificate:
     return Certificate(
         certificate_number=row.certificate_number,
@@ -89,17 +74,32 @@ def _certificate(row: CertificateVersionRow) -> Certificate:
     )
 
 
-class TransmissionRepository:
-    def __init__(self, session: Session):
-        self.session = session
+_transmissions = TransmissionRow.__table__
+_versions = CertificateVersionRow.__table__
+_heads = CertificateRow.__table__
+
+# The submit path's statements: Prepared (server/adapters/prepared.py), like the claim path's.
+_TRANSMISSION_COLUMNS = (
+    "sender", "message_id", "digest", "action", "issuing_country", "certificate_number", "certificate_version", "sent_at",
+    "received_at", "key_id", "signed_bytes", "signature", "receipt_id", "receipt_json", "receipt_signature",
+)
+TRANSMISSION_STATEMENTS = Statements(
+    by_message=select(_transmissions.c.digest, _transmissions.c.receipt_json, _transmissions.c.receipt_signature).where(
+        _transmissions.c.sender == bindparam("sender"), _transmissions.c.message_id == bindparam("message_id")
+    ),
+    insert=(insert(_transmissions).returning(_transmissions.c.id), _TRANSMISSION_COLUMNS),
+)
+
+
+class TransmissionRepository(PreparedRepository):
+    statements = TRANSMISSION_STATEMENTS
 
     def get(self, sender: str, message_id: str) -> TransmissionRecord | None:
-        row = self.session.scalars(
-            select(TransmissionRow).where(TransmissionRow.sender == sender, TransmissionRow.message_id == message_id)
-        ).one_or_none()
+        row = self._first("by_message", {"sender": sender, "message_id": message_id})
         if row is None:
             return None
-        return TransmissionRecord(row.sender, row.message_id, row.digest, receipt_from_json(row.receipt_json, row.receipt_signature))
+        digest, receipt_json, receipt_signature = row
+        return TransmissionRecord(sender, message_id, digest, receipt_from_json(receipt_json, receipt_signature))
 
     def add(
         self,
@@ -111,30 +111,31 @@ class TransmissionRepository:
         signed_bytes: bytes,
         signature: bytes,
     ) -> int:
-        row = TransmissionRow(
-            sender=receipt.sender,
-            message_id=receipt.message_id,
-            digest=receipt.digest,
-            action=receipt.action,
-            issuing_country=issuing_country,
-            certificate_number=receipt.certificate_number,
-            certificate_version=receipt.certificate_version,
-            sent_at=sent_at,
-            received_at=receipt.received_at,
-            key_id=key_id,
-            signed_bytes=signed_bytes,
-            signature=signature,
-            receipt_id=receipt.receipt_id,
-            receipt_json=receipt_to_json(receipt),
-            receipt_signature=receipt.signature,
+        # The unique (sender, message_id) constraint fires here, not at commit.
+        row = self._first(
+            "insert",
+            {
+                "sender": receipt.sender,
+                "message_id": receipt.message_id,
+                "digest": receipt.digest,
+                "action": receipt.action,
+                "issuing_country": issuing_country,
+                "certificate_number": receipt.certificate_number,
+                "certificate_version": receipt.certificate_version,
+                "sent_at": sent_at,
+                "received_at": receipt.received_at,
+                "key_id": key_id,
+                "signed_bytes": signed_bytes,
+                "signature": signature,
+                "receipt_id": receipt.receipt_id,
+                "receipt_json": receipt_to_json(receipt),
+                "receipt_signature": receipt.signature,
+            },
         )
-        self.session.add(row)
-        self.session.flush()  # the unique (sender, message_id) constraint fires here, not at commit
-        return row.id
+        assert row is not None
+        return int(row[0])
 
 
-_versions = CertificateVersionRow.__table__
-_heads = CertificateRow.__table__
 _VERSION_COLUMNS = (
     "certificate_number", "issuing_country", "tpl_number", "htsus_number", "goods_description", "quantity", "unit",
     "importer_of_record", "exporter_name", "exporter_address", "exporter_tax_id", "producer_name", "producer_address",
@@ -142,16 +143,70 @@ _VERSION_COLUMNS = (
 )
 _VersionColumns = collections.namedtuple("_VersionColumns", _VERSION_COLUMNS)  # reads like a CertificateVersionRow
 _HEAD_COLUMNS = ("current_version", "status", "tpl_number", "quota_year", "unit", "quantity", "used_quantity")
-# What matching reads for every claim: the current version and the head that charges it, in one statement.
+_STORED_COLUMNS = (
+    *(_versions.c[n] for n in _VERSION_COLUMNS), _versions.c.version, _versions.c.status,
+    _transmissions.c.received_at, _transmissions.c.message_id, _transmissions.c.receipt_id, _transmissions.c.digest,
+    _transmissions.c.sender, _heads.c.current_version, _heads.c.quantity, _heads.c.used_quantity,
+)
+_certificate_key = (_heads.c.issuing_country == bindparam("country"), _heads.c.certificate_number == bindparam("number"))
+# Versions with their transmission and their certificate's head: what GetCertificate and ListCertificates answer.
+_stored = (
+    select(*_STORED_COLUMNS)
+    .select_from(_heads)
+    .join(_versions, and_(
+        _versions.c.issuing_country == _heads.c.issuing_country,
+        _versions.c.certificate_number == _heads.c.certificate_number,
+    ))
+    .join(_transmissions, _transmissions.c.id == _versions.c.transmission_id)
+)
+_head = select(*(_heads.c[n] for n in _HEAD_COLUMNS)).where(*_certificate_key)
+_NEW_HEAD_COLUMNS = ("current_version", "status", "tpl_number", "quota_year", "unit", "importer_of_record", "quantity", "updated_at")
 CERTIFICATE_STATEMENTS = Statements(
+    # What matching reads for every claim: the current version and the head that charges it, in one statement.
     on_file=select(*(_versions.c[n] for n in _VERSION_COLUMNS), *(_heads.c[n] for n in _HEAD_COLUMNS))
     .join(_versions, and_(
         _versions.c.issuing_country == _heads.c.issuing_country,
         _versions.c.certificate_number == _heads.c.certificate_number,
         _versions.c.version == _heads.c.current_version,
     ))
-    .where(_heads.c.issuing_country == bindparam("country"), _heads.c.certificate_number == bindparam("number")),
+    .where(*_certificate_key),
+    head=_head,
+    # Rendered only by dialects that lock rows (PostgreSQL); SQLite's single writer is already alone.
+    head_for_update=_head.with_for_update(),
+    stored_version=_stored.where(*_certificate_key, _versions.c.version == bindparam("version")),
+    stored_latest=_stored.where(*_certificate_key, _versions.c.version == _heads.c.current_version),
+    insert_version=(
+        insert(_versions),
+        (*_VERSION_COLUMNS, "version", "status", "transmission_id"),
+    ),
+    insert_head=(
+        insert(_heads),
+        ("issuing_country", "certificate_number", *_NEW_HEAD_COLUMNS, "used_quantity", "matched_entries"),
+    ),
+    # The head follows the new version; usage (used_quantity, matched_entries) stays with the certificate.
+    update_head=(update(_heads).where(*_certificate_key), _NEW_HEAD_COLUMNS),
 )
+
+
+def _stored_version(row: tuple[object, ...]) -> StoredVersion:
+    """A StoredVersion from a row of _STORED_COLUMNS."""
+    certificate = _certificate(_VersionColumns(*row[: len(_VERSION_COLUMNS)]))  # type: ignore[arg-type]
+    (version, status, received_at, message_id, receipt_id, digest, sender,
+     current_version, head_quantity, used_quantity) = row[len(_VERSION_COLUMNS):]
+    current = version == current_version
+    return StoredVersion(
+        certificate=certificate,
+        version=version,  # type: ignore[arg-type]
+        status=CertificateStatus(status),
+        # Usage is tracked on the certificate, not per version: older versions show what it had.
+        remaining_quantity=(head_quantity - used_quantity) if current else certificate.quantity,  # type: ignore[operator]
+        received_at=received_at,  # type: ignore[arg-type]
+        message_id=message_id,  # type: ignore[arg-type]
+        receipt_id=receipt_id,  # type: ignore[arg-type]
+        digest=digest,  # type: ignore[arg-type]
+        sender=sender,  # type: ignore[arg-type]
+        current=current,
+    )
 
 
 class CertificateRepository(PreparedRepository):
@@ -170,8 +225,11 @@ class CertificateRepository(PreparedRepository):
     def head(self, country: str, number: str, *, for_update: bool = False) -> CertificateHead | None:
         """The latest state; `for_update` locks the row until commit (PostgreSQL; SQLite's writer is
         already alone), so a decision taken on what was read still holds when it is written."""
-        row = self.session.get(CertificateRow, (country, number), with_for_update=for_update or None)
-        return None if row is None else _head(row)
+        row = self._first("head_for_update" if for_update else "head", {"country": country, "number": number})
+        if row is None:
+            return None
+        version, status, tpl_number, quota_year, unit, quantity, used = row
+        return CertificateHead(country, number, version, CertificateStatus(status), tpl_number, quota_year, unit, quantity, used)
 
     def add_version(
         self,
@@ -181,85 +239,62 @@ class CertificateRepository(PreparedRepository):
         status: CertificateStatus,
         transmission_id: int,
         at: dt.datetime,
+        head: CertificateHead | None,
     ) -> None:
+        """Store `version` and make it the head's current one. `head` is the head as read (locked) in
+        this transaction: None inserts it (a twin inserting it too fails on the primary key)."""
         c = certificate
-        self.session.add(
-            CertificateVersionRow(
-                issuing_country=c.issuing_country,
-                certificate_number=c.certificate_number,
-                version=version,
-                status=status.value,
-                tpl_number=c.tpl_number,
-                htsus_number=c.htsus_number,
-                goods_description=c.goods_description,
-                quantity=c.quantity,
-                unit=c.unit,
-                importer_of_record=c.importer_of_record,
-                exporter_name=c.exporter.name,
-                exporter_address=c.exporter.address,
-                exporter_tax_id=c.exporter.tax_id,
-                producer_name=c.producer.name,
-                producer_address=c.producer.address,
-                producer_tax_id=c.producer.tax_id,
-                quota_year=c.quota_year,
-                issue_date=c.issue_date,
-                last_valid_date=c.last_valid_date,
-                invoice_number=c.invoice_number,
-                transmission_id=transmission_id,
-            )
-        )
-        row = self.session.get(CertificateRow, (c.issuing_country, c.certificate_number))
-        if row is None:
-            row = CertificateRow(
-                issuing_country=c.issuing_country,
-                certificate_number=c.certificate_number,
-                used_quantity=Decimal(0),
-                matched_entries=0,
-            )
-            self.session.add(row)
-        row.current_version = version
-        row.status = status.value
-        row.tpl_number = c.tpl_number
-        row.quota_year = c.quota_year
-        row.unit = c.unit
-        row.importer_of_record = c.importer_of_record
-        row.quantity = c.quantity
-        row.updated_at = at
-        self.session.flush()
+        values = {
+            "issuing_country": c.issuing_country,
+            "certificate_number": c.certificate_number,
+            "tpl_number": c.tpl_number,
+            "htsus_number": c.htsus_number,
+            "goods_description": c.goods_description,
+            "quantity": c.quantity,
+            "unit": c.unit,
+            "importer_of_record": c.importer_of_record,
+            "exporter_name": c.exporter.name,
+            "exporter_address": c.exporter.address,
+            "exporter_tax_id": c.exporter.tax_id,
+            "producer_name": c.producer.name,
+            "producer_address": c.producer.address,
+            "producer_tax_id": c.producer.tax_id,
+            "quota_year": c.quota_year,
+            "issue_date": c.issue_date,
+            "last_valid_date": c.last_valid_date,
+            "invoice_number": c.invoice_number,
+            "version": version,
+            "status": status.value,
+            "transmission_id": transmission_id,
+        }
+        self._execute("insert_version", values)
+        head_values = {
+            "country": c.issuing_country,
+            "number": c.certificate_number,
+            "current_version": version,
+            "status": status.value,
+            "tpl_number": c.tpl_number,
+            "quota_year": c.quota_year,
+            "unit": c.unit,
+            "importer_of_record": c.importer_of_record,
+            "quantity": c.quantity,
+            "updated_at": at,
+        }
+        if head is None:
+            self._execute("insert_head", head_values | {
+                "issuing_country": c.issuing_country,
+                "certificate_number": c.certificate_number,
+                "used_quantity": Decimal(0),
+                "matched_entries": 0,
+            })
+        elif self._execute("update_head", head_values) != 1:
+            raise LookupError(f"certificate {c.issuing_country}/{c.certificate_number} has no head to update")
 
     def version(self, country: str, number: str, version: int = 0) -> StoredVersion | None:
-        head = self.session.get(CertificateRow, (country, number))
-        if head is None:
-            return None
-        wanted = version or head.current_version
-        result = self.session.execute(
-            select(CertificateVersionRow, TransmissionRow)
-            .join(TransmissionRow, TransmissionRow.id == CertificateVersionRow.transmission_id)
-            .where(
-                CertificateVersionRow.issuing_country == country,
-                CertificateVersionRow.certificate_number == number,
-                CertificateVersionRow.version == wanted,
-            )
-        ).one_or_none()
-        if result is None:
-            return None
-        return self._stored(result[0], result[1], head)
-
-    def _stored(self, row: CertificateVersionRow, transmission: TransmissionRow, head: CertificateRow) -> StoredVersion:
-        current = row.version == head.current_version
-        return StoredVersion(
-            certificate=_certificate(row),
-            version=row.version,
-            status=CertificateStatus(row.status),
-            # Usage is tracked on the certificate, not per version: older versions show what it had.
-            remaining_quantity=(head.quantity - head.used_quantity) if current else row.quantity,
-            received_at=transmission.received_at,
-            message_id=transmission.message_id,
-            receipt_id=transmission.receipt_id,
-            digest=transmission.digest,
-            sender=transmission.sender,
-            current=current,
-        )
+        """One version (0: the current one) as stored, with its transmission."""
+        key = {"country": country, "number": number}
+        row = self._first("stored_version", key | {"version": version}) if version else self._first("stored_latest", key)
+        return None if row is None else _stored_version(row)
 
     def list_latest(
         self,
@@ -273,27 +308,21 @@ class CertificateRepository(PreparedRepository):
     ) -> list[StoredVersion]:
         """Latest versions in certificate-number order, strictly after `after` (keyset pagination)."""
         query = (
-            select(CertificateVersionRow, TransmissionRow, CertificateRow)
-            .join(
-                CertificateRow,
-                and_(
-                    CertificateRow.issuing_country == CertificateVersionRow.issuing_country,
-                    CertificateRow.certificate_number == CertificateVersionRow.certificate_number,
-                    CertificateRow.current_version == CertificateVersionRow.version,
-                ),
+            _stored.where(
+                _versions.c.version == _heads.c.current_version,
+                _heads.c.issuing_country == country,
+                _heads.c.certificate_number > after,
             )
-            .join(TransmissionRow, TransmissionRow.id == CertificateVersionRow.transmission_id)
-            .where(CertificateRow.issuing_country == country, CertificateRow.certificate_number > after)
-            .order_by(CertificateRow.certificate_number)
+            .order_by(_heads.c.certificate_number)
             .limit(limit)
         )
         if status is not None:
-            query = query.where(CertificateRow.status == status.value)
+            query = query.where(_heads.c.status == status.value)
         if quota_year:
-            query = query.where(CertificateRow.quota_year == quota_year)
+            query = query.where(_heads.c.quota_year == quota_year)
         if tpl_number:
-            query = query.where(CertificateRow.tpl_number == tpl_number)
-        return [self._stored(v, t, h) for v, t, h in self.session.execute(query)]
+            query = query.where(_heads.c.tpl_number == tpl_number)
+        return [_stored_version(tuple(row)) for row in self.session.execute(query)]
 
     def activity(self, country: str, *, condition: int, quota_year: int, after: str, limit: int) -> list[ActivityEntry]:
         query = (

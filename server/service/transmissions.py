@@ -10,7 +10,7 @@ from server.adapters.database import Database
 from server.domain.certificate import Certificate, validate_certificate
 from server.domain.errors import DomainError, ErrorKind, Finding, Severity, errors_only
 from server.domain.receipt import Outcome, Receipt, outcome_for
-from server.domain.records import ActivityEntry, StoredVersion
+from server.domain.records import ActivityEntry, StoredVersion, TransmissionRecord
 from server.domain.reference import ReferenceData
 from server.domain.signing import Signer, TrustStore
 from server.domain.transmission import Action, CertificateStatus, Envelope, check_envelope, plan_transition
@@ -89,12 +89,13 @@ class TransmissionUseCases:
         except DomainError as error:
             raise reject(error) from None
 
-        replay = self._replay(envelope, digest)
-        if replay is not None:
-            return replay
-
         certificate, findings = self._check(envelope, received_at)
         if errors_only(findings):
+            # A retry of a stored message gets its receipt even if it would be refused now (its
+            # sent_at aged out of the skew window, the reference data changed): replays come first.
+            replay = self._replay(envelope, digest)
+            if replay is not None:
+                return replay
             first = errors_only(findings)[0]
             raise reject(DomainError(first.code, "the transmission has invalid fields", ErrorKind.INVALID, findings))
 
@@ -103,13 +104,18 @@ class TransmissionUseCases:
         assert envelope.action is not None
         action = envelope.action
 
-        def store(uow: UnitOfWork) -> tuple[Receipt, StoredVersion] | None:
+        def store(uow: UnitOfWork) -> SubmitResult:
             # Runs again after a lost race (server/service/transactions.py): read everything here.
             head = uow.certificates.head(country, number, for_update=True)
             # After the head, not before: at READ COMMITTED each statement sees the latest commits, so
             # a twin of this message that created the head we just read is visible here too.
-            if uow.transmissions.get(envelope.sender, envelope.message_id) is not None:
-                return None  # a twin of this message was stored meanwhile: answer as a retry
+            previous = uow.transmissions.get(envelope.sender, envelope.message_id)
+            if previous is not None:
+                replay = self._replayed(uow, envelope, digest, previous)
+                # Nothing to store; committing waits until what was read is durable (SQLite's group
+                # commit may not have flushed the twin yet) before the retry is answered.
+                uow.commit()
+                return replay
             try:
                 transition = plan_transition(action, envelope.replaces_version, certificate, head)
             except DomainError as error:
@@ -134,21 +140,16 @@ class TransmissionUseCases:
                 status=transition.status,
                 transmission_id=transmission_id,
                 at=received_at,
+                head=head,
             )
             # Read back in the same transaction: the answer shows exactly what was stored, without a
             # second round trip after the commit.
             stored_version = uow.certificates.version(country, number, transition.version)
             assert stored_version is not None
             uow.commit()  # stored first; only then answered
-            return receipt, stored_version
+            return SubmitResult(receipt, stored_version, replayed=False)
 
-        stored = run_in_transaction(self.database, store)
-        if stored is None:
-            replay = self._replay(envelope, digest)
-            assert replay is not None
-            return replay
-        receipt, stored_version = stored
-        return SubmitResult(receipt, stored_version, replayed=False)
+        return run_in_transaction(self.database, store)
 
     def validate(self, envelope: Envelope) -> ValidationReport:
         """Every check of submit, reported as findings; nothing is stored."""
@@ -195,21 +196,23 @@ class TransmissionUseCases:
     def _replay(self, envelope: Envelope, digest: bytes) -> SubmitResult | None:
         with UnitOfWork(self.database, write=False) as uow:
             previous = uow.transmissions.get(envelope.sender, envelope.message_id)
-            if previous is None:
-                return None
-            if previous.digest != digest:
-                finding = _reused_finding(False)
-                raise DomainError(
-                    finding.code,
-                    "this message id was already used for a transmission with other content",
-                    ErrorKind.ALREADY_EXISTS,
-                    [finding],
-                    metadata={"receipt_id": previous.receipt.receipt_id},
-                )
-            receipt = previous.receipt
-            stored = uow.certificates.version(
-                envelope.certificate.issuing_country, receipt.certificate_number, receipt.certificate_version
+            return None if previous is None else self._replayed(uow, envelope, digest, previous)
+
+    def _replayed(self, uow: UnitOfWork, envelope: Envelope, digest: bytes, previous: TransmissionRecord) -> SubmitResult:
+        """The answer to a retry: the original receipt, or ALREADY_EXISTS if the content differs."""
+        if previous.digest != digest:
+            finding = _reused_finding(False)
+            raise DomainError(
+                finding.code,
+                "this message id was already used for a transmission with other content",
+                ErrorKind.ALREADY_EXISTS,
+                [finding],
+                metadata={"receipt_id": previous.receipt.receipt_id},
             )
+        receipt = previous.receipt
+        stored = uow.certificates.version(
+            envelope.certificate.issuing_country, receipt.certificate_number, receipt.certificate_version
+        )
         assert stored is not None
         return SubmitResult(receipt, stored, replayed=True)
 

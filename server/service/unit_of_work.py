@@ -72,7 +72,7 @@ class UnitOfWork:
 
     @cached_property
     def transmissions(self) -> TransmissionRepository:
-        return TransmissionRepository(self.session)
+        return TransmissionRepository(self)
 
     @cached_property
     def certificates(self) -> CertificateRepository:
