@@ -8,7 +8,8 @@ signature over one kind of document can never be replayed as another.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import fields, is_dataclass
+from functools import cache
 from typing import Any
 
 from server.domain.certificate import CertificateDraft
@@ -44,6 +45,21 @@ def envelope_bytes(
         "action": action,
         "replaces_version": replaces_version,
         "key_id": key_id,
-        "certificate": asdict(certificate),
+        "certificate": _plain(certificate),
     }
     return ENVELOPE_TAG + canonical_json(body)
+
+
+@cache
+def _field_names(kind: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(kind))
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    """dataclasses.asdict for drafts (text, numbers and nested drafts), without its deep copies:
+    the same dict at a fraction of the cost, once per envelope."""
+    return {
+        name: _plain(item) if is_dataclass(item) else item
+        for name in _field_names(type(value))
+        for item in (getattr(value, name),)
+    }

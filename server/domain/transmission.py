@@ -5,6 +5,7 @@ import datetime as dt
 import enum
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from decimal import Decimal
 
 from server.domain.canonical import envelope_bytes
@@ -49,6 +50,14 @@ class Envelope:
             raise DomainError(finding.code, "sent_at is out of range", ErrorKind.INVALID, [finding]) from None
 
     def signed_bytes(self) -> bytes:
+        return self._signed_bytes
+
+    def digest(self) -> bytes:
+        return self._digest
+
+    # Computed once per envelope: verifying, digesting and storing it all need the same bytes.
+    @cached_property
+    def _signed_bytes(self) -> bytes:
         return envelope_bytes(
             message_id=self.message_id,
             sender=self.sender,
@@ -60,8 +69,9 @@ class Envelope:
             certificate=self.certificate,
         )
 
-    def digest(self) -> bytes:
-        return sha256(self.signed_bytes())
+    @cached_property
+    def _digest(self) -> bytes:
+        return sha256(self._signed_bytes)
 
 
 @dataclass(frozen=True)
