@@ -16,9 +16,8 @@ import pathlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
 
 from server.adapters.admission import Admission
 from server.adapters.group_commit import GroupCommitter
@@ -83,8 +82,6 @@ class Database:
                 url, pool_size=pool_size, max_overflow=0, pool_timeout=timeout, pool_pre_ping=True
             )
             self.read_engine = self.write_engine
-        self._writer = sessionmaker(self.write_engine, expire_on_commit=False)
-        self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
         # SQLite only: write units of work queued for the single writer share one fsync (group_commit.py).
         self.group_commit = (
             GroupCommitter(self.write_engine, timeout=timeout) if group_commit and self.dialect == "sqlite" else None
@@ -94,8 +91,8 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
-    def session(self, *, write: bool) -> Session:
-        return (self._writer if write else self._reader)()
+    def connect(self, *, write: bool) -> Connection:
+        return (self.write_engine if write else self.read_engine).connect()
 
     def upgrade(self) -> None:
         """Bring the schema to the newest Alembic revision."""

@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from functools import cached_property
 from types import TracebackType
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, RootTransaction, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -30,8 +30,9 @@ STATEMENT_BOUND_BELOW = 60.0  # seconds: deadlines shorter than this bound each 
 
 
 class UnitOfWork:
-    """Repositories are made on first use; so is the ORM session on SQLite's shared writer, where the
-    claim path needs only the connection (its statements are Prepared, server/adapters/prepared.py)."""
+    """Repositories are made on first use; so is the ORM session, on the unit's connection and
+    transaction: the claim and submit paths need only the connection (their statements are Prepared,
+    server/adapters/prepared.py)."""
 
     connection: Connection
 
@@ -41,6 +42,7 @@ class UnitOfWork:
         self._resources = ExitStack()
         self._session: Session | None = None
         self._group: GroupCommitter | None = None
+        self._transaction: RootTransaction | None = None
 
     def __enter__(self) -> "UnitOfWork":
         deadline.check()
@@ -55,10 +57,12 @@ class UnitOfWork:
                     self._group = group
                     opening.callback(self._leave_group, group)
                 else:
-                    self._session = self._database.session(write=self._write)
-                    opening.callback(self._session.close)
-                    # Take the connection (and its transaction) now.
-                    self.connection = self._session.connection()
+                    # Take the connection (and, for SQLite writes, the write lock) now. No ORM session
+                    # unless a query needs one: opening one cost more CPU than a small unit's statements.
+                    self.connection = self._database.connect(write=self._write)
+                    opening.callback(self.connection.close)
+                    self._transaction = self.connection.begin()
+                    opening.callback(self._close_session)
             self._bound_by_deadline()
             self._resources = opening.pop_all()
         return self
@@ -67,7 +71,12 @@ class UnitOfWork:
     def session(self) -> Session:
         if self._session is None:
             # On the shared writer: the session's commit releases a savepoint of its own, inside the unit's.
-            self._session = Session(bind=self.connection, expire_on_commit=False, join_transaction_mode="create_savepoint")
+            # Otherwise it joins the unit's transaction, which the unit commits (or rolls back) itself.
+            self._session = Session(
+                bind=self.connection,
+                expire_on_commit=False,
+                join_transaction_mode="create_savepoint" if self._group is not None else "rollback_only",
+            )
         return self._session
 
     @cached_property
@@ -104,7 +113,7 @@ class UnitOfWork:
         if left is None or left > STATEMENT_BOUND_BELOW or self._database.is_sqlite:
             return  # long deadlines: the commit check suffices, spare the round trip
         milliseconds = max(1, int(left * 1000))
-        self.session.execute(text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(milliseconds)})
+        self.connection.execute(text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(milliseconds)})
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -112,6 +121,8 @@ class UnitOfWork:
         try:
             if self._session is not None:
                 self._session.rollback()
+            if self._transaction is not None and self._transaction.is_active:
+                self._transaction.rollback()
         finally:
             self._resources.close()
         if self._batch is not None:
@@ -126,7 +137,13 @@ class UnitOfWork:
             self._session.commit()  # flushes; on the shared writer it only releases the session's savepoint
         if self._group is not None:
             self._group.release(self.connection)
+        if self._transaction is not None:
+            self._transaction.commit()
         self._committed = True
+
+    def _close_session(self) -> None:
+        if self._session is not None:
+            self._session.close()
 
     def _leave_group(self, group: GroupCommitter) -> None:
         if self._session is not None:
