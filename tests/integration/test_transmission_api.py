@@ -209,6 +209,16 @@ def test_retry_returns_the_original_receipt_and_stores_nothing_twice(transmissio
     assert snapshot(server) == after_first
 
 
+def test_retry_is_replayed_even_once_its_sent_at_is_outside_the_skew_window(transmission, server, partner, clock):
+    env = envelope(partner.signer)
+    first = submit(transmission, env)
+    after_first = snapshot(server)
+    clock.advance(seconds=11 * 60)  # sent as a new message now, it would be refused (SENDER_CLOCK_SKEW)
+    again = submit(transmission, env)
+    assert again.replayed and again.receipt == first.receipt
+    assert snapshot(server) == after_first
+
+
 def test_message_id_reused_with_other_content_is_already_exists(transmission, server, partner):
     submit(transmission, envelope(partner.signer))
     error = rejected(transmission, server, envelope(partner.signer, certificate(quantity="1300")))
