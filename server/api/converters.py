@@ -35,10 +35,14 @@ STATUS_TO_PROTO = {
 STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
 def timestamp(at: dt.datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(at.astimezone(dt.timezone.utc))
-    return stamp
+    """An aware instant as a Timestamp, by exact integer arithmetic (Timestamp.FromDatetime does the
+    same through calendar.timegm at several times the cost, and answers carry two or three of them)."""
+    since = at - _EPOCH
+    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def instant_from(stamp: Timestamp, field: str) -> dt.datetime:
