@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import Connection
-from sqlalchemy.orm import Session
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
 Processor = Callable[[Any], Any] | None

@@ -188,6 +188,12 @@ CERTIFICATE_STATEMENTS = Statements(
 )
 
 
+def _head(country: str, number: str, row: tuple) -> CertificateHead:  # type: ignore[type-arg]
+    """A CertificateHead from a row of _HEAD_COLUMNS."""
+    version, status, tpl_number, quota_year, unit, quantity, used = row
+    return CertificateHead(country, number, version, CertificateStatus(status), tpl_number, quota_year, unit, quantity, used)
+
+
 def _stored_version(row: tuple[object, ...]) -> StoredVersion:
     """A StoredVersion from a row of _STORED_COLUMNS."""
     certificate = _certificate(_VersionColumns(*row[: len(_VERSION_COLUMNS)]))  # type: ignore[arg-type]
@@ -218,18 +224,13 @@ class CertificateRepository(PreparedRepository):
         if row is None:
             return None
         certificate = _certificate(_VersionColumns(*row[: len(_VERSION_COLUMNS)]))  # type: ignore[arg-type]
-        version, status, tpl_number, quota_year, unit, quantity, used = row[len(_VERSION_COLUMNS):]
-        head = CertificateHead(country, number, version, CertificateStatus(status), tpl_number, quota_year, unit, quantity, used)
-        return certificate, head
+        return certificate, _head(country, number, row[len(_VERSION_COLUMNS):])
 
     def head(self, country: str, number: str, *, for_update: bool = False) -> CertificateHead | None:
         """The latest state; `for_update` locks the row until commit (PostgreSQL; SQLite's writer is
         already alone), so a decision taken on what was read still holds when it is written."""
         row = self._first("head_for_update" if for_update else "head", {"country": country, "number": number})
-        if row is None:
-            return None
-        version, status, tpl_number, quota_year, unit, quantity, used = row
-        return CertificateHead(country, number, version, CertificateStatus(status), tpl_number, quota_year, unit, quantity, used)
+        return None if row is None else _head(country, number, row)
 
     def add_version(
         self,

@@ -79,33 +79,15 @@ class UnitOfWork:
             )
         return self._session
 
-    @cached_property
-    def transmissions(self) -> TransmissionRepository:
-        return TransmissionRepository(self)
-
-    @cached_property
-    def certificates(self) -> CertificateRepository:
-        return CertificateRepository(self)
-
-    @cached_property
-    def certificate_ledger(self) -> CertificateLedger:
-        return CertificateLedger(self)
-
-    @cached_property
-    def claims(self) -> ClaimRepository:
-        return ClaimRepository(self)
-
-    @cached_property
-    def quota(self) -> QuotaRepository:
-        return QuotaRepository(self)
-
-    @cached_property
-    def audit(self) -> AuditRepository:
-        return AuditRepository(self)
-
-    @cached_property
-    def references(self) -> ReferenceRepository:
-        return ReferenceRepository(self)
+    # Each repository is made for this unit the first time it is asked for (cached_property calls the
+    # class with the unit); the claim path needs five of the seven.
+    transmissions: cached_property[TransmissionRepository] = cached_property(TransmissionRepository)
+    certificates: cached_property[CertificateRepository] = cached_property(CertificateRepository)
+    certificate_ledger: cached_property[CertificateLedger] = cached_property(CertificateLedger)
+    claims: cached_property[ClaimRepository] = cached_property(ClaimRepository)
+    quota: cached_property[QuotaRepository] = cached_property(QuotaRepository)
+    audit: cached_property[AuditRepository] = cached_property(AuditRepository)
+    references: cached_property[ReferenceRepository] = cached_property(ReferenceRepository)
 
     def _bound_by_deadline(self) -> None:
         """On PostgreSQL no statement (a lock wait included) may outlive the caller's deadline."""
