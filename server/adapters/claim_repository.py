@@ -23,7 +23,7 @@ from server.adapters.orm import (
 from server.adapters.prepared import PreparedRepository, Statements
 from server.domain.audit import AuditRecord, link_hash
 from server.domain.canonical import canonical_json
-from server.domain.records import ClaimRecord
+from server.domain.records import ClaimRecord, QueuedClaim
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,7 @@ STATEMENTS = Statements(
     claim_revisions=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
     .where(_claims.c.entry_number == bindparam("entry"), _claims.c.line_number == bindparam("line"))
     .order_by(_claims.c.revision),
-    queued_claims=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
+    queued_claims=select(*(_claims.c[f.name] for f in dataclasses.fields(QueuedClaim)))
     .where(_claims.c.quota_year == bindparam("year"), _claims.c.decision == "QUEUED", _claims.c.reversed_at.is_(None))
     .order_by(_claims.c.claim_id),
     certificate_claims=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
@@ -134,8 +134,9 @@ class ClaimRepository(_Repository):
             raise LookupError(f"no claim {claim_id}")
         return _record(row)
 
-    def queued(self, quota_year: int) -> list[ClaimRecord]:
-        return [_record(row) for row in self._all("queued_claims", {"year": quota_year})]
+    def queued(self, quota_year: int) -> list[QueuedClaim]:
+        """The year's QUEUED claims, in a stable order (the allocation treats them as simultaneous)."""
+        return [QueuedClaim(*row) for row in self._all("queued_claims", {"year": quota_year})]
 
     def for_certificate(self, country: str, number: str) -> list[ClaimRecord]:
         rows = self._all("certificate_claims", {"country": country, "number": number})

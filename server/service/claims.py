@@ -28,7 +28,7 @@ from server.domain.conversion import Conversion, convert
 from server.domain.entry import EntryLine, EntryLineDraft, canonical_entry_number, line_digest, validate_entry_line
 from server.domain.errors import DomainError, ErrorKind, Finding
 from server.domain.quota import Grant, Level, OpeningClaim, allocate_opening, rate_text
-from server.domain.records import ClaimRecord
+from server.domain.records import ClaimRecord, QueuedClaim
 from server.domain.transmission import CertificateStatus
 from server.service.clock import Clock, new_id
 from server.service.quota import QuotaCalendar, QuotaEventBus
@@ -442,7 +442,7 @@ class ClaimUseCases:
             self._allocate_opening(uow, year, queued, now)
         return True
 
-    def _allocate_opening(self, uow: UnitOfWork, year: int, queued: list[ClaimRecord], now: dt.datetime) -> None:
+    def _allocate_opening(self, uow: UnitOfWork, year: int, queued: list[QueuedClaim], now: dt.datetime) -> None:
         rows = {row.tpl_number: row for row in uow.quota.levels(year)}
         claims = [OpeningClaim(c.claim_id, c.tpl_number, c.claimed_quantity, Decimal(c.conversion_factor)) for c in queued]
         result = allocate_opening(claims, {t: r.limit - r.charged for t, r in rows.items()}, {t: r.aggregate for t, r in rows.items()})
