@@ -48,9 +48,12 @@ def _sqlite_engine(url: str, *, writer: bool, pool_size: int, timeout: float) ->
         cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         cursor.close()
 
+    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
     @event.listens_for(engine, "begin")
     def _begin(connection):  # type: ignore[no-untyped-def]
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+        # On the driver: through exec_driver_sql this was a quarter of a one-read call's database CPU.
+        connection.connection.driver_connection.execute(begin)
 
     return engine
 
