@@ -100,3 +100,53 @@ def test_a_failed_group_commit_fails_every_unit_in_it(database):
         uow.audit.append(AT, "DECISION", "after", {})
         uow.commit()
     assert subjects(database) == ["after"]
+
+
+def test_a_unit_whose_savepoint_cannot_be_undone_fails_its_whole_batch(database):
+    """The second unit destroys its own savepoint, then fails: undoing it is impossible, the shared
+    transaction is in doubt, so it is abandoned: the first unit (released, waiting for the batch's
+    COMMIT) hears an error too and nothing of either is stored."""
+    first_inside = threading.Event()
+    release_first = threading.Event()
+    outcomes: dict[str, BaseException | None] = {}
+
+    def first() -> None:
+        try:
+            with UnitOfWork(database, write=True) as uow:
+                uow.audit.append(AT, "DECISION", "first", {})
+                first_inside.set()
+                release_first.wait(10)
+                uow.commit()
+            outcomes["first"] = None
+        except BaseException as error:  # noqa: BLE001 - recorded for the assertion
+            outcomes["first"] = error
+
+    def second() -> None:
+        try:
+            with UnitOfWork(database, write=True) as uow:
+                uow.audit.append(AT, "DECISION", "second", {})
+                uow.connection.exec_driver_sql("RELEASE SAVEPOINT unit")
+                raise RuntimeError("fails after its savepoint is gone")
+        except BaseException as error:  # noqa: BLE001
+            outcomes["second"] = error
+
+    one = threading.Thread(target=first)
+    one.start()
+    assert first_inside.wait(10)
+    two = threading.Thread(target=second)
+    two.start()
+    for _ in range(100):
+        if database.group_commit._waiting == 1:  # noqa: SLF001
+            break
+        time.sleep(0.02)
+    release_first.set()
+    one.join(10)
+    two.join(10)
+    assert "abandoned" in str(outcomes["first"])
+    assert outcomes["second"] is not None
+    assert subjects(database) == []
+    with UnitOfWork(database, write=True) as uow:
+        uow.audit.append(AT, "DECISION", "after", {})
+        uow.commit()
+    assert subjects(database) == ["after"]
+    assert verify_audit_log(database).intact
