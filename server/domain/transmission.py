@@ -5,8 +5,8 @@ import datetime as dt
 import enum
 import re
 from dataclasses import dataclass
-from functools import cached_property
 from decimal import Decimal
+from functools import cached_property
 
 from server.domain.canonical import envelope_bytes
 from server.domain.certificate import Certificate, CertificateDraft
