@@ -50,9 +50,9 @@ def test_concurrent_units_keep_their_own_outcomes_and_order(database):
     assert verify_audit_log(database).intact  # the chain is in commit order, no gaps
 
 
-def test_a_failed_group_commit_fails_every_unit_in_it(database):
-    """The second unit breaks a deferred foreign key: COMMIT (not its savepoint) fails, and so does the
-    first unit, which had released its savepoint but is not durable: neither is answered as stored."""
+def batch_of_two(database: Database, second_unit) -> dict[str, BaseException | None]:  # type: ignore[no-untyped-def]
+    """A first unit that appends and commits only once a second unit waits for the writer (so that
+    the two share one batch), then `second_unit(uow)` inside the second; what each raised, if anything."""
     first_inside = threading.Event()
     release_first = threading.Event()
     outcomes: dict[str, BaseException | None] = {}
@@ -71,11 +71,7 @@ def test_a_failed_group_commit_fails_every_unit_in_it(database):
     def second() -> None:
         try:
             with UnitOfWork(database, write=True) as uow:
-                uow.session.execute(text("PRAGMA defer_foreign_keys = ON"))
-                uow.session.execute(text(
-                    "INSERT INTO certificate_versions VALUES ('MX', 'N', 1, 'ACTIVE', 't', 'h', 'g', 1, 'DOZ', 'i',"
-                    " 'e', 'a', 't', 'p', 'a', 't', 2026, '2026-01-01', '2026-12-31', 'inv', 999)"))
-                uow.commit()
+                second_unit(uow)
             outcomes["second"] = None
         except BaseException as error:  # noqa: BLE001
             outcomes["second"] = error
@@ -92,61 +88,47 @@ def test_a_failed_group_commit_fails_every_unit_in_it(database):
     release_first.set()
     one.join(10)
     two.join(10)
-    assert outcomes["first"] is not None and outcomes["second"] is not None
-    assert "FOREIGN KEY" in str(outcomes["first"]).upper()
-    assert subjects(database) == []
-    # The writer recovers: the next unit commits on its own.
+    return outcomes
+
+
+def assert_the_writer_recovers(database: Database) -> None:
     with UnitOfWork(database, write=True) as uow:
         uow.audit.append(AT, "DECISION", "after", {})
         uow.commit()
     assert subjects(database) == ["after"]
+    assert verify_audit_log(database).intact
+
+
+def test_a_failed_group_commit_fails_every_unit_in_it(database):
+    """The second unit breaks a deferred foreign key: COMMIT (not its savepoint) fails, and so does the
+    first unit, which had released its savepoint but is not durable: neither is answered as stored."""
+
+    def breaks_a_deferred_foreign_key(uow: UnitOfWork) -> None:
+        uow.session.execute(text("PRAGMA defer_foreign_keys = ON"))
+        uow.session.execute(text(
+            "INSERT INTO certificate_versions VALUES ('MX', 'N', 1, 'ACTIVE', 't', 'h', 'g', 1, 'DOZ', 'i',"
+            " 'e', 'a', 't', 'p', 'a', 't', 2026, '2026-01-01', '2026-12-31', 'inv', 999)"))
+        uow.commit()
+
+    outcomes = batch_of_two(database, breaks_a_deferred_foreign_key)
+    assert outcomes["first"] is not None and outcomes["second"] is not None
+    assert "FOREIGN KEY" in str(outcomes["first"]).upper()
+    assert subjects(database) == []
+    assert_the_writer_recovers(database)
 
 
 def test_a_unit_whose_savepoint_cannot_be_undone_fails_its_whole_batch(database):
     """The second unit destroys its own savepoint, then fails: undoing it is impossible, the shared
     transaction is in doubt, so it is abandoned: the first unit (released, waiting for the batch's
     COMMIT) hears an error too and nothing of either is stored."""
-    first_inside = threading.Event()
-    release_first = threading.Event()
-    outcomes: dict[str, BaseException | None] = {}
 
-    def first() -> None:
-        try:
-            with UnitOfWork(database, write=True) as uow:
-                uow.audit.append(AT, "DECISION", "first", {})
-                first_inside.set()
-                release_first.wait(10)
-                uow.commit()
-            outcomes["first"] = None
-        except BaseException as error:  # noqa: BLE001 - recorded for the assertion
-            outcomes["first"] = error
+    def loses_its_savepoint(uow: UnitOfWork) -> None:
+        uow.audit.append(AT, "DECISION", "second", {})
+        uow.connection.exec_driver_sql("RELEASE SAVEPOINT unit")
+        raise RuntimeError("fails after its savepoint is gone")
 
-    def second() -> None:
-        try:
-            with UnitOfWork(database, write=True) as uow:
-                uow.audit.append(AT, "DECISION", "second", {})
-                uow.connection.exec_driver_sql("RELEASE SAVEPOINT unit")
-                raise RuntimeError("fails after its savepoint is gone")
-        except BaseException as error:  # noqa: BLE001
-            outcomes["second"] = error
-
-    one = threading.Thread(target=first)
-    one.start()
-    assert first_inside.wait(10)
-    two = threading.Thread(target=second)
-    two.start()
-    for _ in range(100):
-        if database.group_commit._waiting == 1:  # noqa: SLF001
-            break
-        time.sleep(0.02)
-    release_first.set()
-    one.join(10)
-    two.join(10)
+    outcomes = batch_of_two(database, loses_its_savepoint)
     assert "abandoned" in str(outcomes["first"])
-    assert outcomes["second"] is not None
+    assert isinstance(outcomes["second"], Exception)
     assert subjects(database) == []
-    with UnitOfWork(database, write=True) as uow:
-        uow.audit.append(AT, "DECISION", "after", {})
-        uow.commit()
-    assert subjects(database) == ["after"]
-    assert verify_audit_log(database).intact
+    assert_the_writer_recovers(database)
