@@ -49,6 +49,7 @@ _quantity = bindparam("amount", type_=ExactQuantity())
 _certificate_key = (_certificates.c.issuing_country == bindparam("country"), _certificates.c.certificate_number == bindparam("number"))
 _level_key = (_levels.c.tpl_number == bindparam("tpl"), _levels.c.quota_year == bindparam("year"))
 _CLAIM_COLUMNS = tuple(f.name for f in dataclasses.fields(ClaimRecord))
+_level_columns = select(*(_levels.c[f.name] for f in dataclasses.fields(LevelRow)))
 STATEMENTS = Statements(
     claim_revisions=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
     .where(_claims.c.entry_number == bindparam("entry"), _claims.c.line_number == bindparam("line"))
@@ -70,7 +71,9 @@ STATEMENTS = Statements(
     .values(used_quantity=_certificates.c.used_quantity - _quantity, matched_entries=_certificates.c.matched_entries - bindparam("entries"))
     .returning(_certificates.c.quantity, _certificates.c.used_quantity),
     certificate_remaining=select(_certificates.c.quantity, _certificates.c.used_quantity).where(*_certificate_key),
-    level=select(*(_levels.c[f.name] for f in dataclasses.fields(LevelRow))).where(*_level_key),
+    level=_level_columns.where(*_level_key),
+    year_levels=_level_columns.where(_levels.c.quota_year == bindparam("year")).order_by(_levels.c.tpl_number),
+    all_levels=_level_columns,
     charge_level=update(_levels)
     .where(*_level_key, _levels.c.charged + _quantity <= _levels.c.limit)
     .values(charged=_levels.c.charged + _quantity)
@@ -127,8 +130,6 @@ class ClaimRepository(_Repository):
         values: dict[str, object] = {f"new_{name}": value for name, value in changes.items()}
         if "reasons" in changes:
             values["new_reasons"] = json.dumps(list(changes["reasons"]))  # type: ignore[call-overload]
-        if "mismatches" in changes:
-            values["new_mismatches"] = json.dumps([list(m) for m in changes["mismatches"]])  # type: ignore[attr-defined]
         row = statement.first(self.connection, {"id": claim_id, **values})
         if row is None:
             raise LookupError(f"no claim {claim_id}")
@@ -162,23 +163,16 @@ class CertificateLedger(_Repository):
         return None if row is None else row[0] - row[1]
 
 
-def _level(row: QuotaLevelRow) -> LevelRow:
-    return LevelRow(row.tpl_number, row.quota_year, row.label, row.measure_unit, row.limit, row.charged, row.aggregate)
-
-
 class QuotaRepository(_Repository):
     def level(self, tpl_number: str, quota_year: int) -> LevelRow | None:
         row = self._first("level", {"tpl": tpl_number, "year": quota_year})
         return None if row is None else LevelRow(*row)
 
     def levels(self, quota_year: int) -> list[LevelRow]:
-        rows = self.session.scalars(
-            select(QuotaLevelRow).where(QuotaLevelRow.quota_year == quota_year).order_by(QuotaLevelRow.tpl_number)
-        )
-        return [_level(r) for r in rows]
+        return [LevelRow(*row) for row in self._all("year_levels", {"year": quota_year})]
 
     def all_levels(self) -> list[LevelRow]:
-        return [_level(r) for r in self.session.scalars(select(QuotaLevelRow))]
+        return [LevelRow(*row) for row in self._all("all_levels")]
 
     def upsert_level(self, level: LevelRow) -> None:
         row = self.session.get(QuotaLevelRow, (level.tpl_number, level.quota_year))

@@ -43,7 +43,6 @@ class Prepared:
         # Values the statement carries itself (a LIMIT 1 becomes a bound parameter on some dialects).
         self._fixed = {name: binds[name].effective_value for name in self._bind if not binds[name].required}
         returned = getattr(statement, "exported_columns", None) or ()
-        self.columns: tuple[str, ...] = tuple(column.key for column in returned)
         self._result: tuple[Processor, ...] = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in returned
         )

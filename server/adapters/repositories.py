@@ -323,7 +323,7 @@ class CertificateRepository(PreparedRepository):
             query = query.where(_heads.c.quota_year == quota_year)
         if tpl_number:
             query = query.where(_heads.c.tpl_number == tpl_number)
-        return [_stored_version(tuple(row)) for row in self.session.execute(query)]
+        return [_stored_version(tuple(row)) for row in self.connection.execute(query)]
 
     def activity(self, country: str, *, condition: int, quota_year: int, after: str, limit: int) -> list[ActivityEntry]:
         query = (
