@@ -139,17 +139,23 @@ def test_customs_rejection_travels_back_with_its_signed_receipt(pki, secure_serv
     assert transmissions(secure_server) == 0
 
 
-def test_a_relay_that_always_damages_payloads_never_gets_one_stored(pki, secure_server, tmp_path):
-    relay = make_relay(
-        pki, tmp_path, f"127.0.0.1:{secure_server.port}",
-        policy=RetryPolicy(base_seconds=0.01, cap_seconds=0.02, integrity_retries=2), faults=Faults(corrupt=1.0, seed=3),
-    )
+def deliver_one(pki: DevPki, tmp_path: pathlib.Path, service: str, **relay_options: object):  # type: ignore[no-untyped-def]
+    """One envelope through a relay of its own towards `service`: its delivery once finished."""
+    relay = make_relay(pki, tmp_path, service, **relay_options)
     try:
         gateway = stub(pki, "gateway-mx", relay)
         send(gateway, envelope(pki.layout.document_signer(), sent_at=now()))
         [delivery] = wait_finished(gateway, 1)
     finally:
         relay.stop(0)
+    return delivery
+
+
+def test_a_relay_that_always_damages_payloads_never_gets_one_stored(pki, secure_server, tmp_path):
+    delivery = deliver_one(
+        pki, tmp_path, f"127.0.0.1:{secure_server.port}",
+        policy=RetryPolicy(base_seconds=0.01, cap_seconds=0.02, integrity_retries=2), faults=Faults(corrupt=1.0, seed=3),
+    )
     assert (delivery.state, delivery.error_reason, delivery.attempts) == (rpb.DELIVERY_STATE_REJECTED, "SIGNATURE_INVALID", 3)
     assert transmissions(secure_server) == 0
 
@@ -158,13 +164,7 @@ def test_without_customs_the_relay_retries_until_the_horizon(pki, tmp_path):
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
-    relay = make_relay(pki, tmp_path, f"127.0.0.1:{closed}", policy=RetryPolicy(base_seconds=0.01, cap_seconds=0.05, horizon_seconds=1.0))
-    try:
-        gateway = stub(pki, "gateway-mx", relay)
-        send(gateway, envelope(pki.layout.document_signer(), sent_at=now()))
-        [delivery] = wait_finished(gateway, 1)
-    finally:
-        relay.stop(0)
+    delivery = deliver_one(pki, tmp_path, f"127.0.0.1:{closed}", policy=RetryPolicy(base_seconds=0.01, cap_seconds=0.05, horizon_seconds=1.0))
     assert delivery.state == rpb.DELIVERY_STATE_EXPIRED and delivery.error_code == "UNAVAILABLE"
     assert delivery.attempts > 1
 
