@@ -11,7 +11,7 @@ from server.api.converters import instant_from, timestamp
 from server.domain.claims import Decision
 from server.domain.entry import EntryLineDraft
 from server.domain.quantity import format_quantity
-from server.domain.quota import QuotaEventKind, QuotaState
+from server.domain.quota import QuotaEventKind, QuotaState, quota_period
 from server.domain.records import ClaimRecord
 from server.service.claims import CertificateUsage, ReversalKind
 from server.service.quota import QuotaEvent, QuotaStatus
@@ -127,6 +127,7 @@ def usage_to_proto(u: CertificateUsage) -> mpb.GetCertificateUsageResponse:
 
 def status_to_proto(s: QuotaStatus) -> qpb.QuotaStatus:
     level = s.level
+    first_day, last_day = quota_period(level.quota_year)
     return qpb.QuotaStatus(
         tpl_number=level.tpl_number,
         label=level.label,
@@ -137,8 +138,8 @@ def status_to_proto(s: QuotaStatus) -> qpb.QuotaStatus:
         remaining=_q(level.remaining),
         fill_share=_q(level.fill_share),
         state=STATE_TO_PROTO[s.state],
-        period_start=dt.date(level.quota_year, 1, 1).isoformat(),
-        period_end=dt.date(level.quota_year, 12, 31).isoformat(),
+        period_start=first_day.isoformat(),
+        period_end=last_day.isoformat(),
         aggregate_tpl_number=level.aggregate or "",
         as_of=timestamp(s.as_of),
     )

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from server.domain.errors import Finding, Severity
 from server.domain.quantity import parse_quantity
+from server.domain.quota import quota_period
 from server.domain.reference import Partner, ReferenceData
 
 # CBP importer of record number formats: IRS EIN with a 2-character suffix, CBP-assigned, SSN.
@@ -199,7 +200,8 @@ def validate_certificate(
         error("QUOTA_YEAR_OUT_OF_RANGE", "quota_year", f"must be a calendar year from {EARLIEST_QUOTA_YEAR}")
     elif issued and last_valid and last_valid >= issued:
         # The validity window must overlap the quota year the certificate is charged to.
-        if issued > dt.date(draft.quota_year, 12, 31) or last_valid < dt.date(draft.quota_year, 1, 1):
+        first_day, last_day = quota_period(draft.quota_year)
+        if issued > last_day or last_valid < first_day:
             error("QUOTA_YEAR_MISMATCH", "quota_year", "the certificate is not valid during its quota year")
     if year_ok and tpl is not None and tpl.annual_limits and draft.quota_year not in tpl.annual_limits:
         error("QUOTA_YEAR_NOT_OPEN", "quota_year", f"no {tpl.label} level is defined for this year")

@@ -26,6 +26,12 @@ class QuotaEventKind(enum.Enum):
     CHARGED = "CHARGED"
 
 
+def quota_period(quota_year: int) -> tuple[dt.date, dt.date]:
+    """The first and last day of a TPL quota period: the calendar year (in the importing country's
+    time; server/service/quota.py turns the days into instants)."""
+    return dt.date(quota_year, 1, 1), dt.date(quota_year, 12, 31)
+
+
 @dataclass(frozen=True)
 class Level:
     tpl_number: str

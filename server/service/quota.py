@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from server.adapters.claim_repository import LevelRow
 from server.adapters.database import Database
 from server.domain.errors import DomainError, ErrorKind, Finding
-from server.domain.quota import Level, QuotaEventKind, QuotaState, event_between
+from server.domain.quota import Level, QuotaEventKind, QuotaState, event_between, quota_period
 from server.service.clock import Clock
 from server.service.unit_of_work import UnitOfWork
 
@@ -24,8 +24,9 @@ class QuotaCalendar:
     critical_share: Decimal
 
     def bounds(self, year: int) -> tuple[dt.datetime, dt.datetime]:
-        opens = dt.datetime(year, 1, 1, tzinfo=self.timezone).astimezone(dt.timezone.utc)
-        closes = dt.datetime(year + 1, 1, 1, tzinfo=self.timezone).astimezone(dt.timezone.utc)
+        first, last = quota_period(year)
+        opens = dt.datetime.combine(first, dt.time(), self.timezone).astimezone(dt.timezone.utc)
+        closes = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), self.timezone).astimezone(dt.timezone.utc)
         return opens, closes
 
     def level(self, row: LevelRow, charged: Decimal | None = None) -> Level:
