@@ -1,0 +1,154 @@
+"""The opening allocation as stored: every queued claim decided, and the certificates, levels, quota
+ledger and audit chain left exactly as deciding them one after another (in queue order) would leave
+them. On a real server over both engines.
+
+The scenario mixes what the allocation must handle at once: an oversubscribed TPL (one rate for
+all, a claim rounded down to nothing, two claims on one certificate), two TPLs under an aggregate
+ceiling that binds, and a TPL with room for everyone.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from ecert.v1 import match_pb2 as mpb
+from ecert.v1 import transmission_pb2 as tpb
+from server.adapters.orm import AuditRecordRow, CertificateRow, ClaimRow, QuotaLedgerRow, QuotaLevelRow
+from server.service.audit import verify_audit_log
+from tests.factories import certificate, claim_line, envelope, small_levels
+
+YEAR = 2027
+QUEUED_AT = dt.datetime(2026, 12, 20, 15, tzinfo=dt.timezone.utc)
+OPENED_AT = dt.datetime(2027, 1, 2, 14, tzinfo=dt.timezone.utc)
+# TPL 3 is the aggregate ceiling of TPLs 4 and 5.
+LIMITS = {"9823.53.01": "100000", "9823.53.02": "1000", "9823.53.03": "1500", "9823.53.04": "1000", "9823.53.05": "10000"}
+GOODS = {  # tpl -> (HTSUS, unit)
+    "9823.53.01": ("6109.10.0012", "DOZ"),
+    "9823.53.02": ("6110.11.0030", "DOZ"),
+    "9823.53.04": ("5208.52.3035", "M2"),
+    "9823.53.05": ("6006.22.9080", "KG"),
+}
+# (certificate, tpl, quantity asked): TPL 2 asks 1086 SME of 1000 (the 1-dozen claim rounds down to
+# nothing); TPL 4 and 5 fit their own levels but not TPL 3 together; TPL 1 has room.
+CLAIMS = [
+    ("MX27-00000001", "9823.53.02", "100"),
+    ("MX27-00000002", "9823.53.02", "50"),
+    ("MX27-00000002", "9823.53.02", "30"),
+    ("MX27-00000003", "9823.53.02", "1"),
+    ("MX27-00000004", "9823.53.04", "800"),
+    ("MX27-00000005", "9823.53.05", "100"),
+    ("MX27-00000005", "9823.53.05", "7"),
+    ("MX27-00000006", "9823.53.01", "40"),
+    ("MX27-00000006", "9823.53.01", "60"),
+]
+CERTIFICATE_QUANTITY = Decimal(1000)
+
+
+def _rows(server, table, *order):  # type: ignore[no-untyped-def]
+    with server.database.read_engine.connect() as connection:
+        return [row._asdict() for row in connection.execute(select(table.__table__).order_by(*order))]
+
+
+@pytest.fixture
+def allocated(server, match, transmission, partner, clock):  # type: ignore[no-untyped-def]
+    """The scenario queued before the 2027 opening, then the opening allocated (as the timer does)."""
+    server.use_cases.references.load(small_levels("opening-scenario", LIMITS))
+    clock.at = QUEUED_AT
+    tpl_of = {number: tpl for number, tpl, _ in CLAIMS}
+    for n, (number, tpl) in enumerate(sorted(tpl_of.items()), start=1):
+        htsus, unit = GOODS[tpl]
+        cert = certificate(number, tpl_number=tpl, htsus_number=htsus, unit=unit, quantity=str(CERTIFICATE_QUANTITY),
+                           quota_year=YEAR, issue_date="2026-12-15", last_valid_date="2027-12-31")
+        transmission.SubmitCertificate(tpb.SubmitCertificateRequest(envelope=envelope(partner.signer, cert, message_id=f"m-{n}", sent_at=clock.at)))
+    for n, (number, tpl, quantity) in enumerate(CLAIMS, start=1):
+        htsus, unit = GOODS[tpl]
+        line = claim_line(n, certificate_number=number, quantity=quantity, tpl_number=tpl, htsus_number=htsus, unit=unit,
+                          filed_at=clock.at, arrived_at=clock.at, paid_at=None, date_of_importation="2027-01-02")
+        result = match.MatchClaim(mpb.MatchClaimRequest(line=line)).result
+        assert result.decision == mpb.CLAIM_DECISION_QUEUED, (tpl, result.reasons, result.mismatches)
+    audit_before = len(_rows(server, AuditRecordRow, AuditRecordRow.seq))
+    clock.at = OPENED_AT
+    assert server.use_cases.claims.allocate_due_openings()
+    return audit_before
+
+
+def test_every_queued_claim_is_decided_at_the_opening(server, allocated):  # type: ignore[no-untyped-def]
+    claims = [c for c in _rows(server, ClaimRow, ClaimRow.claim_id) if c["quota_year"] == YEAR]
+    assert len(claims) == len(CLAIMS)
+    by_tpl = defaultdict(list)
+    for c in claims:
+        assert c["decided_at"] == OPENED_AT
+        by_tpl[c["tpl_number"]].append(c)
+    # TPL 2: one rate, 1000 / 1086; each grant rounded down to a whole dozen.
+    assert {c["proration_rate"] for c in by_tpl["9823.53.02"]} == {"0.92081"}
+    assert sorted(c["granted_quantity"] for c in by_tpl["9823.53.02"]) == [0, 27, 46, 92]
+    nothing = next(c for c in by_tpl["9823.53.02"] if c["granted_quantity"] == 0)
+    assert (nothing["decision"], json.loads(nothing["reasons"])) == ("MFN_REQUIRED", ["PRORATED", "LEVEL_FILLED"])
+    # TPLs 4 and 5 each fit their own level; scaled together until their aggregate holds: 1500 / 2116.1.
+    assert {c["proration_rate"] for c in by_tpl["9823.53.04"] + by_tpl["9823.53.05"]} == {"0.708851"}
+    assert all(c["decision"] == "PARTIAL" for c in by_tpl["9823.53.04"] + by_tpl["9823.53.05"])
+    # TPL 1 had room: granted in full, not prorated.
+    assert [(c["decision"], c["proration_rate"], c["granted_quantity"]) for c in by_tpl["9823.53.01"]] == [
+        ("PREFERENTIAL", "", c["claimed_quantity"]) for c in by_tpl["9823.53.01"]
+    ]
+
+
+def test_levels_ledger_and_balances_follow_the_queue_order(server, allocated):  # type: ignore[no-untyped-def]
+    claims = [c for c in _rows(server, ClaimRow, ClaimRow.claim_id) if c["quota_year"] == YEAR]
+    levels = {r["tpl_number"]: r for r in _rows(server, QuotaLevelRow, QuotaLevelRow.tpl_number) if r["quota_year"] == YEAR}
+    aggregate_of = {t: r["aggregate"] for t, r in levels.items()}
+    charged: dict[str, Decimal] = defaultdict(Decimal)
+    expected_ledger = []
+    for c in claims:  # the queue order
+        measure = c["granted_measure"]
+        tpl, aggregate = c["tpl_number"], aggregate_of[c["tpl_number"]]
+        if measure > 0:
+            for level in (tpl, *([aggregate] if aggregate else [])):
+                charged[level] += measure
+                expected_ledger.append((level, measure, c["claim_id"], "ALLOCATION"))
+            assert c["level_remaining"] == levels[tpl]["limit"] - charged[tpl]
+            assert c["aggregate_remaining"] == (levels[aggregate]["limit"] - charged[aggregate] if aggregate else None)
+        else:
+            assert (c["level_remaining"], c["aggregate_remaining"]) == (levels[tpl]["limit"] - charged[tpl], None)
+    assert {t: r["charged"] for t, r in levels.items() if r["charged"]} == dict(charged)
+    assert all(r["charged"] <= r["limit"] for r in levels.values())
+    assert charged["9823.53.03"] == charged["9823.53.04"] + charged["9823.53.05"]
+    ledger = [(r["tpl_number"], r["delta"], r["claim_id"], r["kind"]) for r in _rows(server, QuotaLedgerRow, QuotaLedgerRow.id)
+              if r["quota_year"] == YEAR]
+    assert ledger == expected_ledger
+    assert all(r["at"] == OPENED_AT for r in _rows(server, QuotaLedgerRow, QuotaLedgerRow.id) if r["quota_year"] == YEAR)
+
+
+def test_certificates_give_back_what_proration_did_not_grant(server, allocated):  # type: ignore[no-untyped-def]
+    claims = [c for c in _rows(server, ClaimRow, ClaimRow.claim_id) if c["quota_year"] == YEAR]
+    certificates = {r["certificate_number"]: r for r in _rows(server, CertificateRow, CertificateRow.certificate_number)}
+    # Each queued claim reserved all it asked; in queue order, each gives back what it was not granted.
+    held = defaultdict(Decimal)
+    for c in claims:
+        held[c["certificate_number"]] += c["claimed_quantity"]
+    for c in claims:
+        held[c["certificate_number"]] -= c["claimed_quantity"] - c["granted_quantity"]
+        assert c["certificate_remaining"] == CERTIFICATE_QUANTITY - held[c["certificate_number"]]
+    for number, row in certificates.items():
+        mine = [c for c in claims if c["certificate_number"] == number]
+        assert row["used_quantity"] == sum(c["granted_quantity"] for c in mine)
+        assert row["matched_entries"] == sum(1 for c in mine if c["granted_quantity"] > 0)
+
+
+def test_each_allocation_is_audited_in_queue_order_and_the_chain_holds(server, allocated):  # type: ignore[no-untyped-def]
+    claims = [c for c in _rows(server, ClaimRow, ClaimRow.claim_id) if c["quota_year"] == YEAR]
+    records = _rows(server, AuditRecordRow, AuditRecordRow.seq)[allocated:]
+    assert [r["kind"] for r in records] == ["ALLOCATION"] * len(claims)
+    assert [r["subject"] for r in records] == [f"entry:{c['entry_number']}/{c['line_number']}#{c['revision']}" for c in claims]
+    for record, c in zip(records, claims):
+        facts = json.loads(record["payload"])
+        assert (facts["claim_id"], facts["decision"]) == (c["claim_id"], c["decision"])
+        assert facts["granted"] == f"{c['granted_quantity']} {c['unit']}"
+        assert facts["granted_measure"] == f"{c['granted_measure']} {c['measure_unit']}"
+    verification = verify_audit_log(server.database)
+    assert verification.intact and verification.records == records[-1]["seq"]
