@@ -27,6 +27,18 @@ from server.domain.records import ClaimRecord, QueuedClaim
 
 
 @dataclasses.dataclass(frozen=True)
+class LedgerEntry:
+    """One row of the quota ledger: a change of a level's charged measure and the claim it was for."""
+
+    tpl_number: str
+    quota_year: int
+    at: dt.datetime
+    delta: Decimal
+    claim_id: str
+    kind: str
+
+
+@dataclasses.dataclass(frozen=True)
 class LevelRow:
     tpl_number: str
     quota_year: int
@@ -73,6 +85,7 @@ STATEMENTS = Statements(
     certificate_remaining=select(_certificates.c.quantity, _certificates.c.used_quantity).where(*_certificate_key),
     level=_level_columns.where(*_level_key),
     year_levels=_level_columns.where(_levels.c.quota_year == bindparam("year")).order_by(_levels.c.tpl_number),
+    lock_year_levels=_level_columns.where(_levels.c.quota_year == bindparam("year")).order_by(_levels.c.tpl_number).with_for_update(),
     all_levels=_level_columns,
     charge_level=update(_levels)
     .where(*_level_key, _levels.c.charged + _quantity <= _levels.c.limit)
@@ -80,7 +93,7 @@ STATEMENTS = Statements(
     .returning(_levels.c.limit, _levels.c.charged),
     release_level=update(_levels).where(*_level_key).values(charged=_levels.c.charged - _quantity).returning(_levels.c.limit, _levels.c.charged),
     record_ledger=(insert(QuotaLedgerRow.__table__), ("tpl_number", "quota_year", "at", "delta", "claim_id", "kind")),
-    advance_audit=update(_audit_head).where(_audit_head.c.id == 1).values(seq=_audit_head.c.seq + 1).returning(_audit_head.c.seq, _audit_head.c.hash),
+    advance_audit=update(_audit_head).where(_audit_head.c.id == 1).values(seq=_audit_head.c.seq + bindparam("count")).returning(_audit_head.c.seq, _audit_head.c.hash),
     append_audit=(insert(AuditRecordRow.__table__), ("seq", "at", "kind", "subject", "payload", "prev_hash", "hash")),
     set_audit_hash=update(_audit_head).where(_audit_head.c.id == 1).values(hash=bindparam("digest")),
 )
@@ -168,8 +181,9 @@ class QuotaRepository(_Repository):
         row = self._first("level", {"tpl": tpl_number, "year": quota_year})
         return None if row is None else LevelRow(*row)
 
-    def levels(self, quota_year: int) -> list[LevelRow]:
-        return [LevelRow(*row) for row in self._all("year_levels", {"year": quota_year})]
+    def levels(self, quota_year: int, *, lock: bool = False) -> list[LevelRow]:
+        """The year's levels; `lock`: until this transaction ends (PostgreSQL; SQLite writes are serial)."""
+        return [LevelRow(*row) for row in self._all("lock_year_levels" if lock else "year_levels", {"year": quota_year})]
 
     def all_levels(self) -> list[LevelRow]:
         return [LevelRow(*row) for row in self._all("all_levels")]
@@ -199,6 +213,10 @@ class QuotaRepository(_Repository):
             {"tpl_number": tpl_number, "quota_year": quota_year, "at": at, "delta": delta, "claim_id": claim_id, "kind": kind},
         )
 
+    def record_many(self, entries: list[LedgerEntry]) -> None:
+        """Ledger rows in the order given (their ids follow it), in one driver call."""
+        self._execute_many("record_ledger", [vars(entry) for entry in entries])
+
     def charged_as_of(self, tpl_number: str, quota_year: int, at: dt.datetime) -> Decimal:
         total = self.session.scalar(
             select(type_coerce(func.coalesce(func.sum(QuotaLedgerRow.delta), 0), BigInteger)).where(
@@ -221,19 +239,36 @@ class QuotaRepository(_Repository):
 
 class AuditRepository(_Repository):
     def append(self, at: dt.datetime, kind: str, subject: str, facts: dict[str, object]) -> AuditRecord:
-        # Lock the tip first (UPDATE takes the row lock on PostgreSQL; SQLite writes are already serial).
-        tip = self._first("advance_audit")
+        record = self._link(at, [(kind, subject, facts)])[0]
+        self._execute("append_audit", vars(record))
+        self._execute("set_audit_hash", {"digest": record.hash})
+        return record
+
+    def append_many(self, at: dt.datetime, entries: list[tuple[str, str, dict[str, object]]]) -> list[AuditRecord]:
+        """Records (kind, subject, facts) linked in the order given, as `append` one after another would."""
+        if not entries:
+            return []
+        records = self._link(at, entries)
+        self._execute_many("append_audit", [vars(record) for record in records])
+        self._execute("set_audit_hash", {"digest": records[-1].hash})
+        return records
+
+    def _link(self, at: dt.datetime, entries: list[tuple[str, str, dict[str, object]]]) -> list[AuditRecord]:
+        # Take the tip's next sequence numbers first: the UPDATE locks the tip on PostgreSQL (SQLite
+        # writes are already serial), so no other transaction links to the same record.
+        tip = self._first("advance_audit", {"count": len(entries)})
         if tip is None:
             raise LookupError("the audit chain has no tip row (migration 0002 seeds it)")
-        seq, prev_hash = tip[0], tip[1]
+        seq, prev_hash = tip[0] - len(entries), tip[1]
         at_text = at.astimezone(dt.timezone.utc).isoformat()
-        payload = canonical_json(facts).decode("utf-8")
-        digest = link_hash(prev_hash, seq, at_text, kind, subject, payload)
-        self._execute(
-            "append_audit", {"seq": seq, "at": at_text, "kind": kind, "subject": subject, "payload": payload, "prev_hash": prev_hash, "hash": digest}
-        )
-        self._execute("set_audit_hash", {"digest": digest})
-        return AuditRecord(seq, at_text, kind, subject, payload, prev_hash, digest)
+        records = []
+        for kind, subject, facts in entries:
+            seq += 1
+            payload = canonical_json(facts).decode("utf-8")
+            digest = link_hash(prev_hash, seq, at_text, kind, subject, payload)
+            records.append(AuditRecord(seq, at_text, kind, subject, payload, prev_hash, digest))
+            prev_hash = digest
+        return records
 
     def records(self, batch: int = 1000):  # type: ignore[no-untyped-def]
         """Every record in chain order, read in batches."""

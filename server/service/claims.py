@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from sqlalchemy.exc import IntegrityError
 
+from server.adapters.claim_repository import LedgerEntry
 from server.adapters.database import Database
 from server.domain.claims import (
     CertificateOnFile,
@@ -37,6 +38,7 @@ from server.service.transactions import run_in_transaction
 from server.service.unit_of_work import UnitOfWork
 
 MAX_ATTEMPTS = 8
+OPENING_CHUNK = 1000  # queued claims decided between two writes of ledger and audit rows
 CHARGED = (Decision.PREFERENTIAL.value, Decision.PARTIAL.value)
 
 
@@ -443,42 +445,66 @@ class ClaimUseCases:
         return True
 
     def _allocate_opening(self, uow: UnitOfWork, year: int, queued: list[QueuedClaim], now: dt.datetime) -> None:
-        rows = {row.tpl_number: row for row in uow.quota.levels(year)}
+        """Decide the queue in its order, exactly as deciding its claims one after another would.
+
+        It holds the writer while it runs (50,000 claims on opening day), so the level balances are
+        read once (locked on PostgreSQL) and kept here, each level is charged once at the end by the
+        same conditional update as a claim, and the quota ledger and audit records go in chunks; per
+        claim, only its certificate and its own row are written."""
+        rows = {row.tpl_number: row for row in uow.quota.levels(year, lock=True)}
         claims = [OpeningClaim(c.claim_id, c.tpl_number, c.claimed_quantity, Decimal(c.conversion_factor)) for c in queued]
         result = allocate_opening(claims, {t: r.limit - r.charged for t, r in rows.items()}, {t: r.aggregate for t, r in rows.items()})
-        for claim in queued:
-            grant = result.grants.get(claim.claim_id, Grant(Decimal(0), Decimal(0)))
-            rate = result.rates[claim.tpl_number]
-            prorated = rate < 1
-            if grant.quantity >= claim.claimed_quantity:
-                decision, reasons = Decision.PREFERENTIAL, ()
-            elif grant.quantity > 0:
-                decision, reasons = Decision.PARTIAL, ("PRORATED",)
-            else:
-                decision, reasons = Decision.MFN_REQUIRED, ("PRORATED", "LEVEL_FILLED")
-            unused = claim.claimed_quantity - grant.quantity
-            if unused > 0:
-                certificate_remaining = uow.certificate_ledger.release(
-                    claim.issuing_country, claim.certificate_number, unused, entries=0 if grant.quantity > 0 else 1
+        charged = {t: r.charged for t, r in rows.items()}
+        for start in range(0, len(queued), OPENING_CHUNK):
+            ledger: list[LedgerEntry] = []
+            audit: list[tuple[str, str, dict[str, object]]] = []
+            for claim in queued[start:start + OPENING_CHUNK]:
+                grant = result.grants.get(claim.claim_id, Grant(Decimal(0), Decimal(0)))
+                rate = result.rates[claim.tpl_number]
+                prorated = rate < 1
+                if grant.quantity >= claim.claimed_quantity:
+                    decision, reasons = Decision.PREFERENTIAL, ()
+                elif grant.quantity > 0:
+                    decision, reasons = Decision.PARTIAL, ("PRORATED",)
+                else:
+                    decision, reasons = Decision.MFN_REQUIRED, ("PRORATED", "LEVEL_FILLED")
+                unused = claim.claimed_quantity - grant.quantity
+                if unused > 0:
+                    certificate_remaining = uow.certificate_ledger.release(
+                        claim.issuing_country, claim.certificate_number, unused, entries=0 if grant.quantity > 0 else 1
+                    )
+                else:
+                    certificate_remaining = uow.certificate_ledger.remaining(claim.issuing_country, claim.certificate_number)
+                member = rows[claim.tpl_number]
+                aggregate = member.aggregate if member.aggregate in rows else None
+                balances: dict[str, Decimal | None] = {"level_remaining": member.limit - charged[member.tpl_number], "aggregate_remaining": None}
+                if grant.measure > 0:
+                    for level in (member.tpl_number, *((aggregate,) if aggregate else ())):
+                        charged[level] += grant.measure
+                        if charged[level] > rows[level].limit:
+                            raise _LostRace  # what the conditional update would find
+                        ledger.append(LedgerEntry(level, year, now, grant.measure, claim.claim_id, "ALLOCATION"))
+                    balances = {
+                        "level_remaining": member.limit - charged[member.tpl_number],
+                        "aggregate_remaining": rows[aggregate].limit - charged[aggregate] if aggregate else None,
+                    }
+                record = uow.claims.update(
+                    claim.claim_id,
+                    decision=decision.value,
+                    reasons=reasons,
+                    granted_quantity=grant.quantity,
+                    granted_measure=grant.measure,
+                    proration_rate=rate_text(rate) if prorated else "",
+                    certificate_remaining=certificate_remaining,
+                    decided_at=now,
+                    **balances,
                 )
-            else:
-                certificate_remaining = uow.certificate_ledger.remaining(claim.issuing_country, claim.certificate_number)
-            levels = self._levels(uow, claim.tpl_number, year)
-            balances: dict[str, Decimal | None] = {"level_remaining": levels[0].remaining, "aggregate_remaining": None}
-            if grant.measure > 0:
-                balances = self._charge_levels(uow, levels, grant.measure, claim.claim_id, now, "ALLOCATION")
-            record = uow.claims.update(
-                claim.claim_id,
-                decision=decision.value,
-                reasons=reasons,
-                granted_quantity=grant.quantity,
-                granted_measure=grant.measure,
-                proration_rate=rate_text(rate) if prorated else "",
-                certificate_remaining=certificate_remaining,
-                decided_at=now,
-                **balances,
-            )
-            uow.audit.append(now, "ALLOCATION", _subject(record), _facts(record))
+                audit.append(("ALLOCATION", _subject(record), _facts(record)))
+            uow.quota.record_many(ledger)
+            uow.audit.append_many(now, audit)
+        for level, row in rows.items():
+            if charged[level] != row.charged and uow.quota.charge(level, year, charged[level] - row.charged) is None:
+                raise _LostRace
 
     # -- plumbing -------------------------------------------------------------------------------------
 
