@@ -270,13 +270,13 @@ def _oversubscribing_quantities(claims_per_tpl: int, year: int) -> dict[str, int
 
 
 def burst_phase(workspace: Workspace, plan: Plan) -> list[dict[str, Any]]:
-    """Claims presented before the 2027 period opens are QUEUED; the opening allocates them all at once,
-    prorated. Timed from the clock crossing the opening to the allocation's commit."""
+    """Claims presented before the 2027 period opens are QUEUED; the opening allocates them all,
+    prorated. Timed from the clock crossing the opening to the answer to the first claim presented
+    after it (decided after the whole batch), with certificates submitted meanwhile."""
     import grpc
 
     from ecert.v1 import match_pb2 as mpb
-    from ecert.v1 import match_pb2_grpc, quota_pb2_grpc
-    from ecert.v1 import quota_pb2 as qpb
+    from ecert.v1 import match_pb2_grpc
     from server.adapters.database import Database
 
     year = 2027
@@ -305,25 +305,22 @@ def burst_phase(workspace: Workspace, plan: Plan) -> list[dict[str, Any]]:
         if queued["outcomes"].get("QUEUED", 0) != recipe["count"]:
             raise RuntimeError(f"expected {recipe['count']} QUEUED claims, got {queued['outcomes']} {queued['errors']}")
         with grpc.insecure_channel(server.target) as channel:
-            quota = quota_pb2_grpc.QuotaServiceStub(channel)
             match = match_pb2_grpc.MatchServiceStub(channel)
-            server.shift(3600 + 60)  # the period opens
+            finished = threading.Event()
+            opening_shift = 3600 + 60
+            writes = _WriteProbe(workspace, server, year, until=finished, count=max(200, plan.burst_claims // 10), shift=opening_shift)
+            server.shift(opening_shift)  # the period opens
             began = time.perf_counter()
-            # The first claim after the opening (or the server's timer, whichever comes first) allocates.
-            trigger = threading.Thread(target=_trigger, args=(match, recipe, server), daemon=True)
-            trigger.start()
-            while True:
-                status = quota.GetQuotaStatus(qpb.GetQuotaStatusRequest(tpl_number="9823.53.01", quota_year=year), timeout=30).status
-                if Decimal(status.charged) > 0:
-                    break
-                if time.perf_counter() - began > 1800:
-                    raise RuntimeError("the opening batch was not allocated within 30 minutes")
-                time.sleep(0.05)
+            # The first claim after the opening is decided after the whole batch: it is answered once
+            # the allocation is complete (the server's timer may have begun it; they share the steps).
+            writes.start()
+            _trigger(match, recipe, server)
             seconds = time.perf_counter() - began
-            trigger.join(timeout=60)
+            finished.set()
+            writes.join(timeout=60)
             first_claim = match.GetClaim(mpb.GetClaimRequest(entry_number=_entry(1), line_number=1), timeout=30).result
         rss = server.peak_rss_mb()
-    _say(f"  burst: allocated in {seconds:.1f} s at rate {first_claim.proration_rate}")
+    _say(f"  burst: allocated in {seconds:.1f} s at rate {first_claim.proration_rate}; {writes.summary()}")
     return [
         {"rpc": "MatchClaim (opening queue)", "in_flight": 64, "calls_per_s": queued["calls_per_s"], "p50_ms": queued["p50_ms"],
          "p99_ms": queued["p99_ms"], "ratio_to_baseline": None, "tls": False, "calls": queued["calls"],
@@ -332,6 +329,9 @@ def burst_phase(workspace: Workspace, plan: Plan) -> list[dict[str, Any]]:
          "p50_ms": None, "p99_ms": None, "ratio_to_baseline": None, "tls": False, "claims": queued["calls"],
          "allocation_s": round(seconds, 2), "proration_rate_tpl1": first_claim.proration_rate,
          "decision_tpl1": mpb.ClaimDecision.Name(first_claim.decision).removeprefix("CLAIM_DECISION_"), "peak_rss_mb": rss},
+        {"rpc": "SubmitCertificate (during the allocation)", "in_flight": 1, "calls_per_s": writes.calls_per_s(seconds),
+         "p50_ms": writes.percentile(0.5), "p99_ms": writes.percentile(0.99), "ratio_to_baseline": None, "tls": False,
+         "calls": len(writes.latencies), "errors": writes.errors, "max_ms": writes.percentile(1.0)},
     ]
 
 
@@ -342,14 +342,68 @@ def _entry(transaction: int) -> str:
 
 
 def _trigger(match: Any, recipe: dict[str, Any], server: ServerProcess) -> None:
+    """One claim presented after the opening, sent until answered (refusals while busy are retried)."""
+    import grpc
+
     from bench.workload import build
 
     after = dict(recipe, first_entry=recipe["count"] + 1, count=1, presented=None)
     request = build(after, dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=server.offset))[0]
-    try:
-        match.MatchClaim(request, timeout=1800)
-    except Exception as error:  # noqa: BLE001 - busy while the timer allocates: the poll decides
-        _say(f"  burst: the triggering claim was answered {getattr(error, 'code', lambda: error)()}")
+    deadline = time.perf_counter() + 1800
+    while True:
+        try:
+            match.MatchClaim(request, timeout=max(1.0, deadline - time.perf_counter()))
+            return
+        except grpc.RpcError as error:
+            if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or time.perf_counter() > deadline:
+                raise
+            _say(f"  burst: the triggering claim was answered {error.code().name}; sending it again")
+
+
+class _WriteProbe(threading.Thread):
+    """Other writes while the opening allocation runs: certificates submitted one at a time, each
+    timed, until told to stop. The allocation should leave room for them between its steps."""
+
+    def __init__(self, workspace: Workspace, server: ServerProcess, year: int, *, until: threading.Event, count: int, shift: float):
+        super().__init__(daemon=True)
+        from bench.workload import build
+
+        # Signed now, sent after the clock's coming shift: dated at the service's time then.
+        now = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=server.offset + shift)
+        self._requests = build({"rpc": "submit", "signing_key": str(workspace.signing_key), "key_id": KEY_ID, "quota_year": year,
+                                "quantity": "1000", "first": 9_000_000, "count": count}, now)
+        self._target = server.target
+        self._until = until
+        self.latencies: list[float] = []
+        self.errors: dict[str, int] = {}
+
+    def run(self) -> None:
+        import grpc
+
+        from ecert.v1 import transmission_pb2_grpc
+
+        with grpc.insecure_channel(self._target) as channel:
+            submit = transmission_pb2_grpc.TransmissionServiceStub(channel).SubmitCertificate
+            for request in self._requests:
+                if self._until.is_set():
+                    return
+                began = time.perf_counter()
+                try:
+                    submit(request, timeout=30)
+                    self.latencies.append((time.perf_counter() - began) * 1000)
+                except grpc.RpcError as error:
+                    self.errors[error.code().name] = self.errors.get(error.code().name, 0) + 1
+
+    def percentile(self, share: float) -> float | None:
+        from bench.load import percentile
+
+        return round(percentile(sorted(self.latencies), share), 1) if self.latencies else None
+
+    def calls_per_s(self, seconds: float) -> float:
+        return round(len(self.latencies) / seconds, 1) if seconds else 0.0
+
+    def summary(self) -> str:
+        return f"{len(self.latencies)} certificates stored meanwhile, slowest {self.percentile(1.0)} ms, refused {self.errors or 'none'}"
 
 
 # -- output -----------------------------------------------------------------------------------------------
@@ -368,6 +422,8 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
             notes.append("errors " + ", ".join(f"{k} {v}" for k, v in row["errors"].items()))
         if row.get("allocation_s") is not None:
             notes.append(f"{row['claims']:,} claims in {row['allocation_s']} s, TPL 1 rate {row['proration_rate_tpl1']}")
+        if row.get("max_ms") is not None:
+            notes.append(f"slowest {row['max_ms']:,.0f} ms")
         table.add_row(
             row["rpc"], "on" if row.get("tls") else "off", "" if row["in_flight"] is None else str(row["in_flight"]),
             f"{row['stored_rows']:,}" if row.get("stored_rows") else "", f"{row['calls_per_s']:,.0f}",

@@ -5,6 +5,7 @@ import dataclasses
 import datetime as dt
 import json
 from decimal import Decimal
+from fractions import Fraction
 
 from sqlalchemy import BigInteger, bindparam, func, insert, select, type_coerce, update
 from sqlalchemy.orm import Session
@@ -24,6 +25,16 @@ from server.adapters.prepared import PreparedRepository, Statements
 from server.domain.audit import AuditRecord, link_hash
 from server.domain.canonical import canonical_json
 from server.domain.records import ClaimRecord, QueuedClaim
+
+
+@dataclasses.dataclass(frozen=True)
+class Opening:
+    """A quota year's opening allocation: when it began, each TPL's rate, when it completed."""
+
+    quota_year: int
+    allocated_at: dt.datetime
+    rates: dict[str, Fraction]
+    completed_at: dt.datetime | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,13 +73,17 @@ _certificate_key = (_certificates.c.issuing_country == bindparam("country"), _ce
 _level_key = (_levels.c.tpl_number == bindparam("tpl"), _levels.c.quota_year == bindparam("year"))
 _CLAIM_COLUMNS = tuple(f.name for f in dataclasses.fields(ClaimRecord))
 _level_columns = select(*(_levels.c[f.name] for f in dataclasses.fields(LevelRow)))
+_queued = (
+    select(*(_claims.c[f.name] for f in dataclasses.fields(QueuedClaim)))
+    .where(_claims.c.quota_year == bindparam("year"), _claims.c.decision == "QUEUED", _claims.c.reversed_at.is_(None))
+    .order_by(_claims.c.claim_id)
+)
 STATEMENTS = Statements(
     claim_revisions=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
     .where(_claims.c.entry_number == bindparam("entry"), _claims.c.line_number == bindparam("line"))
     .order_by(_claims.c.revision),
-    queued_claims=select(*(_claims.c[f.name] for f in dataclasses.fields(QueuedClaim)))
-    .where(_claims.c.quota_year == bindparam("year"), _claims.c.decision == "QUEUED", _claims.c.reversed_at.is_(None))
-    .order_by(_claims.c.claim_id),
+    queued_claims=_queued,
+    queued_claims_first=_queued.limit(bindparam("limit")),
     certificate_claims=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
     .where(_claims.c.issuing_country == bindparam("country"), _claims.c.certificate_number == bindparam("number"))
     .order_by(_claims.c.decided_at, _claims.c.entry_number, _claims.c.line_number, _claims.c.revision),
@@ -148,9 +163,12 @@ class ClaimRepository(_Repository):
             raise LookupError(f"no claim {claim_id}")
         return _record(row)
 
-    def queued(self, quota_year: int) -> list[QueuedClaim]:
-        """The year's QUEUED claims, in a stable order (the allocation treats them as simultaneous)."""
-        return [QueuedClaim(*row) for row in self._all("queued_claims", {"year": quota_year})]
+    def queued(self, quota_year: int, limit: int | None = None) -> list[QueuedClaim]:
+        """The year's QUEUED claims (the first `limit` of them), in a stable order: the allocation
+        treats them as simultaneous, and decides them in this order."""
+        if limit is None:
+            return [QueuedClaim(*row) for row in self._all("queued_claims", {"year": quota_year})]
+        return [QueuedClaim(*row) for row in self._all("queued_claims_first", {"year": quota_year, "limit": limit})]
 
     def for_certificate(self, country: str, number: str) -> list[ClaimRecord]:
         rows = self._all("certificate_claims", {"country": country, "number": number})
@@ -229,12 +247,26 @@ class QuotaRepository(_Repository):
     def ledger_sum(self, tpl_number: str, quota_year: int) -> Decimal:
         return self.charged_as_of(tpl_number, quota_year, dt.datetime.max.replace(tzinfo=dt.timezone.utc))
 
-    def opening_allocated(self, quota_year: int) -> bool:
-        return self.session.get(QuotaOpeningRow, quota_year) is not None
+    def opening(self, quota_year: int, *, lock: bool = False) -> Opening | None:
+        """The year's opening allocation, if begun; `lock`: until this transaction ends (PostgreSQL),
+        so that two replicas never decide the same chunk of the queue."""
+        row = self.session.get(QuotaOpeningRow, quota_year, with_for_update=lock or None, populate_existing=True)
+        if row is None:
+            return None
+        rates = {tpl: Fraction(rate) for tpl, rate in json.loads(row.rates).items()}
+        return Opening(row.quota_year, row.allocated_at, rates, row.completed_at)
 
-    def mark_opening_allocated(self, quota_year: int, at: dt.datetime) -> None:
-        self.session.add(QuotaOpeningRow(quota_year=quota_year, allocated_at=at))
+    def begin_opening(self, quota_year: int, at: dt.datetime, rates: dict[str, Fraction]) -> None:
+        text = json.dumps({tpl: f"{rate.numerator}/{rate.denominator}" for tpl, rate in sorted(rates.items())})
+        self.session.add(QuotaOpeningRow(quota_year=quota_year, allocated_at=at, rates=text))
         self.session.flush()  # a concurrent allocator loses on the primary key here
+
+    def complete_opening(self, quota_year: int, at: dt.datetime) -> None:
+        row = self.session.get(QuotaOpeningRow, quota_year)
+        if row is None:
+            raise LookupError(f"no opening of {quota_year} to complete")
+        row.completed_at = at
+        self.session.flush()
 
 
 class AuditRepository(_Repository):

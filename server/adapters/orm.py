@@ -189,12 +189,15 @@ class QuotaLevelRow(Base):
 
 
 class QuotaOpeningRow(Base):
-    """Marks a quota year's opening batch as allocated (inserted once, by whoever gets there first)."""
+    """A quota year's opening allocation: begun once (by whoever gets there first) with each TPL's
+    rate, completed when the last queued claim of the year was decided at that rate."""
 
     __tablename__ = "quota_openings"
 
     quota_year: Mapped[int] = mapped_column(Integer, primary_key=True)
     allocated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    rates: Mapped[str] = mapped_column(Text, server_default="{}")  # JSON: TPL -> exact rate "numerator/denominator"
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class QuotaLedgerRow(Base):

@@ -12,10 +12,11 @@ import datetime as dt
 import enum
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 
 from sqlalchemy.exc import IntegrityError
 
-from server.adapters.claim_repository import LedgerEntry
+from server.adapters.claim_repository import LedgerEntry, Opening
 from server.adapters.database import Database
 from server.domain.claims import (
     CertificateOnFile,
@@ -28,7 +29,7 @@ from server.domain.claims import (
 from server.domain.conversion import Conversion, convert
 from server.domain.entry import EntryLine, EntryLineDraft, canonical_entry_number, line_digest, validate_entry_line
 from server.domain.errors import DomainError, ErrorKind, Finding
-from server.domain.quota import Grant, Level, OpeningClaim, allocate_opening, rate_text
+from server.domain.quota import Level, OpeningClaim, allocate_opening, grant_first_come, opening_grant, rate_text
 from server.domain.records import ClaimRecord, QueuedClaim
 from server.domain.transmission import CertificateStatus
 from server.service.clock import Clock, new_id
@@ -38,7 +39,9 @@ from server.service.transactions import run_in_transaction
 from server.service.unit_of_work import UnitOfWork
 
 MAX_ATTEMPTS = 8
-OPENING_CHUNK = 1000  # queued claims decided between two writes of ledger and audit rows
+# Queued claims decided per transaction of the opening allocation: about half a second of the
+# writer on this machine, under the one-second admission wait of the writes queued behind it.
+OPENING_CHUNK = 500
 CHARGED = (Decision.PREFERENTIAL.value, Decision.PARTIAL.value)
 
 
@@ -49,6 +52,14 @@ class ReversalKind(enum.Enum):
 
 class _LostRace(Exception):
     """A conditional update matched no row: another transaction changed the balance first."""
+
+
+class _OpeningPending(Exception):
+    """The year's period has opened and its opening batch is not all decided yet."""
+
+    def __init__(self, year: int):
+        super().__init__(year)
+        self.year = year
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,7 @@ class ClaimUseCases:
         self.clock = clock
         self.events = events
         self.close_grace = close_grace
-        self._opened_years: set[int] = set()
+        self._opened_years: set[int] = set()  # whose opening allocation is complete
 
     # -- public use cases ---------------------------------------------------------------------------
 
@@ -107,7 +118,7 @@ class ClaimUseCases:
                     metadata={"claim_id": revisions[-1].claim_id},
                 )
             self._check_entry_parties(uow, line)
-            self._open_if_due(uow, line.date_of_importation.year, now)
+            self._require_opened(uow, line.date_of_importation.year, now)
             plan = self._plan(uow, references, line, now, digest=digest, revision=1, post=False)
             return self._commit_plan(uow, plan, now), False
 
@@ -143,7 +154,7 @@ class ClaimUseCases:
                 )
             if current is None:
                 self._check_entry_parties(uow, line)
-            self._open_if_due(uow, line.date_of_importation.year, now)
+            self._require_opened(uow, line.date_of_importation.year, now)
             revision = current.revision + 1 if current else 1
             plan = self._plan(uow, references, line, now, digest=digest, revision=revision, post=True)
             return self._commit_plan(uow, plan, now), False
@@ -179,7 +190,7 @@ class ClaimUseCases:
                     return previous, current, True
             if current.reversed_at is not None:
                 raise DomainError("CLAIM_ALREADY_REVERSED", "the claim was already canceled", ErrorKind.PRECONDITION)
-            self._open_if_due(uow, current.quota_year, now)
+            self._require_opened(uow, current.quota_year, now)
             reversed_record = self._release(uow, current, now, kind, reason)
             corrected_record = None
             if corrected_line is not None:
@@ -222,21 +233,13 @@ class ClaimUseCases:
         return CertificateUsage(country, number, certificate.importer_of_record, head.unit, head.quantity, head.used_quantity, uses)
 
     def allocate_due_openings(self) -> bool:
-        """Allocate the current year's opening batch if its period has opened (a timer calls this)."""
+        """Allocate the current year's opening batch if its period has opened (a timer calls this);
+        True if this call did any of it."""
         now = self.clock.now()
         year = self.calendar.year_of(now)
-        if year in self._opened_years:
+        if year in self._opened_years or now < self.calendar.bounds(year)[0]:
             return False
-
-        def attempt(uow: UnitOfWork, now: dt.datetime, references: References) -> bool:
-            done = self._open_if_due(uow, year, now)
-            uow.commit()
-            return done
-
-        allocated = self._in_transaction(attempt)
-        if allocated:
-            self._nudge()
-        return allocated
+        return self._run_opening(year)
 
     def calendar_today(self) -> dt.date:
         return self.clock.now().astimezone(self.calendar.timezone).date()
@@ -428,80 +431,124 @@ class ClaimUseCases:
         )
         return record
 
-    def _open_if_due(self, uow: UnitOfWork, year: int, now: dt.datetime) -> bool:
-        """Allocate the opening batch of `year` once its period has opened (in this transaction)."""
-        if year in self._opened_years:
-            return False
-        opens_at, _ = self.calendar.bounds(year)
-        if now < opens_at:
-            return False
-        if uow.quota.opening_allocated(year):
-            self._opened_years.add(year)
-            return False
-        uow.quota.mark_opening_allocated(year, now)
-        queued = uow.claims.queued(year)
-        if queued:
-            self._allocate_opening(uow, year, queued, now)
-        return True
+    def _require_opened(self, uow: UnitOfWork, year: int, now: dt.datetime) -> None:
+        """Once a year's period has opened, nothing of it is decided before its opening batch is:
+        those claims came first (19 CFR 132.12)."""
+        if year in self._opened_years or now < self.calendar.bounds(year)[0]:
+            return
+        opening = uow.quota.opening(year)
+        if opening is None or opening.completed_at is None:
+            raise _OpeningPending(year)
+        self._opened_years.add(year)
 
-    def _allocate_opening(self, uow: UnitOfWork, year: int, queued: list[QueuedClaim], now: dt.datetime) -> None:
-        """Decide the queue in its order, exactly as deciding its claims one after another would.
+    def _run_opening(self, year: int) -> bool:
+        """Run the year's opening allocation to its end, one short transaction per step: first the
+        rates, then the queue a chunk at a time. Other writes go between the steps, and a step that
+        fails (a caller's deadline, a restart) leaves the steps before it done, for whoever comes
+        next to carry on. True if this call did any of it."""
+        worked = False
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                while year not in self._opened_years:
+                    did, completed = run_in_transaction(self.database, lambda uow: self._opening_step(uow, year))
+                    worked = worked or did
+                    if completed:
+                        self._opened_years.add(year)
+                break
+            except (_LostRace, IntegrityError):
+                continue  # another replica took the step: look again
+        else:
+            raise DomainError("CONTENTION", "the opening allocation kept being interrupted; retry", ErrorKind.UNAVAILABLE)
+        if worked:
+            self._nudge()
+        return worked
 
-        It holds the writer while it runs (50,000 claims on opening day), so the level balances are
-        read once (locked on PostgreSQL) and kept here, each level is charged once at the end by the
-        same conditional update as a claim, and the quota ledger and audit records go in chunks; per
-        claim, only its certificate and its own row are written."""
+    def _opening_step(self, uow: UnitOfWork, year: int) -> tuple[bool, bool]:
+        """One step of the opening allocation; (did something, the allocation is complete)."""
+        now = self.clock.now()
+        opening = uow.quota.opening(year, lock=True)
+        if opening is not None and opening.completed_at is not None:
+            return False, True
+        if opening is None:
+            # The rates: one per TPL, from the whole batch and the levels' room at the opening.
+            queued = uow.claims.queued(year)
+            rows = uow.quota.levels(year, lock=True)
+            claims = [OpeningClaim(c.claim_id, c.tpl_number, c.claimed_quantity, Decimal(c.conversion_factor)) for c in queued]
+            result = allocate_opening(claims, {r.tpl_number: r.limit - r.charged for r in rows}, {r.tpl_number: r.aggregate for r in rows})
+            uow.quota.begin_opening(year, now, result.rates)
+            completed = not queued
+        else:
+            chunk = uow.claims.queued(year, limit=OPENING_CHUNK)
+            self._decide_queued(uow, year, chunk, opening, now)
+            completed = len(chunk) < OPENING_CHUNK
+        if completed:
+            uow.quota.complete_opening(year, now)
+        uow.commit()
+        return True, completed
+
+    def _decide_queued(self, uow: UnitOfWork, year: int, queued: list[QueuedClaim], opening: Opening, now: dt.datetime) -> None:
+        """Decide queued claims at the opening's rates, in queue order, exactly as deciding them one
+        after another would. The level balances are read once (locked on PostgreSQL) and kept here,
+        each level is charged once by the same conditional update as a claim, and the quota ledger and
+        audit records go in one driver call each; per claim, only its certificate and its row are
+        written. Decided as of the opening (decided_at, the ledger); audited as of now."""
         rows = {row.tpl_number: row for row in uow.quota.levels(year, lock=True)}
-        claims = [OpeningClaim(c.claim_id, c.tpl_number, c.claimed_quantity, Decimal(c.conversion_factor)) for c in queued]
-        result = allocate_opening(claims, {t: r.limit - r.charged for t, r in rows.items()}, {t: r.aggregate for t, r in rows.items()})
         charged = {t: r.charged for t, r in rows.items()}
-        for start in range(0, len(queued), OPENING_CHUNK):
-            ledger: list[LedgerEntry] = []
-            audit: list[tuple[str, str, dict[str, object]]] = []
-            for claim in queued[start:start + OPENING_CHUNK]:
-                grant = result.grants.get(claim.claim_id, Grant(Decimal(0), Decimal(0)))
-                rate = result.rates[claim.tpl_number]
-                prorated = rate < 1
-                if grant.quantity >= claim.claimed_quantity:
-                    decision, reasons = Decision.PREFERENTIAL, ()
-                elif grant.quantity > 0:
-                    decision, reasons = Decision.PARTIAL, ("PRORATED",)
-                else:
-                    decision, reasons = Decision.MFN_REQUIRED, ("PRORATED", "LEVEL_FILLED")
-                unused = claim.claimed_quantity - grant.quantity
-                if unused > 0:
-                    certificate_remaining = uow.certificate_ledger.release(
-                        claim.issuing_country, claim.certificate_number, unused, entries=0 if grant.quantity > 0 else 1
-                    )
-                else:
-                    certificate_remaining = uow.certificate_ledger.remaining(claim.issuing_country, claim.certificate_number)
-                member = rows[claim.tpl_number]
-                aggregate = member.aggregate if member.aggregate in rows else None
-                balances: dict[str, Decimal | None] = {"level_remaining": member.limit - charged[member.tpl_number], "aggregate_remaining": None}
-                if grant.measure > 0:
-                    for level in (member.tpl_number, *((aggregate,) if aggregate else ())):
-                        charged[level] += grant.measure
-                        if charged[level] > rows[level].limit:
-                            raise _LostRace  # what the conditional update would find
-                        ledger.append(LedgerEntry(level, year, now, grant.measure, claim.claim_id, "ALLOCATION"))
-                    balances = {
-                        "level_remaining": member.limit - charged[member.tpl_number],
-                        "aggregate_remaining": rows[aggregate].limit - charged[aggregate] if aggregate else None,
-                    }
-                record = uow.claims.update(
-                    claim.claim_id,
-                    decision=decision.value,
-                    reasons=reasons,
-                    granted_quantity=grant.quantity,
-                    granted_measure=grant.measure,
-                    proration_rate=rate_text(rate) if prorated else "",
-                    certificate_remaining=certificate_remaining,
-                    decided_at=now,
-                    **balances,
+        ledger: list[LedgerEntry] = []
+        audit: list[tuple[str, str, dict[str, object]]] = []
+        at = opening.allocated_at
+        for claim in queued:
+            member = rows[claim.tpl_number]
+            aggregate = member.aggregate if member.aggregate in rows else None
+            levels = (member.tpl_number, *((aggregate,) if aggregate else ()))
+            # A claim queued after the rates were set (a replica whose clock lagged) has no share in
+            # them: it is granted in full if that fits, else what the levels still hold.
+            rate = opening.rates.get(claim.tpl_number, Fraction(1))
+            factor = Decimal(claim.conversion_factor)
+            room = min(rows[level].limit - charged[level] for level in levels)
+            grant = opening_grant(claim.claimed_quantity, factor, rate)
+            cut = grant.measure > room
+            if cut:
+                grant = grant_first_come(claim.claimed_quantity, factor, room)
+            prorated = rate < 1
+            if grant.quantity >= claim.claimed_quantity:
+                decision, reasons = Decision.PREFERENTIAL, ()
+            elif cut:
+                decision, reasons = (Decision.PARTIAL, ("LEVEL_FILLED", "PARTIAL_FILL")) if grant.quantity > 0 else (Decision.MFN_REQUIRED, ("LEVEL_FILLED",))
+            elif grant.quantity > 0:
+                decision, reasons = Decision.PARTIAL, ("PRORATED",)
+            else:
+                decision, reasons = Decision.MFN_REQUIRED, ("PRORATED", "LEVEL_FILLED")
+            unused = claim.claimed_quantity - grant.quantity
+            if unused > 0:
+                certificate_remaining = uow.certificate_ledger.release(
+                    claim.issuing_country, claim.certificate_number, unused, entries=0 if grant.quantity > 0 else 1
                 )
-                audit.append(("ALLOCATION", _subject(record), _facts(record)))
-            uow.quota.record_many(ledger)
-            uow.audit.append_many(now, audit)
+            else:
+                certificate_remaining = uow.certificate_ledger.remaining(claim.issuing_country, claim.certificate_number)
+            balances: dict[str, Decimal | None] = {"level_remaining": member.limit - charged[member.tpl_number], "aggregate_remaining": None}
+            if grant.measure > 0:
+                for level in levels:
+                    charged[level] += grant.measure
+                    ledger.append(LedgerEntry(level, year, at, grant.measure, claim.claim_id, "ALLOCATION"))
+                balances = {
+                    "level_remaining": member.limit - charged[member.tpl_number],
+                    "aggregate_remaining": rows[aggregate].limit - charged[aggregate] if aggregate else None,
+                }
+            record = uow.claims.update(
+                claim.claim_id,
+                decision=decision.value,
+                reasons=reasons,
+                granted_quantity=grant.quantity,
+                granted_measure=grant.measure,
+                proration_rate=rate_text(rate) if prorated else "",
+                certificate_remaining=certificate_remaining,
+                decided_at=at,
+                **balances,
+            )
+            audit.append(("ALLOCATION", _subject(record), _facts(record)))
+        uow.quota.record_many(ledger)
+        uow.audit.append_many(now, audit)
         for level, row in rows.items():
             if charged[level] != row.charged and uow.quota.charge(level, year, charged[level] - row.charged) is None:
                 raise _LostRace
@@ -520,6 +567,8 @@ class ClaimUseCases:
                 return run_in_transaction(self.database, lambda uow: attempt(uow, self.clock.now(), references))
             except (_LostRace, IntegrityError):
                 continue
+            except _OpeningPending as pending:
+                self._run_opening(pending.year)  # then decide this claim after the whole batch
         raise DomainError("CONTENTION", "the balances kept changing; retry", ErrorKind.UNAVAILABLE)
 
     def _nudge(self) -> None:

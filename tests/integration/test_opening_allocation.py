@@ -19,6 +19,7 @@ from sqlalchemy import select
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import transmission_pb2 as tpb
 from server.adapters.orm import AuditRecordRow, CertificateRow, ClaimRow, QuotaLedgerRow, QuotaLevelRow
+from server.service import claims as claims_service
 from server.service.audit import verify_audit_log
 from tests.factories import certificate, claim_line, envelope, small_levels
 
@@ -54,9 +55,8 @@ def _rows(server, table, *order):  # type: ignore[no-untyped-def]
         return [row._asdict() for row in connection.execute(select(table.__table__).order_by(*order))]
 
 
-@pytest.fixture
-def allocated(server, match, transmission, partner, clock):  # type: ignore[no-untyped-def]
-    """The scenario queued before the 2027 opening, then the opening allocated (as the timer does)."""
+def _queue_scenario(server, match, transmission, partner, clock) -> int:  # type: ignore[no-untyped-def]
+    """The scenario's certificates and claims, queued before the 2027 opening; the audit records so far."""
     server.use_cases.references.load(small_levels("opening-scenario", LIMITS))
     clock.at = QUEUED_AT
     tpl_of = {number: tpl for number, tpl, _ in CLAIMS}
@@ -71,14 +71,21 @@ def allocated(server, match, transmission, partner, clock):  # type: ignore[no-u
                           filed_at=clock.at, arrived_at=clock.at, paid_at=None, date_of_importation="2027-01-02")
         result = match.MatchClaim(mpb.MatchClaimRequest(line=line)).result
         assert result.decision == mpb.CLAIM_DECISION_QUEUED, (tpl, result.reasons, result.mismatches)
-    audit_before = len(_rows(server, AuditRecordRow, AuditRecordRow.seq))
+    return len(_rows(server, AuditRecordRow, AuditRecordRow.seq))
+
+
+@pytest.fixture(params=[500, 2], ids=["one-chunk", "chunks-of-2"])
+def allocated(request, server, match, transmission, partner, clock, monkeypatch):  # type: ignore[no-untyped-def]
+    """The scenario queued, then the opening allocated (as the timer does), in one chunk or in many."""
+    monkeypatch.setattr(claims_service, "OPENING_CHUNK", request.param)
+    audit_before = _queue_scenario(server, match, transmission, partner, clock)
     clock.at = OPENED_AT
     assert server.use_cases.claims.allocate_due_openings()
     return audit_before
 
 
 def test_every_queued_claim_is_decided_at_the_opening(server, allocated):  # type: ignore[no-untyped-def]
-    claims = [c for c in _rows(server, ClaimRow, ClaimRow.claim_id) if c["quota_year"] == YEAR]
+    claims = _year_claims(server)
     assert len(claims) == len(CLAIMS)
     by_tpl = defaultdict(list)
     for c in claims:
@@ -99,7 +106,15 @@ def test_every_queued_claim_is_decided_at_the_opening(server, allocated):  # typ
 
 
 def test_levels_ledger_and_balances_follow_the_queue_order(server, allocated):  # type: ignore[no-untyped-def]
-    claims = [c for c in _rows(server, ClaimRow, ClaimRow.claim_id) if c["quota_year"] == YEAR]
+    _assert_levels_and_ledger_follow_the_queue(server)
+
+
+def _year_claims(server) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+    return [c for c in _rows(server, ClaimRow, ClaimRow.claim_id) if c["quota_year"] == YEAR]
+
+
+def _assert_levels_and_ledger_follow_the_queue(server) -> None:  # type: ignore[no-untyped-def]
+    claims = _year_claims(server)
     levels = {r["tpl_number"]: r for r in _rows(server, QuotaLevelRow, QuotaLevelRow.tpl_number) if r["quota_year"] == YEAR}
     aggregate_of = {t: r["aggregate"] for t, r in levels.items()}
     charged: dict[str, Decimal] = defaultdict(Decimal)
@@ -125,7 +140,11 @@ def test_levels_ledger_and_balances_follow_the_queue_order(server, allocated):  
 
 
 def test_certificates_give_back_what_proration_did_not_grant(server, allocated):  # type: ignore[no-untyped-def]
-    claims = [c for c in _rows(server, ClaimRow, ClaimRow.claim_id) if c["quota_year"] == YEAR]
+    _assert_certificates_give_back_what_was_not_granted(server)
+
+
+def _assert_certificates_give_back_what_was_not_granted(server) -> None:  # type: ignore[no-untyped-def]
+    claims = _year_claims(server)
     certificates = {r["certificate_number"]: r for r in _rows(server, CertificateRow, CertificateRow.certificate_number)}
     # Each queued claim reserved all it asked; in queue order, each gives back what it was not granted.
     held = defaultdict(Decimal)
@@ -141,7 +160,7 @@ def test_certificates_give_back_what_proration_did_not_grant(server, allocated):
 
 
 def test_each_allocation_is_audited_in_queue_order_and_the_chain_holds(server, allocated):  # type: ignore[no-untyped-def]
-    claims = [c for c in _rows(server, ClaimRow, ClaimRow.claim_id) if c["quota_year"] == YEAR]
+    claims = _year_claims(server)
     records = _rows(server, AuditRecordRow, AuditRecordRow.seq)[allocated:]
     assert [r["kind"] for r in records] == ["ALLOCATION"] * len(claims)
     assert [r["subject"] for r in records] == [f"entry:{c['entry_number']}/{c['line_number']}#{c['revision']}" for c in claims]
@@ -152,3 +171,73 @@ def test_each_allocation_is_audited_in_queue_order_and_the_chain_holds(server, a
         assert facts["granted_measure"] == f"{c['granted_measure']} {c['measure_unit']}"
     verification = verify_audit_log(server.database)
     assert verification.intact and verification.records == records[-1]["seq"]
+
+
+def _stop_at_chunk(server, monkeypatch, failing: int) -> None:  # type: ignore[no-untyped-def]
+    """The process stops while deciding the `failing`-th chunk (counted from 1)."""
+    use_cases = server.use_cases.claims
+    decide = use_cases._decide_queued
+    steps = []
+
+    def stops(*args, **kwargs):  # type: ignore[no-untyped-def]
+        steps.append(1)
+        if len(steps) == failing:
+            raise RuntimeError("the process stopped")
+        return decide(*args, **kwargs)
+
+    monkeypatch.setattr(use_cases, "_decide_queued", stops)
+
+
+def _late_claim(match, transaction: int, certificate_number: str, tpl: str, quantity: str, at: dt.datetime) -> mpb.ClaimResult:  # type: ignore[no-untyped-def]
+    htsus, unit = GOODS[tpl]
+    line = claim_line(transaction, certificate_number=certificate_number, quantity=quantity, tpl_number=tpl, htsus_number=htsus,
+                      unit=unit, filed_at=at, arrived_at=at, paid_at=None, date_of_importation="2027-01-02")
+    return match.MatchClaim(mpb.MatchClaimRequest(line=line)).result
+
+
+def test_an_interrupted_allocation_keeps_its_chunks_and_the_next_claim_finishes_it(
+    server, match, transmission, partner, clock, monkeypatch
+):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(claims_service, "OPENING_CHUNK", 3)
+    _queue_scenario(server, match, transmission, partner, clock)
+    _stop_at_chunk(server, monkeypatch, failing=2)
+    clock.at = OPENED_AT
+    with pytest.raises(RuntimeError):
+        server.use_cases.claims.allocate_due_openings()
+    decisions = [c["decision"] for c in _rows(server, ClaimRow, ClaimRow.claim_id) if c["quota_year"] == YEAR]
+    assert decisions.count("QUEUED") == len(CLAIMS) - 3  # the first chunk stayed decided
+
+    # A claim presented after the opening comes after the whole batch: it finishes the allocation first.
+    result = _late_claim(match, 99, "MX27-00000006", "9823.53.01", "5", clock.at)
+    assert result.decision == mpb.CLAIM_DECISION_PREFERENTIAL
+    claims = _year_claims(server)
+    assert "QUEUED" not in [c["decision"] for c in claims]
+    first_allocation = [c for c in claims if c["entry_number"] != result.entry_number]
+    assert {c["decided_at"] for c in first_allocation} == {OPENED_AT}
+    # Resumed at the rates set when it began: the same grants as in one go.
+    assert sorted(c["granted_quantity"] for c in first_allocation if c["tpl_number"] == "9823.53.02") == [0, 27, 46, 92]
+    assert verify_audit_log(server.database).intact
+
+
+def test_a_claim_queued_after_the_rates_were_set_never_overfills_a_level(
+    server, match, transmission, partner, clock, monkeypatch
+):  # type: ignore[no-untyped-def]
+    """A replica whose clock lagged can still queue a claim after the allocation began: it had no share
+    in the rates, so it gets what the levels still hold, in its place in the queue."""
+    _queue_scenario(server, match, transmission, partner, clock)
+    _stop_at_chunk(server, monkeypatch, failing=1)  # the rates are set, nothing decided yet
+    clock.at = OPENED_AT
+    with pytest.raises(RuntimeError):
+        server.use_cases.claims.allocate_due_openings()
+    monkeypatch.undo()
+    clock.at = QUEUED_AT  # the lagging replica's clock
+    straggler = _late_claim(match, 98, "MX27-00000003", "9823.53.02", "20", QUEUED_AT)
+    assert straggler.decision == mpb.CLAIM_DECISION_QUEUED
+    clock.at = OPENED_AT
+    assert server.use_cases.claims.allocate_due_openings()
+    claims = _year_claims(server)
+    assert "QUEUED" not in [c["decision"] for c in claims]
+    level = next(r for r in _rows(server, QuotaLevelRow, QuotaLevelRow.tpl_number) if (r["tpl_number"], r["quota_year"]) == ("9823.53.02", YEAR))
+    assert level["charged"] <= level["limit"]
+    _assert_levels_and_ledger_follow_the_queue(server)
+    _assert_certificates_give_back_what_was_not_granted(server)
