@@ -16,7 +16,7 @@ import sys
 import threading
 
 from bench.echo import register_echo
-from server.app import create_server
+from server.app import create_server, freeze_startup_heap
 from server.config import Settings
 
 
@@ -68,6 +68,7 @@ def main() -> None:
         credentials = server_credentials(args.tls_dir)
     clock = ShiftedClock(args.clock_offset)
     running = create_server(settings, clock=clock, credentials=credentials, extra_services=[register_echo])
+    freeze_startup_heap()  # as `ecert serve` does
     print(f"port {running.port}", flush=True)
     try:
         for line in sys.stdin:

@@ -7,6 +7,7 @@ the asyncio one (DESIGN.md section 5).
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -108,6 +109,15 @@ def build_use_cases(settings: Settings, database: Database, clock: Clock) -> Use
         close_grace=dt.timedelta(days=settings.period_close_grace_days),
     )
     return UseCases(references, transmissions, claims, quota, events)
+
+
+def freeze_startup_heap() -> None:
+    """For a serving process, once started: what starting made (modules, mapped tables, compiled
+    statements, message descriptors; about 100,000 objects) lives as long as the process, and every
+    full collection walked all of it, a pause of about 60 ms that every call in flight waited out.
+    Frozen, they are left out of collections (which then took about 2 ms)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _allocate_openings(running: RunningServer) -> None:

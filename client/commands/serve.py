@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Serve ecert.v1 over gRPC, with health checking and reflection."""
-        from server.app import create_server
+        from server.app import create_server, freeze_startup_heap
 
         from server.observability import logs
 
@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"error: {exc}; or start with --insecure for plaintext", err=True)
                 raise typer.Exit(2) from None
         running = create_server(settings, credentials=credentials)
+        freeze_startup_heap()
         mode = "mutual TLS" if credentials else "plaintext"
         typer.echo(f"ecert serving on {settings.host}:{running.port} ({mode})", err=True)
         if running.http is not None:
