@@ -83,6 +83,9 @@ STATEMENTS = Statements(
     .where(_claims.c.entry_number == bindparam("entry"), _claims.c.line_number == bindparam("line"))
     .order_by(_claims.c.revision),
     queued_claims=_queued,
+    queued_demand=select(_claims.c.tpl_number, type_coerce(func.sum(_claims.c.claimed_measure), ExactQuantity()))
+    .where(_claims.c.quota_year == bindparam("year"), _claims.c.decision == "QUEUED", _claims.c.reversed_at.is_(None))
+    .group_by(_claims.c.tpl_number),
     queued_claims_first=_queued.limit(bindparam("limit")),
     certificate_claims=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
     .where(_claims.c.issuing_country == bindparam("country"), _claims.c.certificate_number == bindparam("number"))
@@ -169,6 +172,10 @@ class ClaimRepository(_Repository):
         if limit is None:
             return [QueuedClaim(*row) for row in self._all("queued_claims", {"year": quota_year})]
         return [QueuedClaim(*row) for row in self._all("queued_claims_first", {"year": quota_year, "limit": limit})]
+
+    def queued_demand(self, quota_year: int) -> dict[str, Decimal]:
+        """What the year's QUEUED claims ask in all, per TPL, in the level's measure."""
+        return {tpl: measure for tpl, measure in self._all("queued_demand", {"year": quota_year})}
 
     def for_certificate(self, country: str, number: str) -> list[ClaimRecord]:
         rows = self._all("certificate_claims", {"country": country, "number": number})

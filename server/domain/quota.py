@@ -129,16 +129,25 @@ def allocate_opening(
     claims: list[OpeningClaim], remaining: dict[str, Decimal], aggregate_of: dict[str, str | None]
 ) -> OpeningAllocation:
     """19 CFR 132.12: claims presented at the opening moment are simultaneous; if they exceed a
-    level, each gets the same percentage of what it asked.
+    level, each gets the same percentage of what it asked (see opening_rates, opening_grant)."""
+    demand: dict[str, Fraction] = {}
+    for claim in claims:
+        demand[claim.member_level] = demand.get(claim.member_level, Fraction(0)) + Fraction(claim.measure)
+    rates = opening_rates(demand, remaining, aggregate_of)
+    grants = {claim.key: opening_grant(claim.quantity, claim.factor, rates[claim.member_level]) for claim in claims}
+    return OpeningAllocation(rates, grants)
+
+
+def opening_rates(
+    demand: dict[str, Fraction], remaining: dict[str, Decimal], aggregate_of: dict[str, str | None]
+) -> dict[str, Fraction]:
+    """One rate per member level, from what its opening claims ask in all (`demand`, in its measure).
 
     Each member level gets rate min(1, room / demand). Where members share an aggregate ceiling
     (TPL 4 and 5 under TPL 3), the members' rates are scaled down together until the aggregate
     holds. Grants are rounded down to whole units, so the sum never exceeds any level; what the
     rounding leaves stays in the level for the next claimant.
     """
-    demand: dict[str, Fraction] = {}
-    for claim in claims:
-        demand[claim.member_level] = demand.get(claim.member_level, Fraction(0)) + Fraction(claim.measure)
     rates = {
         level: min(Fraction(1), max(Fraction(0), Fraction(remaining[level])) / wanted) if wanted else Fraction(1)
         for level, wanted in demand.items()
@@ -155,8 +164,7 @@ def allocate_opening(
             scale = room / granted
             for member in members:
                 rates[member] *= scale
-    grants = {claim.key: opening_grant(claim.quantity, claim.factor, rates[claim.member_level]) for claim in claims}
-    return OpeningAllocation(rates, grants)
+    return rates
 
 
 def opening_grant(quantity: Decimal, factor: Decimal, rate: Fraction) -> Grant:

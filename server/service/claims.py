@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -29,7 +30,7 @@ from server.domain.claims import (
 from server.domain.conversion import Conversion, convert
 from server.domain.entry import EntryLine, EntryLineDraft, canonical_entry_number, line_digest, validate_entry_line
 from server.domain.errors import DomainError, ErrorKind, Finding
-from server.domain.quota import Level, OpeningClaim, allocate_opening, grant_first_come, opening_grant, rate_text
+from server.domain.quota import Level, grant_first_come, opening_grant, opening_rates, rate_text
 from server.domain.records import ClaimRecord, QueuedClaim
 from server.domain.transmission import CertificateStatus
 from server.service.clock import Clock, new_id
@@ -42,6 +43,7 @@ MAX_ATTEMPTS = 8
 # Queued claims decided per transaction of the opening allocation: about half a second of the
 # writer on this machine, under the one-second admission wait of the writes queued behind it.
 OPENING_CHUNK = 500
+OPENING_STEP_PAUSE = 0.01  # seconds between two steps of the opening allocation
 CHARGED = (Decision.PREFERENTIAL.value, Decision.PARTIAL.value)
 
 
@@ -454,6 +456,10 @@ class ClaimUseCases:
                     worked = worked or did
                     if completed:
                         self._opened_years.add(year)
+                    else:
+                        # A thread that gives the writer back and asks again at once usually gets it
+                        # again: a pause lets the writes that queued during the step have it first.
+                        time.sleep(OPENING_STEP_PAUSE)
                 break
             except (_LostRace, IntegrityError):
                 continue  # another replica took the step: look again
@@ -470,13 +476,17 @@ class ClaimUseCases:
         if opening is not None and opening.completed_at is not None:
             return False, True
         if opening is None:
-            # The rates: one per TPL, from the whole batch and the levels' room at the opening.
-            queued = uow.claims.queued(year)
+            # The rates: one per TPL, from what the whole batch asks and the levels' room at the opening
+            # (summed by the database: this step holds the writer too).
+            demand = uow.claims.queued_demand(year)
             rows = uow.quota.levels(year, lock=True)
-            claims = [OpeningClaim(c.claim_id, c.tpl_number, c.claimed_quantity, Decimal(c.conversion_factor)) for c in queued]
-            result = allocate_opening(claims, {r.tpl_number: r.limit - r.charged for r in rows}, {r.tpl_number: r.aggregate for r in rows})
-            uow.quota.begin_opening(year, now, result.rates)
-            completed = not queued
+            rates = opening_rates(
+                {tpl: Fraction(measure) for tpl, measure in demand.items()},
+                {r.tpl_number: r.limit - r.charged for r in rows},
+                {r.tpl_number: r.aggregate for r in rows},
+            )
+            uow.quota.begin_opening(year, now, rates)
+            completed = not demand
         else:
             chunk = uow.claims.queued(year, limit=OPENING_CHUNK)
             self._decide_queued(uow, year, chunk, opening, now)
