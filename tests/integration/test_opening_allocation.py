@@ -13,6 +13,7 @@ import json
 from collections import defaultdict
 from decimal import Decimal
 
+import grpc
 import pytest
 from sqlalchemy import select
 
@@ -22,6 +23,7 @@ from server.adapters.orm import AuditRecordRow, CertificateRow, ClaimRow, QuotaL
 from server.service import claims as claims_service
 from server.service.audit import verify_audit_log
 from tests.factories import certificate, claim_line, envelope, small_levels
+from tests.grpc_errors import rich_error
 
 YEAR = 2027
 QUEUED_AT = dt.datetime(2026, 12, 20, 15, tzinfo=dt.timezone.utc)
@@ -241,3 +243,25 @@ def test_a_claim_queued_after_the_rates_were_set_never_overfills_a_level(
     assert level["charged"] <= level["limit"]
     _assert_levels_and_ledger_follow_the_queue(server)
     _assert_certificates_give_back_what_was_not_granted(server)
+
+
+def test_a_claim_arriving_while_another_thread_allocates_is_told_to_retry(server, match, transmission, partner, clock):  # type: ignore[no-untyped-def]
+    """It must not hold a serving thread for the whole batch: it waits as long as a write waits for
+    the database, then hears UNAVAILABLE; once the batch is allocated, the same claim is decided."""
+    _queue_scenario(server, match, transmission, partner, clock)
+    clock.at = OPENED_AT
+    runner = server.use_cases.claims._opening_runner
+    assert runner.acquire(blocking=False)  # the timer thread is allocating
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            _late_claim(match, 97, "MX27-00000006", "9823.53.01", "5", clock.at)
+        error = rich_error(caught.value)
+        assert (error.code, error.reason, error.metadata) == (
+            grpc.StatusCode.UNAVAILABLE, "OPENING_ALLOCATION_IN_PROGRESS", {"quota_year": str(YEAR)}
+        )
+        assert "QUEUED" in [c["decision"] for c in _year_claims(server)]
+        assert not server.use_cases.claims.allocate_due_openings()  # the timer's next check leaves it to the runner
+    finally:
+        runner.release()
+    assert _late_claim(match, 97, "MX27-00000006", "9823.53.01", "5", clock.at).decision == mpb.CLAIM_DECISION_PREFERENTIAL
+    assert "QUEUED" not in [c["decision"] for c in _year_claims(server)]
