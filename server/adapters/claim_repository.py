@@ -24,7 +24,7 @@ from server.adapters.orm import (
 from server.adapters.prepared import PreparedRepository, Statements
 from server.domain.audit import AuditRecord, link_hash
 from server.domain.canonical import canonical_json
-from server.domain.records import ClaimRecord, QueuedClaim
+from server.domain.records import ClaimRecord
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,20 +73,17 @@ _certificate_key = (_certificates.c.issuing_country == bindparam("country"), _ce
 _level_key = (_levels.c.tpl_number == bindparam("tpl"), _levels.c.quota_year == bindparam("year"))
 _CLAIM_COLUMNS = tuple(f.name for f in dataclasses.fields(ClaimRecord))
 _level_columns = select(*(_levels.c[f.name] for f in dataclasses.fields(LevelRow)))
-_queued = (
-    select(*(_claims.c[f.name] for f in dataclasses.fields(QueuedClaim)))
-    .where(_claims.c.quota_year == bindparam("year"), _claims.c.decision == "QUEUED", _claims.c.reversed_at.is_(None))
-    .order_by(_claims.c.claim_id)
-)
 STATEMENTS = Statements(
     claim_revisions=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
     .where(_claims.c.entry_number == bindparam("entry"), _claims.c.line_number == bindparam("line"))
     .order_by(_claims.c.revision),
-    queued_claims=_queued,
+    queued_claims=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
+    .where(_claims.c.quota_year == bindparam("year"), _claims.c.decision == "QUEUED", _claims.c.reversed_at.is_(None))
+    .order_by(_claims.c.claim_id)
+    .limit(bindparam("limit")),
     queued_demand=select(_claims.c.tpl_number, type_coerce(func.sum(_claims.c.claimed_measure), ExactQuantity()))
     .where(_claims.c.quota_year == bindparam("year"), _claims.c.decision == "QUEUED", _claims.c.reversed_at.is_(None))
     .group_by(_claims.c.tpl_number),
-    queued_claims_first=_queued.limit(bindparam("limit")),
     certificate_claims=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
     .where(_claims.c.issuing_country == bindparam("country"), _claims.c.certificate_number == bindparam("number"))
     .order_by(_claims.c.decided_at, _claims.c.entry_number, _claims.c.line_number, _claims.c.revision),
@@ -117,13 +114,17 @@ STATEMENTS = Statements(
 )
 
 
-def _update_claim(columns: tuple[str, ...]):  # type: ignore[no-untyped-def]
-    """UPDATE of these columns of one claim, returning the whole claim."""
+def _set_claim(columns: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    """UPDATE of these columns of one claim."""
     return (
         update(_claims).where(_claims.c.claim_id == bindparam("id"))
         .values({name: bindparam(f"new_{name}", type_=_claims.c[name].type) for name in columns})
-        .returning(*(_claims.c[name] for name in _CLAIM_COLUMNS))
     )
+
+
+def _update_claim(columns: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    """UPDATE of these columns of one claim, returning the whole claim."""
+    return _set_claim(columns).returning(*(_claims.c[name] for name in _CLAIM_COLUMNS))
 
 
 def _record(row: tuple) -> ClaimRecord:  # type: ignore[type-arg]
@@ -166,12 +167,22 @@ class ClaimRepository(_Repository):
             raise LookupError(f"no claim {claim_id}")
         return _record(row)
 
-    def queued(self, quota_year: int, limit: int | None = None) -> list[QueuedClaim]:
-        """The year's QUEUED claims (the first `limit` of them), in a stable order: the allocation
+    def queued(self, quota_year: int, limit: int) -> list[ClaimRecord]:
+        """The first `limit` of the year's QUEUED claims, in a stable order (claim id): the allocation
         treats them as simultaneous, and decides them in this order."""
-        if limit is None:
-            return [QueuedClaim(*row) for row in self._all("queued_claims", {"year": quota_year})]
-        return [QueuedClaim(*row) for row in self._all("queued_claims_first", {"year": quota_year, "limit": limit})]
+        return [_record(row) for row in self._all("queued_claims", {"year": quota_year, "limit": limit})]
+
+    def update_many(self, records: list[ClaimRecord], columns: tuple[str, ...]) -> None:
+        """Store these columns of each record (existing claims), in one driver call."""
+        columns = tuple(sorted(columns))
+        statement = self.statements.get(f"set_claim:{','.join(columns)}", self.connection.dialect, lambda: _set_claim(columns))
+        rows = []
+        for record in records:
+            values: dict[str, object] = {f"new_{name}": getattr(record, name) for name in columns}
+            if "reasons" in columns:
+                values["new_reasons"] = json.dumps(list(record.reasons))
+            rows.append({"id": record.claim_id, **values})
+        statement.execute_many(self.connection, rows)
 
     def queued_demand(self, quota_year: int) -> dict[str, Decimal]:
         """What the year's QUEUED claims ask in all, per TPL, in the level's measure."""

@@ -105,16 +105,3 @@ class ClaimRecord:
     @property
     def mfn_measure(self) -> Decimal:
         return self.claimed_measure - self.granted_measure
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedClaim:
-    """What the opening allocation needs of a QUEUED claim: the whole queue is held at once to compute
-    the rates, so it holds only this (about a tenth of a full ClaimRecord's memory)."""
-
-    claim_id: str
-    tpl_number: str
-    claimed_quantity: Decimal
-    conversion_factor: str
-    issuing_country: str
-    certificate_number: str

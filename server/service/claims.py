@@ -31,8 +31,9 @@ from server.domain.claims import (
 from server.domain.conversion import Conversion, convert
 from server.domain.entry import EntryLine, EntryLineDraft, canonical_entry_number, line_digest, validate_entry_line
 from server.domain.errors import DomainError, ErrorKind, Finding
+from server.domain.quantity import format_quantity
 from server.domain.quota import Level, grant_first_come, opening_grant, opening_rates, rate_text
-from server.domain.records import ClaimRecord, QueuedClaim
+from server.domain.records import ClaimRecord
 from server.domain.transmission import CertificateStatus
 from server.service import deadline
 from server.service.clock import Clock, new_id
@@ -47,6 +48,11 @@ MAX_ATTEMPTS = 8
 OPENING_CHUNK = 250
 OPENING_STEP_PAUSE = 0.005  # seconds between two steps of the opening allocation
 CHARGED = (Decision.PREFERENTIAL.value, Decision.PARTIAL.value)
+# What the opening allocation decides of a queued claim.
+ALLOCATED_COLUMNS = (
+    "decision", "reasons", "granted_quantity", "granted_measure", "proration_rate", "certificate_remaining",
+    "decided_at", "level_remaining", "aggregate_remaining",
+)
 
 
 class ReversalKind(enum.Enum):
@@ -524,14 +530,16 @@ class ClaimUseCases:
         uow.commit()
         return True, completed
 
-    def _decide_queued(self, uow: UnitOfWork, year: int, queued: list[QueuedClaim], opening: Opening, now: dt.datetime) -> None:
+    def _decide_queued(self, uow: UnitOfWork, year: int, queued: list[ClaimRecord], opening: Opening, now: dt.datetime) -> None:
         """Decide queued claims at the opening's rates, in queue order, exactly as deciding them one
         after another would. The level balances are read once (locked on PostgreSQL) and kept here,
         each level is charged once by the same conditional update as a claim, and the quota ledger and
-        audit records go in one driver call each; per claim, only its certificate and its row are
-        written. Decided as of the opening (decided_at, the ledger); audited as of now."""
+        audit records and the claims' new values go in one driver call each; per claim, only its
+        certificate is written on its own. Decided as of the opening (decided_at, the ledger); audited
+        as of now."""
         rows = {row.tpl_number: row for row in uow.quota.levels(year, lock=True)}
         charged = {t: r.charged for t, r in rows.items()}
+        decided: list[ClaimRecord] = []
         ledger: list[LedgerEntry] = []
         audit: list[tuple[str, str, dict[str, object]]] = []
         at = opening.allocated_at
@@ -573,8 +581,8 @@ class ClaimUseCases:
                     "level_remaining": member.limit - charged[member.tpl_number],
                     "aggregate_remaining": rows[aggregate].limit - charged[aggregate] if aggregate else None,
                 }
-            record = uow.claims.update(
-                claim.claim_id,
+            record = dataclasses.replace(
+                claim,
                 decision=decision.value,
                 reasons=reasons,
                 granted_quantity=grant.quantity,
@@ -584,7 +592,9 @@ class ClaimUseCases:
                 decided_at=at,
                 **balances,
             )
+            decided.append(record)
             audit.append(("ALLOCATION", _subject(record), _facts(record)))
+        uow.claims.update_many(decided, ALLOCATED_COLUMNS)
         uow.quota.record_many(ledger)
         uow.audit.append_many(now, audit)
         for level, row in rows.items():
@@ -625,9 +635,10 @@ def _facts(record: ClaimRecord) -> dict[str, object]:
         "reasons": list(record.reasons),
         "certificate": f"{record.issuing_country}/{record.certificate_number}@{record.certificate_version}",
         "tpl": f"{record.tpl_number}/{record.quota_year}",
-        "claimed": f"{record.claimed_quantity} {record.unit}",
-        "granted": f"{record.granted_quantity} {record.unit}",
-        "granted_measure": f"{record.granted_measure} {record.measure_unit}",
+        # Canonical text ("600", never "600.0" or "6E+2"), whichever path computed or read the value.
+        "claimed": f"{format_quantity(record.claimed_quantity)} {record.unit}",
+        "granted": f"{format_quantity(record.granted_quantity)} {record.unit}",
+        "granted_measure": f"{format_quantity(record.granted_measure)} {record.measure_unit}",
         "factor": f"{record.conversion_factor}@{record.factor_version}",
         "presented": record.presentation_time.isoformat(),
         "proration_rate": record.proration_rate,

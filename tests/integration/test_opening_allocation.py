@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import transmission_pb2 as tpb
+from server.domain.quantity import format_quantity
 from server.adapters.orm import AuditRecordRow, CertificateRow, ClaimRow, QuotaLedgerRow, QuotaLevelRow
 from server.service import claims as claims_service
 from server.service.audit import verify_audit_log
@@ -169,8 +170,8 @@ def test_each_allocation_is_audited_in_queue_order_and_the_chain_holds(server, a
     for record, c in zip(records, claims):
         facts = json.loads(record["payload"])
         assert (facts["claim_id"], facts["decision"]) == (c["claim_id"], c["decision"])
-        assert facts["granted"] == f"{c['granted_quantity']} {c['unit']}"
-        assert facts["granted_measure"] == f"{c['granted_measure']} {c['measure_unit']}"
+        assert facts["granted"] == f"{format_quantity(c['granted_quantity'])} {c['unit']}"
+        assert facts["granted_measure"] == f"{format_quantity(c['granted_measure'])} {c['measure_unit']}"
     verification = verify_audit_log(server.database)
     assert verification.intact and verification.records == records[-1]["seq"]
 
