@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 from grpc_status import rpc_status
 
 from server.api.errors import status_for
-from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
 
 from server.domain.errors import DomainError, ErrorKind, Finding
 from server.service.deadline import deadline_in
@@ -64,28 +64,132 @@ def malformed_error(method: str) -> DomainError:
 # google.protobuf.Timestamp's own contract: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
 TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
 TIMESTAMP = "google.protobuf.Timestamp"
+NUL = "TEXT_HAS_NUL", "must not contain NUL characters"
+OUT_OF_RANGE = "TIMESTAMP_OUT_OF_RANGE", "must be an instant from year 1 to year 9999"
 
 
-def violation(message: Message, prefix: str = "") -> Finding | None:
-    """The first field that no request may carry: text with a NUL, a Timestamp out of its range."""
+def violation(message: Message) -> Finding | None:
+    """The first field that no request may carry: text with a NUL, a Timestamp out of its range.
+
+    First in field-number order, depth first (the order of ListFields). Only the fields that can
+    hold one are read, from a plan compiled once per message type (_plan)."""
+    descriptor = message.DESCRIPTOR
+    plan = _plans.get(descriptor)
+    if plan is None:
+        plan = _plans[descriptor] = _plan(descriptor)
+    found = _listed(message, "") if plan is _LISTED else _planned(message, plan)
+    return Finding(found[0][0], found[1], found[0][1]) if found else None
+
+
+def _out_of_range(stamp: Message) -> bool:
+    low, high = TIMESTAMP_SECONDS
+    return not (low <= stamp.seconds <= high and 0 <= stamp.nanos <= 999_999_999)
+
+
+# -- the plan: per field that can hold a violation, (name, kind, repeated, plan of its message type) ----
+
+_STRING, _TIMESTAMP, _MESSAGE = 0, 1, 2
+Step = tuple[str, int, bool, list]  # list: the message type's own steps (empty unless _MESSAGE)
+_plans: dict[Descriptor, Any] = {}  # message type -> its steps, or _LISTED; filled on first use, never changes
+_LISTED = object()  # a type that may carry extensions: walked with ListFields, which lists them too
+
+
+def _nested(descriptor: Descriptor) -> list[FieldDescriptor]:
+    """The message fields the walk descends into (map fields are not checked)."""
+    return [f for f in descriptor.fields if f.type == FieldDescriptor.TYPE_MESSAGE and not f.message_type.GetOptions().map_entry]
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    flag = getattr(field, "is_repeated", None)  # protobuf 6.31+; `label` is gone in 7
+    return bool(flag) if flag is not None else field.label == FieldDescriptor.LABEL_REPEATED
+
+
+def _plan(root: Descriptor) -> Any:
+    # Every type the walk can reach from the root; a Timestamp is a leaf.
+    reachable: dict[Descriptor, list[Descriptor]] = {}
+    pending = [root]
+    while pending:
+        descriptor = pending.pop()
+        if descriptor in reachable:
+            continue
+        reachable[descriptor] = [f.message_type for f in _nested(descriptor) if f.message_type.full_name != TIMESTAMP]
+        pending += reachable[descriptor]
+    if any(d.extension_ranges for d in reachable):
+        return _LISTED
+
+    def holds_own(descriptor: Descriptor) -> bool:
+        return any(f.type == FieldDescriptor.TYPE_STRING for f in descriptor.fields) or any(
+            f.message_type.full_name == TIMESTAMP for f in _nested(descriptor)
+        )
+
+    def may_hold(descriptor: Descriptor) -> bool:  # at any depth (types may be recursive)
+        seen, pending = set(), [descriptor]
+        while pending:
+            d = pending.pop()
+            if d not in seen:
+                seen.add(d)
+                if holds_own(d):
+                    return True
+                pending += reachable[d]
+        return False
+
+    steps: dict[Descriptor, list[Step]] = {d: [] for d in reachable}  # made first: recursive types refer to their own
+    for descriptor, own in steps.items():
+        for f in sorted(descriptor.fields, key=lambda f: f.number):
+            repeated = _is_repeated(f)
+            if f.type == FieldDescriptor.TYPE_STRING:
+                own.append((f.name, _STRING, repeated, []))
+            elif f in _nested(descriptor):
+                if f.message_type.full_name == TIMESTAMP:
+                    own.append((f.name, _TIMESTAMP, repeated, []))
+                elif may_hold(f.message_type):
+                    own.append((f.name, _MESSAGE, repeated, steps[f.message_type]))
+    return steps[root]
+
+
+def _planned(message: Message, steps: list[Step]) -> tuple[tuple[str, str], str] | None:
+    """(the code and description, the field path) of the first violation, or None."""
+    for name, kind, repeated, nested in steps:
+        if kind == _STRING:
+            if repeated:
+                if any("\x00" in item for item in getattr(message, name)):
+                    return NUL, name
+            elif "\x00" in getattr(message, name):
+                return NUL, name
+        elif repeated:
+            for index, item in enumerate(getattr(message, name)):
+                if kind == _TIMESTAMP:
+                    if _out_of_range(item):
+                        return OUT_OF_RANGE, f"{name}[{index}]"
+                elif found := _planned(item, nested):
+                    return found[0], f"{name}[{index}].{found[1]}"
+        elif message.HasField(name):
+            item = getattr(message, name)
+            if kind == _TIMESTAMP:
+                if _out_of_range(item):
+                    return OUT_OF_RANGE, name
+            elif found := _planned(item, nested):
+                return found[0], f"{name}.{found[1]}"
+    return None
+
+
+def _listed(message: Message, prefix: str) -> tuple[tuple[str, str], str] | None:
+    """The same walk over the fields ListFields reports (extensions included)."""
     for field, value in message.ListFields():
         path = prefix + field.name
         repeated = hasattr(value, "append") or hasattr(value, "add")
         items = list(value) if repeated else [value]
         if field.type == FieldDescriptor.TYPE_STRING:
             if any("\x00" in item for item in items):
-                return Finding("TEXT_HAS_NUL", path, "must not contain NUL characters")
+                return NUL, path
         elif field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry:
             for index, item in enumerate(items):
                 where = f"{path}[{index}]" if repeated else path
                 if field.message_type.full_name == TIMESTAMP:
-                    low, high = TIMESTAMP_SECONDS
-                    if not (low <= item.seconds <= high and 0 <= item.nanos <= 999_999_999):
-                        return Finding("TIMESTAMP_OUT_OF_RANGE", where, "must be an instant from year 1 to year 9999")
-                else:
-                    found = violation(item, where + ".")
-                    if found:
-                        return found
+                    if _out_of_range(item):
+                        return OUT_OF_RANGE, where
+                elif found := _listed(item, where + "."):
+                    return found
     return None
 
 
