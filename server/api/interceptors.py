@@ -48,26 +48,50 @@ def _peer_subject(context: grpc.ServicerContext) -> str:
     return bytes(certificates[0]).decode(errors="replace") if certificates else ""
 
 
+def _request_id(context: grpc.ServicerContext) -> str:
+    """The caller's x-request-id (the last one, if sent twice) when it is usable, else a fresh id."""
+    incoming = None
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER:
+            incoming = value
+    return accept_request_id(incoming if isinstance(incoming, str) else None)
+
+
+# Wrapped handlers are kept per method while the handler they wrap is the same object; at most this
+# many, in case a generic handler answers arbitrary method names.
+MAX_WRAPPED = 1024
+
+
 class ObservabilityInterceptor(grpc.ServerInterceptor):
     def __init__(self, metrics: ServiceMetrics | None = None):
         self.metrics = metrics
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
-        incoming = dict(handler_call_details.invocation_metadata or ()).get(REQUEST_ID_HEADER)
-        request_id = accept_request_id(incoming if isinstance(incoming, str) else None)
+        # The wrapping holds nothing of a call (the request id is read from the call's own metadata), so
+        # one made earlier serves while the inner handler is the same; one made per call is wrapped anew.
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(handler, method)
+        if len(self._wrapped) < MAX_WRAPPED or method in self._wrapped:
+            self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         serializers = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary, method, request_id), **serializers)
+            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary, method), **serializers)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(self._stream(handler.unary_stream, method, request_id), **serializers)
+            return grpc.unary_stream_rpc_method_handler(self._stream(handler.unary_stream, method), **serializers)
         return handler  # no client-streaming RPCs in ecert.v1
 
-    def _begin(self, context: grpc.ServicerContext, request_id: str) -> Any:
-        token = request_id_var.set(request_id)
+    def _begin(self, context: grpc.ServicerContext) -> Any:
+        token = request_id_var.set(_request_id(context))
         if self.metrics:
             self.metrics.in_flight.inc()
         return token
@@ -88,27 +112,31 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
             if self.metrics:
                 self.metrics.in_flight.dec()
                 self.metrics.observe_call(method, code.name, seconds, response if code == grpc.StatusCode.OK else None, details)
-            info = next((d for d in details if isinstance(d, error_details_pb2.ErrorInfo)), None)
-            fields = {
-                "request_id": request_id_var.get(),
-                "method": method,
-                "code": code.name,
-                "duration_ms": round(seconds * 1000, 3),
-                "peer": context.peer(),
-                **({"caller": s} if (s := _peer_subject(context)) else {}),
-                **({"reason": info.reason} if info is not None else {}),
-                **extra,
-            }
-            log.log(logging.ERROR if code in SERVER_FAULTS else logging.INFO, "rpc %s %s", method, code.name, extra=fields)
+            level = logging.ERROR if code in SERVER_FAULTS else logging.INFO
+            if log.isEnabledFor(level):  # the peer and the fields only for a line that is written
+                fields = {
+                    "request_id": request_id_var.get(),
+                    "method": method,
+                    "code": code.name,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "peer": context.peer(),
+                }
+                if subject := _peer_subject(context):
+                    fields["caller"] = subject
+                info = next((d for d in details if isinstance(d, error_details_pb2.ErrorInfo)), None)
+                if info is not None:
+                    fields["reason"] = info.reason
+                fields.update(extra)
+                log.log(level, "rpc %s %s", method, code.name, extra=fields)
         finally:
             try:
                 request_id_var.reset(token)
             except ValueError:
                 request_id_var.set("")  # a stream closed from another context: just clear it
 
-    def _unary(self, behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str, request_id: str) -> Callable[..., Any]:
+    def _unary(self, behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
-            token = self._begin(context, request_id)
+            token = self._begin(context)
             started = time.perf_counter()
             response, failed = None, True
             try:
@@ -120,9 +148,9 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
 
         return call
 
-    def _stream(self, behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str, request_id: str) -> Callable[..., Any]:
+    def _stream(self, behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            token = self._begin(context, request_id)
+            token = self._begin(context)
             started = time.perf_counter()
             sent, failed, cancelled = 0, True, False
             try:

@@ -139,3 +139,23 @@ def test_claims_reversals_and_quota_fill_are_exported(server, transmission, part
     status, document = http_json(server, "/quota.json")
     level = next(q for q in document["levels"] if q["tpl_number"] == "9823.53.01")
     assert document["available"] and (level["charged"], level["remaining"], level["state"]) == ("300", "700", "OPEN")
+
+
+def test_each_call_gets_its_own_request_id(server, transmission, caplog):
+    """The wrapped handlers are made once per method: the id is still each call's own."""
+    caplog.set_level(logging.INFO, logger="ecert.rpc")
+
+    def echoed(*metadata: tuple[str, str]) -> str:
+        with pytest.raises(grpc.RpcError) as caught:
+            transmission.GetCertificate(tpb.GetCertificateRequest(issuing_country="MX", certificate_number="MX26-99999999"),
+                                        metadata=metadata or None)
+        return dict(caught.value.trailing_metadata())["x-request-id"]
+
+    assert echoed(("x-request-id", "first-1")) == "first-1"
+    assert echoed(("x-request-id", "second-2")) == "second-2"
+    fresh = {echoed(), echoed()}
+    assert len(fresh) == 2 and all(len(i) == 32 for i in fresh)
+    assert echoed(("x-request-id", "dup-a"), ("x-request-id", "dup-b")) == "dup-b"  # sent twice: the last one
+    assert len(echoed(("x-request-id", "bad id"))) == 32
+    logged = [r.request_id for r in caplog.records if r.name == "ecert.rpc"]  # type: ignore[attr-defined]
+    assert logged[:2] == ["first-1", "second-2"] and set(logged[2:4]) == fresh and logged[4] == "dup-b"
