@@ -18,6 +18,7 @@ ecert_relay_retries_total{reason}.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -29,6 +30,7 @@ from prometheus_client.registry import Collector
 
 # Latency buckets from sub-millisecond reads to multi-second database waits.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+MAX_CALL_CHILDREN = 4096  # methods x status codes; beyond that (arbitrary method names) labels() every time
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ class ServiceMetrics:
                                        ("kind",), registry=r)
         self.reversals = Counter("ecert_claim_reversals_total", "Claims reversed, by kind", ("kind",), registry=r)
         self._quota: QuotaCollector | None = None
+        # (method, code) -> its handled counter and latency histogram children, made once: labels() takes
+        # a lock and converts its values on every call (and nothing here removes a child).
+        self._call_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def watch_quota(self, source: QuotaSource) -> None:
         if self._quota is None:
@@ -98,14 +103,21 @@ class ServiceMetrics:
     # -- what the RPC interceptor reports ------------------------------------------------------------
 
     def observe_call(self, method: str, code: str, seconds: float, response: Any, details: list[Any]) -> None:
-        service, _, name = method.lstrip("/").rpartition("/")
-        self.handled.labels(service, name, code).inc()
-        self.latency.labels(service, name).observe(seconds)
+        children = self._call_children.get((method, code))
+        if children is None:
+            service, _, name = method.lstrip("/").rpartition("/")
+            children = self.handled.labels(service, name, code), self.latency.labels(service, name)
+            if len(self._call_children) < MAX_CALL_CHILDREN:
+                self._call_children[(method, code)] = children
+        handled, latency = children
+        handled.inc()
+        latency.observe(seconds)
         observer = _OBSERVERS.get(method)
         if observer is not None:
             observer(self, response, details)
 
 
+@functools.lru_cache(maxsize=1024)  # a few enums, a few values each; answered on every call
 def _enum_label(wrapper: Any, number: int) -> str:
     prefix = wrapper.DESCRIPTOR.values[0].name.removesuffix("UNSPECIFIED")
     try:
