@@ -29,10 +29,27 @@ def accept_request_id(incoming: str | None) -> str:
     return uuid.uuid4().hex
 
 
+# What json.dumps(entry, default=str, ensure_ascii=False) would make afresh for every line.
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+
+
 class JsonFormatter(logging.Formatter):
+    # The last second written, and its text up to the seconds: most lines share it with the one before.
+    _second: tuple[dt.datetime | None, str] = (None, "")
+
+    def _timestamp(self, created: float) -> str:
+        """The instant as isoformat(timespec="milliseconds") in UTC writes it."""
+        at = dt.datetime.fromtimestamp(created, dt.timezone.utc)
+        second = at.replace(microsecond=0)
+        known, text = self._second
+        if second != known:
+            text = second.isoformat()[:-6]  # up to the seconds, without the "+00:00"
+            self._second = (second, text)
+        return f"{text}.{at.microsecond // 1000:03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -42,10 +59,12 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", "") or request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
+        for key, value in vars(record).items():  # the caller's extra= fields
+            if key not in _STANDARD and key[:1] != "_":
+                entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return _ENCODER.encode(entry)
 
 
 def configure(level: int | str = logging.INFO, *, json_format: bool = True) -> None:

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
+from decimal import Decimal
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from ecert.v1 import transmission_pb2 as tpb
@@ -159,3 +163,55 @@ def test_each_call_gets_its_own_request_id(server, transmission, caplog):
     assert len(echoed(("x-request-id", "bad id"))) == 32
     logged = [r.request_id for r in caplog.records if r.name == "ecert.rpc"]  # type: ignore[attr-defined]
     assert logged[:2] == ["first-1", "second-2"] and set(logged[2:4]) == fresh and logged[4] == "dup-b"
+
+
+def reference_line(record: logging.LogRecord) -> str:
+    """The JSON line as the formatter first wrote it (a plain datetime, vars() and json.dumps each time)."""
+    import datetime as dt
+
+    from server.observability.logs import _STANDARD, request_id_var
+
+    entry = {
+        "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+        "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
+    }
+    request_id = getattr(record, "request_id", "") or request_id_var.get()
+    if request_id:
+        entry["request_id"] = request_id
+    entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
+    if record.exc_info:
+        entry["exc"] = logging.Formatter().formatException(record.exc_info)
+    return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+@given(
+    created=st.one_of(
+        st.floats(min_value=-62_135_596_800, max_value=253_402_300_797, allow_nan=False),  # +1 s stays in range
+        # just below a whole second, where the instant rounds up into the next one
+        st.integers(0, 2_000_000_000).map(lambda s: s + 0.9999996),
+        st.integers(0, 2_000_000_000).map(lambda s: s + 0.9995),
+    ),
+    extra=st.dictionaries(st.sampled_from(["method", "code", "peer", "level", "_private", "caller", "n"]),
+                          st.one_of(st.text(), st.integers(), st.floats(allow_nan=False), st.none(), st.just(Decimal("1.5")))),
+    request_id=st.sampled_from(["", "rid-1"]),
+)
+@examples(max_examples=300, deadline=None)
+def test_the_json_line_is_the_one_first_written(created: float, extra: dict, request_id: str) -> None:
+    formatter = JsonFormatter()  # one formatter, many lines: what it keeps between lines must not leak
+    for at in (created, created + 0.0004, created + 1.0):
+        record = logging.LogRecord("ecert.rpc", logging.INFO, "f", 1, "rpc %s é", ("x",), None)
+        record.created = at
+        for key, value in {**extra, **({"request_id": request_id} if request_id else {})}.items():
+            setattr(record, key, value)
+        assert formatter.format(record) == reference_line(record)
+
+
+def test_an_exception_is_in_the_line() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("x", logging.ERROR, "f", 1, "failed", None, sys.exc_info())
+    line = JsonFormatter().format(record)
+    assert line == reference_line(record) and "ValueError: boom" in json.loads(line)["exc"]
