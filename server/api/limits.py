@@ -90,7 +90,7 @@ def _out_of_range(stamp: Message) -> bool:
 _STRING, _TIMESTAMP, _MESSAGE = 0, 1, 2
 Step = tuple[str, int, bool, list]  # list: the message type's own steps (empty unless _MESSAGE)
 _plans: dict[Descriptor, Any] = {}  # message type -> its steps, or _LISTED; filled on first use, never changes
-_LISTED = object()  # a type that may carry extensions: walked with ListFields, which lists them too
+_LISTED = object()  # a request type the plan cannot cover (see _plan): walked with ListFields
 
 
 def _nested(descriptor: Descriptor) -> list[FieldDescriptor]:
@@ -109,11 +109,13 @@ def _plan(root: Descriptor) -> Any:
     pending = [root]
     while pending:
         descriptor = pending.pop()
-        if descriptor in reachable:
-            continue
-        reachable[descriptor] = [f.message_type for f in _nested(descriptor) if f.message_type.full_name != TIMESTAMP]
-        pending += reachable[descriptor]
-    if any(d.extension_ranges for d in reachable):
+        if descriptor not in reachable:
+            reachable[descriptor] = [f.message_type for f in _nested(descriptor) if f.message_type.full_name != TIMESTAMP]
+            pending += reachable[descriptor]
+    # Extensions are not among a type's fields, and an unset proto2 string reads as its default: only
+    # ListFields sees these as the first walk did.
+    if any(d.extension_ranges or any(f.type == FieldDescriptor.TYPE_STRING and "\x00" in f.default_value for f in d.fields)
+           for d in reachable):
         return _LISTED
 
     def holds_own(descriptor: Descriptor) -> bool:
@@ -134,15 +136,14 @@ def _plan(root: Descriptor) -> Any:
 
     steps: dict[Descriptor, list[Step]] = {d: [] for d in reachable}  # made first: recursive types refer to their own
     for descriptor, own in steps.items():
+        nested = set(_nested(descriptor))
         for f in sorted(descriptor.fields, key=lambda f: f.number):
-            repeated = _is_repeated(f)
             if f.type == FieldDescriptor.TYPE_STRING:
-                own.append((f.name, _STRING, repeated, []))
-            elif f in _nested(descriptor):
-                if f.message_type.full_name == TIMESTAMP:
-                    own.append((f.name, _TIMESTAMP, repeated, []))
-                elif may_hold(f.message_type):
-                    own.append((f.name, _MESSAGE, repeated, steps[f.message_type]))
+                own.append((f.name, _STRING, _is_repeated(f), []))
+            elif f in nested and f.message_type.full_name == TIMESTAMP:
+                own.append((f.name, _TIMESTAMP, _is_repeated(f), []))
+            elif f in nested and may_hold(f.message_type):
+                own.append((f.name, _MESSAGE, _is_repeated(f), steps[f.message_type]))
     return steps[root]
 
 

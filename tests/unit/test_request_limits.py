@@ -98,6 +98,8 @@ def _schema() -> descriptor_pool.DescriptorPool:
     field(wrapper, "open", 1, F.TYPE_MESSAGE, type_name=".lt2.Open")
     field(wrapper, "title", 2, F.TYPE_STRING)
     proto2.extension.add(name="remark", number=100, type=F.TYPE_STRING, label=OPTIONAL, extendee=".lt2.Open")
+    defaulted = proto2.message_type.add(name="Defaulted")
+    defaulted.field.add(name="note", number=1, type=F.TYPE_STRING, label=OPTIONAL, default_value="a\x00b")
     pool.Add(proto2)
     return pool
 
@@ -107,6 +109,7 @@ Top = message_factory.GetMessageClass(POOL.FindMessageTypeByName("lt.Top"))
 Tree = message_factory.GetMessageClass(POOL.FindMessageTypeByName("lt.Tree"))
 Wrapper = message_factory.GetMessageClass(POOL.FindMessageTypeByName("lt2.Wrapper"))
 REMARK = POOL.FindExtensionByName("lt2.remark")
+Defaulted = message_factory.GetMessageClass(POOL.FindMessageTypeByName("lt2.Defaulted"))
 Stamp = message_factory.GetMessageClass(POOL.FindMessageTypeByName("google.protobuf.Timestamp"))  # this pool's own
 
 
@@ -148,6 +151,12 @@ def test_extensions_are_checked_like_fields() -> None:
     wrapper = Wrapper(title="\x00")
     wrapper.open.Extensions[REMARK] = "r\x00"
     assert found(wrapper) == reference(wrapper) == ("TEXT_HAS_NUL", "open.remark")
+
+
+def test_an_unset_proto2_string_is_not_read_as_its_default() -> None:
+    assert Defaulted().note == "a\x00b"
+    assert found(Defaulted()) is None and found(Defaulted(note="ok")) is None
+    assert found(Defaulted(note="\x00")) == ("TEXT_HAS_NUL", "note")
 
 
 def test_the_service_requests_are_checked_at_their_paths() -> None:
