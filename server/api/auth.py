@@ -22,6 +22,7 @@ from grpc_status import rpc_status
 
 from server.adapters.tls import peer_identity
 from server.api.errors import status_for
+from server.api.wrapping import WrappedHandlers
 from server.domain.errors import DomainError, ErrorKind
 from server.domain.identity import Identity, Role
 
@@ -144,12 +145,16 @@ def caller(context: grpc.ServicerContext) -> Identity | None:
 class Authorizer(grpc.ServerInterceptor):
     def __init__(self, policy: Mapping[str, Rule] = POLICY):
         self.policy = policy
+        self._guarded = WrappedHandlers(self._guard)
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
+        return self._guarded(handler, handler_call_details.method)
+
+    def _guard(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """The method's handler behind its rule; the caller's identity is read from each call."""
         rule = rule_for(method, self.policy)
 
         def guard(request: Any, context: grpc.ServicerContext) -> Identity:

@@ -16,6 +16,7 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
+from server.api.wrapping import WrappedHandlers
 from server.observability.logs import REQUEST_ID_HEADER, accept_request_id, request_id_var
 from server.observability.metrics import ServiceMetrics
 
@@ -57,30 +58,17 @@ def _request_id(context: grpc.ServicerContext) -> str:
     return accept_request_id(incoming if isinstance(incoming, str) else None)
 
 
-# Wrapped handlers are kept per method while the handler they wrap is the same object; at most this
-# many, in case a generic handler answers arbitrary method names.
-MAX_WRAPPED = 1024
-
-
 class ObservabilityInterceptor(grpc.ServerInterceptor):
     def __init__(self, metrics: ServiceMetrics | None = None):
         self.metrics = metrics
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped = WrappedHandlers(self._wrap)
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
-        # The wrapping holds nothing of a call (the request id is read from the call's own metadata), so
-        # one made earlier serves while the inner handler is the same; one made per call is wrapped anew.
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self._wrap(handler, method)
-        if len(self._wrapped) < MAX_WRAPPED or method in self._wrapped:
-            self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        # The request id is read from the call's own metadata when it runs (server/api/wrapping.py).
+        return self._wrapped(handler, handler_call_details.method)
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         serializers = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}

@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 from grpc_status import rpc_status
 
 from server.api.errors import status_for
+from server.api.wrapping import WrappedHandlers
 from server.domain.errors import DomainError, ErrorKind, Finding
 from server.service.deadline import deadline_in
 
@@ -197,29 +198,15 @@ def violation_error(finding: Finding) -> DomainError:
     return DomainError(finding.code, f"{finding.field}: {finding.description}", ErrorKind.INVALID, [finding])
 
 
-# Wrapped handlers are kept per method while the handler they wrap is the same object (a registered
-# servicer's is); at most this many, in case a generic handler answers arbitrary method names.
-MAX_WRAPPED = 1024
-
-
 class RequestGuard(grpc.ServerInterceptor):
     def __init__(self) -> None:
-        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._guarded = WrappedHandlers(self._guard)
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
         if handler is None or handler.request_streaming:
             return handler
-        method = handler_call_details.method
-        # One made for an earlier call serves this one: it holds nothing of a call. An inner handler made
-        # afresh per call (the authorizer's) is wrapped afresh too.
-        known = self._guarded.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        guarded = self._guard(handler, method)
-        if len(self._guarded) < MAX_WRAPPED or method in self._guarded:
-            self._guarded[method] = (handler, guarded)
-        return guarded
+        return self._guarded(handler, handler_call_details.method)
 
     def _guard(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         inner = handler.unary_unary or handler.unary_stream
