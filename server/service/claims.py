@@ -547,8 +547,8 @@ class ClaimUseCases:
             member = rows[claim.tpl_number]
             aggregate = member.aggregate if member.aggregate in rows else None
             levels = (member.tpl_number, *((aggregate,) if aggregate else ()))
-            # A claim queued after the rates were set (a replica whose clock lagged) has no share in
-            # them: it is granted in full if that fits, else what the levels still hold.
+            # A claim queued after the rates were set (a replica whose clock lagged) was not counted in
+            # them: it gets its TPL's rate (all it asked if the TPL had none), cut to what the levels hold.
             rate = opening.rates.get(claim.tpl_number, Fraction(1))
             factor = Decimal(claim.conversion_factor)
             room = min(rows[level].limit - charged[level] for level in levels)
