@@ -98,6 +98,10 @@ STATEMENTS = Statements(
     .values(used_quantity=_certificates.c.used_quantity - _quantity, matched_entries=_certificates.c.matched_entries - bindparam("entries"))
     .returning(_certificates.c.quantity, _certificates.c.used_quantity),
     certificate_remaining=select(_certificates.c.quantity, _certificates.c.used_quantity).where(*_certificate_key),
+    lock_certificate=select(_certificates.c.quantity, _certificates.c.used_quantity).where(*_certificate_key).with_for_update(),
+    give_back_certificate=update(_certificates)
+    .where(*_certificate_key)
+    .values(used_quantity=_certificates.c.used_quantity - _quantity, matched_entries=_certificates.c.matched_entries - bindparam("entries")),
     level=_level_columns.where(*_level_key),
     year_levels=_level_columns.where(_levels.c.quota_year == bindparam("year")).order_by(_levels.c.tpl_number),
     lock_year_levels=_level_columns.where(_levels.c.quota_year == bindparam("year")).order_by(_levels.c.tpl_number).with_for_update(),
@@ -210,6 +214,19 @@ class CertificateLedger(_Repository):
     def remaining(self, country: str, number: str) -> Decimal | None:
         row = self._first("certificate_remaining", {"country": country, "number": number})
         return None if row is None else row[0] - row[1]
+
+    def held(self, country: str, number: str) -> tuple[Decimal, Decimal]:
+        """(quantity, used quantity), the row locked until this transaction ends (PostgreSQL)."""
+        row = self._first("lock_certificate", {"country": country, "number": number})
+        if row is None:
+            raise LookupError(f"no certificate {country}/{number}")
+        return row[0], row[1]
+
+    def give_back_many(self, returns: list[tuple[str, str, Decimal, int]]) -> None:
+        """(country, number, quantity, entries) given back to each certificate, in one driver call; the
+        caller checked each against what `held` read."""
+        rows = [{"country": country, "number": number, "amount": quantity, "entries": entries} for country, number, quantity, entries in returns]
+        self._execute_many("give_back_certificate", rows)
 
 
 class QuotaRepository(_Repository):

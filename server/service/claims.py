@@ -534,12 +534,14 @@ class ClaimUseCases:
         """Decide queued claims at the opening's rates, in queue order, exactly as deciding them one
         after another would. The level balances are read once (locked on PostgreSQL) and kept here,
         each level is charged once by the same conditional update as a claim, and the quota ledger and
-        audit records and the claims' new values go in one driver call each; per claim, only its
-        certificate is written on its own. Decided as of the opening (decided_at, the ledger); audited
-        as of now."""
+        audit records, the certificates' given-back reservations and the claims' new values go in one
+        driver call each (each certificate read once, locked on PostgreSQL). Decided as of the opening
+        (decided_at, the ledger); audited as of now."""
         rows = {row.tpl_number: row for row in uow.quota.levels(year, lock=True)}
         charged = {t: r.charged for t, r in rows.items()}
         decided: list[ClaimRecord] = []
+        held: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}  # certificate -> (quantity, used) so far
+        returns: list[tuple[str, str, Decimal, int]] = []
         ledger: list[LedgerEntry] = []
         audit: list[tuple[str, str, dict[str, object]]] = []
         at = opening.allocated_at
@@ -565,13 +567,18 @@ class ClaimUseCases:
                 decision, reasons = Decision.PARTIAL, ("PRORATED",)
             else:
                 decision, reasons = Decision.MFN_REQUIRED, ("PRORATED", "LEVEL_FILLED")
+            # The reservation proration did not grant goes back to the certificate.
+            key = (claim.issuing_country, claim.certificate_number)
+            if key not in held:
+                held[key] = uow.certificate_ledger.held(*key)
+            quantity, used = held[key]
             unused = claim.claimed_quantity - grant.quantity
+            if unused > used:
+                raise LookupError(f"certificate {key[0]}/{key[1]} holds less than {unused} to release")
             if unused > 0:
-                certificate_remaining = uow.certificate_ledger.release(
-                    claim.issuing_country, claim.certificate_number, unused, entries=0 if grant.quantity > 0 else 1
-                )
-            else:
-                certificate_remaining = uow.certificate_ledger.remaining(claim.issuing_country, claim.certificate_number)
+                held[key] = (quantity, used - unused)
+                returns.append((*key, unused, 0 if grant.quantity > 0 else 1))
+            certificate_remaining = quantity - held[key][1]
             balances: dict[str, Decimal | None] = {"level_remaining": member.limit - charged[member.tpl_number], "aggregate_remaining": None}
             if grant.measure > 0:
                 for level in levels:
@@ -594,6 +601,7 @@ class ClaimUseCases:
             )
             decided.append(record)
             audit.append(("ALLOCATION", _subject(record), _facts(record)))
+        uow.certificate_ledger.give_back_many(returns)
         uow.claims.update_many(decided, ALLOCATED_COLUMNS)
         uow.quota.record_many(ledger)
         uow.audit.append_many(now, audit)
