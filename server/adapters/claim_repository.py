@@ -97,7 +97,6 @@ STATEMENTS = Statements(
     .where(*_certificate_key, _certificates.c.used_quantity >= _quantity)
     .values(used_quantity=_certificates.c.used_quantity - _quantity, matched_entries=_certificates.c.matched_entries - bindparam("entries"))
     .returning(_certificates.c.quantity, _certificates.c.used_quantity),
-    certificate_remaining=select(_certificates.c.quantity, _certificates.c.used_quantity).where(*_certificate_key),
     lock_certificate=select(_certificates.c.quantity, _certificates.c.used_quantity).where(*_certificate_key).with_for_update(),
     give_back_certificate=update(_certificates)
     .where(*_certificate_key)
@@ -210,10 +209,6 @@ class CertificateLedger(_Repository):
         if result is None:
             raise LookupError(f"certificate {country}/{number} holds less than {quantity} to release")
         return result[0] - result[1]
-
-    def remaining(self, country: str, number: str) -> Decimal | None:
-        row = self._first("certificate_remaining", {"country": country, "number": number})
-        return None if row is None else row[0] - row[1]
 
     def held(self, country: str, number: str) -> tuple[Decimal, Decimal]:
         """(quantity, used quantity), the row locked until this transaction ends (PostgreSQL)."""

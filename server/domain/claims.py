@@ -5,13 +5,14 @@ import datetime as dt
 import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 
 from server.domain.certificate import Certificate
 from server.domain.conversion import Conversion
 from server.domain.entry import EntryLine
 from server.domain.errors import DomainError, ErrorKind
 from server.domain.quantity import format_quantity
-from server.domain.quota import Grant, Level, grant_first_come
+from server.domain.quota import Grant, Level, grant_first_come, opening_grant
 from server.domain.reference import Partner
 from server.domain.transmission import CertificateStatus
 
@@ -142,6 +143,30 @@ def allocate(
     if grant.quantity < line.quantity:
         return Allocation(Decision.PARTIAL, (filled_reason, "PARTIAL_FILL"), grant, presented)
     return Allocation(Decision.PREFERENTIAL, (), grant, presented)
+
+
+@dataclass(frozen=True)
+class OpeningDecision:
+    decision: Decision
+    reasons: tuple[str, ...]
+    grant: Grant
+
+
+def decide_at_opening(quantity: Decimal, factor: Decimal, rate: Fraction, room: Decimal) -> OpeningDecision:
+    """A claim of the opening batch, at its level's rate (see quota.opening_rates). `room` is what its
+    levels still hold: the rates guarantee the grant fits, except for a claim queued after they were
+    set (a replica whose clock lagged), which is then cut to the room, first come first served."""
+    grant = opening_grant(quantity, factor, rate)
+    if grant.measure > room:
+        grant = grant_first_come(quantity, factor, room)
+        if grant.quantity > 0:
+            return OpeningDecision(Decision.PARTIAL, ("LEVEL_FILLED", "PARTIAL_FILL"), grant)
+        return OpeningDecision(Decision.MFN_REQUIRED, ("LEVEL_FILLED",), grant)
+    if grant.quantity >= quantity:
+        return OpeningDecision(Decision.PREFERENTIAL, (), grant)
+    if grant.quantity > 0:
+        return OpeningDecision(Decision.PARTIAL, ("PRORATED",), grant)
+    return OpeningDecision(Decision.MFN_REQUIRED, ("PRORATED", "LEVEL_FILLED"), grant)
 
 
 def post_importation_deadline(date_of_importation: dt.date) -> dt.date:

@@ -105,43 +105,12 @@ def grant_first_come(quantity: Decimal, factor: Decimal, available: Decimal) -> 
     return Grant(units, units * factor)
 
 
-@dataclass(frozen=True)
-class OpeningClaim:
-    """A claim presented before its period opened, waiting for the opening allocation."""
-
-    key: str
-    member_level: str  # the TPL it claims
-    quantity: Decimal
-    factor: Decimal
-
-    @property
-    def measure(self) -> Decimal:
-        return self.quantity * self.factor
-
-
-@dataclass(frozen=True)
-class OpeningAllocation:
-    rates: dict[str, Fraction]  # per member level: one pro-rata rate for all its claimants
-    grants: dict[str, Grant]  # per claim key
-
-
-def allocate_opening(
-    claims: list[OpeningClaim], remaining: dict[str, Decimal], aggregate_of: dict[str, str | None]
-) -> OpeningAllocation:
-    """19 CFR 132.12: claims presented at the opening moment are simultaneous; if they exceed a
-    level, each gets the same percentage of what it asked (see opening_rates, opening_grant)."""
-    demand: dict[str, Fraction] = {}
-    for claim in claims:
-        demand[claim.member_level] = demand.get(claim.member_level, Fraction(0)) + Fraction(claim.measure)
-    rates = opening_rates(demand, remaining, aggregate_of)
-    grants = {claim.key: opening_grant(claim.quantity, claim.factor, rates[claim.member_level]) for claim in claims}
-    return OpeningAllocation(rates, grants)
-
-
 def opening_rates(
     demand: dict[str, Fraction], remaining: dict[str, Decimal], aggregate_of: dict[str, str | None]
 ) -> dict[str, Fraction]:
-    """One rate per member level, from what its opening claims ask in all (`demand`, in its measure).
+    """19 CFR 132.12: claims presented at the opening moment are simultaneous; if they exceed a
+    level, each gets the same percentage of what it asked. One rate per member level, from what its
+    opening claims ask in all (`demand`, in its measure); each claim's grant is opening_grant.
 
     Each member level gets rate min(1, room / demand). Where members share an aggregate ceiling
     (TPL 4 and 5 under TPL 3), the members' rates are scaled down together until the aggregate

@@ -26,13 +26,14 @@ from server.domain.claims import (
     QuotaContext,
     allocate,
     check_post_importation_window,
+    decide_at_opening,
     screen,
 )
 from server.domain.conversion import Conversion, convert
 from server.domain.entry import EntryLine, EntryLineDraft, canonical_entry_number, line_digest, validate_entry_line
 from server.domain.errors import DomainError, ErrorKind, Finding
 from server.domain.quantity import format_quantity
-from server.domain.quota import Level, grant_first_come, opening_grant, opening_rates, rate_text
+from server.domain.quota import Level, opening_rates, rate_text
 from server.domain.records import ClaimRecord
 from server.domain.transmission import CertificateStatus
 from server.service import deadline
@@ -549,24 +550,11 @@ class ClaimUseCases:
             member = rows[claim.tpl_number]
             aggregate = member.aggregate if member.aggregate in rows else None
             levels = (member.tpl_number, *((aggregate,) if aggregate else ()))
-            # A claim queued after the rates were set (a replica whose clock lagged) was not counted in
-            # them: it gets its TPL's rate (all it asked if the TPL had none), cut to what the levels hold.
+            # No rate: its TPL had no claim queued when the rates were set (see decide_at_opening).
             rate = opening.rates.get(claim.tpl_number, Fraction(1))
-            factor = Decimal(claim.conversion_factor)
             room = min(rows[level].limit - charged[level] for level in levels)
-            grant = opening_grant(claim.claimed_quantity, factor, rate)
-            cut = grant.measure > room
-            if cut:
-                grant = grant_first_come(claim.claimed_quantity, factor, room)
-            prorated = rate < 1
-            if grant.quantity >= claim.claimed_quantity:
-                decision, reasons = Decision.PREFERENTIAL, ()
-            elif cut:
-                decision, reasons = (Decision.PARTIAL, ("LEVEL_FILLED", "PARTIAL_FILL")) if grant.quantity > 0 else (Decision.MFN_REQUIRED, ("LEVEL_FILLED",))
-            elif grant.quantity > 0:
-                decision, reasons = Decision.PARTIAL, ("PRORATED",)
-            else:
-                decision, reasons = Decision.MFN_REQUIRED, ("PRORATED", "LEVEL_FILLED")
+            decided_at_opening = decide_at_opening(claim.claimed_quantity, Decimal(claim.conversion_factor), rate, room)
+            grant = decided_at_opening.grant
             # The reservation proration did not grant goes back to the certificate.
             key = (claim.issuing_country, claim.certificate_number)
             if key not in held:
@@ -590,11 +578,11 @@ class ClaimUseCases:
                 }
             record = dataclasses.replace(
                 claim,
-                decision=decision.value,
-                reasons=reasons,
+                decision=decided_at_opening.decision.value,
+                reasons=decided_at_opening.reasons,
                 granted_quantity=grant.quantity,
                 granted_measure=grant.measure,
-                proration_rate=rate_text(rate) if prorated else "",
+                proration_rate=rate_text(rate) if rate < 1 else "",
                 certificate_remaining=certificate_remaining,
                 decided_at=at,
                 **balances,

@@ -5,40 +5,49 @@ import datetime as dt
 from decimal import Decimal
 from fractions import Fraction
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from server.domain.audit import GENESIS, AuditRecord, first_broken_link, link_hash
-from server.domain.quota import Level, OpeningClaim, QuotaEventKind, QuotaState, allocate_opening, event_between, rate_text
+from server.domain.claims import Decision, decide_at_opening
+from server.domain.quota import Level, QuotaEventKind, QuotaState, event_between, opening_grant, opening_rates, rate_text
 
 UTC = dt.timezone.utc
 
 
+def _opening(asks: dict[str, tuple[list[Decimal], Decimal]], room: dict[str, int], aggregate_of: dict[str, str | None]):  # type: ignore[no-untyped-def]
+    """The rates for claims asking `asks` (level -> quantities, factor), and each claim's grant."""
+    demand = {level: sum((Fraction(q * factor) for q in quantities), Fraction(0)) for level, (quantities, factor) in asks.items()}
+    rates = opening_rates(demand, {level: Decimal(r) for level, r in room.items()}, aggregate_of)
+    grants = {level: [opening_grant(q, factor, rates[level]) for q in quantities] for level, (quantities, factor) in asks.items()}
+    return rates, grants
+
+
 def test_oversubscribed_opening_gives_every_claimant_the_same_rate():
-    claims = [OpeningClaim(f"c{n}", "L", Decimal(q), Decimal(1)) for n, q in enumerate((500, 300, 200, 100))]
-    result = allocate_opening(claims, {"L": Decimal(550)}, {"L": None})
-    assert result.rates["L"] == Fraction(550, 1100)
-    assert [result.grants[f"c{n}"].quantity for n in range(4)] == [250, 150, 100, 50]
-    assert rate_text(result.rates["L"]) == "0.5"
+    rates, grants = _opening({"L": ([Decimal(q) for q in (500, 300, 200, 100)], Decimal(1))}, {"L": 550}, {"L": None})
+    assert rates["L"] == Fraction(550, 1100)
+    assert [g.quantity for g in grants["L"]] == [250, 150, 100, 50]
+    assert rate_text(rates["L"]) == "0.5"
 
 
 def test_rounding_down_never_exceeds_the_level():
-    claims = [OpeningClaim(f"c{n}", "L", Decimal(7), Decimal("6.0")) for n in range(3)]  # 126 SME asked
-    result = allocate_opening(claims, {"L": Decimal(100)}, {"L": None})
-    granted = sum(g.measure for g in result.grants.values())
-    assert granted <= 100 and all(g.quantity == 5 for g in result.grants.values())  # 7 * 100/126 = 5.55 -> 5
+    rates, grants = _opening({"L": ([Decimal(7)] * 3, Decimal("6.0"))}, {"L": 100}, {"L": None})  # 126 SME asked
+    assert sum(g.measure for g in grants["L"]) <= 100 and all(g.quantity == 5 for g in grants["L"])  # 7 * 100/126 = 5.55 -> 5
 
 
 def test_aggregate_scales_its_members_together():
-    claims = [OpeningClaim("w", "T4", Decimal(600), Decimal(1)), OpeningClaim("k", "T5", Decimal(600), Decimal(1))]
-    result = allocate_opening(claims, {"T4": Decimal(1000), "T5": Decimal(1000), "T3": Decimal(600)}, {"T4": "T3", "T5": "T3", "T3": None})
-    assert result.rates == {"T4": Fraction(1, 2), "T5": Fraction(1, 2)}
-    assert sum(g.measure for g in result.grants.values()) == 600
+    rates, grants = _opening(
+        {"T4": ([Decimal(600)], Decimal(1)), "T5": ([Decimal(600)], Decimal(1))},
+        {"T4": 1000, "T5": 1000, "T3": 600}, {"T4": "T3", "T5": "T3", "T3": None},
+    )
+    assert rates == {"T4": Fraction(1, 2), "T5": Fraction(1, 2)}
+    assert sum(g.measure for level in grants.values() for g in level) == 600
 
 
 def test_undersubscribed_opening_grants_everything():
-    claims = [OpeningClaim("a", "L", Decimal("10.5"), Decimal(1))]
-    assert allocate_opening(claims, {"L": Decimal(100)}, {"L": None}).grants["a"].quantity == Decimal("10.5")
+    rates, grants = _opening({"L": ([Decimal("10.5")], Decimal(1))}, {"L": 100}, {"L": None})
+    assert rates["L"] == 1 and grants["L"][0].quantity == Decimal("10.5")
 
 
 @given(
@@ -47,15 +56,30 @@ def test_undersubscribed_opening_grants_everything():
     factor=st.sampled_from([Decimal(1), Decimal("6.0"), Decimal("14.9"), Decimal("12.3")]),
 )
 def test_proration_is_fair_and_never_over(asks, room, factor):
-    claims = [OpeningClaim(str(n), "L", Decimal(q), factor) for n, q in enumerate(asks)]
-    result = allocate_opening(claims, {"L": Decimal(room)}, {"L": None})
-    grants = [result.grants[str(n)] for n in range(len(asks))]
-    assert sum(g.measure for g in grants) <= room
-    rate = result.rates["L"]
-    for ask, grant in zip(asks, grants):
+    rates, grants = _opening({"L": ([Decimal(q) for q in asks], factor)}, {"L": room}, {"L": None})
+    assert sum(g.measure for g in grants["L"]) <= room
+    rate = rates["L"]
+    for ask, grant in zip(asks, grants["L"]):
         assert 0 <= grant.quantity <= ask
         # Each gets its share of one common rate, less less than one whole unit of rounding.
         assert Fraction(ask) * rate - 1 < Fraction(grant.quantity) <= Fraction(ask) * rate
+
+
+@pytest.mark.parametrize(
+    "quantity,rate,room,decision,reasons,granted",
+    [
+        ("100", Fraction(1), "1000", Decision.PREFERENTIAL, (), "100"),
+        ("100", Fraction(925, 1000), "1000", Decision.PARTIAL, ("PRORATED",), "92"),
+        ("1", Fraction(925, 1000), "1000", Decision.MFN_REQUIRED, ("PRORATED", "LEVEL_FILLED"), "0"),
+        # Queued after the rates were set: cut, first come first served, to what the levels still hold.
+        ("100", Fraction(925, 1000), "60", Decision.PARTIAL, ("LEVEL_FILLED", "PARTIAL_FILL"), "10"),
+        ("100", Fraction(1), "5", Decision.MFN_REQUIRED, ("LEVEL_FILLED",), "0"),
+    ],
+)
+def test_a_queued_claim_is_decided_at_its_rate_and_never_beyond_the_room(quantity, rate, room, decision, reasons, granted):
+    decided = decide_at_opening(Decimal(quantity), Decimal("6.0"), rate, Decimal(room))
+    assert (decided.decision, decided.reasons, decided.grant.quantity) == (decision, reasons, Decimal(granted))
+    assert decided.grant.measure == decided.grant.quantity * Decimal("6.0") <= Decimal(room)
 
 
 def test_states_and_events():
