@@ -6,7 +6,8 @@ each runs inside its own SAVEPOINT (so a failing one is rolled back alone), and 
 committed, once, by whichever unit finds nobody else waiting (or when a batch reaches its size cap).
 A unit only returns from its commit after that physical COMMIT succeeded, so nothing is answered
 before it is durable; if the COMMIT fails, every unit of the batch gets the error and none answers.
-Units run one at a time, in the order they took the writer, exactly as without grouping.
+Units run one at a time, in the order they asked for the writer (server/adapters/fair_lock.py),
+exactly as without grouping.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import threading
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, RootTransaction
+
+from server.adapters.fair_lock import FairLock
 
 MAX_BATCH = 64
 # One unit at a time holds the writer, so one name serves. Issued on the driver's connection: through
@@ -37,9 +40,7 @@ class GroupCommitter:
         self._engine = engine
         self._timeout = timeout
         self._max_batch = max_batch
-        self._writer = threading.Lock()  # who uses the connection now
-        self._state = threading.Lock()  # guards the counters below
-        self._waiting = 0
+        self._writer = FairLock()  # who uses the connection now; handed over in the order asked
         self._members = 0
         self._batch = Batch()
         self._connection: Connection | None = None
@@ -47,16 +48,10 @@ class GroupCommitter:
 
     def begin(self) -> Connection:
         """Wait for the writer; then the shared transaction's connection, inside this unit's savepoint."""
-        with self._state:
-            self._waiting += 1
-        try:
-            if not self._writer.acquire(timeout=self._timeout):
-                from sqlalchemy.exc import TimeoutError as PoolTimeout
+        if not self._writer.acquire(timeout=self._timeout):
+            from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-                raise PoolTimeout("the writer connection stayed busy")
-        finally:
-            with self._state:
-                self._waiting -= 1
+            raise PoolTimeout("the writer connection stayed busy")
         try:
             if self._connection is None:
                 self._connection = self._engine.connect()
@@ -88,8 +83,7 @@ class GroupCommitter:
             if committed:
                 self._members += 1
                 batch = self._batch
-            with self._state:
-                nobody_waiting = self._waiting == 0
+            nobody_waiting = self._writer.waiting == 0
             if self._members and (nobody_waiting or self._members >= self._max_batch):
                 self._flush()
             elif not self._members and nobody_waiting:

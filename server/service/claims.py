@@ -11,7 +11,6 @@ import dataclasses
 import datetime as dt
 import enum
 import threading
-import time
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -47,7 +46,6 @@ MAX_ATTEMPTS = 8
 # Queued claims decided per transaction of the opening allocation: about 0.15 s of the writer on
 # this machine, which a write that queued behind a step (and shares its group commit) waits out.
 OPENING_CHUNK = 250
-OPENING_STEP_PAUSE = 0.005  # seconds between two steps of the opening allocation
 CHARGED = (Decision.PREFERENTIAL.value, Decision.PARTIAL.value)
 # What the opening allocation decides of a queued claim.
 ALLOCATED_COLUMNS = (
@@ -491,10 +489,6 @@ class ClaimUseCases:
                     worked = worked or did
                     if completed:
                         self._opened_years.add(year)
-                    else:
-                        # A thread that gives the writer back and asks again at once usually gets it
-                        # again: a pause lets the writes that queued during the step have it first.
-                        time.sleep(OPENING_STEP_PAUSE)
                 break
             except (_LostRace, IntegrityError):
                 continue  # another replica took the step: look again

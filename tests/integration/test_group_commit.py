@@ -82,7 +82,7 @@ def batch_of_two(database: Database, second_unit) -> dict[str, BaseException | N
     two = threading.Thread(target=second)
     two.start()
     for _ in range(100):  # the second unit queues for the writer, so the first will not commit alone
-        if database.group_commit._waiting == 1:  # noqa: SLF001
+        if database.group_commit._writer.waiting == 1:  # noqa: SLF001
             break
         time.sleep(0.02)
     release_first.set()
