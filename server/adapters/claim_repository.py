@@ -73,14 +73,25 @@ _certificate_key = (_certificates.c.issuing_country == bindparam("country"), _ce
 _level_key = (_levels.c.tpl_number == bindparam("tpl"), _levels.c.quota_year == bindparam("year"))
 _CLAIM_COLUMNS = tuple(f.name for f in dataclasses.fields(ClaimRecord))
 _level_columns = select(*(_levels.c[f.name] for f in dataclasses.fields(LevelRow)))
+# A claim is reversed once: the UPDATE matches only a live claim with the decision the reversal read
+# (a queued claim decided meanwhile by the opening is read again, with what it now holds).
+_MARK_REVERSED = (
+    update(_claims)
+    .where(_claims.c.claim_id == bindparam("id"), _claims.c.reversed_at.is_(None), _claims.c.decision == bindparam("decision"))
+    .values(reversed_at=bindparam("at", type_=_claims.c.reversed_at.type), reversal_kind=bindparam("kind"))
+    .returning(*(_claims.c[name] for name in _CLAIM_COLUMNS))
+)
+_SET_BALANCES = ("certificate_remaining", "level_remaining", "aggregate_remaining")
 STATEMENTS = Statements(
     claim_revisions=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
     .where(_claims.c.entry_number == bindparam("entry"), _claims.c.line_number == bindparam("line"))
     .order_by(_claims.c.revision),
+    # Locked until the step commits (PostgreSQL): a reversal of one of them waits, then sees it decided.
     queued_claims=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
     .where(_claims.c.quota_year == bindparam("year"), _claims.c.decision == "QUEUED", _claims.c.reversed_at.is_(None))
     .order_by(_claims.c.claim_id)
-    .limit(bindparam("limit")),
+    .limit(bindparam("limit"))
+    .with_for_update(),
     queued_demand=select(_claims.c.tpl_number, type_coerce(func.sum(_claims.c.claimed_measure), ExactQuantity()))
     .where(_claims.c.quota_year == bindparam("year"), _claims.c.decision == "QUEUED", _claims.c.reversed_at.is_(None))
     .group_by(_claims.c.tpl_number),
@@ -89,6 +100,9 @@ STATEMENTS = Statements(
     .order_by(_claims.c.decided_at, _claims.c.entry_number, _claims.c.line_number, _claims.c.revision),
     entry_parties=select(_claims.c.importer_of_record, _claims.c.filer_code).where(_claims.c.entry_number == bindparam("entry")).limit(1),
     insert_claim=(insert(_claims), _CLAIM_COLUMNS),
+    mark_reversed=_MARK_REVERSED,
+    set_balances=update(_claims).where(_claims.c.claim_id == bindparam("id"))
+    .values({name: bindparam(f"new_{name}", type_=_claims.c[name].type) for name in _SET_BALANCES}),
     charge_certificate=update(_certificates)
     .where(*_certificate_key, _certificates.c.status == "ACTIVE", _certificates.c.used_quantity + _quantity <= _certificates.c.quantity)
     .values(used_quantity=_certificates.c.used_quantity + _quantity, matched_entries=_certificates.c.matched_entries + bindparam("entries"))
@@ -99,9 +113,13 @@ STATEMENTS = Statements(
     .returning(_certificates.c.quantity, _certificates.c.used_quantity),
     lock_certificate=select(_certificates.c.quantity, _certificates.c.used_quantity).where(*_certificate_key).with_for_update(),
     give_back_certificate=update(_certificates)
-    .where(*_certificate_key)
+    .where(*_certificate_key, _certificates.c.used_quantity >= _quantity)
     .values(used_quantity=_certificates.c.used_quantity - _quantity, matched_entries=_certificates.c.matched_entries - bindparam("entries")),
     level=_level_columns.where(*_level_key),
+    # A claim that waits for its period's opening holds this (PostgreSQL) until it commits: the opening
+    # locks the year's levels before it sums the queue, so it sees every claim queued before it began,
+    # and a claim queued after sees the opening (README, "Invariants").
+    share_level=_level_columns.where(*_level_key).with_for_update(read=True),
     year_levels=_level_columns.where(_levels.c.quota_year == bindparam("year")).order_by(_levels.c.tpl_number),
     lock_year_levels=_level_columns.where(_levels.c.quota_year == bindparam("year")).order_by(_levels.c.tpl_number).with_for_update(),
     all_levels=_level_columns,
@@ -109,7 +127,17 @@ STATEMENTS = Statements(
     .where(*_level_key, _levels.c.charged + _quantity <= _levels.c.limit)
     .values(charged=_levels.c.charged + _quantity)
     .returning(_levels.c.limit, _levels.c.charged),
-    release_level=update(_levels).where(*_level_key).values(charged=_levels.c.charged - _quantity).returning(_levels.c.limit, _levels.c.charged),
+    release_level=update(_levels)
+    .where(*_level_key, _levels.c.charged >= _quantity)
+    .values(charged=_levels.c.charged - _quantity)
+    .returning(_levels.c.limit, _levels.c.charged),
+    # A new limit is written only if what is charged fits under it, judged on the row as it is when
+    # the update runs (it waits for any charge in flight), never on an earlier read.
+    set_limit=update(_levels)
+    .where(*_level_key, _levels.c.charged <= bindparam("new_limit", type_=ExactQuantity()))
+    .values(limit=bindparam("new_limit", type_=ExactQuantity()), label=bindparam("new_label"),
+            measure_unit=bindparam("new_unit"), aggregate=bindparam("new_aggregate"))
+    .returning(_levels.c.charged),
     record_ledger=(insert(QuotaLedgerRow.__table__), ("tpl_number", "quota_year", "at", "delta", "claim_id", "kind")),
     advance_audit=update(_audit_head).where(_audit_head.c.id == 1).values(seq=_audit_head.c.seq + bindparam("count")).returning(_audit_head.c.seq, _audit_head.c.hash),
     append_audit=(insert(AuditRecordRow.__table__), ("seq", "at", "kind", "subject", "payload", "prev_hash", "hash")),
@@ -117,17 +145,15 @@ STATEMENTS = Statements(
 )
 
 
-def _set_claim(columns: tuple[str, ...]):  # type: ignore[no-untyped-def]
-    """UPDATE of these columns of one claim."""
+def _set_queued_claim(columns: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    """UPDATE of these columns of one claim that is still QUEUED and not reversed."""
     return (
-        update(_claims).where(_claims.c.claim_id == bindparam("id"))
+        update(_claims)
+        .where(_claims.c.claim_id == bindparam("id"), _claims.c.decision == "QUEUED", _claims.c.reversed_at.is_(None))
         .values({name: bindparam(f"new_{name}", type_=_claims.c[name].type) for name in columns})
     )
 
 
-def _update_claim(columns: tuple[str, ...]):  # type: ignore[no-untyped-def]
-    """UPDATE of these columns of one claim, returning the whole claim."""
-    return _set_claim(columns).returning(*(_claims.c[name] for name in _CLAIM_COLUMNS))
 
 
 def _record(row: tuple) -> ClaimRecord:  # type: ignore[type-arg]
@@ -159,33 +185,36 @@ class ClaimRepository(_Repository):
         # The unique (entry, line, revision) constraint fires here.
         self._execute("insert_claim", values)
 
-    def update(self, claim_id: str, **changes: object) -> ClaimRecord:
-        columns = tuple(sorted(changes))
-        statement = self.statements.get(f"update_claim:{','.join(columns)}", self.connection.dialect, lambda: _update_claim(columns))
-        values: dict[str, object] = {f"new_{name}": value for name, value in changes.items()}
-        if "reasons" in changes:
-            values["new_reasons"] = json.dumps(list(changes["reasons"]))  # type: ignore[call-overload]
-        row = statement.first(self.connection, {"id": claim_id, **values})
-        if row is None:
-            raise LookupError(f"no claim {claim_id}")
-        return _record(row)
+    def mark_reversed(self, claim: ClaimRecord, at: dt.datetime, kind: str) -> ClaimRecord | None:
+        """Mark the claim reversed if it is still live with the decision read; the claim as it now is,
+        or None if another transaction reversed or decided it first (the caller reads it again)."""
+        row = self._first("mark_reversed", {"id": claim.claim_id, "decision": claim.decision, "at": at, "kind": kind})
+        return None if row is None else _record(row)
+
+    def set_balances(self, claim_id: str, certificate: Decimal | None, level: Decimal | None, aggregate: Decimal | None) -> None:
+        """The balances a reversal left (shown with the claim; the ledger and the rows are the truth)."""
+        self._execute(
+            "set_balances",
+            {"id": claim_id, "new_certificate_remaining": certificate, "new_level_remaining": level, "new_aggregate_remaining": aggregate},
+        )
 
     def queued(self, quota_year: int, limit: int) -> list[ClaimRecord]:
         """The first `limit` of the year's QUEUED claims, in a stable order (claim id): the allocation
         treats them as simultaneous, and decides them in this order."""
         return [_record(row) for row in self._all("queued_claims", {"year": quota_year, "limit": limit})]
 
-    def update_many(self, records: list[ClaimRecord], columns: tuple[str, ...]) -> None:
-        """Store these columns of each record (existing claims), in one driver call."""
+    def decide_queued(self, records: list[ClaimRecord], columns: tuple[str, ...]) -> int:
+        """Store these columns of each record, claims still QUEUED and not reversed, in one driver call;
+        how many were stored (fewer than given: another transaction reversed or decided one first)."""
         columns = tuple(sorted(columns))
-        statement = self.statements.get(f"set_claim:{','.join(columns)}", self.connection.dialect, lambda: _set_claim(columns))
+        statement = self.statements.get(f"decide_queued:{','.join(columns)}", self.connection.dialect, lambda: _set_queued_claim(columns))
         rows = []
         for record in records:
             values: dict[str, object] = {f"new_{name}": getattr(record, name) for name in columns}
             if "reasons" in columns:
                 values["new_reasons"] = json.dumps(list(record.reasons))
             rows.append({"id": record.claim_id, **values})
-        statement.execute_many(self.connection, rows)
+        return statement.execute_many(self.connection, rows)
 
     def queued_demand(self, quota_year: int) -> dict[str, Decimal]:
         """What the year's QUEUED claims ask in all, per TPL, in the level's measure."""
@@ -204,11 +233,10 @@ class CertificateLedger(_Repository):
         result = self._first("charge_certificate", {"country": country, "number": number, "amount": quantity, "entries": entries})
         return None if result is None else result[0] - result[1]
 
-    def release(self, country: str, number: str, quantity: Decimal, entries: int) -> Decimal:
+    def release(self, country: str, number: str, quantity: Decimal, entries: int) -> Decimal | None:
+        """Give back `quantity`; the new remaining quantity, or None if the certificate holds less."""
         result = self._first("release_certificate", {"country": country, "number": number, "amount": quantity, "entries": entries})
-        if result is None:
-            raise LookupError(f"certificate {country}/{number} holds less than {quantity} to release")
-        return result[0] - result[1]
+        return None if result is None else result[0] - result[1]
 
     def held(self, country: str, number: str) -> tuple[Decimal, Decimal]:
         """(quantity, used quantity), the row locked until this transaction ends (PostgreSQL)."""
@@ -221,7 +249,8 @@ class CertificateLedger(_Repository):
         """(country, number, quantity, entries) given back to each certificate, in one driver call; the
         caller checked each against what `held` read."""
         rows = [{"country": country, "number": number, "amount": quantity, "entries": entries} for country, number, quantity, entries in returns]
-        self._execute_many("give_back_certificate", rows)
+        if self._execute_many("give_back_certificate", rows) != len(rows):
+            raise LookupError("a certificate holds less than the opening allocation gives back")
 
 
 class QuotaRepository(_Repository):
@@ -236,24 +265,36 @@ class QuotaRepository(_Repository):
     def all_levels(self) -> list[LevelRow]:
         return [LevelRow(*row) for row in self._all("all_levels")]
 
-    def upsert_level(self, level: LevelRow) -> None:
-        row = self.session.get(QuotaLevelRow, (level.tpl_number, level.quota_year))
-        if row is None:
-            self.session.add(QuotaLevelRow(**dataclasses.asdict(level)))
-        else:
-            row.label, row.measure_unit, row.limit, row.aggregate = level.label, level.measure_unit, level.limit, level.aggregate
-        self.session.flush()
+    def set_level(self, level: LevelRow) -> Decimal | None:
+        """Create the level, or give it a new limit (and label, unit, aggregate) if what is charged fits
+        under it. None: the level exists and holds more than the new limit (nothing written); else
+        what it has charged."""
+        result = self._first(
+            "set_limit",
+            {"tpl": level.tpl_number, "year": level.quota_year, "new_limit": level.limit, "new_label": level.label,
+             "new_unit": level.measure_unit, "new_aggregate": level.aggregate},
+        )
+        if result is not None:
+            return Decimal(result[0])
+        if self._first("level", {"tpl": level.tpl_number, "year": level.quota_year}) is not None:
+            return None
+        self.session.add(QuotaLevelRow(**dataclasses.asdict(level)))
+        self.session.flush()  # a concurrent load of the same level loses on the primary key and retries
+        return level.charged
 
     def charge(self, tpl_number: str, quota_year: int, measure: Decimal) -> Decimal | None:
         """Add `measure` to the level; its new remaining, or None if that would exceed the limit."""
         result = self._first("charge_level", {"tpl": tpl_number, "year": quota_year, "amount": measure})
         return None if result is None else result[0] - result[1]
 
-    def release(self, tpl_number: str, quota_year: int, measure: Decimal) -> Decimal:
+    def release(self, tpl_number: str, quota_year: int, measure: Decimal) -> Decimal | None:
+        """Take `measure` off the level; its new remaining, or None if less than that is charged."""
         result = self._first("release_level", {"tpl": tpl_number, "year": quota_year, "amount": measure})
-        if result is None:
-            raise LookupError(f"no level {tpl_number}/{quota_year} to release into")
-        return result[0] - result[1]
+        return None if result is None else result[0] - result[1]
+
+    def hold_level(self, tpl_number: str, quota_year: int) -> None:
+        """Share-lock the level until this transaction ends (PostgreSQL; SQLite's writer is alone)."""
+        self._first("share_level", {"tpl": tpl_number, "year": quota_year})
 
     def record(self, tpl_number: str, quota_year: int, at: dt.datetime, delta: Decimal, claim_id: str, kind: str) -> None:
         self._execute(

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Date,
     DateTime,
     ForeignKey,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -141,6 +143,10 @@ class CertificateRow(Base):
     __tablename__ = "certificates"
     __table_args__ = (
         Index("ix_certificates_listing", "issuing_country", "status", "quota_year", "tpl_number"),
+        # The ledger's invariants, kept by the database whatever path writes (README, "Invariants").
+        CheckConstraint("used_quantity >= 0", name="used_not_negative"),
+        CheckConstraint("used_quantity <= quantity", name="used_within_quantity"),
+        CheckConstraint("matched_entries >= 0", name="matched_not_negative"),
     )
 
     issuing_country: Mapped[str] = mapped_column(String(8), primary_key=True)
@@ -178,6 +184,10 @@ class QuotaLevelRow(Base):
     """One TPL's level for one quota year, with its running charged total (the ledger's sum)."""
 
     __tablename__ = "quota_levels"
+    __table_args__ = (
+        CheckConstraint('charged >= 0', name="charged_not_negative"),
+        CheckConstraint('charged <= "limit"', name="charged_within_limit"),
+    )
 
     tpl_number: Mapped[str] = mapped_column(String(16), primary_key=True)
     quota_year: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -204,7 +214,12 @@ class QuotaLedgerRow(Base):
     """Every change to a level's charged quantity: charges, reversals, opening allocations."""
 
     __tablename__ = "quota_ledger"
-    __table_args__ = (Index("ix_quota_ledger_level_at", "tpl_number", "quota_year", "at"),)
+    __table_args__ = (
+        Index("ix_quota_ledger_level_at", "tpl_number", "quota_year", "at"),
+        # A claim is charged (or allocated) once and reversed once per level: a second release of the
+        # same claim is refused by the database, not only by the code that remembered to check.
+        UniqueConstraint("claim_id", "tpl_number", "kind", name="uq_quota_ledger_claim_level_kind"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tpl_number: Mapped[str] = mapped_column(String(16))
@@ -215,6 +230,9 @@ class QuotaLedgerRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
 
 
+LIVE_HOLD = text("reversed_at IS NULL AND decision IN ('PREFERENTIAL', 'PARTIAL', 'QUEUED')")
+
+
 class ClaimRow(Base):
     """The decision on one entry summary line (a correction or a refund claim adds a revision)."""
 
@@ -223,6 +241,12 @@ class ClaimRow(Base):
         UniqueConstraint("entry_number", "line_number", "revision", name="uq_claims_entry_line_revision"),
         Index("ix_claims_certificate", "issuing_country", "certificate_number"),
         Index("ix_claims_queue", "quota_year", "decision"),
+        # One live claim that holds quantity per entry line: a correction reverses the old revision
+        # before its new one is stored; a post-importation claim follows only an MFN or reversed one.
+        Index(
+            "uq_claims_live_hold", "entry_number", "line_number", unique=True,
+            sqlite_where=LIVE_HOLD, postgresql_where=LIVE_HOLD,
+        ),
     )
 
     claim_id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -87,18 +87,21 @@ class Prepared:
         cursor.close()
         return count
 
-    def execute_many(self, connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        """Run a statement that returns no rows once per set of values, in one driver call."""
+    def execute_many(self, connection: Connection, rows: Sequence[dict[str, Any]]) -> int:
+        """Run a statement that returns no rows once per set of values, in one driver call; the number
+        of rows changed in all (both drivers sum the executions' counts)."""
         if not rows:
-            return
+            return 0
         parameters = [self.parameters(values) for values in rows]
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(self.sql, parameters)
+            count: int = cursor.rowcount
         except self._error_class as error:
             raise DBAPIError.instance(self.sql, parameters[0], error, self._error_class, dialect=self._dialect) from error
         finally:
             cursor.close()
+        return count
 
     def all(self, connection: Connection, values: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         cursor = self._run(connection, values or {})
@@ -166,5 +169,5 @@ class PreparedRepository:
     def _execute(self, statement: str, values: dict[str, Any] | None = None) -> int:
         return self.statements.get(statement, self.connection.dialect).execute(self.connection, values)
 
-    def _execute_many(self, statement: str, rows: Sequence[dict[str, Any]]) -> None:
-        self.statements.get(statement, self.connection.dialect).execute_many(self.connection, rows)
+    def _execute_many(self, statement: str, rows: Sequence[dict[str, Any]]) -> int:
+        return self.statements.get(statement, self.connection.dialect).execute_many(self.connection, rows)

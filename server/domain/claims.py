@@ -114,6 +114,9 @@ class QuotaContext:
 
     levels: list[Level]
     now: dt.datetime
+    # Whether the period has opened: its opening allocation exists (every replica reads the same row),
+    # or, before anybody began it, this replica's clock says so.
+    opened: bool
     post_importation: bool = False
     # How long after a period ends an ordinary entry may still be charged to it.
     close_grace: dt.timedelta = field(default=dt.timedelta(0))
@@ -126,12 +129,14 @@ def allocate(
     line's own presentation time (a corrected line keeps its original priority)."""
     member = context.levels[0]
     presented = presented or line.presentation_time()
+    if not context.post_importation and presented < member.opens_at:
+        # Presented before the opening: counts as presented at the opening moment.
+        presented = member.opens_at
+    if not context.opened:
+        # Nothing is charged to a period before it opens, whatever instants the claim carries: it waits
+        # for the opening batch (a post-importation claim too).
+        return Allocation(Decision.QUEUED, ("PERIOD_NOT_YET_OPEN",), Grant(Decimal(0), Decimal(0)), presented)
     if not context.post_importation:
-        if presented < member.opens_at:
-            # Presented before the opening: counts as presented at the opening moment.
-            presented = member.opens_at
-            if context.now < member.opens_at:
-                return Allocation(Decision.QUEUED, ("PERIOD_NOT_YET_OPEN",), Grant(Decimal(0), Decimal(0)), presented)
         if context.now >= member.closes_at + context.close_grace or presented >= member.closes_at + context.close_grace:
             return Allocation(Decision.MFN_REQUIRED, ("PERIOD_CLOSED",), Grant(Decimal(0), Decimal(0)), presented)
 

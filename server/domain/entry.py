@@ -11,7 +11,7 @@ import hashlib
 from server.domain.canonical import canonical_json
 from server.domain.certificate import HTSUS_PATTERN, normalize_htsus, parse_iso_date
 from server.domain.errors import Finding
-from server.domain.quantity import parse_quantity
+from server.domain.quantity import QuantityTooLarge, QuantityTooPrecise, parse_quantity
 
 ENTRY_NUMBER_PATTERN = re.compile(r"([0-9A-Z]{3})-?([0-9]{7})-?([0-9])")
 # CBP's listed filer-code patterns (ACE CATAIR Appendix E): every mix of letters and digits except
@@ -22,6 +22,13 @@ TPL_SPI = "S+"
 # the only ones a TPL claim can ride on.
 CONSUMPTION_ENTRY_TYPES = frozenset({"01", "02", "03", "06", "07", "11", "12", "31", "32", "34", "38"})
 WAREHOUSE_WITHDRAWAL_TYPES = frozenset({"31", "32", "34", "38"})
+# Dates of importation this service decides: from the first NAFTA TPL year to a year whose period,
+# post-importation window and the day after it are all representable.
+FIRST_DATE = dt.date(1994, 1, 1)
+LAST_DATE = dt.date(9997, 12, 31)
+# How far in the future an instant of a claim may lie: it is meant to absorb differences between the
+# clocks of customs' own systems, not to let a claim reserve a place in the queue ahead of time.
+FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 # Letters take digit values for the check digit: A-I -> 1-9, J-R -> 1-9, S-Z -> 2-9.
 _LETTER_VALUE = {chr(ord("A") + i): (i % 9) + 1 for i in range(18)} | {chr(ord("S") + i): i + 2 for i in range(8)}
 
@@ -162,6 +169,10 @@ def validate_entry_line(draft: EntryLineDraft) -> tuple[EntryLine | None, list[F
     if draft.quantity and len(draft.quantity) <= 64:
         try:
             quantity = parse_quantity(draft.quantity)
+        except QuantityTooLarge as exc:
+            error("QUANTITY_TOO_LARGE", "quantity", str(exc))
+        except QuantityTooPrecise as exc:
+            error("QUANTITY_TOO_PRECISE", "quantity", f"{exc}: quantities are stored with six")
         except ValueError as exc:
             error("QUANTITY_MALFORMED", "quantity", f"must be a plain decimal number: {exc}")
         else:
@@ -174,6 +185,9 @@ def validate_entry_line(draft: EntryLineDraft) -> tuple[EntryLine | None, list[F
             imported = parse_iso_date(draft.date_of_importation)
         except ValueError:
             error("DATE_MALFORMED", "date_of_importation", "must be a calendar date YYYY-MM-DD")
+        else:
+            if not FIRST_DATE <= imported <= LAST_DATE:
+                error("DATE_OUT_OF_RANGE", "date_of_importation", f"must be from {FIRST_DATE} to {LAST_DATE}")
     if draft.filed_at is None:
         error("FIELD_REQUIRED", "filed_at", "the filing time is required")
     if draft.arrived_at is None and draft.entry_type and draft.entry_type not in WAREHOUSE_WITHDRAWAL_TYPES:
@@ -203,6 +217,23 @@ def validate_entry_line(draft: EntryLineDraft) -> tuple[EntryLine | None, list[F
         ),
         [],
     )
+
+
+def future_findings(line: EntryLine, now: dt.datetime, today: dt.date, *, post_importation: bool = False) -> list[Finding]:
+    """A claim's instants may not lie after now (plus FUTURE_TOLERANCE): a claim is ranked by when it
+    was presented, which cannot be later than when it reaches customs. A post-importation claim is for
+    goods already entered: its date of importation may not be after customs' date `today`. (A claim's
+    date of importation may otherwise lie ahead, e.g. a claim queued in December for the January
+    opening: whether a period has opened is never read from the request.)"""
+    findings = []
+    latest = now + FUTURE_TOLERANCE
+    for name in ("filed_at", "arrived_at", "paid_at"):
+        at = getattr(line, name)
+        if at is not None and at > latest:
+            findings.append(Finding("INSTANT_IN_FUTURE", f"line.{name}", f"is later than customs' clock ({now.isoformat()}) allows"))
+    if post_importation and line.date_of_importation > today:
+        findings.append(Finding("DATE_IN_FUTURE", "line.date_of_importation", f"a post-importation claim's goods were entered by {today.isoformat()}"))
+    return findings
 
 
 def line_digest(draft: EntryLineDraft) -> str:

@@ -7,6 +7,38 @@ from decimal import Decimal
 # Enough for any shipment in any unit; larger numbers are typing errors, not trade.
 MAX_DIGITS = 18
 MAX_FRACTION_DIGITS = 6
+# Every stored quantity and measure (claims, grants, certificates, levels) is an integer of
+# micro-units in a signed 64-bit column: below 10^12 units with six places, so that the sum of any two
+# (a charge added to a balance) still fits (2 x 10^18 < 2^63).
+MAX_STORED = Decimal(10) ** (MAX_DIGITS - MAX_FRACTION_DIGITS)
+
+
+class QuantityTooLarge(ValueError):
+    """At or above MAX_STORED."""
+
+
+class QuantityTooPrecise(ValueError):
+    """More than MAX_FRACTION_DIGITS decimal places."""
+
+
+def check_storable(value: Decimal) -> None:
+    """Raise QuantityTooLarge or QuantityTooPrecise unless `value` can be stored exactly."""
+    if abs(value) >= MAX_STORED:
+        raise QuantityTooLarge(f"must be less than {MAX_STORED:f}")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_FRACTION_DIGITS and value != value.quantize(Decimal(1).scaleb(-MAX_FRACTION_DIGITS)):
+        raise QuantityTooPrecise(f"has more than {MAX_FRACTION_DIGITS} decimal places")
+
+
+def storable_code(value: Decimal) -> str | None:
+    """QUANTITY_TOO_LARGE, QUANTITY_TOO_PRECISE, or None if `value` can be stored exactly."""
+    try:
+        check_storable(value)
+    except QuantityTooLarge:
+        return "QUANTITY_TOO_LARGE"
+    except QuantityTooPrecise:
+        return "QUANTITY_TOO_PRECISE"
+    return None
 
 
 def parse_quantity(text: str) -> Decimal:
@@ -25,9 +57,9 @@ def parse_quantity(text: str) -> Decimal:
     sign, digits, exponent = value.as_tuple()
     fraction = -exponent if isinstance(exponent, int) and exponent < 0 else 0
     if fraction > MAX_FRACTION_DIGITS:
-        raise ValueError(f"more than {MAX_FRACTION_DIGITS} decimal places")
+        raise QuantityTooPrecise(f"more than {MAX_FRACTION_DIGITS} decimal places")
     if len(digits) - fraction > MAX_DIGITS - MAX_FRACTION_DIGITS:
-        raise ValueError("too large")
+        raise QuantityTooLarge(f"must be less than {MAX_STORED:f}")
     return value
 
 

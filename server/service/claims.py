@@ -29,9 +29,16 @@ from server.domain.claims import (
     screen,
 )
 from server.domain.conversion import Conversion, convert
-from server.domain.entry import EntryLine, EntryLineDraft, canonical_entry_number, line_digest, validate_entry_line
+from server.domain.entry import (
+    EntryLine,
+    EntryLineDraft,
+    canonical_entry_number,
+    future_findings,
+    line_digest,
+    validate_entry_line,
+)
 from server.domain.errors import DomainError, ErrorKind, Finding
-from server.domain.quantity import format_quantity
+from server.domain.quantity import format_quantity, storable_code
 from server.domain.quota import Level, opening_rates, rate_text
 from server.domain.records import ClaimRecord
 from server.domain.transmission import CertificateStatus
@@ -128,8 +135,8 @@ class ClaimUseCases:
                     metadata={"claim_id": revisions[-1].claim_id},
                 )
             self._check_entry_parties(uow, line)
-            self._require_opened(uow, line.date_of_importation.year, now)
-            plan = self._plan(uow, references, line, now, digest=digest, revision=1, post=False)
+            opened = self._period_opened(uow, line.date_of_importation.year, line.tpl_number, now)
+            plan = self._plan(uow, references, line, now, digest=digest, revision=1, post=False, opened=opened)
             return self._commit_plan(uow, plan, now), False
 
         return self._in_transaction(attempt)
@@ -139,12 +146,14 @@ class ClaimUseCases:
         line, digest = self._validated(draft)
         now = self.clock.now()
         references = self.references.current()
+        year = line.date_of_importation.year
         with UnitOfWork(self.database, write=False) as uow:
-            plan = self._plan(uow, references, line, now, digest=digest, revision=0, post=False)
+            opened = year in self._opened_years or uow.quota.opening(year) is not None or now >= self.calendar.bounds(year)[0]
+            plan = self._plan(uow, references, line, now, digest=digest, revision=0, post=False, opened=opened)
         return dataclasses.replace(plan.record, claim_id="")
 
     def file_post_importation(self, draft: EntryLineDraft) -> tuple[ClaimRecord, bool]:
-        line, digest = self._validated(draft)
+        line, digest = self._validated(draft, post_importation=True)
         check_post_importation_window(line.date_of_importation, self.calendar_today())
 
         def attempt(uow: UnitOfWork, now: dt.datetime, references: References) -> tuple[ClaimRecord, bool]:
@@ -164,9 +173,9 @@ class ClaimUseCases:
                 )
             if current is None:
                 self._check_entry_parties(uow, line)
-            self._require_opened(uow, line.date_of_importation.year, now)
+            opened = self._period_opened(uow, line.date_of_importation.year, line.tpl_number, now)
             revision = current.revision + 1 if current else 1
-            plan = self._plan(uow, references, line, now, digest=digest, revision=revision, post=True)
+            plan = self._plan(uow, references, line, now, digest=digest, revision=revision, post=True, opened=opened)
             return self._commit_plan(uow, plan, now), False
 
         return self._in_transaction(attempt)
@@ -200,13 +209,16 @@ class ClaimUseCases:
                     return previous, current, True
             if current.reversed_at is not None:
                 raise DomainError("CLAIM_ALREADY_REVERSED", "the claim was already canceled", ErrorKind.PRECONDITION)
-            self._require_opened(uow, current.quota_year, now)
+            self._period_opened(uow, current.quota_year, current.tpl_number, now)
             reversed_record = self._release(uow, current, now, kind, reason)
             corrected_record = None
             if corrected_line is not None:
+                year = corrected_line.date_of_importation.year
+                opened = self._period_opened(uow, year, corrected_line.tpl_number, now)
                 plan = self._plan(
                     uow, references, corrected_line, now, digest=corrected_digest, revision=current.revision + 1,
-                    post=current.post_importation, presented=current.presentation_time,
+                    post=current.post_importation, presented=current.presentation_time, opened=opened,
+                    field="corrected_line",
                 )
                 corrected_record = self._commit_plan(uow, plan, now, commit=False)
             uow.commit()
@@ -261,12 +273,15 @@ class ClaimUseCases:
 
     # -- deciding -------------------------------------------------------------------------------------
 
-    def _validated(self, draft: EntryLineDraft, prefix: str = "line") -> tuple[EntryLine, str]:
+    def _validated(self, draft: EntryLineDraft, prefix: str = "line", *, post_importation: bool = False) -> tuple[EntryLine, str]:
         line, findings = validate_entry_line(draft)
-        if line is None:
+        if line is not None:
+            findings = future_findings(line, self.clock.now(), self.calendar_today(), post_importation=post_importation)
+        if findings:
             if prefix != "line":
                 findings = [dataclasses.replace(f, field=prefix + f.field[len("line"):]) for f in findings]
             raise DomainError(findings[0].code, "the entry summary line has invalid fields", ErrorKind.INVALID, findings)
+        assert line is not None
         return line, line_digest(draft)
 
     def _check_entry_parties(self, uow: UnitOfWork, line: EntryLine) -> None:
@@ -306,7 +321,9 @@ class ClaimUseCases:
         digest: str,
         revision: int,
         post: bool,
+        opened: bool,
         presented: dt.datetime | None = None,
+        field: str = "line",
     ) -> Plan:
         on_file = self._on_file(uow, line)
         tpl = references.tpls.tpl(line.tpl_number)
@@ -355,6 +372,14 @@ class ClaimUseCases:
             except DomainError as error:
                 unconvertible = error
         if conversion is not None:
+            unstorable = storable_code(conversion.measure)
+            if unstorable is not None:
+                # Refused before anything is written: the measure is what every balance is kept in.
+                raise _field_error(
+                    unstorable, f"{field}.quantity",
+                    f"converts to {format_quantity(conversion.measure)} {measure_unit}, which cannot be charged exactly"
+                    " (measures are kept below 10^12 with six decimal places)",
+                )
             base.update(claimed_measure=conversion.measure, conversion_factor=str(conversion.factor))
         levels = self._levels(uow, line.tpl_number, line.date_of_importation.year) if tpl else []
         if levels:
@@ -375,7 +400,7 @@ class ClaimUseCases:
         if not levels:
             base.update(decision=Decision.MFN_REQUIRED.value, reasons=("PERIOD_CLOSED", "NO_LEVEL_FOR_YEAR"))
             return Plan(ClaimRecord(**base), levels)  # type: ignore[arg-type]
-        allocation = allocate(line, conversion, QuotaContext(levels, now, post, self.close_grace), presented)
+        allocation = allocate(line, conversion, QuotaContext(levels, now, opened, post, self.close_grace), presented)
         base.update(
             decision=allocation.decision.value,
             reasons=allocation.reasons,
@@ -423,22 +448,33 @@ class ClaimUseCases:
             balances.append(remaining)
         return {"level_remaining": balances[0], "aggregate_remaining": balances[1] if len(balances) > 1 else None}
 
-    def _release(self, uow: UnitOfWork, claim: ClaimRecord, now: dt.datetime, kind: ReversalKind, reason: str) -> ClaimRecord:
-        changes: dict[str, object] = {"reversed_at": now, "reversal_kind": kind.value}
+    def _release(self, uow: UnitOfWork, read: ClaimRecord, now: dt.datetime, kind: ReversalKind, reason: str) -> ClaimRecord:
+        """Reverse a live claim once: first mark it, conditionally on it being live with the decision
+        read (a second reversal, or the opening deciding it meanwhile, makes this transaction start
+        again from what is stored now); then give back what the marked row holds, each release
+        conditional on the balance it changes."""
+        claim = uow.claims.mark_reversed(read, now, kind.value)
+        if claim is None:
+            raise _LostRace
         returned = claim.held_on_certificate
+        certificate_remaining = claim.certificate_remaining
         if returned > 0:
-            changes["certificate_remaining"] = uow.certificate_ledger.release(
-                claim.issuing_country, claim.certificate_number, returned, entries=1
-            )
+            certificate_remaining = uow.certificate_ledger.release(claim.issuing_country, claim.certificate_number, returned, entries=1)
+            if certificate_remaining is None:
+                raise LookupError(f"certificate {claim.issuing_country}/{claim.certificate_number} holds less than {returned}")
+        balances: list[Decimal | None] = [claim.level_remaining, claim.aggregate_remaining]
         if claim.granted_measure > 0:
             levels = self._levels(uow, claim.tpl_number, claim.quota_year)
-            balances = []
-            for level in levels:
-                balances.append(uow.quota.release(level.tpl_number, level.quota_year, claim.granted_measure))
+            for n, level in enumerate(levels):
+                balances[n] = uow.quota.release(level.tpl_number, level.quota_year, claim.granted_measure)
+                if balances[n] is None:
+                    raise LookupError(f"level {level.tpl_number}/{level.quota_year} has less than {claim.granted_measure} charged")
+                # Unique per claim, level and kind: a claim is never released twice, whatever the code path.
                 uow.quota.record(level.tpl_number, level.quota_year, now, -claim.granted_measure, claim.claim_id, "REVERSAL")
-            changes["level_remaining"] = balances[0]
-            changes["aggregate_remaining"] = balances[1] if len(balances) > 1 else None
-        record = uow.claims.update(claim.claim_id, **changes)
+        uow.claims.set_balances(claim.claim_id, certificate_remaining, balances[0], balances[1])
+        record = dataclasses.replace(
+            claim, certificate_remaining=certificate_remaining, level_remaining=balances[0], aggregate_remaining=balances[1]
+        )
         uow.audit.append(
             now, "REVERSAL", _subject(record),
             {"claim_id": claim.claim_id, "kind": kind.value, "reason": reason,
@@ -446,15 +482,27 @@ class ClaimUseCases:
         )
         return record
 
-    def _require_opened(self, uow: UnitOfWork, year: int, now: dt.datetime) -> None:
-        """Once a year's period has opened, nothing of it is decided before its opening batch is:
-        those claims came first (19 CFR 132.12)."""
-        if year in self._opened_years or now < self.calendar.bounds(year)[0]:
-            return
+    def _period_opened(self, uow: UnitOfWork, year: int, tpl_number: str, now: dt.datetime) -> bool:
+        """Whether the year's period has opened, decided alike by every replica whatever its clock: it
+        has once its opening allocation exists (and then nothing of the year is decided before that
+        batch is: those claims came first, 19 CFR 132.12); before anybody began it, by this replica's
+        clock. A claim that would wait for the opening share-locks its level first and looks again:
+        the opening locks the year's levels before it sums the queue, so the claim is either in that
+        sum or sees the opening (README, "Invariants")."""
+        if year in self._opened_years:
+            return True
         opening = uow.quota.opening(year)
-        if opening is None or opening.completed_at is None:
+        if opening is None:
+            if now >= self.calendar.bounds(year)[0]:
+                raise _OpeningPending(year)
+            uow.quota.hold_level(tpl_number, year)
+            opening = uow.quota.opening(year)
+            if opening is None:
+                return False
+        if opening.completed_at is None:
             raise _OpeningPending(year)
         self._opened_years.add(year)
+        return True
 
     def _run_opening(self, year: int) -> bool:
         """Run the year's opening allocation to its end, one short transaction per step: first the
@@ -507,8 +555,8 @@ class ClaimUseCases:
         if opening is None:
             # The rates: one per TPL, from what the whole batch asks and the levels' room at the opening
             # (summed by the database: this step holds the writer too).
+            rows = uow.quota.levels(year, lock=True)  # first: claims queuing now hold them (_period_opened)
             demand = uow.claims.queued_demand(year)
-            rows = uow.quota.levels(year, lock=True)
             rates = opening_rates(
                 {tpl: Fraction(measure) for tpl, measure in demand.items()},
                 {r.tpl_number: r.limit - r.charged for r in rows},
@@ -584,7 +632,8 @@ class ClaimUseCases:
             decided.append(record)
             audit.append(("ALLOCATION", _subject(record), _facts(record)))
         uow.certificate_ledger.give_back_many(returns)
-        uow.claims.update_many(decided, ALLOCATED_COLUMNS)
+        if uow.claims.decide_queued(decided, ALLOCATED_COLUMNS) != len(decided):
+            raise _LostRace  # one was reversed or decided meanwhile: take the step again
         uow.quota.record_many(ledger)
         uow.audit.append_many(now, audit)
         for level, row in rows.items():

@@ -140,16 +140,18 @@ class ReferenceStore:
         count = 0
         for tpl in reference.tpls.values():
             for year, limit in tpl.annual_limits.items():
-                current = uow.quota.level(tpl.tpl_number, year)
-                if current is not None and limit < current.charged:
+                # Conditional on what is charged when the write runs (claims may be charging the level
+                # right now): a limit is never set below it, and nothing of this load is kept if one is.
+                level = LevelRow(tpl.tpl_number, year, tpl.label, tpl.measure_unit, limit, Decimal(0), tpl.aggregate)
+                if uow.quota.set_level(level) is None:
+                    current = uow.quota.level(tpl.tpl_number, year)
                     raise DomainError(
                         "LIMIT_BELOW_CHARGED",
-                        f"{tpl.label} {year}: the new limit {limit} is below what is already charged ({current.charged})",
+                        f"{tpl.label} {year}: the new limit {limit} is below what is already charged"
+                        f" ({current.charged if current else '?'})",
                         ErrorKind.PRECONDITION,
+                        metadata={"tpl_number": tpl.tpl_number, "quota_year": str(year)},
                     )
-                uow.quota.upsert_level(
-                    LevelRow(tpl.tpl_number, year, tpl.label, tpl.measure_unit, limit, Decimal(0), tpl.aggregate)
-                )
                 count += 1
         return count
 

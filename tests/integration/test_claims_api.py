@@ -139,9 +139,10 @@ def test_several_mismatches_are_all_listed(match, on_file):
 
 
 def test_entry_outside_the_quota_year_is_a_mismatch(match, transmission, partner, transmit):
-    transmit(certificate(last_valid_date="2027-03-31"))
-    result = claim(match, claim_line(date_of_importation="2027-01-15"))
-    assert result.decision == MFN and ("quota_year", "2027", "2026") in [(m.field, m.claimed, m.transmitted) for m in result.mismatches]
+    # A 2025 certificate still valid in March 2026 (dates of importation in the future are refused).
+    transmit(certificate(quota_year=2025, issue_date="2025-12-01", last_valid_date="2026-03-31"))
+    result = claim(match, claim_line(date_of_importation="2026-03-01"))
+    assert result.decision == MFN and ("quota_year", "2026", "2025") in [(m.field, m.claimed, m.transmitted) for m in result.mismatches]
 
 
 def test_quantity_beyond_the_certificate_is_refused_and_exhaustion_is_reported(match, on_file):

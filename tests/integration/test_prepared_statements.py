@@ -54,16 +54,17 @@ def test_a_row_written_by_either_path_is_stored_and_read_identically(database):
     columns = [c.name for c in claims.columns]
     with database.write_engine.begin() as connection:
         Prepared(insert(claims), connection.dialect, columns=columns).execute(connection, claim_values("A"))
-        connection.execute(insert(claims), claim_values("B", revision=2))
+        # Another line of the entry: a line holds one live claim (uq_claims_live_hold).
+        connection.execute(insert(claims), claim_values("B", revision=2, line_number=2))
     stored_a, stored_b = raw_rows(database)
     differing = {name for name in columns if stored_a[name] != stored_b[name]}
-    assert differing == {"claim_id", "revision"}  # the same stored values, datetimes and micro-units included
+    assert differing == {"claim_id", "revision", "line_number"}  # the same stored values, datetimes and micro-units included
     read = select(claims).where(claims.c.claim_id == bindparam("id"))
     with database.read_engine.connect() as connection:
         prepared = Prepared(read, connection.dialect).first(connection, {"id": "B"})
         through_core = connection.execute(read, {"id": "A"}).one()
     assert prepared is not None
-    assert dict(zip(columns, prepared)) == claim_values("B", revision=2) | {"presentation_time": AT, "decided_at": AT + dt.timedelta(microseconds=1)}
+    assert dict(zip(columns, prepared)) == claim_values("B", revision=2, line_number=2) | {"presentation_time": AT, "decided_at": AT + dt.timedelta(microseconds=1)}
     assert dict(zip(columns, prepared))["presentation_time"].tzinfo == dt.timezone.utc
     assert tuple(through_core)[4:] == prepared[4:]
     with Session(database.read_engine) as session:

@@ -149,7 +149,7 @@ def test_allocation_takes_the_tightest_level_and_names_it():
     conversion = convert(ConversionTable("v1", "s", {"338": Category("338", "", "DOZ", Decimal(6))}, {"6109": "338"}),
                          line.quantity, "DOZ", line.htsus_number, "SME")
     member, aggregate = level("1000"), level("100", tpl="9823.53.03")
-    result = allocate(line, conversion, QuotaContext([member, aggregate], T0))
+    result = allocate(line, conversion, QuotaContext([member, aggregate], T0, opened=True))
     assert (result.decision, result.reasons, result.grant.quantity) == (Decision.PARTIAL, ("AGGREGATE_FILLED", "PARTIAL_FILL"), Decimal(16))
 
 
@@ -158,9 +158,9 @@ def test_claims_before_the_opening_are_queued_at_the_opening_moment():
     assert line is not None
     conversion = convert(ConversionTable("v1", "s", {}, {}), line.quantity, "M2", "", "SME")
     member = level("1000")
-    queued = allocate(line, conversion, QuotaContext([member], dt.datetime(2025, 12, 22, tzinfo=UTC)))
+    queued = allocate(line, conversion, QuotaContext([member], dt.datetime(2025, 12, 22, tzinfo=UTC), opened=False))
     assert queued.decision is Decision.QUEUED and queued.presentation_time == member.opens_at
-    late = allocate(line, conversion, QuotaContext([member], T0))
+    late = allocate(line, conversion, QuotaContext([member], T0, opened=True))
     assert late.decision is Decision.PREFERENTIAL and late.presentation_time == member.opens_at
 
 
@@ -205,3 +205,22 @@ def test_a_claim_holds_its_grant_or_while_queued_all_it_asked():
 
     partial = replace(record, decision="PARTIAL", granted_quantity=Decimal(92), granted_measure=Decimal(552))
     assert (partial.held_on_certificate, partial.mfn_quantity, partial.mfn_measure) == (92, 8, 48)
+
+
+def test_nothing_is_charged_to_a_period_before_it_opens_whatever_instants_the_claim_carries():
+    # Issue 12, finding 2: a claim whose instants all lie in January of next year, decided on
+    # 29 November, was charged to next year's level at once. 19 CFR 132.11(d): presentation before
+    # the opening gives no quota status; whether the period has opened is the service's fact
+    # (`opened`), never the request's.
+    line, _ = validate_entry_line(draft(
+        date_of_importation="2026-01-05", filed_at=dt.datetime(2026, 1, 5, 14, tzinfo=UTC),
+        arrived_at=dt.datetime(2026, 1, 5, 15, tzinfo=UTC), paid_at=dt.datetime(2026, 1, 5, 16, tzinfo=UTC),
+    ))
+    assert line is not None
+    conversion = convert(ConversionTable("v1", "s", {}, {}), line.quantity, "M2", "", "SME")
+    member = level("1000")
+    assert line.presentation_time() > member.opens_at
+    before = allocate(line, conversion, QuotaContext([member], dt.datetime(2025, 11, 29, tzinfo=UTC), opened=False))
+    assert (before.decision, before.grant.measure) == (Decision.QUEUED, Decimal(0))
+    post = allocate(line, conversion, QuotaContext([member], dt.datetime(2025, 11, 29, tzinfo=UTC), opened=False, post_importation=True))
+    assert (post.decision, post.grant.measure) == (Decision.QUEUED, Decimal(0))
