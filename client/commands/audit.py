@@ -31,3 +31,16 @@ def verify(
         typer.echo(f"audit log BROKEN at record {result.first_broken} ({result.records} records read)", err=True)
     if not result.intact:
         raise typer.Exit(1)
+
+
+@app.command()
+def reconcile(
+    database_url: str = typer.Option("", help="SQLAlchemy URL (default ECERT_DATABASE_URL or the data dir's SQLite file)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Recompute every level's charged amount from the quota ledger and from live claims, and every
+    certificate's use from live claims. Exit 0 when all agree and lie within their bounds; 1 and one
+    line per drift otherwise."""
+    from client.commands.reconcile import run_reconcile
+
+    run_reconcile(database_url, as_json)

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from server.domain.conversion import Category, ConversionTable
+from server.domain.quantity import check_storable
 from server.domain.reference import Partner, ReferenceData, TplDefinition
 
 PACKAGED = pathlib.Path(__file__).resolve().parent.parent / "reference_data" / "usmca-mx.json"
@@ -36,9 +37,18 @@ def parse_reference_data(document: dict[str, Any]) -> ReferenceData:
             htsus_chapters=tuple(t.get("htsus_chapters", ())),
             fileable=t.get("fileable", True),
             aggregate=t.get("aggregate"),
-            annual_limits={year: Decimal(t["annual_limit"]) for year in range(first, last + 1)},
+            annual_limits={year: _limit(t["annual_limit"]) for year in range(first, last + 1)},
         )
     return ReferenceData(version=document["version"], source=document["source"], tpls=tpls, partners=partners)
+
+
+def _limit(value: object) -> Decimal:
+    """A level's annual limit: not negative, and storable exactly (see quantity.check_storable)."""
+    limit = Decimal(str(value))
+    if not limit.is_finite() or limit < 0:
+        raise ValueError(f"annual limit {value!r} is not a non-negative number")
+    check_storable(limit)
+    return limit
 
 
 def load_reference_data(path: str | pathlib.Path | None = None) -> ReferenceData:

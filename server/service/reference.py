@@ -19,6 +19,7 @@ from server.domain.conversion import ConversionTable
 from server.domain.errors import DomainError, ErrorKind, Finding
 from server.domain.reference import ReferenceData
 from server.service.clock import Clock
+from server.service.transactions import run_in_transaction
 from server.service.unit_of_work import UnitOfWork
 
 KINDS = ("tpls", "conversion")
@@ -115,7 +116,8 @@ class ReferenceStore:
         kind, version = document["kind"], str(document["version"])
         digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
         now = self.clock.now()
-        with UnitOfWork(self.database, write=True) as uow:
+
+        def store(uow: UnitOfWork) -> LoadResult:
             existing = uow.references.find(kind, version)
             if existing is not None:
                 if existing.digest == digest:
@@ -131,14 +133,22 @@ class ReferenceStore:
             uow.references.add(kind, version, str(document.get("source", "")), json.dumps(document), digest, now)
             uow.audit.append(now, "REFERENCE_DATA", f"reference:{kind}:{version}", {"kind": kind, "version": version, "digest": digest})
             uow.commit()
+            return LoadResult(kind, version, True, levels)
+
+        # Deadlocks and serialization failures (a level locked by claims in flight) are retried.
+        result = run_in_transaction(self.database, store)
+        if not result.loaded:
+            return result
         with self._lock:
             self._checked_at = 0.0
-        return LoadResult(kind, version, True, levels)
+        return result
 
     @staticmethod
     def _set_levels(uow: UnitOfWork, reference: ReferenceData) -> int:
         count = 0
-        for tpl in reference.tpls.values():
+        # Members before their aggregate ceiling: the order in which a claim locks them (no deadlock).
+        aggregates = {tpl.aggregate for tpl in reference.tpls.values() if tpl.aggregate}
+        for tpl in sorted(reference.tpls.values(), key=lambda t: t.tpl_number in aggregates):
             for year, limit in tpl.annual_limits.items():
                 # Conditional on what is charged when the write runs (claims may be charging the level
                 # right now): a limit is never set below it, and nothing of this load is kept if one is.

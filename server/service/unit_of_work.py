@@ -36,9 +36,12 @@ class UnitOfWork:
 
     connection: Connection
 
-    def __init__(self, database: Database, *, write: bool):
+    def __init__(self, database: Database, *, write: bool, snapshot: bool = False):
         self._database = database
         self._write = write
+        # One snapshot for every statement (PostgreSQL REPEATABLE READ, read only; an SQLite read
+        # transaction already is one): for readers that compare several tables, e.g. reconciliation.
+        self._snapshot = snapshot and not write
         self._resources = ExitStack()
         self._session: Session | None = None
         self._group: GroupCommitter | None = None
@@ -63,6 +66,8 @@ class UnitOfWork:
                     opening.callback(self.connection.close)
                     self._transaction = self.connection.begin()
                     opening.callback(self._close_session)
+                    if self._snapshot and not self._database.is_sqlite:
+                        self.connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             self._bound_by_deadline()
             self._resources = opening.pop_all()
         return self
