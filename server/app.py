@@ -34,7 +34,7 @@ from server.observability import wiring
 from server.observability.http import MetricsHttpServer
 from server.observability.metrics import ServiceMetrics
 from server.service.claims import ClaimUseCases
-from server.service.clock import Clock, SystemClock
+from server.service.clock import Clock, clock_with_offset
 from server.service.quota import QuotaCalendar, QuotaEventBus, QuotaUseCases
 from server.service.reference import ReferenceStore
 from server.service.transmissions import TransmissionUseCases
@@ -148,7 +148,11 @@ def create_server(
         admission_wait=settings.transaction_wait_ms / 1000,
     )
     database.upgrade()
-    use_cases = build_use_cases(settings, database, clock or SystemClock())
+    if clock is None:
+        clock = clock_with_offset(settings.clock_offset_seconds)
+        if settings.clock_offset_seconds:
+            log.warning("the service clock is offset %+.3f s from the system clock (ECERT_CLOCK_OFFSET_SECONDS)", settings.clock_offset_seconds)
+    use_cases = build_use_cases(settings, database, clock)
 
     metrics = ServiceMetrics()
     server = grpc.server(

@@ -38,6 +38,9 @@ class Settings:
     metrics_port: str = field(default_factory=lambda: _env("METRICS_PORT", ""))
     metrics_host: str = field(default_factory=lambda: _env("METRICS_HOST", ""))
     log_format: str = field(default_factory=lambda: _env("LOG_FORMAT", "json"))  # json or text
+    # Test harnesses only: the service's clock runs this many seconds ahead of (or, negative, behind)
+    # the system clock. Zero in production; a non-zero offset is logged at start.
+    clock_offset_seconds: float = field(default_factory=lambda: float(_env("CLOCK_OFFSET_SECONDS", "0")))
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'ecert.db').resolve()}"

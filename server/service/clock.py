@@ -15,6 +15,22 @@ class SystemClock:
         return dt.datetime.now(dt.timezone.utc)
 
 
+class OffsetClock:
+    """The system clock moved by a fixed offset: a test harness runs real service processes at another
+    instant (an opening day, a lapsing window) and can make one replica's clock lag another's.
+    Production leaves the offset at zero (ECERT_CLOCK_OFFSET_SECONDS)."""
+
+    def __init__(self, offset: dt.timedelta):
+        self.offset = offset
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.timezone.utc) + self.offset
+
+
+def clock_with_offset(seconds: float) -> "SystemClock | OffsetClock":
+    return OffsetClock(dt.timedelta(seconds=seconds)) if seconds else SystemClock()
+
+
 class FixedClock:
     """A settable clock for tests."""
 
