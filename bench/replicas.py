@@ -122,7 +122,7 @@ def _line(index: int, numbers: list[str], base: int) -> bytes:
     now = _now()
     line = mpb.EntrySummaryLine(
         entry_number=make_entry_number("B76", base + index), line_number=1, filer_code="B76",
-        importer_of_record="12-345678900", entry_type="01", country_of_origin="MX", htsus_number="6109.10.0012",
+        importer_of_record="12-345678900", entry_type="02", country_of_origin="MX", htsus_number="6109.10.0012",
         tpl_number="9823.53.01", spi="S+", certificate_number=numbers[index % len(numbers)], quantity="1", unit="DOZ",
         date_of_importation=now.date().isoformat())
     for name, minutes in (("filed_at", 30), ("arrived_at", 20), ("paid_at", 10)):

@@ -77,7 +77,7 @@ def claim_line(
         line_number=1,
         filer_code=filer,
         importer_of_record=IMPORTER,
-        entry_type="01",
+        entry_type="02",
         country_of_origin="MX",
         htsus_number=good.htsus_number,
         tpl_number=good.tpl_number,

@@ -61,7 +61,7 @@ class ClaimsPlayer:
         now = dt.datetime.now(dt.timezone.utc)
         line = mpb.EntrySummaryLine(
             entry_number=make_entry_number(self.filer, self.transaction), line_number=1, filer_code=self.filer,
-            importer_of_record=certificate.importer_of_record, entry_type="01", country_of_origin=certificate.issuing_country,
+            importer_of_record=certificate.importer_of_record, entry_type="02", country_of_origin=certificate.issuing_country,
             htsus_number=certificate.htsus_number, tpl_number=certificate.tpl_number, spi="S+",
             certificate_number=certificate.certificate_number, quantity=certificate.quantity, unit=certificate.unit,
             date_of_importation=now.date().isoformat(),

@@ -96,7 +96,7 @@ def claim_line(
         line_number=line_number,
         filer_code=filer,
         importer_of_record="12-345678900",
-        entry_type="01",
+        entry_type="02",
         country_of_origin="MX",
         htsus_number="6109.10.0012",
         tpl_number="9823.53.01",

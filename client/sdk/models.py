@@ -290,7 +290,7 @@ class EntryLine:
     unit: str
     date_of_importation: str | dt.date
     country_of_origin: str = "MX"
-    entry_type: str = "01"
+    entry_type: str = "02"
     spi: str = "S+"
     filer_code: str = ""
     filed_at: dt.datetime | None = None

@@ -9,7 +9,7 @@ from typing import Any
 
 from server.domain.conversion import Category, ConversionTable
 from server.domain.quantity import check_storable
-from server.domain.reference import Partner, ReferenceData, TplDefinition
+from server.domain.reference import EntryTypes, Partner, ReferenceData, TplDefinition
 
 PACKAGED = pathlib.Path(__file__).resolve().parent.parent / "reference_data" / "usmca-mx.json"
 
@@ -39,7 +39,22 @@ def parse_reference_data(document: dict[str, Any]) -> ReferenceData:
             aggregate=t.get("aggregate"),
             annual_limits={year: _limit(t["annual_limit"]) for year in range(first, last + 1)},
         )
-    return ReferenceData(version=document["version"], source=document["source"], tpls=tpls, partners=partners)
+    return ReferenceData(
+        version=document["version"], source=document["source"], tpls=tpls, partners=partners,
+        entry_types=_entry_types(document.get("entry_types", USMCA_ENTRY_TYPES_BEFORE_2026_2)),
+    )
+
+
+# TPL documents before version usmca-mx-2026.2 had no entry types; they were all USMCA Mexico tables,
+# whose quota bulletins list these (QB 22-111, QB 24-111).
+USMCA_ENTRY_TYPES_BEFORE_2026_2 = {"quota": ["02", "06", "07", "12", "23", "32", "38", "52"], "without_arrival": ["32", "38"]}
+
+
+def _entry_types(document: dict[str, Any]) -> EntryTypes:
+    quota, without_arrival = frozenset(document["quota"]), frozenset(document["without_arrival"])
+    if not quota or not without_arrival <= quota:
+        raise ValueError("entry_types: quota must be non-empty and include every type without arrival")
+    return EntryTypes(quota, without_arrival)
 
 
 def _limit(value: object) -> Decimal:

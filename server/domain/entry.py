@@ -12,16 +12,16 @@ from server.domain.canonical import canonical_json
 from server.domain.certificate import HTSUS_PATTERN, normalize_htsus, parse_iso_date
 from server.domain.errors import Finding
 from server.domain.quantity import QuantityTooLarge, QuantityTooPrecise, parse_quantity
+from server.domain.reference import EntryTypes
 
 ENTRY_NUMBER_PATTERN = re.compile(r"([0-9A-Z]{3})-?([0-9]{7})-?([0-9])")
 # CBP's listed filer-code patterns (ACE CATAIR Appendix E): every mix of letters and digits except
 # an all-digit code of 000.
 FILER_CODE_PATTERN = re.compile(r"[0-9A-Z]{3}")
 TPL_SPI = "S+"
-# Entry types that enter goods for consumption or withdraw them from a warehouse for consumption:
-# the only ones a TPL claim can ride on.
-CONSUMPTION_ENTRY_TYPES = frozenset({"01", "02", "03", "06", "07", "11", "12", "31", "32", "34", "38"})
-WAREHOUSE_WITHDRAWAL_TYPES = frozenset({"31", "32", "34", "38"})
+ENTRY_TYPE_PATTERN = re.compile(r"[0-9]{2}")
+
+
 # Dates of importation this service decides: from the first NAFTA TPL year to a year whose period,
 # post-importation window and the day after it are all representable.
 FIRST_DATE = dt.date(1994, 1, 1)
@@ -104,21 +104,19 @@ class EntryLine:
     date_of_importation: dt.date
     filed_at: dt.datetime
     arrived_at: dt.datetime | None
-    paid_at: dt.datetime | None
-
-    @property
-    def warehouse_withdrawal(self) -> bool:
-        return self.entry_type in WAREHOUSE_WITHDRAWAL_TYPES
+    paid_at: dt.datetime
+    arrival_counts: bool = True  # False for a withdrawal from warehouse: it has no arrival time
 
     def presentation_time(self) -> dt.datetime:
-        """ACE's priority time: the latest of filing, arrival (not for warehouse withdrawals) and payment."""
+        """Priority (19 CFR 132.11; QB 16-128): the latest of filing, arrival (not for warehouse
+        withdrawals) and the payment of estimated duties."""
         times = [self.filed_at, self.paid_at]
-        if not self.warehouse_withdrawal:
+        if self.arrival_counts and self.arrived_at is not None:
             times.append(self.arrived_at)
-        return max(t for t in times if t is not None)
+        return max(times)
 
 
-def validate_entry_line(draft: EntryLineDraft) -> tuple[EntryLine | None, list[Finding]]:
+def validate_entry_line(draft: EntryLineDraft, entry_types: EntryTypes) -> tuple[EntryLine | None, list[Finding]]:
     findings: list[Finding] = []
 
     def error(code: str, name: str, description: str) -> None:
@@ -156,8 +154,11 @@ def validate_entry_line(draft: EntryLineDraft) -> tuple[EntryLine | None, list[F
         error("FILER_CODE_MISMATCH", "filer_code", "is not the entry number's filer code")
     if not 1 <= draft.line_number <= 9999:
         error("LINE_NUMBER_OUT_OF_RANGE", "line_number", "must be from 1 to 9999")
-    if draft.entry_type and draft.entry_type not in CONSUMPTION_ENTRY_TYPES:
-        error("ENTRY_TYPE_NOT_CONSUMPTION", "entry_type", "a TPL claim needs an entry or warehouse withdrawal for consumption")
+    if draft.entry_type and len(draft.entry_type) <= 64 and not ENTRY_TYPE_PATTERN.fullmatch(draft.entry_type):
+        error("ENTRY_TYPE_MALFORMED", "entry_type", "must be a two-digit entry type code")
+    elif draft.entry_type and draft.entry_type not in entry_types.quota:
+        error("ENTRY_TYPE_NOT_QUOTA", "entry_type",
+              f"a TPL claim rides on a quota entry type: {', '.join(sorted(entry_types.quota))}")
     if draft.spi and draft.spi != TPL_SPI:
         error("SPI_NOT_TPL", "spi", f"a USMCA TPL claim carries special program indicator {TPL_SPI}")
     if draft.htsus_number and not HTSUS_PATTERN.fullmatch(draft.htsus_number):
@@ -190,12 +191,16 @@ def validate_entry_line(draft: EntryLineDraft) -> tuple[EntryLine | None, list[F
                 error("DATE_OUT_OF_RANGE", "date_of_importation", f"must be from {FIRST_DATE} to {LAST_DATE}")
     if draft.filed_at is None:
         error("FIELD_REQUIRED", "filed_at", "the filing time is required")
-    if draft.arrived_at is None and draft.entry_type and draft.entry_type not in WAREHOUSE_WITHDRAWAL_TYPES:
+    if draft.arrived_at is None and draft.entry_type and draft.entry_type not in entry_types.without_arrival:
         error("FIELD_REQUIRED", "arrived_at", "the arrival time is required except for warehouse withdrawals")
+    if draft.paid_at is None:
+        # Without estimated duties paid (or a statement date) an entry summary is not presented for
+        # quota at all (19 CFR 132.11): it has no place in the order.
+        error("FIELD_REQUIRED", "paid_at", "the payment of estimated duties (or the statement date) is required for quota")
 
     if findings:
         return None, findings
-    assert entry_number and quantity is not None and imported and draft.filed_at
+    assert entry_number and quantity is not None and imported and draft.filed_at and draft.paid_at
     return (
         EntryLine(
             entry_number=entry_number,
@@ -214,6 +219,7 @@ def validate_entry_line(draft: EntryLineDraft) -> tuple[EntryLine | None, list[F
             filed_at=draft.filed_at,
             arrived_at=draft.arrived_at,
             paid_at=draft.paid_at,
+            arrival_counts=draft.entry_type not in entry_types.without_arrival,
         ),
         [],
     )

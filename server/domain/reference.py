@@ -37,11 +37,21 @@ class Partner:
 
 
 @dataclass(frozen=True)
+class EntryTypes:
+    """The entry types a program's quota claims may ride on, and those of them that have no arrival
+    time (withdrawals from warehouse): reference data of the program, not code."""
+
+    quota: frozenset[str]
+    without_arrival: frozenset[str]
+
+
+@dataclass(frozen=True)
 class ReferenceData:
     version: str
     source: str
     tpls: dict[str, TplDefinition]
     partners: dict[str, Partner]
+    entry_types: EntryTypes
 
     def tpl(self, tpl_number: str) -> TplDefinition | None:
         return self.tpls.get(tpl_number)

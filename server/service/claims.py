@@ -274,7 +274,7 @@ class ClaimUseCases:
     # -- deciding -------------------------------------------------------------------------------------
 
     def _validated(self, draft: EntryLineDraft, prefix: str = "line", *, post_importation: bool = False) -> tuple[EntryLine, str]:
-        line, findings = validate_entry_line(draft)
+        line, findings = validate_entry_line(draft, self.references.current().tpls.entry_types)
         if line is not None:
             findings = future_findings(line, self.clock.now(), self.calendar_today(), post_importation=post_importation)
         if findings:

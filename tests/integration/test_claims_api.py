@@ -68,9 +68,10 @@ def test_matching_claim_is_preferential_and_charges_certificate_and_level(match,
 
 
 def test_warehouse_withdrawal_ignores_arrival_for_priority(match, on_file):
-    line = claim_line(entry_type="31", arrived_at=NOW, paid_at=None, filed_at=NOW - dt.timedelta(hours=5))
+    # Entry type 38: a withdrawal from warehouse for consumption, quota (QB 22-111, QB 24-111).
+    line = claim_line(entry_type="38", arrived_at=NOW, paid_at=NOW - dt.timedelta(hours=4), filed_at=NOW - dt.timedelta(hours=5))
     result = claim(match, line)
-    assert result.presentation_time.ToDatetime(tzinfo=dt.timezone.utc) == NOW - dt.timedelta(hours=5)
+    assert result.presentation_time.ToDatetime(tzinfo=dt.timezone.utc) == NOW - dt.timedelta(hours=4)
 
 
 def test_same_line_again_returns_the_original_decision_and_charges_nothing(match, quota, server, on_file):
@@ -309,7 +310,7 @@ def test_post_importation_window_is_one_year(match, transmission, partner, clock
     transmit(certificate(number, quota_year=year, issue_date=f"{year}-01-15", last_valid_date=f"{year}-12-31"))
     clock.at = dt.datetime.fromisoformat(today).replace(hour=15, tzinfo=dt.timezone.utc)
     line = claim_line(certificate_number=number, date_of_importation=imported,
-                      filed_at=clock.at - dt.timedelta(hours=1), arrived_at=clock.at - dt.timedelta(hours=1), paid_at=None)
+                      filed_at=clock.at - dt.timedelta(hours=1), arrived_at=clock.at - dt.timedelta(hours=1), paid_at=clock.at - dt.timedelta(hours=1))
     if allowed:
         result = post(match, line)
         assert result.post_importation and result.decision == PREFERENTIAL and result.quota_year == year
@@ -326,7 +327,7 @@ def test_post_importation_charges_the_original_period_and_is_refused_when_it_is_
     certificate_2025(transmit, clock, "MX25-00000002")
     # During 2025 an entry took the whole 2025 level; another entry paid MFN.
     clock.at = dt.datetime(2025, 6, 1, 12, tzinfo=dt.timezone.utc)
-    times = {"filed_at": clock.at, "arrived_at": clock.at, "paid_at": None}
+    times = {"filed_at": clock.at, "arrived_at": clock.at, "paid_at": clock.at}
     assert claim(match, claim_line(1, certificate_number="MX25-00000001", date_of_importation="2025-05-30", **times)).decision == PREFERENTIAL
     clock.at = NOW  # 2026-03-02: the 2026 level is empty, the 2025 one full
     line = claim_line(2, certificate_number="MX25-00000002", date_of_importation="2025-05-30", **times)
@@ -358,7 +359,7 @@ def test_opening_batch_is_prorated_with_one_rate(match, quota, transmission, par
             "issue_date": "2026-12-15", "last_valid_date": "2027-12-31", "quantity": "500"}
     for n in range(1, 5):
         transmit(certificate(f"MX27-0000000{n}", **wool))
-    before = dict(filed_at=clock.at, arrived_at=clock.at, paid_at=None, tpl_number="9823.53.02",
+    before = dict(filed_at=clock.at, arrived_at=clock.at, paid_at=clock.at, tpl_number="9823.53.02",
                   htsus_number="6110.11.0030", date_of_importation="2027-01-02")
     asks = {1: "100", 2: "50", 3: "30"}  # 600 + 300 + 180 = 1080 SME against 1000
     queued = [claim(match, claim_line(n, certificate_number=f"MX27-0000000{n}", quantity=q, **before)) for n, q in asks.items()]
@@ -426,7 +427,9 @@ BAD_LINES = [
     ({"filer_code": "XYZ"}, "line.filer_code", "FILER_CODE_MISMATCH"),
     ({"line_number": 0}, "line.line_number", "LINE_NUMBER_OUT_OF_RANGE"),
     ({"spi": "S"}, "line.spi", "SPI_NOT_TPL"),
-    ({"entry_type": "21"}, "line.entry_type", "ENTRY_TYPE_NOT_CONSUMPTION"),
+    ({"entry_type": "21"}, "line.entry_type", "ENTRY_TYPE_NOT_QUOTA"),
+    ({"entry_type": "01"}, "line.entry_type", "ENTRY_TYPE_NOT_QUOTA"),  # QB 22-111/24-111: not a quota type
+    ({"entry_type": "2"}, "line.entry_type", "ENTRY_TYPE_MALFORMED"),
     ({"quantity": "-3"}, "line.quantity", "QUANTITY_NOT_POSITIVE"),
     ({"quantity": "abc"}, "line.quantity", "QUANTITY_MALFORMED"),
     ({"unit": ""}, "line.unit", "FIELD_REQUIRED"),

@@ -179,7 +179,7 @@ def test_next_years_level_is_not_charged_before_it_opens(server, match, transmis
     assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INSTANT_IN_FUTURE")
     assert set(error.fields) == {"line.filed_at", "line.arrived_at", "line.paid_at"}
     waits = claim_line(2, certificate_number="MX27-00000001", date_of_importation="2027-01-05",
-                       filed_at=clock.at - dt.timedelta(hours=2), arrived_at=clock.at - dt.timedelta(hours=1), paid_at=None)
+                       filed_at=clock.at - dt.timedelta(hours=2), arrived_at=clock.at - dt.timedelta(hours=1), paid_at=clock.at - dt.timedelta(hours=1))
     result = match.MatchClaim(mpb.MatchClaimRequest(line=waits)).result
     assert (result.decision, result.granted_quantity) == (QUEUED, "0")
     assert scalar(server, "SELECT count(*) FROM quota_ledger WHERE quota_year = 2027") == 0
@@ -188,7 +188,7 @@ def test_next_years_level_is_not_charged_before_it_opens(server, match, transmis
     with pytest.raises(grpc.RpcError) as caught:
         match.FilePostImportationClaim(mpb.FilePostImportationClaimRequest(line=claim_line(
             3, certificate_number="MX27-00000001", date_of_importation="2027-01-05",
-            filed_at=clock.at - dt.timedelta(hours=2), arrived_at=clock.at - dt.timedelta(hours=1), paid_at=None)))
+            filed_at=clock.at - dt.timedelta(hours=2), arrived_at=clock.at - dt.timedelta(hours=1), paid_at=clock.at - dt.timedelta(hours=1))))
     error = rich_error(caught.value)
     assert (error.code, error.reason, set(error.fields)) == (
         grpc.StatusCode.INVALID_ARGUMENT, "DATE_IN_FUTURE", {"line.date_of_importation"})
@@ -242,7 +242,7 @@ def test_a_lagging_replica_neither_strands_queued_claims_nor_races_the_opening(s
     numbers = [f"MX27-0000010{n}" for n in range(4)]
     transmit_all(transmission, partner, numbers, sent_at=clock.at, quota_year=2027, issue_date="2026-12-20", last_valid_date="2027-12-31")
     queued_lines = [claim_line(400 + n, certificate_number=numbers[n % 4], quantity="100", date_of_importation="2027-01-01",
-                               filed_at=clock.at, arrived_at=clock.at, paid_at=None) for n in range(16)]
+                               filed_at=clock.at, arrived_at=clock.at, paid_at=clock.at) for n in range(16)]
     for line in queued_lines:
         assert match.MatchClaim(mpb.MatchClaimRequest(line=line)).result.decision == QUEUED
     lagging = FixedClock(opening - dt.timedelta(seconds=30))
@@ -255,7 +255,7 @@ def test_a_lagging_replica_neither_strands_queued_claims_nor_races_the_opening(s
             clock.at = opening + dt.timedelta(seconds=1)
             lagging.at = clock.at - dt.timedelta(seconds=30)
             late_lines = [claim_line(500 + n, certificate_number=numbers[n % 4], quantity="50", date_of_importation="2027-01-01",
-                                     filed_at=lagging.at, arrived_at=lagging.at, paid_at=None) for n in range(8)]
+                                     filed_at=lagging.at, arrived_at=lagging.at, paid_at=lagging.at) for n in range(8)]
             with ThreadPoolExecutor(12) as pool:
                 opened = pool.submit(server.use_cases.claims.allocate_due_openings)
                 canceled = list(pool.map(lambda line: cancel(lagging_match, line)(), queued_lines[::3]))

@@ -71,7 +71,7 @@ def _queue_scenario(server, match, transmission, partner, clock) -> int:  # type
     for n, (number, tpl, quantity) in enumerate(CLAIMS, start=1):
         htsus, unit = GOODS[tpl]
         line = claim_line(n, certificate_number=number, quantity=quantity, tpl_number=tpl, htsus_number=htsus, unit=unit,
-                          filed_at=clock.at, arrived_at=clock.at, paid_at=None, date_of_importation="2027-01-02")
+                          filed_at=clock.at, arrived_at=clock.at, paid_at=clock.at, date_of_importation="2027-01-02")
         result = match.MatchClaim(mpb.MatchClaimRequest(line=line)).result
         assert result.decision == mpb.CLAIM_DECISION_QUEUED, (tpl, result.reasons, result.mismatches)
     return len(_rows(server, AuditRecordRow, AuditRecordRow.seq))
@@ -194,7 +194,7 @@ def _stop_at_chunk(server, monkeypatch, failing: int) -> None:  # type: ignore[n
 def _late_claim(match, transaction: int, certificate_number: str, tpl: str, quantity: str, at: dt.datetime) -> mpb.ClaimResult:  # type: ignore[no-untyped-def]
     htsus, unit = GOODS[tpl]
     line = claim_line(transaction, certificate_number=certificate_number, quantity=quantity, tpl_number=tpl, htsus_number=htsus,
-                      unit=unit, filed_at=at, arrived_at=at, paid_at=None, date_of_importation="2027-01-02")
+                      unit=unit, filed_at=at, arrived_at=at, paid_at=at, date_of_importation="2027-01-02")
     return match.MatchClaim(mpb.MatchClaimRequest(line=line)).result
 
 

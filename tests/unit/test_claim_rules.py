@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 
 import pytest
 
+from server.adapters.reference_files import PACKAGED, load_reference_data
 from server.domain.certificate import Certificate, Party
 from server.domain.claims import (
     CertificateOnFile,
@@ -25,6 +27,7 @@ from server.domain.reference import Partner
 from server.domain.transmission import CertificateStatus
 
 UTC = dt.timezone.utc
+ENTRY_TYPES = load_reference_data().entry_types  # the packaged USMCA Mexico table
 T0 = dt.datetime(2026, 3, 2, 12, tzinfo=UTC)
 MX = Partner("MX", "Mexico", r"MX[0-9]{2}-[0-9]{8}", dt.date(2021, 10, 5))
 
@@ -32,7 +35,7 @@ MX = Partner("MX", "Mexico", r"MX[0-9]{2}-[0-9]{8}", dt.date(2021, 10, 5))
 def draft(**changes: object) -> EntryLineDraft:
     values: dict[str, object] = dict(
         entry_number=make_entry_number("B76", 1234567), line_number=1, filer_code="B76",
-        importer_of_record="12-345678900", entry_type="01", country_of_origin="MX", htsus_number="6109.10.0012",
+        importer_of_record="12-345678900", entry_type="02", country_of_origin="MX", htsus_number="6109.10.0012",
         tpl_number="9823.53.01", spi="S+", certificate_number="MX26-00000001", quantity="100", unit="DOZ",
         date_of_importation="2026-03-01", filed_at=T0, arrived_at=T0 + dt.timedelta(hours=1), paid_at=T0 - dt.timedelta(hours=1),
     )
@@ -74,39 +77,82 @@ def test_check_digit_makes_the_number_verify_and_catches_single_changes():
         assert check_digit("B76" + "".join(digits)) != check
 
 
+@pytest.mark.parametrize(("number", "valid"), [
+    ("B76-0324527-8", True),  # ACE CATAIR Appendix E, the worked example (a letter in the filer code)
+    ("002-6110316-2", True),  # ruling HQ H005628, entries under protest
+    ("002-6111115-7", True),
+    ("002-6111223-9", True),
+    ("551-3518786-6", True),  # CIT Slip Op. 06-144
+    ("551-2518786-6", False),  # the same opinion's mistyped number: its check digit does not verify
+])
+def test_published_entry_numbers_verify_as_published(number: str, valid: bool):
+    assert (canonical_entry_number(number) == number) is valid
+    digits = number.replace("-", "")
+    assert (check_digit(digits[:10]) == int(digits[10])) is valid
+
+
 def test_letters_in_the_filer_code_count():
     assert check_digit("A761234567") != check_digit("B761234567")
     assert canonical_entry_number("000-1234567-" + str(check_digit("0001234567"))) is None  # no filer code 000
 
 
 def test_presentation_time_is_the_latest_of_the_three():
-    line, _ = validate_entry_line(draft())
+    line, _ = validate_entry_line(draft(), ENTRY_TYPES)
     assert line is not None and line.presentation_time() == T0 + dt.timedelta(hours=1)
-    withdrawal, _ = validate_entry_line(draft(entry_type="31", arrived_at=T0 + dt.timedelta(days=9)))
+    withdrawal, _ = validate_entry_line(draft(entry_type="38", arrived_at=T0 + dt.timedelta(days=9)), ENTRY_TYPES)
     assert withdrawal is not None and withdrawal.presentation_time() == T0  # arrival does not count
 
 
 def test_invalid_lines_report_every_field():
-    line, findings = validate_entry_line(draft(spi="", quantity="0", entry_type="21", filed_at=None))
+    line, findings = validate_entry_line(draft(spi="", quantity="0", entry_type="21", filed_at=None, paid_at=None), ENTRY_TYPES)
     assert line is None
     assert {(f.field, f.code) for f in findings} == {
         ("line.spi", "FIELD_REQUIRED"), ("line.quantity", "QUANTITY_NOT_POSITIVE"),
-        ("line.entry_type", "ENTRY_TYPE_NOT_CONSUMPTION"), ("line.filed_at", "FIELD_REQUIRED"),
+        ("line.entry_type", "ENTRY_TYPE_NOT_QUOTA"), ("line.filed_at", "FIELD_REQUIRED"), ("line.paid_at", "FIELD_REQUIRED"),
     }
+
+
+@pytest.mark.parametrize(("entry_type", "admitted"), [
+    *((t, True) for t in ("02", "06", "07", "12", "23", "32", "38", "52")),
+    *((t, False) for t in ("01", "03", "11", "31", "34", "21")),
+])
+def test_only_the_quota_entry_types_of_the_program_carry_a_tpl_claim(entry_type: str, admitted: bool):
+    # CBP Quota Bulletins QB 22-111 and QB 24-111 (USMCA TPLs, Mexico): entry type code 02, 06, 07, 12,
+    # 23, 32, 38 or 52. An ordinary consumption entry (01) was granted the TPL rate at 99d2b8c.
+    changes: dict[str, object] = {"entry_type": entry_type}
+    if entry_type in ("32", "38"):
+        changes["arrived_at"] = None  # a withdrawal from warehouse has no arrival time
+    line, findings = validate_entry_line(draft(**changes), ENTRY_TYPES)
+    assert (line is not None) is admitted
+    if not admitted:
+        assert [(f.field, f.code) for f in findings] == [("line.entry_type", "ENTRY_TYPE_NOT_QUOTA")]
+
+
+def test_a_line_without_payment_is_not_presented_for_quota():
+    # 19 CFR 132.11 (QB 16-128): presentation needs estimated duties paid (or a statement date); a line
+    # with no payment time was granted at 99d2b8c.
+    line, findings = validate_entry_line(draft(paid_at=None), ENTRY_TYPES)
+    assert line is None and [(f.field, f.code) for f in findings] == [("line.paid_at", "FIELD_REQUIRED")]
+
+
+def test_the_packaged_entry_types_come_from_the_reference_data_and_cite_the_bulletins():
+    document = json.loads(PACKAGED.read_text(encoding="utf-8"))
+    assert "QB 22-111" in document["entry_types"]["source"] and "QB 24-111" in document["entry_types"]["source"]
+    assert ENTRY_TYPES.without_arrival == {"32", "38"} <= ENTRY_TYPES.quota
 
 
 # -- matching --------------------------------------------------------------------------------------------
 
 
 def test_matching_line_passes_screening():
-    line, _ = validate_entry_line(draft())
+    line, _ = validate_entry_line(draft(), ENTRY_TYPES)
     assert line is not None
     on_file = CertificateOnFile(certificate(), 1, CertificateStatus.ACTIVE, Decimal(1200))
     assert screen(line, MX, on_file).passed
 
 
 def test_six_digit_certificate_htsus_covers_ten_digit_entry_numbers():
-    line, _ = validate_entry_line(draft())
+    line, _ = validate_entry_line(draft(), ENTRY_TYPES)
     assert line is not None
     assert mismatches(line, certificate(htsus_number="610910")) == []
     assert [m.field for m in mismatches(line, certificate(htsus_number="610990"))] == ["htsus_number"]
@@ -122,14 +168,14 @@ def test_six_digit_certificate_htsus_covers_ten_digit_entry_numbers():
     ],
 )
 def test_screening_refusals(on_file, decision, reason):
-    line, _ = validate_entry_line(draft())
+    line, _ = validate_entry_line(draft(), ENTRY_TYPES)
     assert line is not None
     result = screen(line, MX, on_file)
     assert (result.decision, result.reasons) == (decision, (reason,))
 
 
 def test_entries_before_the_effective_date_need_no_ecert():
-    line, _ = validate_entry_line(draft(date_of_importation="2021-10-04"))
+    line, _ = validate_entry_line(draft(date_of_importation="2021-10-04"), ENTRY_TYPES)
     assert line is not None and screen(line, MX, None).decision is Decision.ECERT_NOT_REQUIRED
 
 
@@ -144,7 +190,7 @@ def test_first_come_grants_all_then_cuts_to_whole_units_then_nothing():
 
 
 def test_allocation_takes_the_tightest_level_and_names_it():
-    line, _ = validate_entry_line(draft())
+    line, _ = validate_entry_line(draft(), ENTRY_TYPES)
     assert line is not None
     conversion = convert(ConversionTable("v1", "s", {"338": Category("338", "", "DOZ", Decimal(6))}, {"6109": "338"}),
                          line.quantity, "DOZ", line.htsus_number, "SME")
@@ -154,7 +200,7 @@ def test_allocation_takes_the_tightest_level_and_names_it():
 
 
 def test_claims_before_the_opening_are_queued_at_the_opening_moment():
-    line, _ = validate_entry_line(draft(filed_at=dt.datetime(2025, 12, 20, tzinfo=UTC), arrived_at=dt.datetime(2025, 12, 21, tzinfo=UTC), paid_at=None))
+    line, _ = validate_entry_line(draft(filed_at=dt.datetime(2025, 12, 20, tzinfo=UTC), arrived_at=dt.datetime(2025, 12, 21, tzinfo=UTC), paid_at=dt.datetime(2025, 12, 21, tzinfo=UTC)), ENTRY_TYPES)
     assert line is not None
     conversion = convert(ConversionTable("v1", "s", {}, {}), line.quantity, "M2", "", "SME")
     member = level("1000")
@@ -215,7 +261,7 @@ def test_nothing_is_charged_to_a_period_before_it_opens_whatever_instants_the_cl
     line, _ = validate_entry_line(draft(
         date_of_importation="2026-01-05", filed_at=dt.datetime(2026, 1, 5, 14, tzinfo=UTC),
         arrived_at=dt.datetime(2026, 1, 5, 15, tzinfo=UTC), paid_at=dt.datetime(2026, 1, 5, 16, tzinfo=UTC),
-    ))
+    ), ENTRY_TYPES)
     assert line is not None
     conversion = convert(ConversionTable("v1", "s", {}, {}), line.quantity, "M2", "", "SME")
     member = level("1000")
