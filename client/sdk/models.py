@@ -189,6 +189,7 @@ class Receipt:
     certificate_version: int
     signing_key_id: str
     signature: bytes
+    signature_sha256: bytes = b""  # of the envelope signature judged (empty on older receipts)
     _proto: tpb.Receipt | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -201,7 +202,7 @@ class Receipt:
             outcome=Outcome.from_proto(m.outcome), issues=[Issue.from_proto(i) for i in m.issues],
             action=Action.from_proto(m.action), certificate_number=m.certificate_number,
             certificate_version=m.certificate_version, signing_key_id=m.signing_key_id, signature=m.signature,
-            _proto=copy,
+            signature_sha256=m.signature_sha256, _proto=copy,
         )
 
     def to_proto(self) -> tpb.Receipt:

@@ -18,22 +18,23 @@ from server.domain.transmission import CertificateHead, CertificateStatus
 
 
 def receipt_to_json(receipt: Receipt) -> str:
-    return json.dumps(
-        {
-            "receipt_id": receipt.receipt_id,
-            "message_id": receipt.message_id,
-            "sender": receipt.sender,
-            "recipient": receipt.recipient,
-            "digest": receipt.digest.hex(),
-            "received_at": receipt.received_at.isoformat(),
-            "outcome": receipt.outcome.value,
-            "issues": [[f.code, f.field, f.description, f.severity.value] for f in receipt.issues],
-            "action": receipt.action,
-            "certificate_number": receipt.certificate_number,
-            "certificate_version": receipt.certificate_version,
-            "signing_key_id": receipt.signing_key_id,
-        }
-    )
+    data: dict[str, object] = {
+        "receipt_id": receipt.receipt_id,
+        "message_id": receipt.message_id,
+        "sender": receipt.sender,
+        "recipient": receipt.recipient,
+        "digest": receipt.digest.hex(),
+        "received_at": receipt.received_at.isoformat(),
+        "outcome": receipt.outcome.value,
+        "issues": [[f.code, f.field, f.description, f.severity.value] for f in receipt.issues],
+        "action": receipt.action,
+        "certificate_number": receipt.certificate_number,
+        "certificate_version": receipt.certificate_version,
+        "signing_key_id": receipt.signing_key_id,
+    }
+    if receipt.signature_sha256:
+        data["signature_sha256"] = receipt.signature_sha256.hex()
+    return json.dumps(data)
 
 
 def receipt_from_json(text: str, signature: bytes) -> Receipt:
@@ -52,6 +53,7 @@ def receipt_from_json(text: str, signature: bytes) -> Receipt:
         certificate_version=data["certificate_version"],
         signing_key_id=data["signing_key_id"],
         signature=signature,
+        signature_sha256=bytes.fromhex(data.get("signature_sha256", "")),
     )
 
 

@@ -12,7 +12,7 @@ from server.domain.errors import DomainError, ErrorKind, Finding, Severity, erro
 from server.domain.receipt import Outcome, Receipt, outcome_for
 from server.domain.records import ActivityEntry, StoredVersion, TransmissionRecord
 from server.domain.reference import ReferenceData
-from server.domain.signing import Signer, TrustStore
+from server.domain.signing import Signer, TrustStore, sha256
 from server.domain.transmission import Action, CertificateStatus, Envelope, check_envelope, plan_transition
 from server.service.clock import Clock, new_id
 from server.service.pagination import decode_token, encode_token, page_size
@@ -87,7 +87,18 @@ class TransmissionUseCases:
         try:
             self._verify_signature(envelope)
         except DomainError as error:
-            raise reject(error) from None
+            # Never sign a rejection of a message id already accepted (a relay could hold it up
+            # against the acceptance). The same content is answered with the receipt it was accepted
+            # with: the genuine signature is on file. Other content is refused unsigned, as
+            # SIGNATURE_INVALID: what arrived is not what the partner signed (damage on the way, which
+            # a relay retries from its stored copy), not a reuse of the id by the partner.
+            with UnitOfWork(self.database, write=False) as uow:
+                previous = uow.transmissions.get(envelope.sender, envelope.message_id)
+                if previous is None:
+                    raise reject(error) from None
+                if previous.digest != digest:
+                    raise error from None
+                return self._replayed(uow, envelope, digest, previous)
 
         certificate, findings = self._check(envelope, received_at)
         if errors_only(findings):
@@ -238,6 +249,7 @@ class TransmissionUseCases:
             certificate_number=envelope.certificate.certificate_number,
             certificate_version=version,
             signing_key_id=self.signer.key_id,
+            signature_sha256=sha256(envelope.signature),
         ).signed_by(self.signer)
 
     # -- reading ----------------------------------------------------------------------------------

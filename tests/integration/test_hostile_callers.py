@@ -1,0 +1,72 @@
+"""Attacks by callers who hold a valid client certificate (issue 15), against a real server."""
+from __future__ import annotations
+
+import hashlib
+
+import grpc
+import pytest
+
+from ecert.v1 import transmission_pb2 as tpb
+from server.api.converters import receipt_from_proto
+from tests.factories import certificate, envelope
+from tests.integration.test_transmission_api import rejected, snapshot, submit
+
+
+def damaged(env: tpb.SignedEnvelope, signature: bytes | None = None, **certificate_changes: object) -> tpb.SignedEnvelope:
+    """The envelope with its signature replaced (flipped in one byte by default) and, optionally, altered content."""
+    copy = tpb.SignedEnvelope()
+    copy.CopyFrom(env)
+    copy.signature = signature if signature is not None else bytes([env.signature[0] ^ 1]) + env.signature[1:]
+    for name, value in certificate_changes.items():
+        setattr(copy.certificate, name, value)
+    return copy
+
+
+# -- item 4: no signed rejection contradicts an acceptance -------------------------------------------
+
+
+def test_a_damaged_signature_on_an_accepted_message_gets_the_accepted_receipt(transmission, server, partner, receipt_public_key):
+    genuine = envelope(partner.signer)
+    accepted = submit(transmission, genuine).receipt
+    before = snapshot(server)
+    for signature in (None, bytes(64), b""):
+        again = submit(transmission, damaged(genuine, signature))
+        assert again.replayed and again.receipt == accepted  # the stored receipt, byte for byte
+        assert again.receipt.outcome == tpb.TRANSMISSION_OUTCOME_ACCEPTED
+    assert snapshot(server) == before
+    assert accepted.signature_sha256 == hashlib.sha256(genuine.signature).digest()
+    assert receipt_from_proto(accepted).verify(receipt_public_key)
+
+
+def test_altered_content_under_an_accepted_message_id_gets_no_signed_rejection(transmission, server, partner):
+    genuine = envelope(partner.signer)
+    accepted = submit(transmission, genuine).receipt
+    for signature in (None, bytes(64)):
+        # Damaged on the way (or forged): refused as not what the partner signed, with nothing signed
+        # that could contradict the acceptance; a relay retries from its stored copy.
+        error = rejected(transmission, server, damaged(genuine, signature, quantity="1300"))
+        assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "SIGNATURE_INVALID")
+        assert error.fields == {"envelope.signature": "SIGNATURE_INVALID"}
+        assert error.receipt is None
+    assert submit(transmission, genuine).receipt == accepted
+
+
+def test_a_rejection_names_the_signature_it_judged(transmission, partner, receipt_public_key):
+    genuine = envelope(partner.signer)
+    with pytest.raises(grpc.RpcError) as caught:
+        submit(transmission, damaged(genuine, bytes(64)))  # a relay tries to get a rejection first
+    from tests.grpc_errors import rich_error
+
+    rejection = rich_error(caught.value).receipt
+    assert rejection is not None and rejection.outcome == tpb.TRANSMISSION_OUTCOME_REJECTED
+    accepted = submit(transmission, genuine).receipt
+    # Same sender, message id and digest, but each receipt names the signature it judged.
+    assert (rejection.message_id, rejection.digest_sha256) == (accepted.message_id, accepted.digest_sha256)
+    assert rejection.signature_sha256 == hashlib.sha256(bytes(64)).digest()
+    assert accepted.signature_sha256 == hashlib.sha256(genuine.signature).digest()
+    for receipt in (rejection, accepted):
+        assert receipt_from_proto(receipt).verify(receipt_public_key)
+        forged = tpb.Receipt()
+        forged.CopyFrom(receipt)
+        forged.signature_sha256 = hashlib.sha256(b"another signature").digest()
+        assert not receipt_from_proto(forged).verify(receipt_public_key)  # the field is signed
