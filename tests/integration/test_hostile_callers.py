@@ -6,10 +6,15 @@ import hashlib
 import grpc
 import pytest
 
+from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import transmission_pb2 as tpb
 from server.api.converters import receipt_from_proto
-from tests.factories import certificate, envelope
+from tests.factories import certificate, claim_line, envelope
+from tests.grpc_errors import rich_error
 from tests.integration.test_transmission_api import rejected, snapshot, submit
+
+ARABIC_INDIC = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
+FULLWIDTH = str.maketrans("0123456789", "".join(chr(0xFF10 + d) for d in range(10)))
 
 
 def damaged(env: tpb.SignedEnvelope, signature: bytes | None = None, **certificate_changes: object) -> tpb.SignedEnvelope:
@@ -55,8 +60,6 @@ def test_a_rejection_names_the_signature_it_judged(transmission, partner, receip
     genuine = envelope(partner.signer)
     with pytest.raises(grpc.RpcError) as caught:
         submit(transmission, damaged(genuine, bytes(64)))  # a relay tries to get a rejection first
-    from tests.grpc_errors import rich_error
-
     rejection = rich_error(caught.value).receipt
     assert rejection is not None and rejection.outcome == tpb.TRANSMISSION_OUTCOME_REJECTED
     accepted = submit(transmission, genuine).receipt
@@ -70,3 +73,45 @@ def test_a_rejection_names_the_signature_it_judged(transmission, partner, receip
         forged.CopyFrom(receipt)
         forged.signature_sha256 = hashlib.sha256(b"another signature").digest()
         assert not receipt_from_proto(forged).verify(receipt_public_key)  # the field is signed
+
+
+# -- item 6: codes are ASCII digits only -------------------------------------------------------------
+
+CERTIFICATE_CODES = [
+    ("htsus_number", "6109.10.0012", "HTSUS_NUMBER_MALFORMED"),
+    ("importer_of_record", "123456-12345", "IMPORTER_OF_RECORD_MALFORMED"),
+    ("importer_of_record", "123-45-6789", "IMPORTER_OF_RECORD_MALFORMED"),
+    ("certificate_number", "MX26-00000001", "CERTIFICATE_NUMBER_MALFORMED"),
+    ("quantity", "1200", "QUANTITY_MALFORMED"),
+    ("issue_date", "2026-02-20", "DATE_MALFORMED"),
+]
+
+
+@pytest.mark.parametrize("digits", [ARABIC_INDIC, FULLWIDTH], ids=["arabic-indic", "fullwidth"])
+@pytest.mark.parametrize("name,ascii_value,reason", CERTIFICATE_CODES, ids=[f"{c[0]}={c[1]}" for c in CERTIFICATE_CODES])
+def test_a_certificate_code_with_non_ascii_digits_is_refused(transmission, server, partner, name, ascii_value, reason, digits):
+    value = ascii_value.translate(digits)
+    foreign = [c for c in value if not c.isascii()]
+    assert foreign and all(c.isdigit() for c in foreign)  # digits to \d and str.isdigit(), not to a code
+    error = rejected(transmission, server, envelope(partner.signer, certificate(**{name: value})))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.fields.get(f"envelope.certificate.{name}") == reason
+
+
+CLAIM_CODES = [
+    ("htsus_number", "6109.10.0012", "HTSUS_NUMBER_MALFORMED"),
+    ("entry_number", claim_line().entry_number, "ENTRY_NUMBER_MALFORMED"),
+    ("quantity", "100", "QUANTITY_MALFORMED"),
+    ("date_of_importation", "2026-03-01", "DATE_MALFORMED"),
+]
+
+
+@pytest.mark.parametrize("name,ascii_value,reason", CLAIM_CODES, ids=[c[0] for c in CLAIM_CODES])
+def test_a_claim_code_with_non_ascii_digits_is_refused(match, server, name, ascii_value, reason):
+    before = snapshot(server)
+    line = claim_line(**{name: ascii_value.translate(ARABIC_INDIC)})
+    with pytest.raises(grpc.RpcError) as caught:
+        match.MatchClaim(mpb.MatchClaimRequest(line=line))
+    error = rich_error(caught.value)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and error.fields.get(f"line.{name}") == reason
+    assert snapshot(server) == before
