@@ -6,12 +6,17 @@ import hashlib
 import grpc
 import pytest
 
+from grpc_status import rpc_status
+
 from ecert.v1 import match_pb2 as mpb
+from ecert.v1 import match_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
 from server.api.converters import receipt_from_proto
 from tests.factories import certificate, claim_line, envelope
 from tests.grpc_errors import rich_error
+from tests.integration.test_security_usage import USAGE, certified  # noqa: F401  (fixture)
 from tests.integration.test_transmission_api import rejected, snapshot, submit
+from tests.tls_fixtures import channel_as, pki, secure_server  # noqa: F401  (fixtures)
 
 ARABIC_INDIC = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
 FULLWIDTH = str.maketrans("0123456789", "".join(chr(0xFF10 + d) for d in range(10)))
@@ -115,3 +120,20 @@ def test_a_claim_code_with_non_ascii_digits_is_refused(match, server, name, asci
     error = rich_error(caught.value)
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT and error.fields.get(f"line.{name}") == reason
     assert snapshot(server) == before
+
+
+# -- item 10: an importer cannot tell which certificate numbers exist ---------------------------------
+
+
+def test_another_importers_certificate_and_a_missing_one_get_the_same_answer(pki, secure_server, certified):
+    def answer(party: str, number: str) -> tuple[grpc.StatusCode, object]:
+        stub = match_pb2_grpc.MatchServiceStub(channel_as(pki, party, secure_server.port))
+        request = mpb.GetCertificateUsageRequest(issuing_country="MX", certificate_number=number)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.GetCertificateUsage(request, timeout=5)
+        return caught.value.code(), rpc_status.from_call(caught.value)  # the whole google.rpc.Status
+
+    someone_elses = answer("importer-other", USAGE.certificate_number)
+    never_issued = answer("importer-other", "MX26-99999999")
+    assert someone_elses == never_issued == answer("importer", "MX26-99999999")
+    assert someone_elses[0] == grpc.StatusCode.NOT_FOUND
