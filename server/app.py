@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ecert.v1 import match_pb2, match_pb2_grpc, quota_pb2, quota_pb2_grpc, transmission_pb2, transmission_pb2_grpc
 from server.adapters.database import Database
-from server.adapters.keystore import load_or_create_signer, load_trust_store
+from server.adapters.keystore import derived_key, load_or_create_signer, load_trust_store
 from server.api.auth import Authorizer
 from server.api.interceptors import ObservabilityInterceptor
 from server.api.limits import RequestGuard
@@ -35,6 +35,7 @@ from server.observability.http import MetricsHttpServer
 from server.observability.metrics import ServiceMetrics
 from server.service.claims import ClaimUseCases
 from server.service.clock import Clock, SystemClock
+from server.service.pagination import PageTokens
 from server.service.quota import QuotaCalendar, QuotaEventBus, QuotaUseCases
 from server.service.reference import ReferenceStore
 from server.service.transmissions import TransmissionUseCases
@@ -91,14 +92,17 @@ def build_use_cases(settings: Settings, database: Database, clock: Clock) -> Use
     calendar = QuotaCalendar(ZoneInfo(settings.quota_timezone), Decimal(settings.critical_share))
     quota = QuotaUseCases(database, calendar, clock)
     events = QuotaEventBus(quota, max_watchers=max(1, settings.workers // 4))
+    receipt_signer = load_or_create_signer(settings.resolved_receipt_key(), settings.receipt_key_id)
     transmissions = TransmissionUseCases(
         database,
         trust_store=load_trust_store(settings.resolved_trust_store()),
-        receipt_signer=load_or_create_signer(settings.resolved_receipt_key(), settings.receipt_key_id),
+        receipt_signer=receipt_signer,
         reference=lambda: references.current().tpls,
         clock=clock,
         recipient=settings.recipient,
         max_clock_skew=dt.timedelta(seconds=settings.max_clock_skew_seconds),
+        # Replicas share the receipt-signing key, so each accepts the page tokens of the others.
+        page_tokens=PageTokens(derived_key(receipt_signer, b"page tokens")),
     )
     claims = ClaimUseCases(
         database,

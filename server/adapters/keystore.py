@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -83,6 +84,13 @@ def load_signer(path: str | pathlib.Path, key_id: str) -> Signer:
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} is not an Ed25519 private key")
     return Signer(key_id, key)
+
+
+def derived_key(signer: Signer, purpose: bytes) -> bytes:
+    """A 32-byte secret for `purpose` derived from a private signing key: every replica holding the
+    key derives the same one, and it reveals nothing about the key."""
+    raw = signer.private_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    return hashlib.sha256(b"ecert derived key\n" + purpose + b"\n" + raw).digest()
 
 
 def load_or_create_signer(path: str | pathlib.Path, key_id: str) -> Signer:

@@ -15,7 +15,7 @@ from server.domain.reference import ReferenceData
 from server.domain.signing import Signer, TrustStore, sha256
 from server.domain.transmission import Action, CertificateStatus, Envelope, check_envelope, plan_transition
 from server.service.clock import Clock, new_id
-from server.service.pagination import decode_token, encode_token, page_size
+from server.service.pagination import PageTokens, page_size
 from server.service.transactions import run_in_transaction
 from server.service.unit_of_work import UnitOfWork
 
@@ -53,6 +53,9 @@ T = TypeVar("T")
 class Page(Generic[T]):
     items: list[T]
     next_page_token: str
+    # The token of the page that starts after items[i]: for an answer that carries fewer items than
+    # asked (the API layer cuts a page that would not fit in one message).
+    token_after: Callable[[int], str]
 
 
 class TransmissionUseCases:
@@ -66,6 +69,7 @@ class TransmissionUseCases:
         clock: Clock,
         recipient: str,
         max_clock_skew: dt.timedelta,
+        page_tokens: PageTokens | None = None,
     ):
         self.database = database
         self.trust_store = trust_store
@@ -74,6 +78,7 @@ class TransmissionUseCases:
         self.clock = clock
         self.recipient = recipient
         self.max_clock_skew = max_clock_skew
+        self.page_tokens = page_tokens or PageTokens.with_random_key()
 
     # -- submitting -------------------------------------------------------------------------------
 
@@ -281,15 +286,12 @@ class TransmissionUseCases:
         _require({"issuing_country": country})
         filters = {"country": country, "status": status.value if status else "", "year": quota_year, "tpl": tpl_number}
         size = page_size(page_size_requested)
-        after = decode_token(page_token, filters)
+        after = self.page_tokens.decode(page_token, filters)
         with UnitOfWork(self.database, write=False) as uow:
             rows = uow.certificates.list_latest(
                 country, after=after, limit=size + 1, status=status, quota_year=quota_year, tpl_number=tpl_number
             )
-        more = len(rows) > size
-        rows = rows[:size]
-        token = encode_token(rows[-1].certificate.certificate_number, filters) if more else ""
-        return Page(rows, token)
+        return self._page(rows, size, filters, lambda row: row.certificate.certificate_number)
 
     def activity_report(
         self, country: str, *, condition: int, quota_year: int, page_size_requested: int, page_token: str
@@ -299,12 +301,20 @@ class TransmissionUseCases:
             raise _invalid("CONDITION_MISSING", "condition", "must be MATCHED, UNMATCHED or CANCELED")
         filters = {"country": country, "condition": condition, "year": quota_year}
         size = page_size(page_size_requested)
-        after = decode_token(page_token, filters)
+        after = self.page_tokens.decode(page_token, filters)
         with UnitOfWork(self.database, write=False) as uow:
             rows = uow.certificates.activity(country, condition=condition, quota_year=quota_year, after=after, limit=size + 1)
+        return self._page(rows, size, filters, lambda row: row.certificate_number)
+
+    def _page(self, rows: list[T], size: int, filters: dict[str, object], position: Callable[[T], str]) -> Page[T]:
+        """`rows` holds up to size + 1 rows: one more than the page says whether another page follows."""
         more = len(rows) > size
         rows = rows[:size]
-        return Page(rows, encode_token(rows[-1].certificate_number, filters) if more else "")
+
+        def token_after(index: int) -> str:
+            return self.page_tokens.encode(position(rows[index]), filters)
+
+        return Page(rows, token_after(len(rows) - 1) if more else "", token_after)
 
 
 def _reused_finding(same_content: bool) -> Finding:

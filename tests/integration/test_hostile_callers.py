@@ -1,13 +1,16 @@
 """Attacks by callers who hold a valid client certificate (issue 15), against a real server."""
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 
 import grpc
 import pytest
 
 from grpc_status import rpc_status
 
+from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import match_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
@@ -137,3 +140,56 @@ def test_another_importers_certificate_and_a_missing_one_get_the_same_answer(pki
     never_issued = answer("importer-other", "MX26-99999999")
     assert someone_elses == never_issued == answer("importer", "MX26-99999999")
     assert someone_elses[0] == grpc.StatusCode.NOT_FOUND
+
+
+# -- item 5: forged page tokens and pages larger than a message -------------------------------------
+
+
+def old_style_token(after: str, filters: dict[str, object]) -> str:
+    """A token as anyone could forge them before they were keyed: the fingerprint was unkeyed."""
+    fingerprint = hashlib.sha256(json.dumps(filters, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return base64.urlsafe_b64encode(json.dumps({"a": after, "f": fingerprint}).encode()).decode().rstrip("=")
+
+
+LIST_FILTERS = {"country": "MX", "status": "", "year": 0, "tpl": ""}
+REPORT_FILTERS = {"country": "MX", "condition": 11, "year": 0}
+
+
+@pytest.mark.parametrize("position", ["\x00", "\ud800", "MX26-00000001"], ids=["nul", "lone-surrogate", "plausible"])
+def test_forged_page_tokens_are_invalid_argument(transmission, partner, position):
+    submit(transmission, envelope(partner.signer))
+    calls = [
+        lambda token: transmission.ListCertificates(tpb.ListCertificatesRequest(issuing_country="MX", page_token=token)),
+        lambda token: transmission.GetActivityReport(
+            tpb.GetActivityReportRequest(issuing_country="MX", condition=tpb.CERTIFICATE_CONDITION_UNMATCHED, page_token=token)
+        ),
+    ]
+    for rpc, filters in zip(calls, (LIST_FILTERS, REPORT_FILTERS)):
+        for token in (old_style_token(position, filters), "garbage!", "\u0661.\u0662"):
+            with pytest.raises(grpc.RpcError) as caught:
+                rpc(token)
+            error = rich_error(caught.value)
+            assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID")
+            assert error.fields == {"page_token": "PAGE_TOKEN_INVALID"}
+
+
+def test_a_page_larger_than_a_message_is_cut_and_continued(transmission, partner):
+    wide = "\U0001D11E" * 500  # 2,000 bytes of UTF-8, within the 512-character limit
+    party = {"name": wide, "address": wide, "tax_id": wide}
+    count = 300  # about 16 KB each: 4.8 MB in all, more than the 4 MiB a message may hold
+    for n in range(1, count + 1):
+        cert = certificate(f"MX26-{n:08d}", goods_description=wide, invoice_number=wide,
+                           exporter=cpb.Party(**party), producer=cpb.Party(**party))
+        submit(transmission, envelope(partner.signer, cert, message_id=f"wide-{n}"))
+    seen: list[str] = []
+    token, pages = "", 0
+    while True:
+        page = transmission.ListCertificates(tpb.ListCertificatesRequest(issuing_country="MX", page_size=1000, page_token=token))
+        assert page.ByteSize() < 4 * 1024 * 1024
+        seen += [c.certificate.certificate_number for c in page.certificates]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages >= 2  # the first page was cut short, with a token that continues after its last item
+    assert seen == [f"MX26-{n:08d}" for n in range(1, count + 1)]
