@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ecert.v1 import match_pb2, match_pb2_grpc, quota_pb2, quota_pb2_grpc, transmission_pb2, transmission_pb2_grpc
 from server.adapters.database import Database
-from server.adapters.keystore import derived_key, load_or_create_signer, load_trust_store
+from server.adapters.keystore import ReceiptKeyMissing, derived_key, load_receipt_signer, load_trust_store
 from server.api.auth import Authorizer
 from server.api.interceptors import ObservabilityInterceptor
 from server.api.limits import RequestGuard
@@ -49,6 +49,10 @@ SERVICE_NAMES = (
 )
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 OPENING_CHECK_SECONDS = 5.0
+
+
+class ListenError(RuntimeError):
+    """The server's address could not be bound."""
 
 
 @dataclass
@@ -92,7 +96,9 @@ def build_use_cases(settings: Settings, database: Database, clock: Clock) -> Use
     calendar = QuotaCalendar(ZoneInfo(settings.quota_timezone), Decimal(settings.critical_share))
     quota = QuotaUseCases(database, calendar, clock)
     events = QuotaEventBus(quota, max_watchers=max(1, settings.workers // 4))
-    receipt_signer = load_or_create_signer(settings.resolved_receipt_key(), settings.receipt_key_id)
+    receipt_signer = load_receipt_signer(
+        settings.resolved_receipt_key(), settings.receipt_key_id, create_if_missing=settings.create_missing_receipt_key
+    )
     transmissions = TransmissionUseCases(
         database,
         trust_store=load_trust_store(settings.resolved_trust_store()),
@@ -144,22 +150,22 @@ def create_server(
     """Build and start the server; bind port 0 to get a free one (see RunningServer.port).
 
     `extra_services` register more servicers on the same server (the benchmarks' echo baseline),
-    behind the same interceptors, thread pool and credentials."""
-    database = Database(
-        settings.resolved_database_url(),
-        pool_size=settings.db_pool_size,
-        max_transactions=settings.max_transactions,
-        admission_wait=settings.transaction_wait_ms / 1000,
-    )
-    database.upgrade()
-    use_cases = build_use_cases(settings, database, clock or SystemClock())
+    behind the same interceptors, thread pool and credentials.
 
+    Raises ReceiptKeyMissing (before touching the database) when the receipt-signing key is missing
+    and settings do not ask to create it, and ListenError when the address cannot be bound (a port
+    already in use: SO_REUSEPORT is off, so a second server cannot silently share it)."""
+    if not settings.create_missing_receipt_key and not settings.resolved_receipt_key().exists():
+        raise ReceiptKeyMissing(settings.resolved_receipt_key())
     metrics = ServiceMetrics()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="ecert-rpc"),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # gRPC turns SO_REUSEPORT on by default: a second server on a port in use would start and
+            # take a share of the connections. Off, binding a port in use fails.
+            ("grpc.so_reuseport", 0),
         ],
         # Roles are enforced whenever callers are authenticated (mutual TLS); plaintext is development only.
         # Observability first (outermost), so refusals are logged and counted too.
@@ -167,6 +173,27 @@ def create_server(
         # Calls beyond this many in flight are refused (RESOURCE_EXHAUSTED) instead of queueing without bound.
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
+    # Bound first, before the database is touched: a second server on a port in use stops here.
+    bind = address or f"{settings.host}:{settings.port}"
+    try:
+        port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
+    except RuntimeError:  # grpcio raises when nothing could be bound
+        port = 0
+    if port == 0:
+        raise ListenError(f"cannot listen on {bind}: the address is in use or not available here")
+    try:
+        database = Database(
+            settings.resolved_database_url(),
+            pool_size=settings.db_pool_size,
+            max_transactions=settings.max_transactions,
+            admission_wait=settings.transaction_wait_ms / 1000,
+        )
+        database.upgrade()
+        use_cases = build_use_cases(settings, database, clock or SystemClock())
+    except BaseException:
+        server.stop(None)  # releases the port it holds
+        raise
+
     transmission_pb2_grpc.add_TransmissionServiceServicer_to_server(TransmissionServicer(use_cases.transmissions), server)
     match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(use_cases.claims), server)
     quota_pb2_grpc.add_QuotaServiceServicer_to_server(QuotaServicer(use_cases.quota, use_cases.events), server)
@@ -179,10 +206,6 @@ def create_server(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
 
-    bind = address or f"{settings.host}:{settings.port}"
-    port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
-    if port == 0:
-        raise RuntimeError(f"cannot listen on {bind}")
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -93,6 +93,25 @@ def derived_key(signer: Signer, purpose: bytes) -> bytes:
     return hashlib.sha256(b"ecert derived key\n" + purpose + b"\n" + raw).digest()
 
 
+class ReceiptKeyMissing(Exception):
+    """The configured receipt-signing key file does not exist (and creating one was not asked for)."""
+
+    def __init__(self, path: pathlib.Path):
+        super().__init__(
+            f"the receipt-signing key {path} does not exist; mount the key customs publishes "
+            "(ECERT_RECEIPT_KEY), or start with --create-receipt-key to make a new one (development only)"
+        )
+        self.path = path
+
+
+def load_receipt_signer(path: str | pathlib.Path, key_id: str, *, create_if_missing: bool) -> Signer:
+    """Customs' receipt-signing key; a missing file is ReceiptKeyMissing unless creating it was asked for."""
+    path = pathlib.Path(path)
+    if not path.exists() and not create_if_missing:
+        raise ReceiptKeyMissing(path)
+    return load_or_create_signer(path, key_id)
+
+
 def load_or_create_signer(path: str | pathlib.Path, key_id: str) -> Signer:
     """The receipt-signing key; a development setup without one gets a fresh key (logged)."""
     path = pathlib.Path(path)
