@@ -160,6 +160,7 @@ def receipt_from_proto(m: tpb.Receipt) -> Receipt:
         signing_key_id=m.signing_key_id,
         signature=m.signature,
         signature_sha256=m.signature_sha256,
+        received_at_nanos=m.received_at.nanos,  # verified as carried, not rounded to microseconds
     )
 
 

@@ -38,10 +38,14 @@ class Receipt:
     # with a damaged signature gets a rejection naming that signature, which cannot be mistaken for
     # a judgement of the genuine one. Empty on receipts issued before the field existed.
     signature_sha256: bytes = b""
+    # The nanoseconds of received_at as carried by a Timestamp read back from a receipt (a datetime
+    # holds microseconds only). Signed as carried, so that a change below the microsecond is caught;
+    # None: the datetime's own microseconds, as customs issues them.
+    received_at_nanos: int | None = field(default=None, compare=False)
 
     def signing_bytes(self) -> bytes:
         seconds = int(self.received_at.timestamp())
-        nanos = self.received_at.microsecond * 1000
+        nanos = self.received_at.microsecond * 1000 if self.received_at_nanos is None else self.received_at_nanos
         body: dict[str, object] = {
             "receipt_id": self.receipt_id,
             "message_id": self.message_id,

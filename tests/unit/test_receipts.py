@@ -38,3 +38,12 @@ def test_a_receipt_stored_before_the_field_existed_still_verifies():
     assert reread.signature_sha256 == b"" and reread.verify(SIGNER.public_key)
     new = receipt(signature_sha256=b"\x07" * 32)
     assert receipt_from_json(receipt_to_json(new), new.signature) == new
+
+
+def test_the_instant_is_verified_at_the_precision_it_is_carried():
+    from server.api.converters import receipt_from_proto, receipt_to_proto
+
+    carried = receipt_to_proto(receipt())
+    assert carried.received_at.nanos == 123456000 and receipt_from_proto(carried).verify(SIGNER.public_key)
+    carried.received_at.nanos += 1  # below the microsecond a datetime holds
+    assert not receipt_from_proto(carried).verify(SIGNER.public_key)
