@@ -66,7 +66,12 @@ class TransmissionServicer(transmission_pb2_grpc.TransmissionServiceServicer):
     @translate_errors()
     def GetCertificate(self, request: tpb.GetCertificateRequest, context: grpc.ServicerContext) -> tpb.GetCertificateResponse:
         stored = self.use_cases.get(request.issuing_country, request.certificate_number, request.version)
-        return tpb.GetCertificateResponse(certificate=conv.stored_to_proto(stored))
+        response = tpb.GetCertificateResponse(certificate=conv.stored_to_proto(stored))
+        if stored.evidence is not None:
+            response.signed_bytes = stored.evidence.signed_bytes
+            response.signature = stored.evidence.signature
+            response.signing_key_id = stored.evidence.key_id
+        return response
 
     @translate_errors()
     def ListCertificates(self, request: tpb.ListCertificatesRequest, context: grpc.ServicerContext) -> tpb.ListCertificatesResponse:

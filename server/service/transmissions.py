@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from server.adapters.database import Database
@@ -265,6 +265,8 @@ class TransmissionUseCases:
             raise _invalid("VERSION_NEGATIVE", "version", "must be 0 (latest) or a version number")
         with UnitOfWork(self.database, write=False) as uow:
             stored = uow.certificates.version(country, number, version)
+            if stored is not None:  # what the partner signed, so that a reader can re-check it
+                stored = replace(stored, evidence=uow.certificates.evidence(country, number, stored.version))
         if stored is None:
             raise DomainError(
                 "CERTIFICATE_NOT_FOUND",

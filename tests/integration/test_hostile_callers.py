@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 
@@ -10,11 +11,13 @@ import pytest
 
 from grpc_status import rpc_status
 
+from client.sdk import OperatorClient
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import match_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
 from server.api.converters import receipt_from_proto
+from server.domain.canonical import ENVELOPE_TAG
 from tests.factories import certificate, claim_line, envelope
 from tests.grpc_errors import rich_error
 from tests.integration.test_security_usage import USAGE, certified  # noqa: F401  (fixture)
@@ -193,3 +196,54 @@ def test_a_page_larger_than_a_message_is_cut_and_continued(transmission, partner
             break
     assert pages >= 2  # the first page was cut short, with a token that continues after its last item
     assert seen == [f"MX26-{n:08d}" for n in range(1, count + 1)]
+
+
+# -- item 7 and 12: a reader re-verifies what the partner signed; tampering is caught -----------------
+
+
+def test_a_reader_re_verifies_the_partners_signature_on_a_stored_version(server, transmission, partner):
+    sent = envelope(partner.signer, certificate(quantity="1200.0"))  # stored and shown as "1200"
+    submit(transmission, sent)
+    with OperatorClient(target=f"127.0.0.1:{server.port}", insecure=True) as reader:
+        stored = reader.get_certificate("MX", "MX26-00000001")
+    assert stored.certificate.quantity == "1200"
+    assert stored.signed_bytes.startswith(ENVELOPE_TAG) and stored.signature == sent.signature
+    assert stored.signing_key_id == partner.signer.key_id
+    assert json.loads(stored.signed_bytes[len(ENVELOPE_TAG):])["certificate"]["quantity"] == "1200.0"  # as signed
+    assert hashlib.sha256(stored.signed_bytes).digest() == stored.digest_sha256
+    assert stored.verify(partner.signer.public_key)
+
+    def tampered(**changes: object) -> bool:
+        return dataclasses.replace(stored, **changes).verify(partner.signer.public_key)  # type: ignore[arg-type]
+
+    altered = stored.signed_bytes.replace(b'"1200.0"', b'"9200.0"')
+    assert altered != stored.signed_bytes and not tampered(signed_bytes=altered)
+    assert not tampered(signature=bytes([stored.signature[0] ^ 1]) + stored.signature[1:])
+    assert not tampered(digest_sha256=hashlib.sha256(altered).digest())  # bytes fit the digest, not the signature
+    assert not tampered(signed_bytes=altered, digest_sha256=hashlib.sha256(altered).digest())
+    assert not tampered(signed_bytes=b"")
+    assert not stored.verify(partner.other_partner_signer.public_key)
+
+
+def test_each_version_carries_what_made_it(transmission, partner):
+    submit(transmission, envelope(partner.signer))
+    replace = envelope(partner.signer, certificate(quantity="900"), message_id="msg-0002", action=tpb.TRANSMISSION_ACTION_REPLACE,
+                       replaces_version=1)
+    submit(transmission, replace)
+    for version, sent_signature in ((1, None), (2, replace.signature)):
+        answer = transmission.GetCertificate(tpb.GetCertificateRequest(issuing_country="MX", certificate_number="MX26-00000001", version=version))
+        assert hashlib.sha256(answer.signed_bytes).digest() == answer.certificate.digest_sha256
+        partner.signer.public_key.verify(answer.signature, answer.signed_bytes)  # raises if it does not verify
+        if sent_signature is not None:
+            assert answer.signature == sent_signature
+
+
+def test_validate_reports_a_tampered_envelope(transmission, server, partner):
+    genuine = envelope(partner.signer)
+    before = snapshot(server)
+    for forged in (damaged(genuine), damaged(genuine, bytes(64)), damaged(genuine, quantity="1300")):
+        report = transmission.ValidateCertificate(tpb.ValidateCertificateRequest(envelope=forged))
+        assert not report.valid
+        assert [(i.code, i.field) for i in report.issues if i.severity == tpb.SEVERITY_ERROR] == [("SIGNATURE_INVALID", "envelope.signature")]
+    assert transmission.ValidateCertificate(tpb.ValidateCertificateRequest(envelope=genuine)).valid  # the control
+    assert snapshot(server) == before
