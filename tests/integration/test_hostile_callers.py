@@ -12,11 +12,14 @@ import pytest
 from grpc_status import rpc_status
 
 from client.sdk import OperatorClient
+from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import match_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
-from server.api.converters import receipt_from_proto
+from gateway_sim.gateway.gateway import Gateway
+from gateway_sim.gateway.register import Register, SendState
+from server.api.converters import envelope_from_proto, receipt_from_proto
 from server.domain.canonical import ENVELOPE_TAG
 from tests.factories import certificate, claim_line, envelope
 from tests.grpc_errors import rich_error
@@ -247,3 +250,27 @@ def test_validate_reports_a_tampered_envelope(transmission, server, partner):
         assert [(i.code, i.field) for i in report.issues if i.severity == tpb.SEVERITY_ERROR] == [("SIGNATURE_INVALID", "envelope.signature")]
     assert transmission.ValidateCertificate(tpb.ValidateCertificateRequest(envelope=genuine)).valid  # the control
     assert snapshot(server) == before
+
+
+def test_the_gateway_refuses_a_tampered_receipt(transmission, partner, receipt_public_key, tmp_path):
+    register = Register(tmp_path / "gateway.db")
+    gateway = Gateway(register, partner.signer, grpc.insecure_channel("127.0.0.1:9"), customs_key=receipt_public_key)
+
+    def delivered(message_id: str, change=None) -> SendState:  # type: ignore[no-untyped-def]
+        """Send through the real service, then hand the gateway customs' receipt (changed on the way)."""
+        env = envelope(partner.signer, certificate(f"MX26-{len(register.all()) + 1:08d}"), message_id=message_id)
+        register.add(message_id, env.certificate.certificate_number, "CREATE", env.SerializeToString(), envelope_from_proto(env).digest())
+        receipt = submit(transmission, env).receipt
+        if change is not None:
+            change(receipt)
+        gateway.record(rpb.Delivery(message_id=message_id, sender="MX", state=rpb.DELIVERY_STATE_DELIVERED, receipt=receipt))
+        sent = register.get(message_id)
+        assert sent is not None
+        return sent.state
+
+    assert delivered("genuine") is SendState.RECEIPTED  # the control
+    assert delivered("version", lambda r: setattr(r, "certificate_version", 7)) is SendState.REJECTED
+    assert delivered("signature", lambda r: setattr(r, "signature", bytes(64))) is SendState.REJECTED
+    assert delivered("digest", lambda r: setattr(r, "digest_sha256", hashlib.sha256(b"x").digest())) is SendState.REJECTED
+    assert gateway.tally.receipts == 1 and gateway.tally.bad_receipts == 3
+    register.close()
