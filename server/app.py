@@ -154,9 +154,18 @@ def create_server(
 
     Raises ReceiptKeyMissing (before touching the database) when the receipt-signing key is missing
     and settings do not ask to create it, and ListenError when the address cannot be bound (a port
-    already in use: SO_REUSEPORT is off, so a second server cannot silently share it)."""
+    already in use: SO_REUSEPORT is off, so a second server cannot share it unnoticed)."""
     if not settings.create_missing_receipt_key and not settings.resolved_receipt_key().exists():
         raise ReceiptKeyMissing(settings.resolved_receipt_key())
+    database = Database(
+        settings.resolved_database_url(),
+        pool_size=settings.db_pool_size,
+        max_transactions=settings.max_transactions,
+        admission_wait=settings.transaction_wait_ms / 1000,
+    )
+    database.upgrade()
+    use_cases = build_use_cases(settings, database, clock or SystemClock())
+
     metrics = ServiceMetrics()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="ecert-rpc"),
@@ -173,27 +182,6 @@ def create_server(
         # Calls beyond this many in flight are refused (RESOURCE_EXHAUSTED) instead of queueing without bound.
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    # Bound first, before the database is touched: a second server on a port in use stops here.
-    bind = address or f"{settings.host}:{settings.port}"
-    try:
-        port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
-    except RuntimeError:  # grpcio raises when nothing could be bound
-        port = 0
-    if port == 0:
-        raise ListenError(f"cannot listen on {bind}: the address is in use or not available here")
-    try:
-        database = Database(
-            settings.resolved_database_url(),
-            pool_size=settings.db_pool_size,
-            max_transactions=settings.max_transactions,
-            admission_wait=settings.transaction_wait_ms / 1000,
-        )
-        database.upgrade()
-        use_cases = build_use_cases(settings, database, clock or SystemClock())
-    except BaseException:
-        server.stop(None)  # releases the port it holds
-        raise
-
     transmission_pb2_grpc.add_TransmissionServiceServicer_to_server(TransmissionServicer(use_cases.transmissions), server)
     match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(use_cases.claims), server)
     quota_pb2_grpc.add_QuotaServiceServicer_to_server(QuotaServicer(use_cases.quota, use_cases.events), server)
@@ -206,6 +194,15 @@ def create_server(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
 
+    bind = address or f"{settings.host}:{settings.port}"
+    try:
+        port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
+    except RuntimeError:  # grpcio raises when nothing could be bound
+        port = 0
+    if port == 0:
+        use_cases.events.stop()
+        database.dispose()
+        raise ListenError(f"cannot listen on {bind}: the address is in use or not available here")
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
