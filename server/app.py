@@ -35,7 +35,6 @@ from server.observability.http import MetricsHttpServer
 from server.observability.metrics import ServiceMetrics
 from server.service.claims import ClaimUseCases
 from server.service.clock import Clock, SystemClock
-from server.service.pagination import PageTokens
 from server.service.quota import QuotaCalendar, QuotaEventBus, QuotaUseCases
 from server.service.reference import ReferenceStore
 from server.service.transmissions import TransmissionUseCases
@@ -108,7 +107,7 @@ def build_use_cases(settings: Settings, database: Database, clock: Clock) -> Use
         recipient=settings.recipient,
         max_clock_skew=dt.timedelta(seconds=settings.max_clock_skew_seconds),
         # Replicas share the receipt-signing key, so each accepts the page tokens of the others.
-        page_tokens=PageTokens(derived_key(receipt_signer, b"page tokens")),
+        page_token_key=derived_key(receipt_signer, b"page tokens"),
     )
     claims = ClaimUseCases(
         database,

@@ -69,7 +69,7 @@ class TransmissionUseCases:
         clock: Clock,
         recipient: str,
         max_clock_skew: dt.timedelta,
-        page_tokens: PageTokens | None = None,
+        page_token_key: bytes | None = None,  # None: a random key, tokens valid in this process only
     ):
         self.database = database
         self.trust_store = trust_store
@@ -78,7 +78,7 @@ class TransmissionUseCases:
         self.clock = clock
         self.recipient = recipient
         self.max_clock_skew = max_clock_skew
-        self.page_tokens = page_tokens or PageTokens.with_random_key()
+        self.page_tokens = PageTokens(page_token_key) if page_token_key else PageTokens.with_random_key()
 
     # -- submitting -------------------------------------------------------------------------------
 
