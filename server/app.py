@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ecert.v1 import match_pb2, match_pb2_grpc, quota_pb2, quota_pb2_grpc, transmission_pb2, transmission_pb2_grpc
 from server.adapters.database import Database
-from server.adapters.keystore import load_or_create_signer, load_trust_store
+from server.adapters.keystore import ReceiptKeyMissing, derived_key, load_receipt_signer, load_trust_store
 from server.api.auth import Authorizer
 from server.api.interceptors import ObservabilityInterceptor
 from server.api.limits import RequestGuard
@@ -48,6 +48,10 @@ SERVICE_NAMES = (
 )
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 OPENING_CHECK_SECONDS = 5.0
+
+
+class ListenError(RuntimeError):
+    """The server's address could not be bound."""
 
 
 @dataclass
@@ -91,14 +95,19 @@ def build_use_cases(settings: Settings, database: Database, clock: Clock) -> Use
     calendar = QuotaCalendar(ZoneInfo(settings.quota_timezone), Decimal(settings.critical_share))
     quota = QuotaUseCases(database, calendar, clock)
     events = QuotaEventBus(quota, max_watchers=max(1, settings.workers // 4))
+    receipt_signer = load_receipt_signer(
+        settings.resolved_receipt_key(), settings.receipt_key_id, create_if_missing=settings.create_missing_receipt_key
+    )
     transmissions = TransmissionUseCases(
         database,
         trust_store=load_trust_store(settings.resolved_trust_store()),
-        receipt_signer=load_or_create_signer(settings.resolved_receipt_key(), settings.receipt_key_id),
+        receipt_signer=receipt_signer,
         reference=lambda: references.current().tpls,
         clock=clock,
         recipient=settings.recipient,
         max_clock_skew=dt.timedelta(seconds=settings.max_clock_skew_seconds),
+        # Replicas share the receipt-signing key, so each accepts the page tokens of the others.
+        page_token_key=derived_key(receipt_signer, b"page tokens"),
     )
     claims = ClaimUseCases(
         database,
@@ -140,7 +149,13 @@ def create_server(
     """Build and start the server; bind port 0 to get a free one (see RunningServer.port).
 
     `extra_services` register more servicers on the same server (the benchmarks' echo baseline),
-    behind the same interceptors, thread pool and credentials."""
+    behind the same interceptors, thread pool and credentials.
+
+    Raises ReceiptKeyMissing (before touching the database) when the receipt-signing key is missing
+    and settings do not ask to create it, and ListenError when the address cannot be bound (a port
+    already in use: SO_REUSEPORT is off, so a second server cannot share it unnoticed)."""
+    if not settings.create_missing_receipt_key and not settings.resolved_receipt_key().exists():
+        raise ReceiptKeyMissing(settings.resolved_receipt_key())
     database = Database(
         settings.resolved_database_url(),
         pool_size=settings.db_pool_size,
@@ -160,6 +175,9 @@ def create_server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # gRPC turns SO_REUSEPORT on by default: a second server on a port in use would start and
+            # take a share of the connections. Off, binding a port in use fails.
+            ("grpc.so_reuseport", 0),
         ],
         # Roles are enforced whenever callers are authenticated (mutual TLS); plaintext is development only.
         # Observability first (outermost), so refusals are logged and counted too.
@@ -180,9 +198,14 @@ def create_server(
     )
 
     bind = address or f"{settings.host}:{settings.port}"
-    port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
+    try:
+        port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
+    except RuntimeError:  # grpcio raises when nothing could be bound
+        port = 0
     if port == 0:
-        raise RuntimeError(f"cannot listen on {bind}")
+        use_cases.events.stop()
+        database.dispose()
+        raise ListenError(f"cannot listen on {bind}: the address is in use or not available here")
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

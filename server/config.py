@@ -1,9 +1,21 @@
 """Service configuration from ECERT_* environment variables (flags override them)."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import pathlib
 from dataclasses import dataclass, field
+
+
+def is_loopback(host: str) -> bool:
+    """True for a loopback address (127.0.0.0/8, ::1) or "localhost"; any other name is not trusted to be one."""
+    name = host.strip().strip("[]")
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _env(name: str, default: str) -> str:
@@ -19,6 +31,11 @@ class Settings:
     trust_store: str = field(default_factory=lambda: _env("TRUST_STORE", ""))
     receipt_key: str = field(default_factory=lambda: _env("RECEIPT_KEY", ""))
     receipt_key_id: str = field(default_factory=lambda: _env("RECEIPT_KEY_ID", "us-cbp-receipts-1"))
+    # Whether a missing receipt-signing key file is generated instead of refusing to start. A new key
+    # signs under the usual key id with a key nobody published (a mis-mounted secret), so `ecert serve`
+    # sets this only with its development flag --create-receipt-key; embedded use (tests, the
+    # benchmarks' in-process servers) keeps generating one in its own temporary data folder.
+    create_missing_receipt_key: bool = True
     recipient: str = field(default_factory=lambda: _env("RECIPIENT", "US-CBP"))
     # Share of a level at which it turns CRITICAL ("potentially filled").
     critical_share: str = field(default_factory=lambda: _env("CRITICAL_SHARE", "0.9"))
@@ -50,6 +67,9 @@ class Settings:
 
     def resolved_receipt_key(self) -> pathlib.Path:
         return pathlib.Path(self.receipt_key) if self.receipt_key else self.data_dir / "keys" / "receipt-signing.pem"
+
+    def listens_on_loopback(self) -> bool:
+        return is_loopback(self.host)
 
     def resolved_tls_dir(self) -> pathlib.Path:
         """ca.pem, cert.pem, key.pem of the service (see `ecert pki init`)."""

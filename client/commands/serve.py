@@ -17,7 +17,13 @@ def register(app: typer.Typer) -> None:
     def serve(
         host: Optional[str] = typer.Option(None, help="listen address (ECERT_HOST, default 127.0.0.1)"),
         port: Optional[int] = typer.Option(None, help="listen port (ECERT_PORT, default 50051; 0 picks a free one)"),
-        insecure: bool = typer.Option(False, "--insecure", help="plaintext gRPC, for local development and tools"),
+        insecure: bool = typer.Option(False, "--insecure", help="plaintext gRPC, no roles: local development and tools, loopback only"),
+        allow_insecure_remote: bool = typer.Option(
+            False, "--allow-insecure-remote", help="with --insecure, also listen on a host that is not loopback (anyone who reaches it has every right)"
+        ),
+        create_receipt_key: bool = typer.Option(
+            False, "--create-receipt-key", help="development only: generate the receipt-signing key if its file is missing (otherwise refuse to start)"
+        ),
         data_dir: Optional[pathlib.Path] = typer.Option(None, help="keys and SQLite file (ECERT_DATA_DIR)"),
         database_url: Optional[str] = typer.Option(None, help="SQLAlchemy URL (ECERT_DATABASE_URL)"),
         tls_dir: Optional[pathlib.Path] = typer.Option(None, help="ca.pem, cert.pem, key.pem (ECERT_TLS_DIR, default <data dir>/tls)"),
@@ -45,6 +51,14 @@ def register(app: typer.Typer) -> None:
             settings.database_url = database_url
         if tls_dir is not None:
             settings.tls_dir = str(tls_dir)
+        settings.create_missing_receipt_key = create_receipt_key
+        if insecure and not settings.listens_on_loopback() and not allow_insecure_remote:
+            typer.echo(
+                f"error: --insecure serves without authentication; it listens only on loopback, not {settings.host}, "
+                "unless --allow-insecure-remote is given too",
+                err=True,
+            )
+            raise typer.Exit(2)
         credentials = None
         if not insecure:
             from server.adapters.tls import TlsMaterialMissing, server_credentials
@@ -54,7 +68,14 @@ def register(app: typer.Typer) -> None:
             except TlsMaterialMissing as exc:
                 typer.echo(f"error: {exc}; or start with --insecure for plaintext", err=True)
                 raise typer.Exit(2) from None
-        running = create_server(settings, credentials=credentials)
+        from server.adapters.keystore import ReceiptKeyMissing
+        from server.app import ListenError
+
+        try:
+            running = create_server(settings, credentials=credentials)
+        except (ReceiptKeyMissing, ListenError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         freeze_startup_heap()
         mode = "mutual TLS" if credentials else "plaintext"
         typer.echo(f"ecert serving on {settings.host}:{running.port} ({mode})", err=True)

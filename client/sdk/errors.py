@@ -74,6 +74,12 @@ class InvalidArgument(EcertError):
 
 
 class DeadlineExceeded(EcertError):
+    """The call's deadline passed: the outcome is unknown. The service may have committed just
+    before the answer was lost or came too late (with reason DEADLINE_EXCEEDED the service itself
+    says it stored nothing). Retry with the same request: transmissions are deduplicated by message
+    id and claims by entry number and line, so a replay returns the original outcome (`replayed`)
+    and nothing is stored or charged twice."""
+
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 

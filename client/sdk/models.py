@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import hashlib
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -189,6 +192,7 @@ class Receipt:
     certificate_version: int
     signing_key_id: str
     signature: bytes
+    signature_sha256: bytes = b""  # of the envelope signature judged (empty on older receipts)
     _proto: tpb.Receipt | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -201,7 +205,7 @@ class Receipt:
             outcome=Outcome.from_proto(m.outcome), issues=[Issue.from_proto(i) for i in m.issues],
             action=Action.from_proto(m.action), certificate_number=m.certificate_number,
             certificate_version=m.certificate_version, signing_key_id=m.signing_key_id, signature=m.signature,
-            _proto=copy,
+            signature_sha256=m.signature_sha256, _proto=copy,
         )
 
     def to_proto(self) -> tpb.Receipt:
@@ -228,6 +232,22 @@ class StoredCertificate:
     digest_sha256: bytes
     sender: str
     current: bool
+    # What the partner signed for this version, exactly as received (get_certificate fills them; empty
+    # elsewhere): `certificate` shows the elements as parsed, these let a reader re-check them.
+    signed_bytes: bytes = b""
+    signature: bytes = b""
+    signing_key_id: str = ""
+
+    def verify(self, partner_key: Ed25519PublicKey) -> bool:
+        """True if the signed bytes are those whose SHA-256 customs recorded and `partner_key` (the
+        partner's document-signing key with id `signing_key_id`) signed them."""
+        if not self.signed_bytes or hashlib.sha256(self.signed_bytes).digest() != self.digest_sha256:
+            return False
+        try:
+            partner_key.verify(self.signature, self.signed_bytes)
+        except InvalidSignature:
+            return False
+        return True
 
     @classmethod
     def from_proto(cls, m: cpb.StoredCertificate) -> StoredCertificate:

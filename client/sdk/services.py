@@ -110,7 +110,10 @@ def _stamp(at: dt.datetime | None) -> Timestamp | None:
 class CertificateReads(_Connection):
     def get_certificate(self, issuing_country: str, certificate_number: str, version: int = 0, *, timeout: float | None = None) -> StoredCertificate:
         request = tpb.GetCertificateRequest(issuing_country=issuing_country, certificate_number=certificate_number, version=version)
-        return StoredCertificate.from_proto(self.call(self.stubs.transmission.GetCertificate, request, timeout=timeout).certificate)
+        response = self.call(self.stubs.transmission.GetCertificate, request, timeout=timeout)
+        stored = StoredCertificate.from_proto(response.certificate)
+        stored.signed_bytes, stored.signature, stored.signing_key_id = response.signed_bytes, response.signature, response.signing_key_id
+        return stored
 
     def list_certificates(
         self, issuing_country: str, *, status: Any = None, quota_year: int = 0, tpl_number: str = "",

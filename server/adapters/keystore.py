@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -83,6 +84,32 @@ def load_signer(path: str | pathlib.Path, key_id: str) -> Signer:
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} is not an Ed25519 private key")
     return Signer(key_id, key)
+
+
+def derived_key(signer: Signer, purpose: bytes) -> bytes:
+    """A 32-byte secret for `purpose` derived from a private signing key: every replica holding the
+    key derives the same one, and it reveals nothing about the key."""
+    raw = signer.private_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    return hashlib.sha256(b"ecert derived key\n" + purpose + b"\n" + raw).digest()
+
+
+class ReceiptKeyMissing(Exception):
+    """The configured receipt-signing key file does not exist (and creating one was not asked for)."""
+
+    def __init__(self, path: pathlib.Path):
+        super().__init__(
+            f"the receipt-signing key {path} does not exist; mount the key customs publishes "
+            "(ECERT_RECEIPT_KEY), or start with --create-receipt-key to make a new one (development only)"
+        )
+        self.path = path
+
+
+def load_receipt_signer(path: str | pathlib.Path, key_id: str, *, create_if_missing: bool) -> Signer:
+    """Customs' receipt-signing key; a missing file is ReceiptKeyMissing unless creating it was asked for."""
+    path = pathlib.Path(path)
+    if not path.exists() and not create_if_missing:
+        raise ReceiptKeyMissing(path)
+    return load_or_create_signer(path, key_id)
 
 
 def load_or_create_signer(path: str | pathlib.Path, key_id: str) -> Signer:

@@ -13,27 +13,30 @@ from server.adapters.prepared import PreparedRepository, Statements
 from server.domain.certificate import Certificate, Party
 from server.domain.errors import Finding, Severity
 from server.domain.receipt import Outcome, Receipt
-from server.domain.records import CANCELED, MATCHED, UNMATCHED, ActivityEntry, StoredVersion, TransmissionRecord, activity_condition
+from server.domain.records import (
+    CANCELED, MATCHED, UNMATCHED, ActivityEntry, SignedEvidence, StoredVersion, TransmissionRecord, activity_condition,
+)
 from server.domain.transmission import CertificateHead, CertificateStatus
 
 
 def receipt_to_json(receipt: Receipt) -> str:
-    return json.dumps(
-        {
-            "receipt_id": receipt.receipt_id,
-            "message_id": receipt.message_id,
-            "sender": receipt.sender,
-            "recipient": receipt.recipient,
-            "digest": receipt.digest.hex(),
-            "received_at": receipt.received_at.isoformat(),
-            "outcome": receipt.outcome.value,
-            "issues": [[f.code, f.field, f.description, f.severity.value] for f in receipt.issues],
-            "action": receipt.action,
-            "certificate_number": receipt.certificate_number,
-            "certificate_version": receipt.certificate_version,
-            "signing_key_id": receipt.signing_key_id,
-        }
-    )
+    data: dict[str, object] = {
+        "receipt_id": receipt.receipt_id,
+        "message_id": receipt.message_id,
+        "sender": receipt.sender,
+        "recipient": receipt.recipient,
+        "digest": receipt.digest.hex(),
+        "received_at": receipt.received_at.isoformat(),
+        "outcome": receipt.outcome.value,
+        "issues": [[f.code, f.field, f.description, f.severity.value] for f in receipt.issues],
+        "action": receipt.action,
+        "certificate_number": receipt.certificate_number,
+        "certificate_version": receipt.certificate_version,
+        "signing_key_id": receipt.signing_key_id,
+    }
+    if receipt.signature_sha256:
+        data["signature_sha256"] = receipt.signature_sha256.hex()
+    return json.dumps(data)
 
 
 def receipt_from_json(text: str, signature: bytes) -> Receipt:
@@ -52,6 +55,7 @@ def receipt_from_json(text: str, signature: bytes) -> Receipt:
         certificate_version=data["certificate_version"],
         signing_key_id=data["signing_key_id"],
         signature=signature,
+        signature_sha256=bytes.fromhex(data.get("signature_sha256", "")),
     )
 
 
@@ -175,6 +179,14 @@ CERTIFICATE_STATEMENTS = Statements(
     head_for_update=_head.with_for_update(),
     stored_version=_stored.where(*_certificate_key, _versions.c.version == bindparam("version")),
     stored_latest=_stored.where(*_certificate_key, _versions.c.version == _heads.c.current_version),
+    evidence=select(_transmissions.c.signed_bytes, _transmissions.c.signature, _transmissions.c.key_id)
+    .select_from(_versions)
+    .join(_transmissions, _transmissions.c.id == _versions.c.transmission_id)
+    .where(
+        _versions.c.issuing_country == bindparam("country"),
+        _versions.c.certificate_number == bindparam("number"),
+        _versions.c.version == bindparam("version"),
+    ),
     insert_version=(
         insert(_versions),
         (*_VERSION_COLUMNS, "version", "status", "transmission_id"),
@@ -296,6 +308,11 @@ class CertificateRepository(PreparedRepository):
         key = {"country": country, "number": number}
         row = self._first("stored_version", key | {"version": version}) if version else self._first("stored_latest", key)
         return None if row is None else _stored_version(row)
+
+    def evidence(self, country: str, number: str, version: int) -> SignedEvidence | None:
+        """The signed bytes, signature and key id of the transmission that made a version."""
+        row = self._first("evidence", {"country": country, "number": number, "version": version})
+        return None if row is None else SignedEvidence(bytes(row[0]), bytes(row[1]), row[2])  # type: ignore[arg-type]
 
     def list_latest(
         self,

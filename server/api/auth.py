@@ -90,17 +90,21 @@ def own_country(*getters: Callable[[Any], str]) -> Check:
     return check
 
 
+def certificate_not_found() -> DomainError:
+    """Exactly what a use case answers for a certificate number that is not on file (status, reason,
+    message, no metadata): also the answer to an importer about a certificate naming another importer,
+    so that no importer can tell which certificate numbers exist."""
+    return DomainError("CERTIFICATE_NOT_FOUND", "no such certificate", ErrorKind.NOT_FOUND)
+
+
 def own_importer(getter: Callable[[Any], str]) -> Check:
-    """The importer of record the message names must be one the caller's certificate carries."""
+    """The importer of record the answer names must be one the caller's certificate carries; if not,
+    the certificate is as unknown to the caller as a number never issued."""
 
     def check(identity: Identity, message: Any) -> None:
         if getter(message) not in identity.importers:
-            raise DomainError(
-                "IMPORTER_NOT_CALLERS",
-                "the certificate names another importer of record",
-                ErrorKind.PERMISSION,
-                metadata={"caller_importers": ",".join(sorted(identity.importers))},
-            )
+            log.warning("%s asked about a certificate naming another importer of record: answered as not found", identity.subject)
+            raise certificate_not_found()
 
     return check
 

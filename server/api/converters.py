@@ -136,6 +136,7 @@ def receipt_to_proto(r: Receipt) -> tpb.Receipt:
         certificate_version=r.certificate_version,
         signing_key_id=r.signing_key_id,
         signature=r.signature,
+        signature_sha256=r.signature_sha256,
     )
 
 
@@ -158,6 +159,8 @@ def receipt_from_proto(m: tpb.Receipt) -> Receipt:
         certificate_version=m.certificate_version,
         signing_key_id=m.signing_key_id,
         signature=m.signature,
+        signature_sha256=m.signature_sha256,
+        received_at_nanos=m.received_at.nanos,  # verified as carried, not rounded to microseconds
     )
 
 

@@ -1,6 +1,9 @@
 """ecert.v1.TransmissionService: requests to use cases, results to responses."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import grpc
 from google.protobuf.message import Message
 
@@ -9,7 +12,29 @@ from ecert.v1 import transmission_pb2_grpc
 from server.api import converters as conv
 from server.api.errors import translate_errors
 from server.domain.errors import DomainError
-from server.service.transmissions import TransmissionRejected, TransmissionUseCases
+from server.service.transmissions import Page, TransmissionRejected, TransmissionUseCases
+
+
+# A list answer carries at most this many bytes of items, well below the 4 MiB message limit
+# (server/app.py): a page of long certificates is cut short, with a token that continues after the
+# last item sent, instead of failing with RESOURCE_EXHAUSTED.
+MAX_PAGE_BYTES = 3 * 1024 * 1024
+M = TypeVar("M", bound=Message)
+T = TypeVar("T")
+
+
+def fit_page(page: Page[T], to_proto: Callable[[T], M], budget: int = MAX_PAGE_BYTES) -> tuple[list[M], str]:
+    """The page's items as messages, as many as fit in `budget` bytes (at least one), and the token
+    of the next page."""
+    messages: list[M] = []
+    used = 0
+    for index, item in enumerate(page.items):
+        message = to_proto(item)
+        used += message.ByteSize() + 8  # the item's bytes plus its field tag and length
+        if used > budget and messages:
+            return messages, page.token_after(index - 1)
+        messages.append(message)
+    return messages, page.next_page_token
 
 
 def _rejection_receipt(error: DomainError) -> list[Message]:
@@ -41,7 +66,12 @@ class TransmissionServicer(transmission_pb2_grpc.TransmissionServiceServicer):
     @translate_errors()
     def GetCertificate(self, request: tpb.GetCertificateRequest, context: grpc.ServicerContext) -> tpb.GetCertificateResponse:
         stored = self.use_cases.get(request.issuing_country, request.certificate_number, request.version)
-        return tpb.GetCertificateResponse(certificate=conv.stored_to_proto(stored))
+        response = tpb.GetCertificateResponse(certificate=conv.stored_to_proto(stored))
+        if stored.evidence is not None:
+            response.signed_bytes = stored.evidence.signed_bytes
+            response.signature = stored.evidence.signature
+            response.signing_key_id = stored.evidence.key_id
+        return response
 
     @translate_errors()
     def ListCertificates(self, request: tpb.ListCertificatesRequest, context: grpc.ServicerContext) -> tpb.ListCertificatesResponse:
@@ -53,9 +83,8 @@ class TransmissionServicer(transmission_pb2_grpc.TransmissionServiceServicer):
             quota_year=request.quota_year,
             tpl_number=request.tpl_number,
         )
-        return tpb.ListCertificatesResponse(
-            certificates=[conv.stored_to_proto(s) for s in page.items], next_page_token=page.next_page_token
-        )
+        certificates, token = fit_page(page, conv.stored_to_proto)
+        return tpb.ListCertificatesResponse(certificates=certificates, next_page_token=token)
 
     @translate_errors()
     def GetActivityReport(self, request: tpb.GetActivityReportRequest, context: grpc.ServicerContext) -> tpb.GetActivityReportResponse:
@@ -66,6 +95,5 @@ class TransmissionServicer(transmission_pb2_grpc.TransmissionServiceServicer):
             page_size_requested=request.page_size,
             page_token=request.page_token,
         )
-        return tpb.GetActivityReportResponse(
-            entries=[conv.activity_to_proto(e) for e in page.items], next_page_token=page.next_page_token
-        )
+        entries, token = fit_page(page, conv.activity_to_proto)
+        return tpb.GetActivityReportResponse(entries=entries, next_page_token=token)

@@ -11,13 +11,15 @@ from server.domain.quantity import parse_quantity
 from server.domain.quota import quota_period
 from server.domain.reference import Partner, ReferenceData
 
+# Codes are ASCII: [0-9], never \d, which also matches Arabic-Indic and every other Unicode digit
+# (so does str.isdigit). A code that only looks right would be stored and never match anything.
 # CBP importer of record number formats: IRS EIN with a 2-character suffix, CBP-assigned, SSN.
 IMPORTER_OF_RECORD_PATTERNS = (
-    re.compile(r"\d{2}-\d{7}[0-9A-Z]{2}"),
-    re.compile(r"\d{6}-\d{5}"),
-    re.compile(r"\d{3}-\d{2}-\d{4}"),
+    re.compile(r"[0-9]{2}-[0-9]{7}[0-9A-Z]{2}"),
+    re.compile(r"[0-9]{6}-[0-9]{5}"),
+    re.compile(r"[0-9]{3}-[0-9]{2}-[0-9]{4}"),
 )
-HTSUS_PATTERN = re.compile(r"\d{4}(\.?\d{2}){1,3}")
+HTSUS_PATTERN = re.compile(r"[0-9]{4}(\.?[0-9]{2}){1,3}")
 COUNTRY_PATTERN = re.compile(r"[A-Z]{2}")
 MAX_TEXT = 512  # longest free-text element accepted
 EARLIEST_QUOTA_YEAR = 2020  # USMCA entered into force on 2020-07-01
@@ -82,7 +84,7 @@ def normalize_htsus(text: str) -> str:
 
 def parse_iso_date(text: str) -> dt.date:
     """A calendar date written exactly YYYY-MM-DD; ValueError otherwise."""
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
         raise ValueError("not YYYY-MM-DD")
     return dt.date.fromisoformat(text)
 

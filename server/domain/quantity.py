@@ -46,7 +46,7 @@ def parse_quantity(text: str) -> Decimal:
     if not isinstance(text, str) or not text or len(text) > 40:
         raise ValueError("not a decimal number")
     stripped = text.strip()
-    if stripped != text or not all(c.isdigit() or c in ".-" for c in text) or not text.isascii():
+    if stripped != text or not all(c in "0123456789.-" for c in text):  # ASCII only: isdigit() takes any script
         raise ValueError("not a plain decimal number")
     try:
         value = Decimal(text)

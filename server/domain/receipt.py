@@ -34,11 +34,19 @@ class Receipt:
     certificate_version: int
     signing_key_id: str
     signature: bytes = field(default=b"", compare=False)
+    # SHA-256 of the envelope signature this receipt judged. A relay that sends a genuine envelope
+    # with a damaged signature gets a rejection naming that signature, which cannot be mistaken for
+    # a judgement of the genuine one. Empty on receipts issued before the field existed.
+    signature_sha256: bytes = b""
+    # The nanoseconds of received_at as carried by a Timestamp read back from a receipt (a datetime
+    # holds microseconds only). Signed as carried, so that a change below the microsecond is caught;
+    # None: the datetime's own microseconds, as customs issues them.
+    received_at_nanos: int | None = field(default=None, compare=False)
 
     def signing_bytes(self) -> bytes:
         seconds = int(self.received_at.timestamp())
-        nanos = self.received_at.microsecond * 1000
-        body = {
+        nanos = self.received_at.microsecond * 1000 if self.received_at_nanos is None else self.received_at_nanos
+        body: dict[str, object] = {
             "receipt_id": self.receipt_id,
             "message_id": self.message_id,
             "sender": self.sender,
@@ -55,6 +63,8 @@ class Receipt:
             "certificate_version": self.certificate_version,
             "signing_key_id": self.signing_key_id,
         }
+        if self.signature_sha256:  # absent from older receipts, whose signed bytes stay as they were
+            body["signature_sha256"] = self.signature_sha256.hex()
         return RECEIPT_TAG + canonical_json(body)
 
     def signed_by(self, signer: Signer) -> "Receipt":

@@ -11,6 +11,15 @@ from server.domain.transmission import CertificateStatus
 
 
 @dataclass(frozen=True)
+class SignedEvidence:
+    """What a partner signed for one version, exactly as received."""
+
+    signed_bytes: bytes
+    signature: bytes
+    key_id: str
+
+
+@dataclass(frozen=True)
 class StoredVersion:
     certificate: Certificate
     version: int
@@ -22,6 +31,7 @@ class StoredVersion:
     digest: bytes
     sender: str
     current: bool
+    evidence: SignedEvidence | None = None  # read only where asked for (GetCertificate)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ class Partner:
     ecert_effective_date: dt.date  # entries before it need no eCERT transmission
 
     def certificate_number_ok(self, number: str) -> bool:
-        return re.fullmatch(self.certificate_number_pattern, number) is not None
+        # re.ASCII: a configured \d or \w means ASCII digits and letters only.
+        return re.fullmatch(self.certificate_number_pattern, number, re.ASCII) is not None
 
 
 @dataclass(frozen=True)

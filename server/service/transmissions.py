@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from server.adapters.database import Database
@@ -12,10 +12,10 @@ from server.domain.errors import DomainError, ErrorKind, Finding, Severity, erro
 from server.domain.receipt import Outcome, Receipt, outcome_for
 from server.domain.records import ActivityEntry, StoredVersion, TransmissionRecord
 from server.domain.reference import ReferenceData
-from server.domain.signing import Signer, TrustStore
+from server.domain.signing import Signer, TrustStore, sha256
 from server.domain.transmission import Action, CertificateStatus, Envelope, check_envelope, plan_transition
 from server.service.clock import Clock, new_id
-from server.service.pagination import decode_token, encode_token, page_size
+from server.service.pagination import PageTokens, page_size
 from server.service.transactions import run_in_transaction
 from server.service.unit_of_work import UnitOfWork
 
@@ -53,6 +53,9 @@ T = TypeVar("T")
 class Page(Generic[T]):
     items: list[T]
     next_page_token: str
+    # The token of the page that starts after items[i]: for an answer that carries fewer items than
+    # asked (the API layer cuts a page that would not fit in one message).
+    token_after: Callable[[int], str]
 
 
 class TransmissionUseCases:
@@ -66,6 +69,7 @@ class TransmissionUseCases:
         clock: Clock,
         recipient: str,
         max_clock_skew: dt.timedelta,
+        page_token_key: bytes | None = None,  # None: a random key, tokens valid in this process only
     ):
         self.database = database
         self.trust_store = trust_store
@@ -74,6 +78,7 @@ class TransmissionUseCases:
         self.clock = clock
         self.recipient = recipient
         self.max_clock_skew = max_clock_skew
+        self.page_tokens = PageTokens(page_token_key) if page_token_key else PageTokens.with_random_key()
 
     # -- submitting -------------------------------------------------------------------------------
 
@@ -87,7 +92,18 @@ class TransmissionUseCases:
         try:
             self._verify_signature(envelope)
         except DomainError as error:
-            raise reject(error) from None
+            # Never sign a rejection of a message id already accepted (a relay could hold it up
+            # against the acceptance). The same content is answered with the receipt it was accepted
+            # with: the genuine signature is on file. Other content is refused unsigned, as
+            # SIGNATURE_INVALID: what arrived is not what the partner signed (damage on the way, which
+            # a relay retries from its stored copy), not a reuse of the id by the partner.
+            with UnitOfWork(self.database, write=False) as uow:
+                previous = uow.transmissions.get(envelope.sender, envelope.message_id)
+                if previous is None:
+                    raise reject(error) from None
+                if previous.digest != digest:
+                    raise error from None
+                return self._replayed(uow, envelope, digest, previous)
 
         certificate, findings = self._check(envelope, received_at)
         if errors_only(findings):
@@ -238,6 +254,7 @@ class TransmissionUseCases:
             certificate_number=envelope.certificate.certificate_number,
             certificate_version=version,
             signing_key_id=self.signer.key_id,
+            signature_sha256=sha256(envelope.signature),
         ).signed_by(self.signer)
 
     # -- reading ----------------------------------------------------------------------------------
@@ -248,6 +265,8 @@ class TransmissionUseCases:
             raise _invalid("VERSION_NEGATIVE", "version", "must be 0 (latest) or a version number")
         with UnitOfWork(self.database, write=False) as uow:
             stored = uow.certificates.version(country, number, version)
+            if stored is not None:  # what the partner signed, so that a reader can re-check it
+                stored = replace(stored, evidence=uow.certificates.evidence(country, number, stored.version))
         if stored is None:
             raise DomainError(
                 "CERTIFICATE_NOT_FOUND",
@@ -269,15 +288,12 @@ class TransmissionUseCases:
         _require({"issuing_country": country})
         filters = {"country": country, "status": status.value if status else "", "year": quota_year, "tpl": tpl_number}
         size = page_size(page_size_requested)
-        after = decode_token(page_token, filters)
+        after = self.page_tokens.decode(page_token, filters)
         with UnitOfWork(self.database, write=False) as uow:
             rows = uow.certificates.list_latest(
                 country, after=after, limit=size + 1, status=status, quota_year=quota_year, tpl_number=tpl_number
             )
-        more = len(rows) > size
-        rows = rows[:size]
-        token = encode_token(rows[-1].certificate.certificate_number, filters) if more else ""
-        return Page(rows, token)
+        return self._page(rows, size, filters, lambda row: row.certificate.certificate_number)
 
     def activity_report(
         self, country: str, *, condition: int, quota_year: int, page_size_requested: int, page_token: str
@@ -287,12 +303,20 @@ class TransmissionUseCases:
             raise _invalid("CONDITION_MISSING", "condition", "must be MATCHED, UNMATCHED or CANCELED")
         filters = {"country": country, "condition": condition, "year": quota_year}
         size = page_size(page_size_requested)
-        after = decode_token(page_token, filters)
+        after = self.page_tokens.decode(page_token, filters)
         with UnitOfWork(self.database, write=False) as uow:
             rows = uow.certificates.activity(country, condition=condition, quota_year=quota_year, after=after, limit=size + 1)
+        return self._page(rows, size, filters, lambda row: row.certificate_number)
+
+    def _page(self, rows: list[T], size: int, filters: dict[str, object], position: Callable[[T], str]) -> Page[T]:
+        """`rows` holds up to size + 1 rows: one more than the page says whether another page follows."""
         more = len(rows) > size
         rows = rows[:size]
-        return Page(rows, encode_token(rows[-1].certificate_number, filters) if more else "")
+
+        def token_after(index: int) -> str:
+            return self.page_tokens.encode(position(rows[index]), filters)
+
+        return Page(rows, token_after(len(rows) - 1) if more else "", token_after)
 
 
 def _reused_finding(same_content: bool) -> Finding:

@@ -39,7 +39,7 @@ def test_serve_logs_json_with_request_ids_and_serves_metrics(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECERT_")}
     env.update(ECERT_DATA_DIR=str(tmp_path / "data"))
     process = subprocess.Popen(
-        [sys.executable, "-m", "client.cli", "serve", "--insecure", "--port", "0", "--metrics-port", "0"],
+        [sys.executable, "-m", "client.cli", "serve", "--insecure", "--port", "0", "--metrics-port", "0", "--create-receipt-key"],
         stderr=subprocess.PIPE, text=True, env=env,
     )
     lines = Lines(process)
