@@ -174,6 +174,18 @@ def decide_at_opening(quantity: Decimal, factor: Decimal, rate: Fraction, room: 
     return OpeningDecision(Decision.MFN_REQUIRED, ("PRORATED", "LEVEL_FILLED"), grant)
 
 
+def corrected_presentation(held: Decimal, corrected_quantity: Decimal, original: dt.datetime) -> dt.datetime | None:
+    """The presentation time a corrected line is ranked by. A correction keeps the original time only
+    for what the line held (a grant, or what a waiting claim reserved) and asks no more than that; a
+    line that held nothing (refused, e.g. for a missing or mismatched certificate) and any increase
+    take the corrected line's own, new presentation time (None): a resubmitted entry summary gets a new
+    presentation time (CSMS 13-000217), and a correction never earns an earlier slot for more than it
+    already had."""
+    if held > 0 and corrected_quantity <= held:
+        return original
+    return None
+
+
 def post_importation_deadline(date_of_importation: dt.date) -> dt.date:
     """One year after the date of importation, by the calendar (29 February -> 28 February)."""
     try:

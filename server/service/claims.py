@@ -25,6 +25,7 @@ from server.domain.claims import (
     QuotaContext,
     allocate,
     check_post_importation_window,
+    corrected_presentation,
     decide_at_opening,
     screen,
 )
@@ -217,7 +218,8 @@ class ClaimUseCases:
                 opened = self._period_opened(uow, year, corrected_line.tpl_number, now)
                 plan = self._plan(
                     uow, references, corrected_line, now, digest=corrected_digest, revision=current.revision + 1,
-                    post=current.post_importation, presented=current.presentation_time, opened=opened,
+                    post=current.post_importation, opened=opened,
+                    presented=corrected_presentation(current.held_on_certificate, corrected_line.quantity, current.presentation_time),
                     field="corrected_line",
                 )
                 corrected_record = self._commit_plan(uow, plan, now, commit=False)

@@ -15,6 +15,7 @@ from server.domain.claims import (
     QuotaContext,
     allocate,
     check_post_importation_window,
+    corrected_presentation,
     mismatches,
     post_importation_deadline,
     screen,
@@ -270,3 +271,12 @@ def test_nothing_is_charged_to_a_period_before_it_opens_whatever_instants_the_cl
     assert (before.decision, before.grant.measure) == (Decision.QUEUED, Decimal(0))
     post = allocate(line, conversion, QuotaContext([member], dt.datetime(2025, 11, 29, tzinfo=UTC), opened=False, post_importation=True))
     assert (post.decision, post.grant.measure) == (Decision.QUEUED, Decimal(0))
+
+
+def test_a_correction_keeps_its_slot_only_for_what_the_line_held():
+    # CSMS 13-000217 (a resubmitted entry summary gets a new presentation time); DESIGN.md section 1.
+    original = T0 - dt.timedelta(days=3)
+    assert corrected_presentation(Decimal(100), Decimal(80), original) == original
+    assert corrected_presentation(Decimal(100), Decimal(100), original) == original
+    assert corrected_presentation(Decimal(100), Decimal("100.5"), original) is None  # an increase
+    assert corrected_presentation(Decimal(0), Decimal(10), original) is None  # refused: nothing held
