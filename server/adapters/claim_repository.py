@@ -103,8 +103,11 @@ STATEMENTS = Statements(
     mark_reversed=_MARK_REVERSED,
     set_balances=update(_claims).where(_claims.c.claim_id == bindparam("id"))
     .values({name: bindparam(f"new_{name}", type_=_claims.c[name].type) for name in _SET_BALANCES}),
+    # Conditional on the version the claim was matched against too: an amendment stored meanwhile
+    # makes the claim start again and match the new version.
     charge_certificate=update(_certificates)
-    .where(*_certificate_key, _certificates.c.status == "ACTIVE", _certificates.c.used_quantity + _quantity <= _certificates.c.quantity)
+    .where(*_certificate_key, _certificates.c.status == "ACTIVE", _certificates.c.current_version == bindparam("version"),
+           _certificates.c.used_quantity + _quantity <= _certificates.c.quantity)
     .values(used_quantity=_certificates.c.used_quantity + _quantity, matched_entries=_certificates.c.matched_entries + bindparam("entries"))
     .returning(_certificates.c.quantity, _certificates.c.used_quantity),
     release_certificate=update(_certificates)
@@ -228,9 +231,12 @@ class ClaimRepository(_Repository):
 class CertificateLedger(_Repository):
     """Atomic conditional updates of a certificate's used quantity (eCERT 2.0 decrement)."""
 
-    def charge(self, country: str, number: str, quantity: Decimal, entries: int) -> Decimal | None:
-        """Use `quantity`; the new remaining quantity, or None if that would overuse the certificate."""
-        result = self._first("charge_certificate", {"country": country, "number": number, "amount": quantity, "entries": entries})
+    def charge(self, country: str, number: str, quantity: Decimal, entries: int, version: int) -> Decimal | None:
+        """Use `quantity` of the certificate, still at `version`; the new remaining quantity, or None if
+        that would overuse it or it changed (canceled, amended) since it was read."""
+        result = self._first(
+            "charge_certificate", {"country": country, "number": number, "amount": quantity, "entries": entries, "version": version}
+        )
         return None if result is None else result[0] - result[1]
 
     def release(self, country: str, number: str, quantity: Decimal, entries: int) -> Decimal | None:

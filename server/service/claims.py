@@ -418,7 +418,9 @@ class ClaimUseCases:
         record = plan.record
         ledger = uow.certificate_ledger
         if record.decision in CHARGED:
-            remaining = ledger.charge(record.issuing_country, record.certificate_number, record.granted_quantity, entries=1)
+            remaining = ledger.charge(
+                record.issuing_country, record.certificate_number, record.granted_quantity, entries=1, version=record.certificate_version
+            )
             if remaining is None:
                 raise _LostRace
             balances = self._charge_levels(uow, plan.levels, record.granted_measure, record.claim_id, now, "CHARGE")
@@ -426,7 +428,9 @@ class ClaimUseCases:
         elif record.decision == Decision.QUEUED.value:
             # Reserve the certificate now so that queued claims can never overuse it; the opening
             # allocation gives back what proration does not grant.
-            remaining = ledger.charge(record.issuing_country, record.certificate_number, record.claimed_quantity, entries=1)
+            remaining = ledger.charge(
+                record.issuing_country, record.certificate_number, record.claimed_quantity, entries=1, version=record.certificate_version
+            )
             if remaining is None:
                 raise _LostRace
             record = dataclasses.replace(record, certificate_remaining=remaining)

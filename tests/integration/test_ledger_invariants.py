@@ -275,3 +275,25 @@ def test_a_lagging_replica_neither_strands_queued_claims_nor_races_the_opening(s
                                 " WHERE c.reversed_at IS NOT NULL GROUP BY l.claim_id HAVING sum(l.delta) <> 0) AS t")
     assert unbalanced == 0
     assert_balanced(server)
+
+
+# -- a claim's charge holds only for the certificate version it matched ------------------------------------
+
+
+def test_a_certificate_is_charged_only_at_the_version_the_claim_matched(server, transmission, partner):  # type: ignore[no-untyped-def]
+    # A claim reads the certificate, then charges it: an amendment stored in between (a new version)
+    # makes the conditional charge match nothing, and the claim is decided again against it.
+    from server.service.transactions import run_in_transaction
+    from tests.factories import REPLACE
+
+    transmit_all(transmission, partner, ["MX26-00000001"])
+    amended = certificate("MX26-00000001", importer_of_record="98-765432100")
+    transmission.SubmitCertificate(tpb.SubmitCertificateRequest(envelope=envelope(
+        partner.signer, amended, message_id="amend-1", action=REPLACE, replaces_version=1)))
+
+    def charge(version: int):  # type: ignore[no-untyped-def]
+        return lambda uow: uow.certificate_ledger.charge("MX", "MX26-00000001", Decimal(10), entries=1, version=version)
+
+    assert run_in_transaction(server.database, charge(1)) is None  # matched version 1; version 2 is on file
+    assert run_in_transaction(server.database, charge(2)) == Decimal(1190)  # not committed: rolled back
+    assert scalar(server, "SELECT used_quantity FROM certificates") == 0
