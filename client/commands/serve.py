@@ -96,6 +96,17 @@ def _serve(settings, *, insecure: bool, grace: float, config: object) -> None:  
             credentials = server_credentials(settings.resolved_tls_dir())
         except TlsMaterialMissing as exc:
             raise common.BadInput(f"{exc}; or start with --insecure for plaintext") from None
+    # Before anything announces the port: a SIGTERM right after the "serving on" line is a graceful stop too,
+    # and one that arrives while starting stops the service as soon as it has started.
+    stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
     started = time.monotonic()
     try:
         running = create_server(settings, credentials=credentials)
@@ -118,15 +129,6 @@ def _serve(settings, *, insecure: bool, grace: float, config: object) -> None:  
     if running.http is not None:
         typer.echo(f"ecert metrics on http://{running.http.host}:{running.http.port}/metrics", err=True)
 
-    stop = threading.Event()
-    received: list[str] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
     stop.wait()
     log.info("ecert stopping on %s: in-flight calls get %.1f s", received[0], grace,
              extra={"event": "stopping", "signal": received[0], "grace_s": grace})
