@@ -129,7 +129,10 @@ def _serve(settings, *, insecure: bool, grace: float, config: object) -> None:  
     if running.http is not None:
         typer.echo(f"ecert metrics on http://{running.http.host}:{running.http.port}/metrics", err=True)
 
-    stop.wait()
+    # Waiting in slices: the kernel may deliver SIGTERM to one of gRPC's threads, and then only the main
+    # thread's next bytecode runs the handler; a wait without a timeout could sleep through it for ever.
+    while not stop.wait(0.5):
+        pass
     log.info("ecert stopping on %s: in-flight calls get %.1f s", received[0], grace,
              extra={"event": "stopping", "signal": received[0], "grace_s": grace})
     running.stop(grace)

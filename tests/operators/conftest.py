@@ -21,7 +21,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def clean_env(**extra: str) -> dict[str, str]:
     """The caller's environment without any ECERT_* setting, plus `extra`; the repository importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECERT_")}
-    env.update(PYTHONPATH=str(ROOT), COLUMNS="200", NO_COLOR="1", **extra)
+    # PYTHONFAULTHANDLER: a process that hangs is stopped with SIGABRT and shows where each thread was.
+    env.update(PYTHONPATH=str(ROOT), COLUMNS="200", NO_COLOR="1", PYTHONFAULTHANDLER="1", **extra)
     return env
 
 
@@ -82,10 +83,19 @@ class Serving:
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=60)
+        try:
+            code = self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            self.process.wait(timeout=30)
+            self._drain()
+            raise AssertionError("ecert serve did not stop within 60 s of SIGTERM:\n" + "\n".join(self.lines)) from None
+        self._drain()
+        return code
+
+    def _drain(self) -> None:
         while (line := self._queue.get(timeout=10)) is not None:
             self.lines.append(line)
-        return code
 
 
 @pytest.fixture
