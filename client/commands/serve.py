@@ -90,12 +90,15 @@ def _serve(settings, *, insecure: bool, grace: float, config: object) -> None:  
     logs.configure(settings.logging_level(), json_format=settings.log_format != "text")
     credentials = None
     if not insecure:
-        from server.adapters.tls import TlsMaterialMissing, server_credentials
+        from server.adapters.reload import ReloadingTls
+        from server.adapters.tls import TlsMaterialMissing
 
-        try:
-            credentials = server_credentials(settings.resolved_tls_dir())
+        try:  # the TLS folder's files are read again when they change (server/adapters/reload.py)
+            credentials = ReloadingTls(settings.resolved_tls_dir()).credentials()
         except TlsMaterialMissing as exc:
             raise common.BadInput(f"{exc}; or start with --insecure for plaintext") from None
+        except ValueError as exc:
+            raise common.BadInput(f"TLS material in {settings.resolved_tls_dir()}: {exc}") from None
     # Before anything announces the port: a SIGTERM right after the "serving on" line is a graceful stop too,
     # and one that arrives while starting stops the service as soon as it has started.
     stop = threading.Event()
