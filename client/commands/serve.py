@@ -24,8 +24,9 @@ from client.commands.database import database_errors, shown
 log = logging.getLogger("ecert.serve")
 
 
-def _opt(variable: str, what: str) -> typer.models.OptionInfo:
-    return typer.Option(None, help=f"{what} (ECERT_{variable})", show_default=False)
+def _opt(variable: str, what: str, default: str) -> typer.models.OptionInfo:
+    """A setting's flag: None unless given, so that its variable, the file or the default apply."""
+    return typer.Option(None, help=f"{what} (ECERT_{variable}, default {default})", show_default=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -36,34 +37,34 @@ def register(app: typer.Typer) -> None:
             None, "--config", help="TOML file with any of the settings below, keyed by name (ECERT_CONFIG)"),
         insecure: bool = typer.Option(False, "--insecure", help="plaintext gRPC, for local development and tools"),
         grace: float = typer.Option(10.0, help="seconds in-flight calls get to finish on shutdown"),
-        host: Optional[str] = _opt("HOST", "listen address [default: 127.0.0.1]"),
-        port: Optional[int] = _opt("PORT", "listen port; 0 picks a free one [default: 50051]"),
-        data_dir: Optional[pathlib.Path] = _opt("DATA_DIR", "keys and the SQLite file [default: ./ecert-data]"),
-        database_url: Optional[str] = _opt("DATABASE_URL", "SQLAlchemy URL [default: sqlite:///<data dir>/ecert.db]"),
-        tls_dir: Optional[pathlib.Path] = _opt("TLS_DIR", "ca.pem, cert.pem, key.pem [default: <data dir>/tls]"),
+        host: Optional[str] = _opt("HOST", "listen address", "127.0.0.1"),
+        port: Optional[int] = _opt("PORT", "listen port; 0 picks a free one", "50051"),
+        data_dir: Optional[pathlib.Path] = _opt("DATA_DIR", "keys and the SQLite file", "./ecert-data"),
+        database_url: Optional[str] = _opt("DATABASE_URL", "SQLAlchemy URL", "sqlite:///<data dir>/ecert.db"),
+        tls_dir: Optional[pathlib.Path] = _opt("TLS_DIR", "ca.pem, cert.pem, key.pem", "<data dir>/tls"),
         trust_store: Optional[pathlib.Path] = _opt(
-            "TRUST_STORE", "partners' document-signing keys [default: <data dir>/trust/partner-keys.json]"),
+            "TRUST_STORE", "partners' document-signing keys", "<data dir>/trust/partner-keys.json"),
         receipt_key: Optional[pathlib.Path] = _opt(
-            "RECEIPT_KEY", "customs' receipt-signing key, made if missing [default: <data dir>/keys/receipt-signing.pem]"),
-        receipt_key_id: Optional[str] = _opt("RECEIPT_KEY_ID", "the key id receipts name [default: us-cbp-receipts-1]"),
-        recipient: Optional[str] = _opt("RECIPIENT", "the recipient receipts name [default: US-CBP]"),
+            "RECEIPT_KEY", "customs' receipt-signing key, made if missing", "<data dir>/keys/receipt-signing.pem"),
+        receipt_key_id: Optional[str] = _opt("RECEIPT_KEY_ID", "the key id receipts name", "us-cbp-receipts-1"),
+        recipient: Optional[str] = _opt("RECIPIENT", "the recipient receipts name", "US-CBP"),
         max_clock_skew_seconds: Optional[int] = _opt(
-            "MAX_CLOCK_SKEW_SECONDS", "how far a sender's timestamp may be from customs' clock [default: 600]"),
-        critical_share: Optional[str] = _opt("CRITICAL_SHARE", "fill share at which a level turns CRITICAL [default: 0.9]"),
-        quota_timezone: Optional[str] = _opt("QUOTA_TIMEZONE", "periods open at midnight here [default: America/New_York]"),
+            "MAX_CLOCK_SKEW_SECONDS", "how far a sender's timestamp may be from customs' clock", "600"),
+        critical_share: Optional[str] = _opt("CRITICAL_SHARE", "fill share at which a level turns CRITICAL", "0.9"),
+        quota_timezone: Optional[str] = _opt("QUOTA_TIMEZONE", "periods open at midnight here", "America/New_York"),
         period_close_grace_days: Optional[int] = _opt(
-            "PERIOD_CLOSE_GRACE_DAYS", "days after a period ends that an entry may still be charged to it [default: 30]"),
-        workers: Optional[int] = _opt("WORKERS", "gRPC worker threads [default: 16]"),
-        db_pool_size: Optional[int] = _opt("DB_POOL_SIZE", "database connections [default: 16]"),
-        max_transactions: Optional[int] = _opt("MAX_TRANSACTIONS", "database transactions at once [default: 16]"),
+            "PERIOD_CLOSE_GRACE_DAYS", "days after a period ends that an entry may still be charged to it", "30"),
+        workers: Optional[int] = _opt("WORKERS", "gRPC worker threads", "16"),
+        db_pool_size: Optional[int] = _opt("DB_POOL_SIZE", "database connections", "16"),
+        max_transactions: Optional[int] = _opt("MAX_TRANSACTIONS", "database transactions at once", "16"),
         transaction_wait_ms: Optional[int] = _opt(
-            "TRANSACTION_WAIT_MS", "how long a call waits for a transaction slot [default: 1000]"),
-        max_concurrent_rpcs: Optional[int] = _opt("MAX_CONCURRENT_RPCS", "calls in flight [default: 256]"),
+            "TRANSACTION_WAIT_MS", "how long a call waits for a transaction slot", "1000"),
+        max_concurrent_rpcs: Optional[int] = _opt("MAX_CONCURRENT_RPCS", "calls in flight", "256"),
         metrics_port: Optional[int] = _opt(
-            "METRICS_PORT", "HTTP port for /metrics, /healthz and the /quota page; 0 picks one [default: off]"),
-        metrics_host: Optional[str] = _opt("METRICS_HOST", "HTTP listen address [default: 127.0.0.1]"),
-        log_format: Optional[str] = _opt("LOG_FORMAT", "json or text [default: json]"),
-        log_level: Optional[str] = _opt("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR [default: INFO]"),
+            "METRICS_PORT", "HTTP port for /metrics, /healthz and the /quota page; 0 picks one", "off"),
+        metrics_host: Optional[str] = _opt("METRICS_HOST", "HTTP listen address", "127.0.0.1"),
+        log_format: Optional[str] = _opt("LOG_FORMAT", "json or text", "json"),
+        log_level: Optional[str] = _opt("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO"),
     ) -> None:
         """Serve ecert.v1 over gRPC, with health checking and reflection."""
         import dataclasses
