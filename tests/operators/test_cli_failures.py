@@ -117,3 +117,15 @@ def test_unusable_settings_are_one_line_naming_the_setting(tmp_path):
     bad_level = ecert("serve", "--insecure", "--log-level", "loud", cwd=tmp_path)
     assert bad_level.code == EXIT_BAD_INPUT and len(bad_level.error_lines) == 1 and "log level" in bad_level.stderr
     assert not (tmp_path / "ecert-data").exists()
+
+
+def test_an_unexpected_error_is_one_line_and_its_traceback_is_there_when_asked(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder\n")
+    target = str(tmp_path / "a-file" / "pki")  # a folder inside a file: pki init has no message of its own for this
+    done = ecert("pki", "init", target, cwd=tmp_path)
+    assert done.code == 4
+    assert len(done.error_lines) == 1 and done.stderr.startswith("error: unexpected NotADirectoryError"), done.stderr
+    assert "ECERT_TRACEBACK=1" in done.stderr
+
+    traced = ecert("pki", "init", target, cwd=tmp_path, env=clean_env(ECERT_TRACEBACK="1"))
+    assert traced.code == 1 and "Traceback (most recent call last)" in traced.stderr
