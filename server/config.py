@@ -104,6 +104,11 @@ class Settings:
                 value = int(value)
             except ValueError:
                 raise ConfigError(f"{source} = {value!r}: not a whole number") from None
+        elif isinstance(current, float):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{source} = {value!r}: not a number") from None
         elif isinstance(current, pathlib.Path):
             value = pathlib.Path(value)
         else:

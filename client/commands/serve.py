@@ -8,71 +8,77 @@ material, a port already taken) or 3 (the database cannot be reached).
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 import os
 import pathlib
 import signal
 import threading
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from client.commands import common
 from client.commands.database import database_errors, shown
+from server.config import ConfigError, Settings
 
 log = logging.getLogger("ecert.serve")
 
 
-def _opt(variable: str, what: str, default: str) -> typer.models.OptionInfo:
-    """A setting's flag: None unless given, so that its variable, the file or the default apply."""
-    return typer.Option(None, help=f"{what} (ECERT_{variable}, default {default})", show_default=False)
+# What each setting is, and its default in words, for `ecert serve --help`. Every field of Settings gets a
+# flag (made from the field: `--` and its name with dashes, typed as the field); one missing here is
+# still a flag, with only its variable for help (tests/operators/test_serve_settings.py asks for both).
+HELP: dict[str, tuple[str, str]] = {
+    "host": ("listen address", "127.0.0.1"),
+    "port": ("listen port; 0 picks a free one", "50051"),
+    "data_dir": ("keys and the SQLite file", "./ecert-data"),
+    "database_url": ("SQLAlchemy URL", "sqlite:///<data dir>/ecert.db"),
+    "tls_dir": ("ca.pem, cert.pem, key.pem, read again when they change", "<data dir>/tls"),
+    "trust_store": ("partners' document-signing keys, read again when the file changes", "<data dir>/trust/partner-keys.json"),
+    "receipt_key": ("customs' receipt-signing key, made if missing", "<data dir>/keys/receipt-signing.pem"),
+    "receipt_key_id": ("the key id receipts name", "us-cbp-receipts-1"),
+    "recipient": ("the recipient receipts name", "US-CBP"),
+    "max_clock_skew_seconds": ("how far a sender's timestamp may be from customs' clock", "600"),
+    "critical_share": ("fill share at which a level turns CRITICAL", "0.9"),
+    "quota_timezone": ("quota periods open at midnight here", "America/New_York"),
+    "period_close_grace_days": ("days after a period ends that an entry may still be charged to it", "30"),
+    "workers": ("gRPC worker threads", "16"),
+    "db_pool_size": ("database connections", "16"),
+    "max_transactions": ("database transactions at once", "16"),
+    "transaction_wait_ms": ("how long a call waits for a transaction slot", "1000"),
+    "max_concurrent_rpcs": ("calls in flight", "256"),
+    "metrics_port": ("HTTP port for /metrics, /healthz and the /quota page; 0 picks one", "off"),
+    "metrics_host": ("HTTP listen address", "127.0.0.1"),
+    "log_format": ("json or text", "json"),
+    "log_level": ("DEBUG, INFO, WARNING or ERROR", "INFO"),
+}
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "pathlib.Path": pathlib.Path}
+
+
+def setting_parameters() -> list[inspect.Parameter]:
+    """One keyword parameter per setting: None unless the flag is given, so that its variable, the file or
+    the default apply."""
+    parameters = []
+    for setting in dataclasses.fields(Settings):
+        what, default = HELP.get(setting.name, ("", ""))
+        variable = f"ECERT_{setting.name.upper()}" + (f", default {default}" if default else "")
+        option = typer.Option(None, help=f"{what} ({variable})".strip(), show_default=False)
+        kind = _TYPES.get(str(setting.type), str)
+        parameters.append(inspect.Parameter(setting.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind]))
+    return parameters
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
-    @database_errors
     def serve(
         config: Optional[pathlib.Path] = typer.Option(
             None, "--config", help="TOML file with any of the settings below, keyed by name (ECERT_CONFIG)"),
         insecure: bool = typer.Option(False, "--insecure", help="plaintext gRPC, for local development and tools"),
         grace: float = typer.Option(10.0, help="seconds in-flight calls get to finish on shutdown"),
-        host: Optional[str] = _opt("HOST", "listen address", "127.0.0.1"),
-        port: Optional[int] = _opt("PORT", "listen port; 0 picks a free one", "50051"),
-        data_dir: Optional[pathlib.Path] = _opt("DATA_DIR", "keys and the SQLite file", "./ecert-data"),
-        database_url: Optional[str] = _opt("DATABASE_URL", "SQLAlchemy URL", "sqlite:///<data dir>/ecert.db"),
-        tls_dir: Optional[pathlib.Path] = _opt("TLS_DIR", "ca.pem, cert.pem, key.pem", "<data dir>/tls"),
-        trust_store: Optional[pathlib.Path] = _opt(
-            "TRUST_STORE", "partners' document-signing keys", "<data dir>/trust/partner-keys.json"),
-        receipt_key: Optional[pathlib.Path] = _opt(
-            "RECEIPT_KEY", "customs' receipt-signing key, made if missing", "<data dir>/keys/receipt-signing.pem"),
-        receipt_key_id: Optional[str] = _opt("RECEIPT_KEY_ID", "the key id receipts name", "us-cbp-receipts-1"),
-        recipient: Optional[str] = _opt("RECIPIENT", "the recipient receipts name", "US-CBP"),
-        max_clock_skew_seconds: Optional[int] = _opt(
-            "MAX_CLOCK_SKEW_SECONDS", "how far a sender's timestamp may be from customs' clock", "600"),
-        critical_share: Optional[str] = _opt("CRITICAL_SHARE", "fill share at which a level turns CRITICAL", "0.9"),
-        quota_timezone: Optional[str] = _opt("QUOTA_TIMEZONE", "periods open at midnight here", "America/New_York"),
-        period_close_grace_days: Optional[int] = _opt(
-            "PERIOD_CLOSE_GRACE_DAYS", "days after a period ends that an entry may still be charged to it", "30"),
-        workers: Optional[int] = _opt("WORKERS", "gRPC worker threads", "16"),
-        db_pool_size: Optional[int] = _opt("DB_POOL_SIZE", "database connections", "16"),
-        max_transactions: Optional[int] = _opt("MAX_TRANSACTIONS", "database transactions at once", "16"),
-        transaction_wait_ms: Optional[int] = _opt(
-            "TRANSACTION_WAIT_MS", "how long a call waits for a transaction slot", "1000"),
-        max_concurrent_rpcs: Optional[int] = _opt("MAX_CONCURRENT_RPCS", "calls in flight", "256"),
-        metrics_port: Optional[int] = _opt(
-            "METRICS_PORT", "HTTP port for /metrics, /healthz and the /quota page; 0 picks one", "off"),
-        metrics_host: Optional[str] = _opt("METRICS_HOST", "HTTP listen address", "127.0.0.1"),
-        log_format: Optional[str] = _opt("LOG_FORMAT", "json or text", "json"),
-        log_level: Optional[str] = _opt("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO"),
+        **flags: Any,
     ) -> None:
         """Serve ecert.v1 over gRPC, with health checking and reflection."""
-        import dataclasses
-
-        from server.config import ConfigError, Settings
-
-        given = locals()
-        flags = {f.name: given[f.name] for f in dataclasses.fields(Settings)}  # a KeyError here: a setting without its flag
         try:
             settings = Settings.load(config)
             for name, value in flags.items():
@@ -82,6 +88,13 @@ def register(app: typer.Typer) -> None:
         except ConfigError as exc:
             raise common.BadInput(str(exc)) from None
         _serve(settings, insecure=insecure, grace=grace, config=config or os.environ.get("ECERT_CONFIG") or None)
+
+    fixed = [p for p in inspect.signature(serve).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    fixed = [p.replace(annotation={"config": Optional[pathlib.Path], "insecure": bool, "grace": float}[p.name]) for p in fixed]
+    parameters = [*fixed, *setting_parameters()]
+    serve.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    serve.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+    app.command()(database_errors(serve))
 
 
 def _serve(settings, *, insecure: bool, grace: float, config: object) -> None:  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ import pytest
 import typer
 
 from client.cli import app
+from client.commands.serve import HELP as serve_help
 from client.sdk import Certificate, Party, PartnerClient, load_document_signer
 from server.config import Settings
 from tests.operators.conftest import ROOT, clean_env, ecert
@@ -26,12 +27,13 @@ def serve_flags() -> set[str]:
     return {opt for param in command.params for opt in param.opts}
 
 
-def test_every_setting_has_its_flag_and_its_variable_in_the_readme():
-    flags = serve_flags()
+def test_every_setting_has_its_flag_its_help_and_its_variable_in_the_readme():
+    flags = serve_flags()  # made from the settings' fields, so a new setting has its flag at once ...
     section = README[README.index("## Configuration"):README.index("\n## ", README.index("## Configuration") + 5)]
     for setting in dataclasses.fields(Settings):
         assert f"--{setting.name.replace('_', '-')}" in flags, setting.name
-        assert f"`ECERT_{setting.name.upper()}`" in section, setting.name
+        assert setting.name in serve_help, f"say what {setting.name} is in client/commands/serve.py's HELP"  # ... and this
+        assert f"`ECERT_{setting.name.upper()}`" in section, f"ECERT_{setting.name.upper()} in the README's table"
     # ... and every variable the README's table names is a setting (or the file naming them).
     named = set(re.findall(r"`ECERT_([A-Z_]+)`", section.split("| variable |", 1)[1].split("\n\n", 1)[0]))
     assert named - {f.name.upper() for f in dataclasses.fields(Settings)} == {"CONFIG"}
