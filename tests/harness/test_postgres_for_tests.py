@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -75,11 +76,17 @@ def test_a_cluster_that_cannot_start_is_reported_with_the_scripts_reason(tmp_pat
 @pytest.mark.timeout(600)
 def test_without_a_configured_server_the_session_starts_one_and_removes_it(cluster_or_skip):
     cluster_or_skip.stop()  # binaries are there: the child session must run the test, not skip it
-    before = set(pathlib.Path(tempfile.gettempdir()).glob("ecert-test-pg.*"))
-    done = _child_pytest({databases.URL_VARIABLE: None, databases.REQUIRE_VARIABLE: None})
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 passed" in done.stdout and "1 on postgres" in done.stdout
-    assert set(pathlib.Path(tempfile.gettempdir()).glob("ecert-test-pg.*")) <= before  # its cluster is gone
+    # The child's temporary folder is its own, so that what it leaves there is known (other sessions on this
+    # machine may be making clusters meanwhile); open to the postgres user, which runs the cluster as root.
+    own = pathlib.Path(tempfile.mkdtemp(prefix="ecert-harness."))
+    try:
+        own.chmod(0o755)
+        done = _child_pytest({databases.URL_VARIABLE: None, databases.REQUIRE_VARIABLE: None, "TMPDIR": str(own)})
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "1 passed" in done.stdout and "1 on postgres" in done.stdout
+        assert not list(own.glob("ecert-test-pg.*"))  # its cluster is gone
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
 
 
 @pytest.mark.slow
