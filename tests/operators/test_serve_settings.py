@@ -12,8 +12,8 @@ import socket
 import pytest
 import typer
 
-from client.cli import app
 from client.commands.serve import HELP as serve_help
+from client.commands.serve import register as register_serve
 from client.sdk import Certificate, Party, PartnerClient, load_document_signer
 from server.config import Settings
 from tests.operators.conftest import ROOT, clean_env, ecert
@@ -23,7 +23,10 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def serve_flags() -> set[str]:
-    command = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    # `ecert serve` on an app of its own: importing client.cli would set GRPC_VERBOSITY for this whole session.
+    app = typer.Typer()
+    register_serve(app)
+    command = typer.main.get_command(app)
     return {opt for param in command.params for opt in param.opts}
 
 
