@@ -1,13 +1,29 @@
-"""The `ecert` command line. Each role's commands live in client/commands/; this file wires them."""
+"""The `ecert` command line. Each role's commands live in client/commands/; this file wires them.
+
+Exit status (README, "Command line"): 0 done, 1 refused or a failed check, 2 unusable input or
+configuration, 3 the service or the database could not be reached, 4 anything unexpected. Every
+failure is reported in one line on stderr, never a traceback (ECERT_TRACEBACK=1 shows it for the
+unexpected ones).
+"""
 from __future__ import annotations
 
-import typer
+import os
+import sys
 
-from client.commands import audit, certificate, db, pki, receipt, reference, serve, submit
-from client.commands import demo, gateway, relay  # the simulated partner side
-from client.commands import claim, quota  # customs' claims and the quota view
+# gRPC's core library logs handshake failures, bind errors and the like on stderr in its own format, among
+# a client's one-line errors and a server's JSON lines; each failure is reported here instead.
+# GRPC_VERBOSITY=debug (or info, error) brings them back. Set before grpc is imported.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-app = typer.Typer(help="eCERT certification service: serve, transmit, match, audit.", no_args_is_help=True)
+import typer  # noqa: E402
+
+from client.commands import audit, certificate, db, pki, receipt, reference, serve, submit  # noqa: E402
+from client.commands import demo, gateway, relay  # noqa: E402  (the simulated partner side)
+from client.commands import claim, quota  # noqa: E402  (customs' claims and the quota view)
+from client.commands.common import EXIT_UNEXPECTED  # noqa: E402
+
+app = typer.Typer(help="eCERT certification service: serve, transmit, match, audit.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
 serve.register(app)
 relay.register(app)
 app.add_typer(db.app, name="db")
@@ -24,7 +40,14 @@ app.add_typer(reference.app, name="reference")
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as error:  # noqa: BLE001 - the last resort: one line, not a traceback
+        if os.environ.get("ECERT_TRACEBACK") in ("1", "true", "yes"):
+            raise
+        message = " ".join(str(error).split()) or "no message"
+        print(f"error: unexpected {type(error).__name__}: {message} (ECERT_TRACEBACK=1 shows where)", file=sys.stderr)
+        raise SystemExit(EXIT_UNEXPECTED) from None
 
 
 if __name__ == "__main__":

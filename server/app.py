@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from ecert.v1 import match_pb2, match_pb2_grpc, quota_pb2, quota_pb2_grpc, transmission_pb2, transmission_pb2_grpc
 from server.adapters.database import Database
 from server.adapters.keystore import ReceiptKeyMissing, derived_key, load_receipt_signer, load_trust_store
+from server.adapters.reload import TrustStoreWatcher
 from server.api.auth import Authorizer
 from server.api.interceptors import ObservabilityInterceptor
 from server.api.limits import RequestGuard
@@ -215,5 +216,8 @@ def create_server(
     # catches the next opening.
     use_cases.claims.allocate_due_openings()
     threading.Thread(target=_allocate_openings, args=(running,), name="quota-openings", daemon=True).start()
+    # The partners' trust store follows its file: a key added or removed is in force within a second.
+    watcher = TrustStoreWatcher(settings.resolved_trust_store(), lambda store: setattr(use_cases.transmissions, "trust_store", store))
+    threading.Thread(target=watcher.run, args=(running._stopping,), name="trust-store-watch", daemon=True).start()
     log.info("serving on port %d (database %s)", port, database.dialect)
     return running

@@ -1,10 +1,28 @@
-"""Service configuration from ECERT_* environment variables (flags override them)."""
+"""Service configuration: `ecert serve` flags, then ECERT_* environment variables, then an optional
+configuration file (TOML, `--config` / ECERT_CONFIG), then the defaults below.
+
+Every field has its variable (ECERT_ and the field's name in upper case), its `ecert serve` flag
+(`--` and the name with dashes) and its configuration-file key (the field's name).
+"""
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import logging
 import os
 import pathlib
+import tomllib
 from dataclasses import dataclass, field
+from typing import Any
+
+PREFIX = "ECERT_"
+CONFIG_VARIABLE = "ECERT_CONFIG"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("json", "text")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names where it came from."""
 
 
 def is_loopback(host: str) -> bool:
@@ -19,7 +37,15 @@ def is_loopback(host: str) -> bool:
 
 
 def _env(name: str, default: str) -> str:
-    return os.environ.get(f"ECERT_{name}", default)
+    return os.environ.get(f"{PREFIX}{name}", default)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: not a whole number") from None
 
 
 @dataclass
@@ -27,7 +53,7 @@ class Settings:
     data_dir: pathlib.Path = field(default_factory=lambda: pathlib.Path(_env("DATA_DIR", "ecert-data")))
     database_url: str = field(default_factory=lambda: _env("DATABASE_URL", ""))
     host: str = field(default_factory=lambda: _env("HOST", "127.0.0.1"))
-    port: int = field(default_factory=lambda: int(_env("PORT", "50051")))
+    port: int = field(default_factory=lambda: _env_int("PORT", 50051))
     trust_store: str = field(default_factory=lambda: _env("TRUST_STORE", ""))
     receipt_key: str = field(default_factory=lambda: _env("RECEIPT_KEY", ""))
     receipt_key_id: str = field(default_factory=lambda: _env("RECEIPT_KEY_ID", "us-cbp-receipts-1"))
@@ -42,22 +68,90 @@ class Settings:
     # Quota periods are calendar years opening at midnight in this zone.
     quota_timezone: str = field(default_factory=lambda: _env("QUOTA_TIMEZONE", "America/New_York"))
     # How long after a period ends an ordinary entry may still be charged to it.
-    period_close_grace_days: int = field(default_factory=lambda: int(_env("PERIOD_CLOSE_GRACE_DAYS", "30")))
-    max_clock_skew_seconds: int = field(default_factory=lambda: int(_env("MAX_CLOCK_SKEW_SECONDS", "600")))
-    workers: int = field(default_factory=lambda: int(_env("WORKERS", "16")))
-    db_pool_size: int = field(default_factory=lambda: int(_env("DB_POOL_SIZE", "16")))
+    period_close_grace_days: int = field(default_factory=lambda: _env_int("PERIOD_CLOSE_GRACE_DAYS", 30))
+    max_clock_skew_seconds: int = field(default_factory=lambda: _env_int("MAX_CLOCK_SKEW_SECONDS", 600))
+    workers: int = field(default_factory=lambda: _env_int("WORKERS", 16))
+    db_pool_size: int = field(default_factory=lambda: _env_int("DB_POOL_SIZE", 16))
     # Back-pressure (server/api/limits.py, server/adapters/admission.py): beyond these, RESOURCE_EXHAUSTED.
-    max_transactions: int = field(default_factory=lambda: int(_env("MAX_TRANSACTIONS", "16")))
-    transaction_wait_ms: int = field(default_factory=lambda: int(_env("TRANSACTION_WAIT_MS", "1000")))
-    max_concurrent_rpcs: int = field(default_factory=lambda: int(_env("MAX_CONCURRENT_RPCS", "256")))
+    max_transactions: int = field(default_factory=lambda: _env_int("MAX_TRANSACTIONS", 16))
+    transaction_wait_ms: int = field(default_factory=lambda: _env_int("TRANSACTION_WAIT_MS", 1000))
+    max_concurrent_rpcs: int = field(default_factory=lambda: _env_int("MAX_CONCURRENT_RPCS", 256))
     tls_dir: str = field(default_factory=lambda: _env("TLS_DIR", ""))
     # The operator's HTTP endpoint (/metrics, /healthz, /quota): off unless a port is given (0 picks one).
     metrics_port: str = field(default_factory=lambda: _env("METRICS_PORT", ""))
-    metrics_host: str = field(default_factory=lambda: _env("METRICS_HOST", ""))
+    # Loopback by default: the quota page and the metrics are for operators on the host (README).
+    metrics_host: str = field(default_factory=lambda: _env("METRICS_HOST", "127.0.0.1"))
     log_format: str = field(default_factory=lambda: _env("LOG_FORMAT", "json"))  # json or text
     # Test harnesses only: the service's clock runs this many seconds ahead of (or, negative, behind)
     # the system clock. Zero in production; a non-zero offset is logged at start.
     clock_offset_seconds: float = field(default_factory=lambda: float(_env("CLOCK_OFFSET_SECONDS", "0")))
+    log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO"))  # DEBUG, INFO, WARNING, ERROR
+
+    @classmethod
+    def load(cls, config_file: str | os.PathLike[str] | None = None) -> Settings:
+        """The environment over the configuration file (when one is named) over the defaults."""
+        settings = cls()
+        path = config_file or os.environ.get(CONFIG_VARIABLE, "")
+        if path:
+            settings.apply_file(pathlib.Path(path))
+        return settings
+
+    def apply_file(self, path: pathlib.Path) -> None:
+        """Values from a TOML file, each unless its ECERT_* variable is set (the environment wins)."""
+        try:
+            with path.open("rb") as handle:
+                values = tomllib.load(handle)
+        except OSError as exc:
+            raise ConfigError(f"configuration file {path}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path}: not valid TOML ({exc})") from None
+        known = {f.name: f for f in dataclasses.fields(self)}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"configuration file {path}: unknown key {key!r} (keys are the ECERT_* variables' "
+                                  f"names without ECERT_, in lower case: {', '.join(sorted(known))})")
+            if f"{PREFIX}{key.upper()}" in os.environ:
+                continue
+            self.set(key, value, source=f"{path}: {key}")
+
+    def set(self, name: str, value: Any, *, source: str) -> None:
+        """One setting, converted to the field's type; `source` names it in the error."""
+        current = getattr(self, name)
+        if isinstance(value, bool) or isinstance(value, (dict, list)):
+            raise ConfigError(f"{source} = {value!r}: expected {type(current).__name__}")
+        if isinstance(current, int):
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(f"{source} = {value!r}: not a whole number") from None
+        elif isinstance(current, float):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{source} = {value!r}: not a number") from None
+        elif isinstance(current, pathlib.Path):
+            value = pathlib.Path(value)
+        else:
+            value = str(value)
+        setattr(self, name, value)
+
+    def validate(self) -> None:
+        """What would otherwise fail later, or silently: raises ConfigError naming the setting."""
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(f"log level {self.log_level!r}: one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log format {self.log_format!r}: one of {', '.join(LOG_FORMATS)}")
+        if self.metrics_port != "":
+            try:
+                int(self.metrics_port)
+            except ValueError:
+                raise ConfigError(f"metrics port {self.metrics_port!r}: not a whole number") from None
+        for name in ("workers", "db_pool_size", "max_transactions", "max_concurrent_rpcs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', ' ')} {getattr(self, name)}: at least 1")
+
+    def logging_level(self) -> int:
+        return int(getattr(logging, self.log_level.upper()))
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'ecert.db').resolve()}"

@@ -1,24 +1,27 @@
-"""`ecert audit verify`: walk the hash-chained decision log and report the first broken link."""
+"""`ecert audit verify`: walk the hash-chained decision log and report the first broken link;
+`ecert audit reconcile`: every stored balance against the records that justify it."""
 from __future__ import annotations
 
 import json
 
 import typer
 
+from client.commands.database import database_errors, open_existing
+
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 
 
 @app.command()
+@database_errors
 def verify(
     database_url: str = typer.Option("", help="SQLAlchemy URL (default ECERT_DATABASE_URL or the data dir's SQLite file)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
-    """Exit 0 when every record links to the one before it; 1 and the first broken record otherwise."""
-    from server.adapters.database import Database
-    from server.config import Settings
+    """Exit 0 when every record links to the one before it; 1 and the first broken record otherwise.
+    No database where one is expected: exit 2, and nothing is created; one that cannot be reached: 3."""
     from server.service.audit import verify_audit_log
 
-    database = Database(database_url or Settings().resolved_database_url())
+    database = open_existing(database_url)
     try:
         result = verify_audit_log(database)
     finally:
@@ -34,6 +37,7 @@ def verify(
 
 
 @app.command()
+@database_errors
 def reconcile(
     database_url: str = typer.Option("", help="SQLAlchemy URL (default ECERT_DATABASE_URL or the data dir's SQLite file)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),

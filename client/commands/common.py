@@ -1,7 +1,10 @@
 """What every client command shares: connection options, JSON or table output, error reporting.
 
-Exit status: 0 done, 1 the service refused (its reason and field violations are printed), 2 the
-command's own input was unusable (a file, a flag), 3 the service could not be reached.
+Exit status (README, "Command line"): 0 done, 1 the service refused or a check failed (its reason
+and field violations are printed), 2 the command's own input or configuration was unusable (a file,
+a flag, a variable, missing TLS material, no database where one was expected), 3 the service or the
+database could not be reached, 4 an unexpected error (one line; ECERT_TRACEBACK=1 shows the
+traceback).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from client.sdk.errors import DeadlineExceeded, Unavailable
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-EXIT_REFUSED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 1, 2, 3
+EXIT_REFUSED, EXIT_BAD_INPUT, EXIT_UNREACHABLE, EXIT_UNEXPECTED = 1, 2, 3, 4
 
 # Shared option declarations (typer reads them as defaults of each command's parameters).
 TARGET = typer.Option(None, "--target", "-t", help="service address host:port (ECERT_TARGET, default 127.0.0.1:50051)")
@@ -36,7 +39,13 @@ class BadInput(Exception):
 
 
 def settings(target: Optional[str], insecure: bool, tls_dir: Optional[pathlib.Path], timeout: Optional[float]) -> ConnectionSettings:
-    return ConnectionSettings.from_env(target=target, insecure=insecure or None, tls_dir=tls_dir, timeout_s=timeout)
+    """The connection; without TLS material and without --insecure the command stops here (exit 2):
+    the service requires a client certificate, so a handshake without one could only fail."""
+    connection = ConnectionSettings.from_env(target=target, insecure=insecure or None, tls_dir=tls_dir, timeout_s=timeout)
+    if not connection.insecure and connection.tls_dir is None and connection.cert_file is None:
+        raise BadInput("no TLS material: give --tls-dir DIR (ca.pem, cert.pem, key.pem, as `ecert pki init` makes them; "
+                       "or ECERT_CLIENT_TLS_DIR), or --insecure for a plaintext development service")
+    return connection
 
 
 def print_json(value: Any) -> None:

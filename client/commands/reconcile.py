@@ -7,11 +7,10 @@ import typer
 
 
 def run_reconcile(database_url: str, as_json: bool) -> None:
-    from server.adapters.database import Database
-    from server.config import Settings
+    from client.commands.database import open_existing
     from server.service.reconcile import reconcile_ledger
 
-    database = Database(database_url or Settings().resolved_database_url())
+    database = open_existing(database_url)  # nothing is created where no database is
     try:
         result = reconcile_ledger(database)
     finally:

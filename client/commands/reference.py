@@ -6,21 +6,23 @@ import pathlib
 
 import typer
 
+from client.commands.database import database_errors, resolved_url
+
 app = typer.Typer(help="Reference data: TPL levels and partners; SME conversion factors.", no_args_is_help=True)
 
 
 def _store(database_url: str):  # type: ignore[no-untyped-def]
     from server.adapters.database import Database
-    from server.config import Settings
     from server.service.clock import SystemClock
     from server.service.reference import ReferenceStore
 
-    database = Database(database_url or Settings().resolved_database_url())
+    database = Database(resolved_url(database_url))
     database.upgrade()
     return database, ReferenceStore(database, SystemClock())
 
 
 @app.command()
+@database_errors
 def load(
     file: pathlib.Path = typer.Argument(..., help="a reference document (JSON with kind, version, source)"),
     database_url: str = typer.Option("", help="SQLAlchemy URL (default ECERT_DATABASE_URL)"),
@@ -45,6 +47,7 @@ def load(
 
 
 @app.command("list")
+@database_errors
 def list_versions(
     database_url: str = typer.Option("", help="SQLAlchemy URL (default ECERT_DATABASE_URL)"),
     as_json: bool = typer.Option(False, "--json"),

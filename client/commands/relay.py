@@ -56,5 +56,6 @@ def register(app: typer.Typer) -> None:
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-        stop.wait()
+        while not stop.wait(0.5):  # in slices: SIGTERM may land on a gRPC thread (see `ecert serve`)
+            pass
         running.stop()

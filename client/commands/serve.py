@@ -1,22 +1,85 @@
-"""`ecert serve`: run the certification service until SIGTERM/SIGINT, then shut down gracefully."""
+"""`ecert serve`: run the certification service until SIGTERM/SIGINT, then shut down gracefully.
+
+Every setting (server/config.py) has its flag here, named after it; a flag wins over its ECERT_*
+variable, which wins over the configuration file (`--config`), which wins over the default.
+The log says when the service started (with what it serves and where its data are) and when it
+stopped; every failure to start is one line on stderr and exit status 2 (configuration, TLS
+material, a port already taken) or 3 (the database cannot be reached).
+"""
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
+import os
 import pathlib
 import signal
 import threading
-from typing import Optional
+import time
+from typing import Any, Optional
 
 import typer
 
-from server.config import Settings
+from client.commands import common
+from client.commands.database import database_errors, shown
+from server.config import ConfigError, Settings
+
+log = logging.getLogger("ecert.serve")
+
+
+# What each setting is, and its default in words, for `ecert serve --help`. Every field of Settings gets a
+# flag (made from the field: `--` and its name with dashes, typed as the field); one missing here is
+# still a flag, with only its variable for help (tests/operators/test_serve_settings.py asks for both).
+HELP: dict[str, tuple[str, str]] = {
+    "host": ("listen address", "127.0.0.1"),
+    "port": ("listen port; 0 picks a free one", "50051"),
+    "data_dir": ("keys and the SQLite file", "./ecert-data"),
+    "database_url": ("SQLAlchemy URL", "sqlite:///<data dir>/ecert.db"),
+    "tls_dir": ("ca.pem, cert.pem, key.pem, read again when they change", "<data dir>/tls"),
+    "trust_store": ("partners' document-signing keys, read again when the file changes", "<data dir>/trust/partner-keys.json"),
+    "receipt_key": ("customs' receipt-signing key, made if missing", "<data dir>/keys/receipt-signing.pem"),
+    "receipt_key_id": ("the key id receipts name", "us-cbp-receipts-1"),
+    "recipient": ("the recipient receipts name", "US-CBP"),
+    "max_clock_skew_seconds": ("how far a sender's timestamp may be from customs' clock", "600"),
+    "critical_share": ("fill share at which a level turns CRITICAL", "0.9"),
+    "quota_timezone": ("quota periods open at midnight here", "America/New_York"),
+    "period_close_grace_days": ("days after a period ends that an entry may still be charged to it", "30"),
+    "workers": ("gRPC worker threads", "16"),
+    "db_pool_size": ("database connections", "16"),
+    "max_transactions": ("database transactions at once", "16"),
+    "transaction_wait_ms": ("how long a call waits for a transaction slot", "1000"),
+    "max_concurrent_rpcs": ("calls in flight", "256"),
+    "metrics_port": ("HTTP port for /metrics, /healthz and the /quota page; 0 picks one", "off"),
+    "metrics_host": ("HTTP listen address", "127.0.0.1"),
+    "log_format": ("json or text", "json"),
+    "log_level": ("DEBUG, INFO, WARNING or ERROR", "INFO"),
+    # ECERT_CLOCK_OFFSET_SECONDS, which main gained meanwhile (for test harnesses); its flag appears once merged.
+    "clock_offset_seconds": ("test harnesses only: seconds the service's clock runs ahead of the system clock", "0"),
+}
+# Settings with no variable of their own: a flag of serve decides them (--create-receipt-key).
+FLAG_ONLY = frozenset({"create_missing_receipt_key"})
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "pathlib.Path": pathlib.Path}
+
+
+def setting_parameters() -> list[inspect.Parameter]:
+    """One keyword parameter per setting: None unless the flag is given, so that its variable, the file or
+    the default apply."""
+    parameters = []
+    for setting in dataclasses.fields(Settings):
+        if setting.name in FLAG_ONLY:
+            continue
+        what, default = HELP.get(setting.name, ("", ""))
+        variable = f"ECERT_{setting.name.upper()}" + (f", default {default}" if default else "")
+        option = typer.Option(None, help=f"{what} ({variable})".strip(), show_default=False)
+        kind = _TYPES.get(str(setting.type), str)
+        parameters.append(inspect.Parameter(setting.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind]))
+    return parameters
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
     def serve(
-        host: Optional[str] = typer.Option(None, help="listen address (ECERT_HOST, default 127.0.0.1)"),
-        port: Optional[int] = typer.Option(None, help="listen port (ECERT_PORT, default 50051; 0 picks a free one)"),
+        config: Optional[pathlib.Path] = typer.Option(
+            None, "--config", help="TOML file with any of the settings below, keyed by name (ECERT_CONFIG)"),
         insecure: bool = typer.Option(False, "--insecure", help="plaintext gRPC, no roles: local development and tools, loopback only"),
         allow_insecure_remote: bool = typer.Option(
             False, "--allow-insecure-remote", help="with --insecure, also listen on a host that is not loopback (anyone who reaches it has every right)"
@@ -24,66 +87,95 @@ def register(app: typer.Typer) -> None:
         create_receipt_key: bool = typer.Option(
             False, "--create-receipt-key", help="development only: generate the receipt-signing key if its file is missing (otherwise refuse to start)"
         ),
-        data_dir: Optional[pathlib.Path] = typer.Option(None, help="keys and SQLite file (ECERT_DATA_DIR)"),
-        database_url: Optional[str] = typer.Option(None, help="SQLAlchemy URL (ECERT_DATABASE_URL)"),
-        tls_dir: Optional[pathlib.Path] = typer.Option(None, help="ca.pem, cert.pem, key.pem (ECERT_TLS_DIR, default <data dir>/tls)"),
         grace: float = typer.Option(10.0, help="seconds in-flight calls get to finish on shutdown"),
-        metrics_port: Optional[int] = typer.Option(
-            None, help="HTTP port for /metrics, /healthz and the /quota page (ECERT_METRICS_PORT; off by default; 0 picks one)"
-        ),
+        **flags: Any,
     ) -> None:
         """Serve ecert.v1 over gRPC, with health checking and reflection."""
-        from server.app import create_server, freeze_startup_heap
-
-        from server.observability import logs
-
-        settings = Settings()
-        logs.configure(logging.INFO, json_format=settings.log_format != "text")
-        if metrics_port is not None:
-            settings.metrics_port = str(metrics_port)
-        if host is not None:
-            settings.host = host
-        if port is not None:
-            settings.port = port
-        if data_dir is not None:
-            settings.data_dir = data_dir
-        if database_url is not None:
-            settings.database_url = database_url
-        if tls_dir is not None:
-            settings.tls_dir = str(tls_dir)
+        try:
+            settings = Settings.load(config)
+            for name, value in flags.items():
+                if value is not None:
+                    settings.set(name, value, source=f"--{name.replace('_', '-')}")
+            settings.validate()
+        except ConfigError as exc:
+            raise common.BadInput(str(exc)) from None
         settings.create_missing_receipt_key = create_receipt_key
         if insecure and not settings.listens_on_loopback() and not allow_insecure_remote:
-            typer.echo(
-                f"error: --insecure serves without authentication; it listens only on loopback, not {settings.host}, "
-                "unless --allow-insecure-remote is given too",
-                err=True,
+            raise common.BadInput(
+                f"--insecure serves without authentication; it listens only on loopback, not {settings.host}, "
+                "unless --allow-insecure-remote is given too"
             )
-            raise typer.Exit(2)
-        credentials = None
-        if not insecure:
-            from server.adapters.tls import TlsMaterialMissing, server_credentials
+        _serve(settings, insecure=insecure, grace=grace, config=config or os.environ.get("ECERT_CONFIG") or None)
 
-            try:
-                credentials = server_credentials(settings.resolved_tls_dir())
-            except TlsMaterialMissing as exc:
-                typer.echo(f"error: {exc}; or start with --insecure for plaintext", err=True)
-                raise typer.Exit(2) from None
-        from server.adapters.keystore import ReceiptKeyMissing
-        from server.app import ListenError
+    fixed = [p for p in inspect.signature(serve).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    kinds = {"config": Optional[pathlib.Path], "insecure": bool, "allow_insecure_remote": bool, "create_receipt_key": bool, "grace": float}
+    fixed = [p.replace(annotation=kinds[p.name]) for p in fixed]
+    parameters = [*fixed, *setting_parameters()]
+    serve.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    serve.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+    app.command()(database_errors(serve))
 
-        try:
-            running = create_server(settings, credentials=credentials)
-        except (ReceiptKeyMissing, ListenError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        freeze_startup_heap()
-        mode = "mutual TLS" if credentials else "plaintext"
-        typer.echo(f"ecert serving on {settings.host}:{running.port} ({mode})", err=True)
-        if running.http is not None:
-            typer.echo(f"ecert metrics on http://{running.http.host}:{running.http.port}/metrics", err=True)
 
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-        stop.wait()
-        running.stop(grace)
+def _serve(settings, *, insecure: bool, grace: float, config: object) -> None:  # type: ignore[no-untyped-def]
+    from server.app import create_server, freeze_startup_heap
+    from server.observability import logs
+
+    logs.configure(settings.logging_level(), json_format=settings.log_format != "text")
+    credentials = None
+    if not insecure:
+        from server.adapters.reload import ReloadingTls
+        from server.adapters.tls import TlsMaterialMissing
+
+        try:  # the TLS folder's files are read again when they change (server/adapters/reload.py)
+            credentials = ReloadingTls(settings.resolved_tls_dir()).credentials()
+        except TlsMaterialMissing as exc:
+            raise common.BadInput(f"{exc}; or start with --insecure for plaintext") from None
+        except ValueError as exc:
+            raise common.BadInput(f"TLS material in {settings.resolved_tls_dir()}: {exc}") from None
+    # Before anything announces the port: a SIGTERM right after the "serving on" line is a graceful stop too,
+    # and one that arrives while starting stops the service as soon as it has started.
+    stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    started = time.monotonic()
+    from server.adapters.keystore import ReceiptKeyMissing
+    from server.app import ListenError
+
+    try:
+        running = create_server(settings, credentials=credentials)
+    except (ReceiptKeyMissing, ListenError) as exc:
+        raise common.BadInput(str(exc)) from None
+    except RuntimeError as exc:  # the address cannot be bound (gRPC says only that)
+        address = f"{settings.host}:{settings.port}"
+        raise common.BadInput(f"cannot listen on {address}: is another process using it? ({exc})") from None
+    freeze_startup_heap()
+    mode = "mutual TLS" if credentials else "plaintext"
+    metrics_url = f"http://{running.http.host}:{running.http.port}/" if running.http is not None else None
+    log.info(
+        "ecert started: serving on %s:%d (%s), database %s%s", settings.host, running.port, mode,
+        shown(settings.resolved_database_url()), f", operator page {metrics_url}" if metrics_url else "",
+        extra={"event": "started", "pid": os.getpid(), "address": f"{settings.host}:{running.port}", "tls": bool(credentials),
+               "database": shown(settings.resolved_database_url()), "data_dir": str(settings.data_dir),
+               "metrics_url": metrics_url, "config_file": str(config) if config else None,
+               "workers": settings.workers, "log_level": settings.log_level.upper()},
+    )
+    # For scripts and tests that wait for the port (kept stable; the log line above has the details).
+    typer.echo(f"ecert serving on {settings.host}:{running.port} ({mode})", err=True)
+    if running.http is not None:
+        typer.echo(f"ecert metrics on http://{running.http.host}:{running.http.port}/metrics", err=True)
+
+    # Waiting in slices: the kernel may deliver SIGTERM to one of gRPC's threads, and then only the main
+    # thread's next bytecode runs the handler; a wait without a timeout could sleep through it for ever.
+    while not stop.wait(0.5):
+        pass
+    log.info("ecert stopping on %s: in-flight calls get %.1f s", received[0], grace,
+             extra={"event": "stopping", "signal": received[0], "grace_s": grace})
+    running.stop(grace)
+    log.info("ecert stopped after %.1f s of service", time.monotonic() - started,
+             extra={"event": "stopped", "uptime_s": round(time.monotonic() - started, 3)})

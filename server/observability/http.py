@@ -1,5 +1,6 @@
 """The operator's HTTP endpoint, beside the gRPC port: /metrics, /healthz, and the quota page.
 
+    /             an index of these paths
     /metrics      Prometheus text format
     /healthz      readiness: 200 when the gRPC server is serving and the database answers, else 503
     /quota        read-only page: each TPL's fill as a bar, refreshed live from /quota.json
@@ -9,6 +10,7 @@ A plain threading HTTP server: it carries a handful of scrapes and page refreshe
 """
 from __future__ import annotations
 
+import html
 import json
 import logging
 import threading
@@ -113,7 +115,23 @@ def _quota_page(owner: MetricsHttpServer) -> tuple[int, str, bytes]:
     return 200, "text/html; charset=utf-8", page
 
 
+PATHS = (
+    ("/metrics", "Prometheus text format"),
+    ("/healthz", "readiness: 200 while gRPC serves and the database answers, else 503 (JSON)"),
+    ("/quota", "each TPL's fill, refreshed every second"),
+    ("/quota.json", "the same figures for scripts"),
+)
+
+
+def _index(owner: MetricsHttpServer) -> tuple[int, str, bytes]:
+    items = "".join(f'<li><a href="{path}">{path}</a>: {html.escape(what)}</li>' for path, what in PATHS)
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>eCERT service</title></head>'
+            f"<body><h1>eCERT certification service</h1><ul>{items}</ul></body></html>\n")
+    return 200, "text/html; charset=utf-8", page.encode()
+
+
 ROUTES: dict[str, Callable[[MetricsHttpServer], tuple[int, str, bytes]]] = {
+    "/": _index,
     "/metrics": _metrics,
     "/healthz": _healthz,
     "/quota": _quota_page,

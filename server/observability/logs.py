@@ -74,3 +74,6 @@ def configure(level: int | str = logging.INFO, *, json_format: bool = True) -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic reports each migration it runs at INFO (kept, in this format); the plugins it sets up on
+    # every start are noise unless one asks for DEBUG.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)

@@ -51,7 +51,8 @@ def start_http(settings: Settings, running: Any) -> MetricsHttpServer | None:
         running.metrics.watch_quota(source)
     return MetricsHttpServer(
         running.metrics.registry,
-        host=settings.metrics_host or settings.host,
+        # Loopback unless told otherwise: the page and the metrics show every level's fill to whoever reaches them.
+        host=settings.metrics_host or "127.0.0.1",
         port=int(settings.metrics_port),
         readiness=lambda: readiness(running),
         quota=source,

@@ -22,7 +22,8 @@ TPL1_ROW = "return " + TPL1
 def browser(tmp_path: pathlib.Path):  # type: ignore[no-untyped-def]
     chromium, chromedriver = find_browser()
     if chromium is None or chromedriver is None:
-        why = "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+        why = ("chromium and chromedriver are not both on PATH: install them (Debian, as root: "
+               "apt-get install chromium chromium-driver; .ci/run does this when they are missing)")
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI must run the browser test: {why}")
         pytest.skip(why)

@@ -1,7 +1,9 @@
 """Interoperability: a Node.js client (@grpc/grpc-js + @grpc/proto-loader, only protos/) and buf lint.
 
-Both need the npm packages in tests/interop/node (`npm ci` there; .ci/run does it). On a laptop
-without them the tests skip and say why; in CI (CI=true) a missing toolchain fails instead.
+Both need Node.js and the npm packages in tests/interop/node, installed as .ci/run does (NPM_INSTALL
+below: `npm install --no-save` rather than `npm ci`, since the lock may lack another platform's buf
+package). On a laptop without them the tests skip and say exactly what to run; in CI (CI=true) a
+missing toolchain fails instead.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from tests.factories import certificate, envelope
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NODE_DIR = ROOT / "tests" / "interop" / "node"
 BUF = NODE_DIR / "node_modules" / ".bin" / "buf"
+NPM_INSTALL = "(cd tests/interop/node && npm install --no-audit --no-fund --no-save)"
 
 
 def _need(ok: bool, why: str) -> None:
@@ -32,8 +35,8 @@ def _need(ok: bool, why: str) -> None:
 @pytest.fixture
 def node() -> str:
     path = shutil.which("node")
-    _need(path is not None, "node is not installed")
-    _need((NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir(), "run `npm ci` in tests/interop/node")
+    _need(path is not None, f"node is not installed: install Node.js 18 or later with npm (Debian: apt-get install nodejs npm), then run {NPM_INSTALL} from the repository root")
+    _need((NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir(), f"the npm packages are not installed: run {NPM_INSTALL} from the repository root")
     return str(path)
 
 
@@ -82,6 +85,6 @@ def test_node_client_reads_answers_and_error_details(node, server, transmission,
 
 
 def test_buf_lint_passes_on_protos():
-    _need(BUF.exists(), "run `npm ci` in tests/interop/node (it installs @bufbuild/buf)")
+    _need(BUF.exists(), f"buf is not installed: run {NPM_INSTALL} from the repository root (it installs @bufbuild/buf)")
     done = subprocess.run([str(BUF), "lint"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
