@@ -106,6 +106,7 @@ def build_use_cases(settings: Settings, database: Database, clock: Clock) -> Use
         clock=clock,
         recipient=settings.recipient,
         max_clock_skew=dt.timedelta(seconds=settings.max_clock_skew_seconds),
+        max_envelope_age=dt.timedelta(seconds=settings.max_envelope_age_seconds),
         # Replicas share the receipt-signing key, so each accepts the page tokens of the others.
         page_token_key=derived_key(receipt_signer, b"page tokens"),
     )

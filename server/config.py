@@ -58,6 +58,10 @@ class Settings:
     # Test harnesses only: the service's clock runs this many seconds ahead of (or, negative, behind)
     # the system clock. Zero in production; a non-zero offset is logged at start.
     clock_offset_seconds: float = field(default_factory=lambda: float(_env("CLOCK_OFFSET_SECONDS", "0")))
+    # How old an envelope's sent_at may be when it arrives (how far ahead of customs' clock it may be is
+    # ECERT_MAX_CLOCK_SKEW_SECONDS). Twice the relay's default retry horizon (3600 s): an envelope
+    # acknowledged by a relay before an outage may have waited for the gateway's re-sends first.
+    max_envelope_age_seconds: int = field(default_factory=lambda: int(_env("MAX_ENVELOPE_AGE_SECONDS", "7200")))
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'ecert.db').resolve()}"
