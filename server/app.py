@@ -94,7 +94,13 @@ def build_use_cases(settings: Settings, database: Database, clock: Clock) -> Use
     references.ensure_defaults()
     calendar = QuotaCalendar(ZoneInfo(settings.quota_timezone), Decimal(settings.critical_share))
     quota = QuotaUseCases(database, calendar, clock)
-    events = QuotaEventBus(quota, max_watchers=max(1, settings.workers // 4))
+    events = QuotaEventBus(
+        quota,
+        max_watchers=max(1, settings.workers // 4),
+        per_identity=settings.watches_per_identity,
+        reserved=settings.reserved_watches,
+        max_duration=dt.timedelta(seconds=settings.max_watch_seconds),
+    )
     receipt_signer = load_receipt_signer(
         settings.resolved_receipt_key(), settings.receipt_key_id, create_if_missing=settings.create_missing_receipt_key
     )

@@ -62,6 +62,11 @@ class Settings:
     # ECERT_MAX_CLOCK_SKEW_SECONDS). Twice the relay's default retry horizon (3600 s): an envelope
     # acknowledged by a relay before an outage may have waited for the gateway's re-sends first.
     max_envelope_age_seconds: int = field(default_factory=lambda: int(_env("MAX_ENVELOPE_AGE_SECONDS", "7200")))
+    # WatchQuotas: ECERT_WORKERS // 4 watches in all (each holds a worker), of which this many are kept
+    # for customs and admins; at most this many per identity; each ends (OK) after this long.
+    reserved_watches: int = field(default_factory=lambda: int(_env("RESERVED_WATCHES", "1")))
+    watches_per_identity: int = field(default_factory=lambda: int(_env("WATCHES_PER_IDENTITY", "2")))
+    max_watch_seconds: int = field(default_factory=lambda: int(_env("MAX_WATCH_SECONDS", "3600")))
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'ecert.db').resolve()}"
