@@ -80,13 +80,15 @@ def start(name: str, args: list[str], log: pathlib.Path, env: dict[str, str] | N
     raise RuntimeError(f"{name} did not start within {timeout} s; see {log}")
 
 
-def start_service(pki: pathlib.Path, data_dir: pathlib.Path, *, port: int = 0) -> Party:
+def start_service(pki: pathlib.Path, data_dir: pathlib.Path, *, port: int = 0, env: dict[str, str] | None = None) -> Party:
+    """`env` adds ECERT_* settings (e.g. ECERT_CLOCK_OFFSET_SECONDS for a test harness)."""
     env = {
         "ECERT_DATA_DIR": str(data_dir),
         "ECERT_DATABASE_URL": "",
         "ECERT_TLS_DIR": str(pki / "service"),
         "ECERT_TRUST_STORE": str(pki / "service" / "partner-keys.json"),
         "ECERT_RECEIPT_KEY": str(pki / "service" / "receipt-signing.pem"),
+        **(env or {}),
     }
     return start("service", ["serve", "--host", "127.0.0.1", "--port", str(port)], data_dir / "service.log", env)
 

@@ -95,7 +95,13 @@ def build_use_cases(settings: Settings, database: Database, clock: Clock) -> Use
     references.ensure_defaults()
     calendar = QuotaCalendar(ZoneInfo(settings.quota_timezone), Decimal(settings.critical_share))
     quota = QuotaUseCases(database, calendar, clock)
-    events = QuotaEventBus(quota, max_watchers=max(1, settings.workers // 4))
+    events = QuotaEventBus(
+        quota,
+        max_watchers=max(1, settings.workers // 4),
+        per_identity=settings.watches_per_identity,
+        reserved=settings.reserved_watches,
+        max_duration=dt.timedelta(seconds=settings.max_watch_seconds),
+    )
     receipt_signer = load_receipt_signer(
         settings.resolved_receipt_key(), settings.receipt_key_id, create_if_missing=settings.create_missing_receipt_key
     )
@@ -107,6 +113,7 @@ def build_use_cases(settings: Settings, database: Database, clock: Clock) -> Use
         clock=clock,
         recipient=settings.recipient,
         max_clock_skew=dt.timedelta(seconds=settings.max_clock_skew_seconds),
+        max_envelope_age=dt.timedelta(seconds=settings.max_envelope_age_seconds),
         # Replicas share the receipt-signing key, so each accepts the page tokens of the others.
         page_token_key=derived_key(receipt_signer, b"page tokens"),
     )

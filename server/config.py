@@ -86,6 +86,15 @@ class Settings:
     # the system clock. Zero in production; a non-zero offset is logged at start.
     clock_offset_seconds: float = field(default_factory=lambda: float(_env("CLOCK_OFFSET_SECONDS", "0")))
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO"))  # DEBUG, INFO, WARNING, ERROR
+    # How old an envelope's sent_at may be when it arrives (how far ahead of customs' clock it may be is
+    # ECERT_MAX_CLOCK_SKEW_SECONDS). Twice the relay's default retry horizon (3600 s): an envelope
+    # acknowledged by a relay before an outage may have waited for the gateway's re-sends first.
+    max_envelope_age_seconds: int = field(default_factory=lambda: int(_env("MAX_ENVELOPE_AGE_SECONDS", "7200")))
+    # WatchQuotas: ECERT_WORKERS // 4 watches in all (each holds a worker), of which this many are kept
+    # for customs and admins; at most this many per identity; each ends (OK) after this long.
+    reserved_watches: int = field(default_factory=lambda: int(_env("RESERVED_WATCHES", "1")))
+    watches_per_identity: int = field(default_factory=lambda: int(_env("WATCHES_PER_IDENTITY", "2")))
+    max_watch_seconds: int = field(default_factory=lambda: int(_env("MAX_WATCH_SECONDS", "3600")))
 
     @classmethod
     def load(cls, config_file: str | os.PathLike[str] | None = None) -> Settings:

@@ -211,7 +211,8 @@ class QuotaReads(_Connection):
         return QuotaStatus.from_proto(self.call(self.stubs.quota.GetQuotaStatus, request, timeout=timeout).status)
 
     def watch_quotas(self, tpl_numbers: tuple[str, ...] = (), quota_year: int = 0) -> Iterator[QuotaEvent]:
-        """A snapshot of each level, then its changes as they happen; no deadline. Close the iterator to stop."""
+        """A snapshot of each level, then its changes as they happen; no deadline. Close the iterator to stop.
+        It also ends, without error, when the service's maximum watch duration is reached: watch again."""
         stream = self.stubs.quota.WatchQuotas(qpb.WatchQuotasRequest(tpl_numbers=list(tpl_numbers), quota_year=quota_year))
         try:
             for event in stream:

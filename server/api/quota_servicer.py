@@ -10,9 +10,14 @@ import grpc
 from ecert.v1 import quota_pb2 as qpb
 from ecert.v1 import quota_pb2_grpc
 from server.api import claim_converters as conv
+from server.api.auth import caller
 from server.api.converters import instant_from
 from server.api.errors import translate_errors
-from server.service.quota import QuotaEventBus, QuotaUseCases
+from server.service.quota import QuotaEventBus, QuotaUseCases, watcher_for
+
+# Trailing metadata of a watch that the service ended at its maximum duration (status OK).
+WATCH_ENDED_KEY = "ecert-watch-ended"
+WATCH_ENDED_MAX_DURATION = "MAX_DURATION"
 
 
 def _as_of(request: qpb.GetQuotaStatusRequest | qpb.ListQuotasRequest) -> dt.datetime | None:
@@ -38,12 +43,19 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
 
     def WatchQuotas(self, request: qpb.WatchQuotasRequest, context: grpc.ServicerContext) -> Iterator[qpb.QuotaEvent]:
         subscription, snapshot = self._subscribe(request, context)
+        clock = self.quota.clock
         try:
             for status in snapshot:
                 yield conv.event_to_proto(conv.QuotaEvent(None, status))
             while context.is_active():
+                remaining = subscription.remaining(clock.now())
+                if remaining is not None and remaining <= dt.timedelta(0):
+                    # Ends cleanly (OK) and says why; a new watch starts with a fresh snapshot.
+                    context.set_trailing_metadata(((WATCH_ENDED_KEY, WATCH_ENDED_MAX_DURATION),))
+                    return
+                wait = self.IDLE_CHECK_SECONDS if remaining is None else min(self.IDLE_CHECK_SECONDS, remaining.total_seconds())
                 try:
-                    event = subscription.events.get(timeout=self.IDLE_CHECK_SECONDS)
+                    event = subscription.events.get(timeout=wait)
                 except queue.Empty:
                     continue
                 yield conv.event_to_proto(event)
@@ -53,4 +65,4 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
     @translate_errors()
     def _subscribe(self, request: qpb.WatchQuotasRequest, context: grpc.ServicerContext):  # type: ignore[no-untyped-def]
         year = request.quota_year or self.quota.calendar.year_of(self.quota.clock.now())
-        return self.events.subscribe(frozenset(request.tpl_numbers), year)
+        return self.events.subscribe(frozenset(request.tpl_numbers), year, watcher_for(caller(context)))

@@ -105,8 +105,16 @@ class Transition:
 _EARLIEST_SENT_AT = 946684800
 
 
-def check_envelope(envelope: Envelope, received_at: dt.datetime, max_skew: dt.timedelta) -> list[Finding]:
-    """Rules on the envelope's own fields (the certificate is checked separately)."""
+def check_envelope(
+    envelope: Envelope, received_at: dt.datetime, max_skew: dt.timedelta, max_age: dt.timedelta
+) -> list[Finding]:
+    """Rules on the envelope's own fields (the certificate is checked separately).
+
+    sent_at is bounded tightly on the future side (no sender's clock runs more than `max_skew` ahead of
+    customs') and loosely on the past side: an envelope a relay acknowledged and held through an outage
+    arrives late but genuine, so it may be up to `max_age` old. Replays are refused by the message id
+    (unique forever per sender), not by sent_at; the signing key must still have been valid at sent_at
+    (the trust store's check)."""
     findings: list[Finding] = []
     if not envelope.message_id:
         findings.append(Finding("MESSAGE_ID_MISSING", "message_id", "is required"))
@@ -122,12 +130,20 @@ def check_envelope(envelope: Envelope, received_at: dt.datetime, max_skew: dt.ti
         findings.append(Finding("REPLACES_VERSION_MISSING", "replaces_version", "must name the version superseded"))
     if envelope.sent_at_seconds < _EARLIEST_SENT_AT:
         findings.append(Finding("SENT_AT_MISSING", "sent_at", "the sender's timestamp is required"))
-    elif abs(received_at - envelope.sent_at) > max_skew:
+    elif envelope.sent_at - received_at > max_skew:
         findings.append(
             Finding(
                 "SENDER_CLOCK_SKEW",
                 "sent_at",
-                f"differs from customs' clock by more than {int(max_skew.total_seconds())} s",
+                f"is ahead of customs' clock by more than {int(max_skew.total_seconds())} s",
+            )
+        )
+    elif received_at - envelope.sent_at > max_age:
+        findings.append(
+            Finding(
+                "SENDER_CLOCK_SKEW",
+                "sent_at",
+                f"is more than {int(max_age.total_seconds())} s before customs' clock",
             )
         )
     return findings

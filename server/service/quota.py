@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import queue
 import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -11,6 +12,7 @@ from zoneinfo import ZoneInfo
 from server.adapters.claim_repository import LevelRow
 from server.adapters.database import Database
 from server.domain.errors import DomainError, ErrorKind, Finding
+from server.domain.identity import Identity, Role
 from server.domain.quota import Level, QuotaEventKind, QuotaState, event_between, quota_period
 from server.service.clock import Clock
 from server.service.unit_of_work import UnitOfWork
@@ -102,15 +104,42 @@ class QuotaUseCases:
         }
 
 
+@dataclass(frozen=True)
+class Watcher:
+    """Who opens a watch. Watches with the same `key` count against one identity's cap (None: a
+    caller without a certificate, on a development server, is not capped per identity);
+    `may_use_reserved`: whether it may take the slots kept for customs and admins."""
+
+    key: Hashable | None
+    may_use_reserved: bool
+
+
+# Customs' own services and operators must be able to watch however many importers or partners do.
+RESERVED_WATCH_ROLES = frozenset({Role.CUSTOMS, Role.ADMIN})
+
+
+def watcher_for(identity: Identity | None) -> Watcher:
+    """The watcher an authenticated caller is (the whole identity its certificate names is the key)."""
+    if identity is None:
+        return Watcher(None, True)
+    return Watcher(identity, identity.role in RESERVED_WATCH_ROLES)
+
+
 class Subscription:
-    def __init__(self, tpl_numbers: frozenset[str], quota_year: int):
+    def __init__(self, tpl_numbers: frozenset[str], quota_year: int, watcher: Watcher | None = None, ends_at: dt.datetime | None = None):
         self.tpl_numbers = tpl_numbers
         self.quota_year = quota_year
+        self.watcher = watcher or Watcher(None, True)
+        self.ends_at = ends_at  # None: no maximum duration
         self.events: queue.Queue[QuotaEvent] = queue.Queue(maxsize=10_000)
 
     def wants(self, status: QuotaStatus) -> bool:
         level = status.level
         return level.quota_year == self.quota_year and (not self.tpl_numbers or level.tpl_number in self.tpl_numbers)
+
+    def remaining(self, now: dt.datetime) -> dt.timedelta | None:
+        """How long the watch may still last (zero or less: it is over); None: no limit."""
+        return None if self.ends_at is None else self.ends_at - now
 
 
 class QuotaEventBus:
@@ -118,14 +147,32 @@ class QuotaEventBus:
 
     It compares snapshots of the levels table, so it sees changes made by every replica on the same
     database; a commit in this process nudges it to look at once instead of at the next tick.
+
+    Each watch holds one of the server's worker threads for as long as it lasts, so watches are
+    limited: `max_watchers` in all, of which `reserved` only for customs and admins (importers,
+    partners and relays cannot take the last ones), at most `per_identity` for one identity, and
+    each lasts at most `max_duration` by the service's clock (then the stream ends; a new watch
+    starts with a fresh snapshot, so nothing is missed).
     """
 
-    def __init__(self, quota: QuotaUseCases, interval: float = 1.0, max_watchers: int = 4):
+    def __init__(
+        self,
+        quota: QuotaUseCases,
+        interval: float = 1.0,
+        max_watchers: int = 4,
+        *,
+        per_identity: int = 2,
+        reserved: int = 1,
+        max_duration: dt.timedelta | None = dt.timedelta(hours=1),
+    ):
+        if max_watchers < 1 or per_identity < 1 or reserved < 0 or (max_duration is not None and max_duration <= dt.timedelta(0)):
+            raise ValueError("watch limits: at least one watch in all and per identity, no negative reservation, a positive duration")
         self.quota = quota
         self.interval = interval
-        # Each watch holds one of the server's worker threads for as long as it lasts: cap them so
-        # that watchers can never starve the claims.
         self.max_watchers = max_watchers
+        self.per_identity = per_identity
+        self.reserved = min(reserved, max_watchers)
+        self.max_duration = max_duration
         self._subscribers: list[Subscription] = []
         self._lock = threading.Lock()
         self._nudge = threading.Event()
@@ -133,15 +180,14 @@ class QuotaEventBus:
         self._thread: threading.Thread | None = None
         self._last: dict[tuple[str, int], QuotaStatus] = {}
 
-    def subscribe(self, tpl_numbers: frozenset[str], quota_year: int) -> tuple[Subscription, list[QuotaStatus]]:
-        subscription = Subscription(tpl_numbers, quota_year)
+    def subscribe(
+        self, tpl_numbers: frozenset[str], quota_year: int, watcher: Watcher | None = None
+    ) -> tuple[Subscription, list[QuotaStatus]]:
+        watcher = watcher or Watcher(None, True)
+        ends_at = None if self.max_duration is None else self.quota.clock.now() + self.max_duration
+        subscription = Subscription(tpl_numbers, quota_year, watcher, ends_at)
         with self._lock:
-            if len(self._subscribers) >= self.max_watchers:
-                raise DomainError(
-                    "TOO_MANY_WATCHERS",
-                    f"at most {self.max_watchers} quota watches may be open at once; retry later",
-                    ErrorKind.EXHAUSTED,
-                )
+            self._admit(watcher)
             if not self._subscribers:
                 self._last = self.quota.snapshot()
             snapshot = [s for s in self._last.values() if subscription.wants(s)]
@@ -150,6 +196,28 @@ class QuotaEventBus:
                 self._thread = threading.Thread(target=self._run, name="quota-events", daemon=True)
                 self._thread.start()
         return subscription, sorted(snapshot, key=lambda s: s.level.tpl_number)
+
+    def _admit(self, watcher: Watcher) -> None:
+        """Refuse a watch beyond the caller's share; called with the lock held."""
+        limits = {"max_watchers": str(self.max_watchers), "reserved": str(self.reserved), "per_identity": str(self.per_identity)}
+        if watcher.key is not None:
+            held = sum(1 for s in self._subscribers if s.watcher.key == watcher.key)
+            if held >= self.per_identity:
+                raise DomainError(
+                    "TOO_MANY_WATCHES_FOR_CALLER",
+                    f"one caller may hold at most {self.per_identity} quota watches at once; close one first",
+                    ErrorKind.EXHAUSTED,
+                    metadata=limits,
+                )
+        open_to_caller = self.max_watchers if watcher.may_use_reserved else self.max_watchers - self.reserved
+        if len(self._subscribers) >= open_to_caller:
+            kept = "" if watcher.may_use_reserved or not self.reserved else f" ({self.reserved} kept for customs and admins)"
+            raise DomainError(
+                "TOO_MANY_WATCHERS",
+                f"at most {self.max_watchers} quota watches may be open at once{kept}; retry later",
+                ErrorKind.EXHAUSTED,
+                metadata=limits,
+            )
 
     def unsubscribe(self, subscription: Subscription) -> None:
         with self._lock:

@@ -69,6 +69,9 @@ class TransmissionUseCases:
         clock: Clock,
         recipient: str,
         max_clock_skew: dt.timedelta,
+        # How far sent_at may run ahead of customs' clock, and how far behind it: the age is at least a
+        # relay's retry horizon, so that what a relay acknowledged before an outage is accepted after it.
+        max_envelope_age: dt.timedelta,
         page_token_key: bytes | None = None,  # None: a random key, tokens valid in this process only
     ):
         self.database = database
@@ -78,6 +81,7 @@ class TransmissionUseCases:
         self.clock = clock
         self.recipient = recipient
         self.max_clock_skew = max_clock_skew
+        self.max_envelope_age = max_envelope_age
         self.page_tokens = PageTokens(page_token_key) if page_token_key else PageTokens.with_random_key()
 
     # -- submitting -------------------------------------------------------------------------------
@@ -108,7 +112,7 @@ class TransmissionUseCases:
         certificate, findings = self._check(envelope, received_at)
         if errors_only(findings):
             # A retry of a stored message gets its receipt even if it would be refused now (its
-            # sent_at aged out of the skew window, the reference data changed): replays come first.
+            # sent_at aged out of the accepted window, the reference data changed): replays come first.
             replay = self._replay(envelope, digest)
             if replay is not None:
                 return replay
@@ -200,7 +204,7 @@ class TransmissionUseCases:
         )
 
     def _check(self, envelope: Envelope, received_at: dt.datetime) -> tuple[Certificate | None, list[Finding]]:
-        findings = check_envelope(envelope, received_at, self.max_clock_skew)
+        findings = check_envelope(envelope, received_at, self.max_clock_skew, self.max_envelope_age)
         if envelope.action is Action.CANCEL:
             findings.extend(_cancel_findings(envelope))
             return None, findings

@@ -16,7 +16,7 @@ from server.domain.errors import DomainError, ErrorKind, Severity
 from server.domain.quantity import format_quantity, parse_quantity
 from server.domain.receipt import Outcome, Receipt
 from server.domain.signing import Signer, TrustedKey, TrustStore
-from server.domain.transmission import Action, CertificateHead, CertificateStatus, Envelope, plan_transition
+from server.domain.transmission import Action, CertificateHead, CertificateStatus, Envelope, check_envelope, plan_transition
 
 REFERENCE = load_reference_data()
 TODAY = dt.date(2026, 3, 2)
@@ -83,6 +83,49 @@ def test_quantities_never_pass_through_float():
 
 def head(version: int = 1, status: CertificateStatus = CertificateStatus.ACTIVE, used: str = "0") -> CertificateHead:
     return CertificateHead("MX", "MX26-00000001", version, status, "9823.53.01", 2026, "DOZ", Decimal(1200), Decimal(used))
+
+
+RECEIVED = dt.datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+SKEW, AGE = dt.timedelta(minutes=10), dt.timedelta(hours=2)
+
+
+def sent(at: dt.datetime) -> Envelope:
+    """An envelope whose only point of interest is its sent_at (microseconds kept)."""
+    seconds = int(at.replace(microsecond=0).timestamp())
+    return Envelope("msg-1", "MX", seconds, at.microsecond * 1000, Action.CREATE, 0, "k", b"s", draft())
+
+
+def sent_at_codes(at: dt.datetime) -> list[tuple[str, str]]:
+    return [(f.code, f.field) for f in check_envelope(sent(at), RECEIVED, SKEW, AGE)]
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [
+        dt.timedelta(0),
+        SKEW,  # ahead by exactly the skew
+        -SKEW - dt.timedelta(seconds=1),  # older than the skew: an envelope held by a relay
+        -dt.timedelta(minutes=25),  # a relay outage longer than the skew
+        -AGE,  # exactly the age
+    ],
+)
+def test_sent_at_within_the_skew_ahead_and_the_age_behind_is_accepted(offset):
+    assert sent(RECEIVED + offset).sent_at == RECEIVED + offset
+    assert sent_at_codes(RECEIVED + offset) == []
+
+
+@pytest.mark.parametrize(
+    "offset, description",
+    [
+        (SKEW + dt.timedelta(microseconds=1), "is ahead of customs' clock by more than 600 s"),
+        (dt.timedelta(minutes=25), "is ahead of customs' clock by more than 600 s"),  # not symmetric: the future stays tight
+        (-AGE - dt.timedelta(microseconds=1), "is more than 7200 s before customs' clock"),
+        (-dt.timedelta(days=3), "is more than 7200 s before customs' clock"),
+    ],
+)
+def test_sent_at_too_far_ahead_or_older_than_the_age_is_sender_clock_skew(offset, description):
+    findings = check_envelope(sent(RECEIVED + offset), RECEIVED, SKEW, AGE)
+    assert [(f.code, f.field, f.description) for f in findings] == [("SENDER_CLOCK_SKEW", "sent_at", description)]
 
 
 def test_transitions():
