@@ -160,6 +160,27 @@ def test_a_limit_lowered_while_claims_flow_never_ends_below_what_is_charged(serv
     assert_balanced(server)
 
 
+def test_a_limit_lowered_while_a_charge_is_in_flight_waits_for_it_and_is_refused(server):  # type: ignore[no-untyped-def]
+    # Finding 3, made deterministic: a charge of 700 SME is in flight (its transaction holds the level)
+    # when a reference load lowers the limit to 500. At 99d2b8c the load read `charged` (0, the charge
+    # not yet committed), then wrote the limit once the charge committed: 700 charged on a 500 limit.
+    tpl4 = "9823.53.04"
+    server.use_cases.references.load(small_levels("inflight-0", {tpl4: "1000", "9823.53.03": "100000"}))
+    in_flight = server.database.write_engine.connect()
+    transaction = in_flight.begin()
+    in_flight.execute(text("UPDATE quota_levels SET charged = charged + 700000000 WHERE tpl_number = :t AND quota_year = 2026"), {"t": tpl4})
+    with ThreadPoolExecutor(1) as pool:
+        load = pool.submit(server.use_cases.references.load, small_levels("inflight-1", {tpl4: "500", "9823.53.03": "100000"}))
+        threading.Event().wait(0.5)  # the load is waiting for the level (PostgreSQL) or the writer (SQLite)
+        transaction.commit()
+        in_flight.close()
+        with pytest.raises(DomainError) as refused:
+            load.result(timeout=30)
+    assert refused.value.reason == "LIMIT_BELOW_CHARGED"
+    limit = scalar(server, 'SELECT "limit" FROM quota_levels WHERE tpl_number = :t AND quota_year = 2026', t=tpl4)
+    assert limit == 1000 * 1_000_000  # nothing of the refused version was stored
+
+
 # -- finding 2: nothing is charged before its period opens ---------------------------------------------
 
 
