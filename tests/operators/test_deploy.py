@@ -29,6 +29,7 @@ from client.sdk.channel import ConnectionSettings
 from gateway_sim.processes import Party, gateway_command, start
 from server.config import CONFIG_VARIABLE, Settings
 from tests.operators import compose_file
+from tests.factories import small_levels
 from tests.operators.conftest import ROOT, clean_env
 
 DEPLOY = ROOT / "deploy"
@@ -301,3 +302,36 @@ def test_the_compose_pki_job_makes_a_pki_once_naming_the_compose_hosts(tmp_path)
     assert (tmp_path / "pki" / "service" / "cert.pem").read_bytes() == cert  # nothing rotated behind the replicas' back
     without = run_health([a for a in argv if a != "--if-missing"])
     assert without.returncode == 2 and "already holds a PKI" in without.stderr
+
+
+def test_the_documented_sqlite_backup_runs_against_a_running_service(tmp_path, serve):
+    """docs/operations.md's SQLite block, as written, in the folder of a service that keeps running."""
+    docs = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = docs[docs.index("**SQLite**"):docs.index("## Key rotation")]
+    block = re.search(r"^```sh\n(.*?)^```$", section, flags=re.S | re.M).group(1)  # type: ignore[union-attr]
+    service = serve("--insecure", "--port", "0")
+    port = service.port  # migrated and serving
+    env = clean_env(PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert port
+    # Something written while the service runs, to carry over: a new version of the TPL levels.
+    levels = tmp_path / "levels.json"
+    levels.write_text(small_levels("backup-test", {"9823.53.01": "1000"}), encoding="utf-8")
+    live_url = "sqlite:///" + str(tmp_path / "ecert-data" / "ecert.db")
+    loaded = run_health(["reference", "load", str(levels), "--database-url", live_url])
+    assert loaded.returncode == 0, loaded.stderr
+    done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    def versions(url: str) -> list[dict[str, Any]]:
+        listed = run_health(["reference", "list", "--json", "--database-url", url])
+        assert listed.returncode == 0, listed.stderr
+        return json.loads(listed.stdout)
+
+    copied = versions("sqlite:///" + str(tmp_path / "ecert-backup.db"))
+    assert "backup-test" in [v["version"] for v in copied] and copied == versions(live_url)
+    assert service.process.poll() is None  # the service ran on throughout
+    # The check in the block means something: a copy missing the schema fails it.
+    (tmp_path / "empty.db").touch()
+    broken = subprocess.run(["bash", "-c", block.splitlines()[-1].replace("ecert-backup.db", "empty.db")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert broken.returncode == 2, broken.stdout + broken.stderr
