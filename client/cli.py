@@ -17,7 +17,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import typer  # noqa: E402
 
-from client.commands import audit, certificate, db, pki, receipt, reference, serve, submit  # noqa: E402
+from client.commands import audit, certificate, db, health, pki, receipt, reference, serve, submit  # noqa: E402
 from client.commands import demo, gateway, relay  # noqa: E402  (the simulated partner side)
 from client.commands import claim, quota  # noqa: E402  (customs' claims and the quota view)
 from client.commands.common import EXIT_UNEXPECTED  # noqa: E402
@@ -26,6 +26,7 @@ app = typer.Typer(help="eCERT certification service: serve, transmit, match, aud
                   pretty_exceptions_enable=False)
 serve.register(app)
 relay.register(app)
+health.register(app)
 app.add_typer(db.app, name="db")
 app.add_typer(receipt.app, name="receipt")
 app.add_typer(pki.app, name="pki")

@@ -171,8 +171,9 @@ class PkiLayout:
         return load_signer(self.document_key, key_id)
 
 
-def init_pki(directory: str | pathlib.Path, *, now: dt.datetime | None = None) -> PkiLayout:
-    """Make the authority, every party's TLS certificate and the two document keys."""
+def init_pki(directory: str | pathlib.Path, *, now: dt.datetime | None = None, server_names: tuple[str, ...] = ()) -> PkiLayout:
+    """Make the authority, every party's TLS certificate and the two document keys. The service's and the
+    relay's certificates name loopback and `server_names` (e.g. the host names of a compose file)."""
     layout = PkiLayout(pathlib.Path(directory))
     start = (now or _now()) - dt.timedelta(hours=1)
     authority = new_authority(not_before=start)
@@ -180,7 +181,7 @@ def init_pki(directory: str | pathlib.Path, *, now: dt.datetime | None = None) -
     (layout.root / "ca" / "ca.pem").write_bytes(pem(authority.certificate))
     _write_private(layout.root / "ca" / "ca-key.pem", key_pem(authority.key))
     for name, identity in PARTIES.items():
-        names = SERVER_NAMES if name in SERVERS else ()
+        names = (*SERVER_NAMES, *server_names) if name in SERVERS else ()
         write_party(layout.party(name), authority, issue(authority, identity, server_names=names, not_before=start))
 
     # Mexico's document-signing key (not its TLS key), registered with customs' trust store.

@@ -1,7 +1,7 @@
 """`ecert claim`: customs systems file, check, reverse and look up TPL claims on entry summary lines.
 
 A line is a JSON object with the fields of ecert.v1.EntrySummaryLine (proto names; instants as
-RFC 3339 text), or a list of them. The service decides; a decision without preference (MFN) is an
+RFC 3339 text), or a list of them; `ecert claim example` prints one (README, "Claim lines as JSON"). The service decides; a decision without preference (MFN) is an
 answer, not an error, so it exits 0.
 """
 from __future__ import annotations
@@ -35,6 +35,30 @@ def read_lines(path: pathlib.Path) -> list[EntryLine]:
     return lines
 
 
+# One entry summary line as `ecert claim file` and `check` read it: every field the service requires, plus
+# filer_code, which is optional (the entry number's first three characters). It claims TPL 1 on the README
+# partner example's certificate MX26-00004242 (1200 dozen knit shirts). Its instants are in the past, so
+# the service never finds them in the future.
+EXAMPLE_LINE: dict[str, Any] = {
+    "entry_number": "B76-0000001-5",
+    "line_number": 1,
+    "filer_code": "B76",
+    "importer_of_record": "12-345678900",
+    "entry_type": "02",
+    "country_of_origin": "MX",
+    "htsus_number": "6109.10.0012",
+    "tpl_number": "9823.53.01",
+    "spi": "S+",
+    "certificate_number": "MX26-00004242",
+    "quantity": "100",
+    "unit": "DOZ",
+    "date_of_importation": "2026-03-01",
+    "filed_at": "2026-03-02T12:00:00Z",
+    "arrived_at": "2026-03-01T09:00:00Z",
+    "paid_at": "2026-03-02T13:00:00Z",
+}
+
+
 def _quantity(value: Any, unit: str) -> str:
     return f"{common.fmt(value)} {unit}".strip() if value is not None else ""
 
@@ -55,6 +79,12 @@ def results_table(results: list[tuple[str, ClaimResult]], title: str = "") -> Ta
 
 def _client(target: Optional[str], insecure: bool, tls_dir: Optional[pathlib.Path], timeout: Optional[float]) -> CustomsClient:
     return CustomsClient(common.settings(target, insecure, tls_dir, timeout))
+
+
+@app.command()
+def example() -> None:
+    """Print one entry summary line as JSON, ready for `ecert claim check` or `file` (edit its values)."""
+    common.print_json(EXAMPLE_LINE)
 
 
 @app.command("file")

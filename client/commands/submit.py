@@ -165,7 +165,11 @@ def register(app: typer.Typer) -> None:
                 if r.receipt is not None:
                     (receipts_dir / f"{r.receipt_id}.json").write_text(r.receipt.to_json() + "\n", encoding="utf-8")
         if as_json:
-            common.print_json([{k: v for k, v in vars(r).items() if k != "receipt"} | {"receipt": r.receipt} for r in results])
+            # Each receipt as protobuf JSON, exactly as customs signed it (what --receipts-dir writes), so that
+            # `ecert receipt verify` checks this output, a row of it, or its receipt.
+            common.print_json([{k: v for k, v in vars(r).items() if k != "receipt"}
+                               | {"receipt": json_format.MessageToDict(r.receipt.to_proto()) if r.receipt else None}
+                               for r in results])
         else:
             _print_results(results)
         if any(r.refused for r in results):

@@ -36,6 +36,7 @@ class Tally:
     receipts: int = 0
     rejections: int = 0
     bad_receipts: int = 0  # receipts that do not name what we sent, or fail customs' signature
+    unverified_receipts: int = 0  # receipts taken without checking customs' signature (no customs key given)
 
 
 class Gateway:
@@ -168,6 +169,8 @@ class Gateway:
             if not self.register.finish(sent.message_id, SendState.RECEIPTED, version=receipt.certificate_version, receipt=receipt.SerializeToString()):
                 return 0
             self.tally.receipts += 1
+            if self.customs_key is None:
+                self.tally.unverified_receipts += 1
             envelope = tpb.SignedEnvelope.FromString(sent.envelope)
             if sent.action == "CANCEL":
                 self.register.mark_canceled(sent.certificate_number, receipt.certificate_version)

@@ -45,7 +45,7 @@ def test_submit_csv_with_a_bad_row_reports_it_and_exits_1(ecert, key_file, tmp_p
         {"field": "envelope.certificate.htsus_number", "reason": "HTSUS_NUMBER_MALFORMED", "description": second["field_violations"][0]["description"]}
     ]
     assert Receipt  # rejected rows still carry customs' signed receipt
-    assert second["receipt"]["outcome"] == "REJECTED"
+    assert second["receipt"]["outcome"] == "TRANSMISSION_OUTCOME_REJECTED"  # as customs signed it
 
 
 def test_submit_replace_and_cancel_items_and_a_long_batch_with_progress(ecert, key_file, tmp_path):

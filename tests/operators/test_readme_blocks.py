@@ -32,6 +32,9 @@ EXEMPT = {
         "the quick start: CI runs exactly these two commands on a fresh clone (.ci/run makes the virtual "
         "environment, installs, and runs the README's test command); the demo is tests/e2e/test_demo.py; "
         "running the test suite from inside the test suite would recurse",
+    "python3 -m venv .venv && .venv/bin/pip install --constraint constraints.txt -e '.[test]'":
+        "installs from the package index into the checkout (minutes) and rewrites constraints.txt; "
+        "tests/operators/test_deploy.py checks that the file exists and the image installs with it",
     ".venv/bin/pip install -e '.[postgres]'":
         "production: needs the PostgreSQL server db.internal and serves until stopped",
     ".venv/bin/python -m bench            # full run: 5 s per measurement, growth to 1 million rows, 50,000-claim opening":
