@@ -19,7 +19,7 @@ import typer  # noqa: E402
 
 from client.commands import audit, certificate, db, health, pki, receipt, reference, serve, submit  # noqa: E402
 from client.commands import demo, gateway, relay  # noqa: E402  (the simulated partner side)
-from client.commands import claim, quota  # noqa: E402  (customs' claims and the quota view)
+from client.commands import claim, clock, quota  # noqa: E402  (customs' claims, the quota view, a test clock)
 from client.commands.common import EXIT_UNEXPECTED  # noqa: E402
 
 app = typer.Typer(help="eCERT certification service: serve, transmit, match, audit.", no_args_is_help=True,
@@ -34,6 +34,7 @@ submit.register(app)
 app.add_typer(certificate.app, name="certificate")
 app.add_typer(claim.app, name="claim")
 app.add_typer(quota.app, name="quota")
+app.add_typer(clock.app, name="clock")
 app.add_typer(gateway.app, name="gateway")
 demo.register(app)
 app.add_typer(audit.app, name="audit")

@@ -20,22 +20,24 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ecert.v1 import match_pb2, match_pb2_grpc, quota_pb2, quota_pb2_grpc, transmission_pb2, transmission_pb2_grpc
+from ecert.v1 import clock_pb2, clock_pb2_grpc, match_pb2, match_pb2_grpc, quota_pb2, quota_pb2_grpc, transmission_pb2, transmission_pb2_grpc
 from server.adapters.database import Database
 from server.adapters.keystore import ReceiptKeyMissing, derived_key, load_receipt_signer, load_trust_store
 from server.adapters.reload import TrustStoreWatcher
 from server.api.auth import Authorizer
+from server.api.clock_servicer import ClockServicer
 from server.api.interceptors import ObservabilityInterceptor
 from server.api.limits import RequestGuard
 from server.api.match_servicer import MatchServicer
 from server.api.quota_servicer import QuotaServicer
 from server.api.transmission_servicer import TransmissionServicer
 from server.config import Settings
-from server.observability import wiring
+from server.observability import logs, wiring
 from server.observability.http import MetricsHttpServer
 from server.observability.metrics import ServiceMetrics
 from server.service.claims import ClaimUseCases
-from server.service.clock import Clock, clock_with_offset
+from server.service.clock import Clock, SimulatedClock, clock_with_offset
+from server.service.clock_control import ClockControl
 from server.service.quota import QuotaCalendar, QuotaEventBus, QuotaUseCases
 from server.service.reference import ReferenceStore
 from server.service.transmissions import TransmissionUseCases
@@ -47,6 +49,7 @@ SERVICE_NAMES = (
     match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name,
     quota_pb2.DESCRIPTOR.services_by_name["QuotaService"].full_name,
 )
+CLOCK_SERVICE = clock_pb2.DESCRIPTOR.services_by_name["ClockService"].full_name
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 OPENING_CHECK_SECONDS = 5.0
 
@@ -146,6 +149,19 @@ def _allocate_openings(running: RunningServer) -> None:
             log.exception("opening allocation failed; retrying at the next check")
 
 
+def _service_clock(settings: Settings) -> Clock:
+    """The system clock, moved by an offset, or simulated (test harnesses; logged, and every log line says so)."""
+    if settings.simulated_clock:
+        clock = SimulatedClock(settings.simulated_start())
+        logs.mark_simulated_clock()
+        log.warning("the service runs on a SIMULATED clock starting at %s (ECERT_SIMULATED_CLOCK); "
+                    "ecert.v1.ClockService sets and advances it", clock.now().isoformat())
+        return clock
+    if settings.clock_offset_seconds:
+        log.warning("the service clock is offset %+.3f s from the system clock (ECERT_CLOCK_OFFSET_SECONDS)", settings.clock_offset_seconds)
+    return clock_with_offset(settings.clock_offset_seconds)
+
+
 def create_server(
     settings: Settings,
     *,
@@ -172,9 +188,7 @@ def create_server(
     )
     database.upgrade()
     if clock is None:
-        clock = clock_with_offset(settings.clock_offset_seconds)
-        if settings.clock_offset_seconds:
-            log.warning("the service clock is offset %+.3f s from the system clock (ECERT_CLOCK_OFFSET_SECONDS)", settings.clock_offset_seconds)
+        clock = _service_clock(settings)
     use_cases = build_use_cases(settings, database, clock)
 
     metrics = ServiceMetrics()
@@ -196,13 +210,17 @@ def create_server(
     transmission_pb2_grpc.add_TransmissionServiceServicer_to_server(TransmissionServicer(use_cases.transmissions), server)
     match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(use_cases.claims), server)
     quota_pb2_grpc.add_QuotaServiceServicer_to_server(QuotaServicer(use_cases.quota, use_cases.events), server)
+    simulated = isinstance(clock, SimulatedClock)
+    if simulated:  # the harness's control of time exists only on a simulated clock
+        clock_pb2_grpc.add_ClockServiceServicer_to_server(ClockServicer(ClockControl(clock)), server)
+    service_names = (*SERVICE_NAMES, *((CLOCK_SERVICE,) if simulated else ()))
     for register in extra_services:
         register(server)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
 
     bind = address or f"{settings.host}:{settings.port}"
@@ -215,7 +233,7 @@ def create_server(
         database.dispose()
         raise ListenError(f"cannot listen on {bind}: the address is in use or not available here")
     server.start()
-    for name in ("", *SERVICE_NAMES):
+    for name in ("", *service_names):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     running = RunningServer(server, port, health_servicer, database, use_cases, metrics)
     running.http = wiring.start_http(settings, running)

@@ -7,6 +7,7 @@ Every field has its variable (ECERT_ and the field's name in upper case), its `e
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import ipaddress
 import logging
 import os
@@ -85,6 +86,9 @@ class Settings:
     # Test harnesses only: the service's clock runs this many seconds ahead of (or, negative, behind)
     # the system clock. Zero in production; a non-zero offset is logged at start.
     clock_offset_seconds: float = field(default_factory=lambda: float(_env("CLOCK_OFFSET_SECONDS", "0")))
+    # Test harnesses only: an ISO 8601 instant; the service starts its clock there, runs it on in real
+    # time and serves ecert.v1.ClockService (admin role) to set or advance it. Empty in production.
+    simulated_clock: str = field(default_factory=lambda: _env("SIMULATED_CLOCK", ""))
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO"))  # DEBUG, INFO, WARNING, ERROR
     # How old an envelope's sent_at may be when it arrives (how far ahead of customs' clock it may be is
     # ECERT_MAX_CLOCK_SKEW_SECONDS). Twice the relay's default retry horizon (3600 s): an envelope
@@ -155,9 +159,21 @@ class Settings:
                 int(self.metrics_port)
             except ValueError:
                 raise ConfigError(f"metrics port {self.metrics_port!r}: not a whole number") from None
+        if self.simulated_clock:
+            self.simulated_start()
+            if self.clock_offset_seconds:
+                raise ConfigError("simulated clock and clock offset: give one of them")
         for name in ("workers", "db_pool_size", "max_transactions", "max_concurrent_rpcs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', ' ')} {getattr(self, name)}: at least 1")
+
+    def simulated_start(self) -> dt.datetime:
+        """Where the simulated clock starts (ConfigError if it is not an instant)."""
+        try:
+            at = dt.datetime.fromisoformat(self.simulated_clock.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"simulated clock {self.simulated_clock!r}: an ISO 8601 instant, e.g. 2027-01-04T04:59:00Z") from None
+        return at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
 
     def logging_level(self) -> int:
         return int(getattr(logging, self.log_level.upper()))

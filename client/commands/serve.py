@@ -58,6 +58,7 @@ HELP: dict[str, tuple[str, str]] = {
     "log_format": ("json or text", "json"),
     "log_level": ("DEBUG, INFO, WARNING or ERROR", "INFO"),
     # ECERT_CLOCK_OFFSET_SECONDS, which main gained meanwhile (for test harnesses); its flag appears once merged.
+    "simulated_clock": ("test harnesses only: start the service's clock at this ISO instant and serve ClockService to set it", "off"),
     "clock_offset_seconds": ("test harnesses only: seconds the service's clock runs ahead of the system clock", "0"),
 }
 # Settings with no variable of their own: a flag of serve decides them (--create-receipt-key).
@@ -125,6 +126,8 @@ def _serve(settings, *, insecure: bool, grace: float, config: object) -> None:  
     from server.observability import logs
 
     logs.configure(settings.logging_level(), json_format=settings.log_format != "text")
+    if settings.simulated_clock:
+        logs.mark_simulated_clock()  # from the first line on, the migrations' included
     credentials = None
     if not insecure:
         from server.adapters.reload import ReloadingTls

@@ -18,6 +18,7 @@ from client.sdk.channel import ConnectionSettings
 from client.sdk.models import Action, Certificate, SubmitResult, ValidationReport
 from client.sdk.services import (
     CertificateReads,
+    ClockDriving,
     ClaimReads,
     Matching,
     UsageReads,
@@ -91,5 +92,5 @@ class ImporterClient(UsageReads, QuotaReads):
     pass
 
 
-class OperatorClient(CertificateReads, ClaimReads, UsageReads, QuotaReads):
+class OperatorClient(CertificateReads, ClaimReads, UsageReads, QuotaReads, ClockDriving):
     pass

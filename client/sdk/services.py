@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -37,7 +38,8 @@ from client.sdk.models import (
     ValidationReport,
 )
 from ecert.v1 import match_pb2 as mpb
-from ecert.v1 import match_pb2_grpc, quota_pb2_grpc, transmission_pb2_grpc
+from ecert.v1 import clock_pb2_grpc, match_pb2_grpc, quota_pb2_grpc, transmission_pb2_grpc
+from ecert.v1 import clock_pb2 as kpb
 from ecert.v1 import quota_pb2 as qpb
 from ecert.v1 import transmission_pb2 as tpb
 from server.domain.signing import Signer
@@ -53,6 +55,7 @@ class Stubs:
         self.match = match_pb2_grpc.MatchServiceStub(channel)
         self.quota = quota_pb2_grpc.QuotaServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
+        self.clock = clock_pb2_grpc.ClockServiceStub(channel)
 
 
 class _Connection:
@@ -245,3 +248,23 @@ def seal_envelope(envelope: tpb.SignedEnvelope, signer: Signer, sent_at: dt.date
     from client.signing import seal
 
     return seal(envelope, signer, sent_at=sent_at)
+
+
+# -- ClockService (a service on a simulated clock only) --------------------------------------------------
+
+
+class ClockDriving(_Connection):
+    """A test harness drives a service started with --simulated-clock (admin role under mutual TLS)."""
+
+    def clock_now(self, *, timeout: float | None = None) -> dt.datetime:
+        return self.call(self.stubs.clock.GetTime, kpb.GetTimeRequest(), timeout=timeout).now.ToDatetime(tzinfo=dt.timezone.utc)
+
+    def set_clock(self, at: dt.datetime, *, timeout: float | None = None) -> dt.datetime:
+        response = self.call(self.stubs.clock.SetTime, kpb.SetTimeRequest(now=_stamp(at)), timeout=timeout)
+        return response.now.ToDatetime(tzinfo=dt.timezone.utc)
+
+    def advance_clock(self, by: dt.timedelta, *, timeout: float | None = None) -> dt.datetime:
+        duration = Duration()
+        duration.FromTimedelta(by)
+        response = self.call(self.stubs.clock.AdvanceTime, kpb.AdvanceTimeRequest(by=duration), timeout=timeout)
+        return response.now.ToDatetime(tzinfo=dt.timezone.utc)

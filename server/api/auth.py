@@ -130,6 +130,8 @@ POLICY: dict[str, Rule] = {
     # Quota status is public to every authenticated party.
     "/ecert.v1.QuotaService/*": ANYONE,
     "/grpc.health.v1.Health/*": ANYONE,
+    # A simulated clock (test harnesses only) is driven by an operator.
+    "/ecert.v1.ClockService/*": allow(Role.ADMIN),
     # The benchmarks' echo baseline (registered only by bench/, never by `ecert serve`).
     "/ecert.bench.v1.EchoService/*": ANYONE,
     "/grpc.reflection.v1alpha.ServerReflection/*": ANYONE,

@@ -67,6 +67,21 @@ class JsonFormatter(logging.Formatter):
         return _ENCODER.encode(entry)
 
 
+class _SimulatedClock(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.clock = "simulated"
+        return True
+
+
+def mark_simulated_clock() -> None:
+    """Every line from now on says the service's clock is simulated (a field `clock`, or a text tag)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _SimulatedClock) for f in handler.filters):
+            handler.addFilter(_SimulatedClock())
+            if not isinstance(handler.formatter, JsonFormatter):
+                handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [clock %(clock)s] %(name)s %(message)s"))
+
+
 def configure(level: int | str = logging.INFO, *, json_format: bool = True) -> None:
     """Root logging for a process (`ecert serve`, the relay): JSON lines on stderr, or plain text."""
     handler = logging.StreamHandler()
