@@ -134,6 +134,28 @@ def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, parent: Mapping[str, 
         yield current
 
 
+def open_span(name: str, attributes: Mapping[str, Any]) -> Any:
+    """A span made current until `close_span` (for a context manager's __enter__ and __exit__); None when not tracing."""
+    tracer = _state.tracer
+    if tracer is None:
+        return None
+    started = tracer.start_span(name, attributes=attributes)
+    return started, otel_context.attach(trace.set_span_in_context(started))
+
+
+def close_span(opened: Any, error: BaseException | None = None, **attributes: Any) -> None:
+    if opened is None:
+        return
+    started, token = opened
+    otel_context.detach(token)
+    for key, value in attributes.items():
+        started.set_attribute(f"ecert.{key}", value)
+    if error is not None:
+        started.record_exception(error)
+        started.set_status(Status(StatusCode.ERROR, type(error).__name__))
+    started.end()
+
+
 # -- gRPC server side ----------------------------------------------------------------------------
 
 

@@ -24,7 +24,6 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError
 
 from server.adapters.database import Database
-from server.observability import tracing
 from server.service.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -63,11 +62,8 @@ def run_in_transaction(
     attempt = 0
     while True:
         try:
-            # A span per attempt (when the process is traced): a retried transaction shows as two.
-            with tracing.span("db.transaction", attributes={"db.system": database.dialect, "ecert.write": write,
-                                                            "ecert.attempt": attempt + 1}):
-                with UnitOfWork(database, write=write) as uow:
-                    return work(uow)
+            with UnitOfWork(database, write=write) as uow:
+                return work(uow)
         except DBAPIError as error:
             if attempt >= retries or not is_retryable(error, unique_races=unique_races):
                 raise
