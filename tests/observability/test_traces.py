@@ -203,3 +203,35 @@ def test_a_relay_store_written_before_traces_opens_and_forwards(tmp_path):
         assert (accepted.message.request_id, accepted.message.trace_context) == ("r-1", '{"traceparent": "00-x"}')
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("variables", "exporter"),
+    [
+        ({}, None),  # the default: nothing leaves the process
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, None),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, "opentelemetry.exporter.otlp.proto.http.trace_exporter"),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, "opentelemetry.exporter.otlp.proto.http.trace_exporter"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+         "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"),
+        ({"OTEL_TRACES_EXPORTER": "console"}, "opentelemetry.sdk.trace.export"),
+    ],
+)
+def test_the_exporter_is_the_one_the_standard_variables_ask_for(monkeypatch, variables, exporter):
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",
+                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    made = tracing._exporter()
+    assert (made and type(made).__module__) == exporter
+    if made is not None:
+        made.shutdown()
+
+
+def test_an_exporter_that_is_not_offered_stops_the_start_with_one_line(monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    with pytest.raises(ValueError, match="OTEL_TRACES_EXPORTER=zipkin is not supported"):
+        tracing.configure("ecert-test")
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")  # off: no exporter is even looked at
+    assert tracing.configure("ecert-test") is False and not tracing.enabled()
