@@ -52,10 +52,11 @@ def main() -> None:
     parser.add_argument("--log-file", default="")
     args = parser.parse_args()
 
-    from server.observability import logs
+    from server.observability import logs, tracing
 
     # Like `ecert serve`: one JSON line per call, here into a file (stdout is the control channel).
     logs.configure(logging.INFO, json_format=True)
+    tracing.configure("ecert-service")  # as `ecert serve`: OTEL_SDK_DISABLED=true measures the service untraced
     if args.log_file:
         handler = logging.getLogger().handlers[0]
         handler.setStream(open(args.log_file, "a", encoding="utf-8"))  # noqa: SIM115 - lives as long as the process

@@ -41,8 +41,25 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(reference.app, name="reference")
 
 
+def _gateway_party() -> None:
+    """`ecert gateway` logs and traces like the relay and the service, so that one request id (its
+    trace id) finds a transmission's lines in all three. Set up here, before the command runs: its
+    own logging.basicConfig then finds the root logger configured and leaves it be."""
+    import logging
+
+    from server.observability import logs, tracing
+
+    logs.configure(os.environ.get("ECERT_LOG_LEVEL", "INFO").upper(), json_format=os.environ.get("ECERT_LOG_FORMAT", "json") != "text")
+    try:
+        tracing.configure("ecert-gateway")
+    except ValueError as exc:
+        logging.getLogger("ecert.gateway").error("tracing off: %s", exc)
+
+
 def main() -> None:
     try:
+        if sys.argv[1:2] == ["gateway"]:
+            _gateway_party()
         app()
     except Exception as error:  # noqa: BLE001 - the last resort: one line, not a traceback
         if os.environ.get("ECERT_TRACEBACK") in ("1", "true", "yes"):

@@ -93,10 +93,12 @@ def start_service(pki: pathlib.Path, data_dir: pathlib.Path, *, port: int = 0, e
     return start("service", ["serve", "--host", "127.0.0.1", "--port", str(port)], data_dir / "service.log", env)
 
 
-def start_relay(pki: pathlib.Path, data_dir: pathlib.Path, service: str, *, port: int = 0, faults: list[str] | None = None) -> Party:
+def start_relay(pki: pathlib.Path, data_dir: pathlib.Path, service: str, *, port: int = 0, faults: list[str] | None = None,
+                env: dict[str, str] | None = None) -> Party:
+    """`env` adds variables (e.g. OTEL_* to export its spans)."""
     args = ["relay", "--service", service, "--port", str(port), "--tls-dir", str(pki / "relay"), "--store", str(data_dir / "relay.db"),
             "--backoff-base", "0.05", "--backoff-cap", "1.0", *(faults or [])]
-    return start("relay", args, data_dir / "relay.log")
+    return start("relay", args, data_dir / "relay.log", env)
 
 
 def gateway_command(pki: pathlib.Path, register: pathlib.Path, relay: str, *scenario: str, seed: int = 1, resend_after: float = 3.0, wait: float = 30.0) -> list[str]:

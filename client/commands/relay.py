@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 import signal
 import threading
@@ -36,7 +37,15 @@ def register(app: typer.Typer) -> None:
         from gateway_sim.relay.faults import Faults
         from gateway_sim.relay.forwarder import RetryPolicy
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        from server.observability import logs, tracing
+
+        # Like `ecert serve`: JSON lines with request ids (ECERT_LOG_FORMAT=text for plain text), traced.
+        logs.configure(logging.INFO, json_format=os.environ.get("ECERT_LOG_FORMAT", "json") != "text")
+        try:
+            tracing.configure("ecert-relay")
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         if not insecure and tls_dir is None:
             typer.echo("error: give --tls-dir (see `ecert pki init`) or --insecure", err=True)
             raise typer.Exit(2)

@@ -123,11 +123,15 @@ def register(app: typer.Typer) -> None:
 
 def _serve(settings, *, insecure: bool, grace: float, config: object) -> None:  # type: ignore[no-untyped-def]
     from server.app import create_server, freeze_startup_heap
-    from server.observability import logs
+    from server.observability import logs, tracing
 
     logs.configure(settings.logging_level(), json_format=settings.log_format != "text")
     if settings.simulated_clock:
         logs.mark_simulated_clock()  # from the first line on, the migrations' included
+    try:  # spans recorded; exported only when the OTEL_* variables ask (server/observability/tracing.py)
+        tracing.configure("ecert-service")
+    except ValueError as exc:
+        raise common.BadInput(str(exc)) from None
     credentials = None
     if not insecure:
         from server.adapters.reload import ReloadingTls

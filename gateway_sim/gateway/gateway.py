@@ -10,16 +10,17 @@ from dataclasses import dataclass
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from client.sdk.channel import transmission_metadata
+from client.sdk.channel import REQUEST_ID_HEADER
 from client.signing import seal
 from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.relay.v1 import relay_pb2_grpc
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
 from gateway_sim.gateway.generator import MISTAKES, CertificateGenerator, with_mistake
-from gateway_sim.gateway.register import Register, SendState
+from gateway_sim.gateway.register import Register, SendState, Sent
 from server.api.converters import envelope_from_proto, receipt_from_proto
 from server.domain.signing import Signer
+from server.observability import tracing
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class Gateway:
     ):
         self.register = register
         self.signer = signer
-        self.relay = relay_pb2_grpc.RelayServiceStub(relay)
+        self.relay = relay_pb2_grpc.RelayServiceStub(tracing.traced_channel(relay))
         self.sender = sender
         self.generator = CertificateGenerator(seed, country=sender)
         self.resend_after = resend_after
@@ -114,10 +115,19 @@ class Gateway:
         sent = self.register.get(message_id)
         assert sent is not None
         envelope = tpb.SignedEnvelope.FromString(sent.envelope)
+        # Each send is a trace of its own (when traced), the relay's forwarding and customs' handling in it;
+        # its trace id is the request id every hop logs. Untraced, the message id is.
+        with tracing.span("gateway.send", attributes={"ecert.message_id": message_id, "ecert.send": sent.sends + 1}):
+            return self._send(sent, envelope, tracing.current_trace_id() or message_id)
+
+    def _send(self, sent: Sent, envelope: tpb.SignedEnvelope, request_id: str) -> bool:
+        message_id = sent.message_id
+        fields = {"request_id": request_id, "message_id": message_id}
         try:
             answer = self.relay.SubmitEnvelope(rpb.SubmitEnvelopeRequest(envelope=envelope), timeout=self.call_timeout,
-                                               metadata=transmission_metadata(envelope.message_id))
+                                               metadata=((REQUEST_ID_HEADER, request_id),))
         except grpc.RpcError as error:
+            log.info("sending %s to the relay: %s", message_id, error.code().name, extra=fields)
             if error.code() in _FINAL_FROM_RELAY:
                 self.register.mark_sent(message_id, relayed=False)
                 self.register.finish(message_id, SendState.REJECTED, reason=f"RELAY_{error.code().name}")
@@ -131,7 +141,7 @@ class Gateway:
         else:
             self.tally.sent += 1
         self.register.mark_sent(message_id, relayed=True)
-        log.debug("relay %s %s", "already had" if answer.duplicate else "stored", message_id)
+        log.info("sent %s to the relay: %s", message_id, "already held" if answer.duplicate else "stored", extra=fields)
         return True
 
     def resend_overdue(self, now: float | None = None) -> int:

@@ -20,6 +20,7 @@ from gateway_sim.relay.store import RelayStore
 from server.adapters.tls import secure_channel, server_credentials
 from server.api.auth import Authorizer
 from server.api.interceptors import ObservabilityInterceptor
+from server.observability import tracing
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = relay_pb2.DESCRIPTOR.services_by_name["RelayService"].full_name
@@ -62,9 +63,10 @@ class RunningRelay:
 def create_relay(settings: RelaySettings) -> RunningRelay:
     store = RelayStore(settings.store)
     if settings.tls_dir is not None:
-        channel = secure_channel(settings.service, settings.tls_dir)  # the relay's certificate, role relay
+        raw = secure_channel(settings.service, settings.tls_dir)  # the relay's certificate, role relay
     else:
-        channel = grpc.insecure_channel(settings.service)
+        raw = grpc.insecure_channel(settings.service)
+    channel = tracing.traced_channel(raw)  # forwarded calls carry the trace of the call that handed the envelope over
     metrics = None
     if settings.metrics_port is not None:
         from server.observability.metrics import RelayMetrics

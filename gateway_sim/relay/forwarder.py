@@ -7,6 +7,7 @@ original receipt, so nothing reaches customs' books twice.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -18,11 +19,13 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from client.sdk.channel import transmission_metadata
+from client.sdk.channel import REQUEST_ID_HEADER
 from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
 from gateway_sim.relay.faults import Faults
 from gateway_sim.relay.store import Message, RelayStore, State, digest_of
+from server.observability import tracing
+from server.observability.logs import request_id_var
 
 if TYPE_CHECKING:
     from server.observability.metrics import RelayMetrics
@@ -135,6 +138,18 @@ class Forwarder:
     # -- one attempt -------------------------------------------------------------------------------
 
     def forward(self, message: Message) -> None:
+        """One attempt, in the trace of the call that handed the envelope over (a span of its own),
+        its lines logged with that call's request id."""
+        parent = json.loads(message.trace_context) if message.trace_context else None
+        token = request_id_var.set(message.request_id or message.message_id)
+        try:
+            with tracing.span("relay.forward", parent=parent, attributes={"ecert.message_id": message.message_id,
+                                                                          "ecert.attempt": message.attempts + 1}):
+                self._forward(message)
+        finally:
+            request_id_var.reset(token)
+
+    def _forward(self, message: Message) -> None:
         if time.time() - message.accepted_at > self.policy.horizon_seconds:
             self.store.finish(
                 message, State.EXPIRED, code=message.error_code or "DEADLINE_EXCEEDED", reason=message.error_reason or "RETRY_HORIZON_PASSED",
@@ -146,12 +161,12 @@ class Forwarder:
             return
         envelope = tpb.SignedEnvelope.FromString(message.envelope)
         try:
-            answer = self._attempt(envelope)
+            answer = self._attempt(envelope, message.request_id or message.message_id)
         except _Lost:
             answer = Answer(code=grpc.StatusCode.DEADLINE_EXCEEDED, reason="LOST_IN_TRANSIT", text="no answer (simulated loss)")
         self._record(message, answer)
 
-    def _attempt(self, envelope: tpb.SignedEnvelope) -> Answer:
+    def _attempt(self, envelope: tpb.SignedEnvelope, request_id: str) -> Answer:
         faults = self.faults
         if faults.delay_ms:
             time.sleep(faults.uniform(0, faults.delay_ms) / 1000)
@@ -167,16 +182,16 @@ class Forwarder:
             self.store.count("fault.drop")
             raise _Lost()
         request = tpb.SubmitCertificateRequest(envelope=envelope)
-        request_id = transmission_metadata(envelope.message_id)  # the id the gateway's call carried
+        metadata = ((REQUEST_ID_HEADER, request_id),)  # the id the gateway's call carried
         try:
-            response = self.stub.SubmitCertificate(request, timeout=self.call_timeout, metadata=request_id)
+            response = self.stub.SubmitCertificate(request, timeout=self.call_timeout, metadata=metadata)
             answer = Answer(response=response)
         except grpc.RpcError as error:
             answer = _answer_of(error)
         if faults.roll(faults.duplicate):
             self.store.count("fault.duplicate")
             try:
-                self.stub.SubmitCertificate(request, timeout=self.call_timeout, metadata=request_id)
+                self.stub.SubmitCertificate(request, timeout=self.call_timeout, metadata=metadata)
             except grpc.RpcError:
                 pass  # the twin's answer is not the one recorded
         if lose_answer:
@@ -193,6 +208,8 @@ class Forwarder:
     def _record(self, message: Message, answer: Answer) -> None:
         if answer.response is not None:
             self._observe("accepted")
+            log.info("forwarded %s/%s: delivered%s", message.sender, message.message_id, " (replayed)" if answer.response.replayed else "",
+                     extra={"message_id": message.message_id, "attempt": message.attempts + 1})
             self.store.finish(
                 message, State.DELIVERED, receipt=answer.response.receipt.SerializeToString(), replayed=answer.response.replayed
             )
@@ -204,9 +221,12 @@ class Forwarder:
             at = time.time() + self.policy.backoff(message.attempts, self.faults)
             self.store.retry_later(message, at, code=answer.code.name, reason=answer.reason, text=answer.text, integrity_failure=integrity)
             self._observe("error", answer.reason or answer.code.name)
+            log.info("forwarding %s/%s: %s, retried later", message.sender, message.message_id, answer.reason or answer.code.name,
+                     extra={"message_id": message.message_id, "attempt": message.attempts + 1})
             return
         self._observe("rejected")
-        log.info("customs rejected %s/%s: %s", message.sender, message.message_id, answer.reason)
+        log.info("customs rejected %s/%s: %s", message.sender, message.message_id, answer.reason,
+                 extra={"message_id": message.message_id, "attempt": message.attempts + 1})
         self.store.finish(
             message,
             State.REJECTED,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -16,6 +17,8 @@ from server.api.errors import translate_errors
 from server.domain.errors import DomainError, ErrorKind, Finding
 from server.domain.identity import Role
 from server.domain.transmission import MESSAGE_ID_PATTERN
+from server.observability import tracing
+from server.observability.logs import request_id_var
 
 _RELAY = "/ecert.relay.v1.RelayService/"
 POLICY: dict[str, Rule] = {
@@ -88,7 +91,9 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         if findings:
             raise DomainError(findings[0].code, "the envelope cannot be relayed", ErrorKind.INVALID, findings)
         try:
-            accepted = self.store.accept(envelope.sender, envelope.message_id, envelope.SerializeToString())
+            # The call's request id and trace go with the envelope: forwarding it later continues them.
+            accepted = self.store.accept(envelope.sender, envelope.message_id, envelope.SerializeToString(),
+                                         request_id=request_id_var.get(), trace_context=json.dumps(tracing.carrier()) if tracing.enabled() else "")
         except MessageIdReused:
             raise DomainError(
                 "MESSAGE_ID_REUSED", "this message id was already used for another envelope", ErrorKind.ALREADY_EXISTS,

@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS messages (
     error_code TEXT NOT NULL DEFAULT '',
     error_reason TEXT NOT NULL DEFAULT '',
     error_message TEXT NOT NULL DEFAULT '',
+    request_id TEXT NOT NULL DEFAULT '',      -- the accepting call's, sent on with the forwarded one
+    trace_context TEXT NOT NULL DEFAULT '',   -- its W3C trace context (JSON of traceparent, tracestate)
     UNIQUE (sender, message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at);
@@ -66,6 +68,8 @@ class Message:
     error_code: str
     error_reason: str
     error_message: str
+    request_id: str = ""
+    trace_context: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,10 @@ def digest_of(envelope: bytes) -> bytes:
 
 _COLUMNS = (
     "id, sender, message_id, digest, envelope, accepted_at, state, attempts, integrity_failures, sequence, "
-    "finished_at, receipt, replayed, error_code, error_reason, error_message"
+    "finished_at, receipt, replayed, error_code, error_reason, error_message, request_id, trace_context"
 )
+# Columns added after the first stores were written: (name, definition), added to an older file on open.
+_ADDED = (("request_id", "TEXT NOT NULL DEFAULT ''"), ("trace_context", "TEXT NOT NULL DEFAULT ''"))
 
 
 def _message(row: tuple) -> Message:
@@ -102,6 +108,10 @@ class RelayStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        for name, definition in _ADDED:
+            if name not in present:
+                self._db.execute(f"ALTER TABLE messages ADD COLUMN {name} {definition}")
         self._lock = threading.Lock()
         self.finished = threading.Condition()  # notified whenever a delivery finishes
 
@@ -128,8 +138,11 @@ class RelayStore:
 
     # -- accepting ---------------------------------------------------------------------------------
 
-    def accept(self, sender: str, message_id: str, envelope: bytes, now: float | None = None) -> Accepted:
-        """Store a new envelope (committed before returning), or recognise one already held."""
+    def accept(
+        self, sender: str, message_id: str, envelope: bytes, now: float | None = None, *, request_id: str = "", trace_context: str = "",
+    ) -> Accepted:
+        """Store a new envelope (committed before returning), or recognise one already held. The request
+        id and trace context are the first acceptance's: forwarding continues that call's trace."""
         digest = digest_of(envelope)
         now = time.time() if now is None else now
         with self._lock:
@@ -145,8 +158,9 @@ class RelayStore:
                     self._db.execute("COMMIT")
                     return Accepted(held, duplicate=True)
                 self._db.execute(
-                    "INSERT INTO messages (sender, message_id, digest, envelope, accepted_at, state, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (sender, message_id, digest, envelope, now, State.PENDING.value, now),
+                    "INSERT INTO messages (sender, message_id, digest, envelope, accepted_at, state, next_attempt_at, request_id, trace_context) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (sender, message_id, digest, envelope, now, State.PENDING.value, now, request_id, trace_context),
                 )
                 self._db.execute(*self._count("accepted"))
                 row = self._db.execute(f"SELECT {_COLUMNS} FROM messages WHERE sender = ? AND message_id = ?", (sender, message_id)).fetchone()

@@ -4,6 +4,10 @@ The synchronous server-interceptor API only hands over the method handler, so th
 wraps the handler's behaviour: it sees the request, the response or the exception, and the status
 code the servicer set (abort_with_status leaves it on the context). It is the outermost
 interceptor, so refusals by the authorizer are logged and counted too.
+
+When the process is traced (server/observability/tracing.py) each call is a SERVER span, a child of
+the caller's when its metadata carries W3C trace context, and the call's request id is the trace id
+unless the caller sent its own `x-request-id`: one grep of it finds every hop of a traced request.
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from server.api.wrapping import WrappedHandlers
-from server.observability.logs import REQUEST_ID_HEADER, accept_request_id, request_id_var
+from server.observability import tracing
+from server.observability.logs import REQUEST_ID_HEADER, REQUEST_ID_PATTERN, accept_request_id, request_id_var
 from server.observability.metrics import ServiceMetrics
 
 log = logging.getLogger("ecert.rpc")
@@ -49,12 +54,15 @@ def _peer_subject(context: grpc.ServicerContext) -> str:
     return bytes(certificates[0]).decode(errors="replace") if certificates else ""
 
 
-def _request_id(context: grpc.ServicerContext) -> str:
-    """The caller's x-request-id (the last one, if sent twice) when it is usable, else a fresh id."""
+def _request_id(metadata: Any, call: tracing.ServerCall | None) -> str:
+    """The caller's x-request-id (the last one, if sent twice) when it is usable, else the call's trace
+    id when it is traced, else a fresh id."""
     incoming = None
-    for key, value in context.invocation_metadata() or ():
+    for key, value in metadata or ():
         if key == REQUEST_ID_HEADER:
             incoming = value
+    if call is not None and not (isinstance(incoming, str) and REQUEST_ID_PATTERN.fullmatch(incoming)):
+        return call.trace_id()
     return accept_request_id(incoming if isinstance(incoming, str) else None)
 
 
@@ -78,16 +86,19 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(self._stream(handler.unary_stream, method), **serializers)
         return handler  # no client-streaming RPCs in ecert.v1
 
-    def _begin(self, context: grpc.ServicerContext) -> Any:
-        token = request_id_var.set(_request_id(context))
+    def _begin(self, context: grpc.ServicerContext, method: str) -> tuple[Any, tracing.ServerCall | None]:
+        metadata = context.invocation_metadata()
+        call = tracing.ServerCall(method, metadata) if tracing.enabled() else None
+        token = request_id_var.set(_request_id(metadata, call))
         if self.metrics:
             self.metrics.in_flight.inc()
-        return token
+        return token, call
 
     def _finish(
         self, method: str, context: grpc.ServicerContext, started: float, response: Any, failed: bool, token: Any,
-        *, cancelled: bool = False, **extra: Any,
+        call: tracing.ServerCall | None, *, cancelled: bool = False, error: BaseException | None = None, **extra: Any,
     ) -> None:
+        code = grpc.StatusCode.UNKNOWN
         try:
             # Echoed in the trailers, which go out with the status anyway (an early header send costs a
             # round of the core's batch per call); kept beside any details the servicer attached.
@@ -117,6 +128,8 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
                 fields.update(extra)
                 log.log(level, "rpc %s %s", method, code.name, extra=fields)
         finally:
+            if call is not None:
+                call.end(code, error)
             try:
                 request_id_var.reset(token)
             except ValueError:
@@ -124,32 +137,91 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
 
     def _unary(self, behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
-            token = self._begin(context)
+            token, traced = self._begin(context, method)
+            attached = traced.attach() if traced is not None else None
             started = time.perf_counter()
-            response, failed = None, True
+            response, failed, error = None, True, None
             try:
                 response = behaviour(request, context)
                 failed = False
                 return response
+            except BaseException as exc:
+                error = exc
+                raise
             finally:
-                self._finish(method, context, started, response, failed, token)
+                self._finish(method, context, started, response, failed, token, traced, error=error)
+                if attached is not None:
+                    tracing.ServerCall.detach(attached)
 
         return call
 
     def _stream(self, behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            token = self._begin(context)
+            token, traced = self._begin(context, method)
             started = time.perf_counter()
-            sent, failed, cancelled = 0, True, False
+            sent, failed, cancelled, error = 0, True, False, None
+            # The span is made current only while the servicer's code runs, step by step: between two
+            # messages this generator is suspended, and it may be closed from another thread.
+            items = _Steps(traced)
             try:
-                for item in behaviour(request, context):
+                for item in items.run(lambda: behaviour(request, context)):
                     sent += 1
                     yield item
                 failed = False
+                # A servicer that noticed its client had gone and returned: cancelled all the same.
+                cancelled = not context.is_active()
             except GeneratorExit:  # the client went away: not a server failure
                 failed, cancelled = False, True
                 raise
+            except BaseException as exc:
+                error = exc
+                raise
             finally:
-                self._finish(method, context, started, None, failed, token, cancelled=cancelled, messages_sent=sent)
+                with items.current():
+                    self._finish(method, context, started, None, failed, token, traced, cancelled=cancelled, error=error,
+                                 messages_sent=sent)
 
         return call
+
+
+class _Steps:
+    """Runs a servicer's response iterator with the call's span current during each step only."""
+
+    def __init__(self, traced: tracing.ServerCall | None):
+        self.traced = traced
+
+    def current(self) -> Any:
+        return _Attached(self.traced)
+
+    def run(self, start: Callable[[], Iterator[Any]]) -> Iterator[Any]:
+        with self.current():
+            iterator = iter(start())
+        try:
+            while True:
+                with self.current():
+                    try:
+                        item = next(iterator)
+                    except StopIteration:
+                        return
+                yield item
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                with self.current():
+                    close()
+
+
+class _Attached:
+    __slots__ = ("traced", "token")
+
+    def __init__(self, traced: tracing.ServerCall | None):
+        self.traced = traced
+        self.token: object = None
+
+    def __enter__(self) -> None:
+        if self.traced is not None:
+            self.token = self.traced.attach()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.token is not None:
+            tracing.ServerCall.detach(self.token)

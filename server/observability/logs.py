@@ -3,6 +3,8 @@
 The id comes from the caller's `x-request-id` metadata (or is made up when absent or unusable), is
 set for the duration of the call by the RPC interceptor, and appears on every record logged
 meanwhile, so one grep follows a transmission from the partner's client through the relay here.
+In a traced process (server/observability/tracing.py) the id is the trace id unless the caller sent
+its own, in which case a line logged while a span is current names the trace id too (`trace_id`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import logging
 import re
 import uuid
 from typing import Any
+
+from opentelemetry import trace
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -57,8 +61,12 @@ class JsonFormatter(logging.Formatter):
         # The interceptor names it on its own line; any other record logged during a call gets the call's
         # (handlers format in the logging thread, which is the one serving the call).
         request_id = getattr(record, "request_id", "") or request_id_var.get()
-        if request_id:
-            entry["request_id"] = request_id
+        span_context = trace.get_current_span().get_span_context()
+        trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else ""
+        if request_id or trace_id:
+            entry["request_id"] = request_id or trace_id
+        if trace_id and trace_id != entry["request_id"]:  # the caller named its own request id
+            entry["trace_id"] = trace_id
         for key, value in vars(record).items():  # the caller's extra= fields
             if key not in _STANDARD and key[:1] != "_":
                 entry[key] = value

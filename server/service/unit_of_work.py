@@ -23,6 +23,7 @@ from server.adapters.claim_repository import (
     ReferenceRepository,
 )
 from server.adapters.repositories import CertificateRepository, TransmissionRepository
+from server.observability import tracing
 from server.service import deadline
 
 QUERY_CANCELED = "57014"  # PostgreSQL: statement_timeout fired
@@ -48,6 +49,15 @@ class UnitOfWork:
         self._transaction: RootTransaction | None = None
 
     def __enter__(self) -> "UnitOfWork":
+        # A span around the whole unit when the process is traced: waiting for a slot, the statements, the commit.
+        self._traced = tracing.open_span("db.transaction", {"db.system": self._database.dialect, "ecert.write": self._write})
+        try:
+            return self._enter()
+        except BaseException as error:
+            tracing.close_span(self._traced, error)
+            raise
+
+    def _enter(self) -> "UnitOfWork":
         deadline.check()
         self._committed = False
         self._batch: Batch | None = None
@@ -105,6 +115,14 @@ class UnitOfWork:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        try:
+            self._exit(exc)
+        except BaseException as error:
+            tracing.close_span(self._traced, error, committed=self._committed)
+            raise
+        tracing.close_span(self._traced, exc, committed=self._committed)
+
+    def _exit(self, exc: BaseException | None) -> None:
         try:
             if self._session is not None:
                 self._session.rollback()
