@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import enum
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -211,9 +212,11 @@ class ClaimUseCases:
             if current.reversed_at is not None:
                 raise DomainError("CLAIM_ALREADY_REVERSED", "the claim was already canceled", ErrorKind.PRECONDITION)
             self._period_opened(uow, current.quota_year, current.tpl_number, now)
-            reversed_record = self._release(uow, current, now, kind, reason)
+            reversed_record, reversal = self._release(uow, current, now, kind, reason)
             corrected_record = None
-            if corrected_line is not None:
+            if corrected_line is None:
+                uow.audit.append(now, *reversal)
+            else:
                 year = corrected_line.date_of_importation.year
                 opened = self._period_opened(uow, year, corrected_line.tpl_number, now)
                 plan = self._plan(
@@ -222,7 +225,9 @@ class ClaimUseCases:
                     presented=corrected_presentation(current.held_on_certificate, corrected_line.quantity, current.presentation_time),
                     field="corrected_line",
                 )
-                corrected_record = self._commit_plan(uow, plan, now, commit=False)
+                # The reversal's audit record goes with the correction's, after its charges: every unit
+                # takes the audit tip last, so none holds it while it waits for a certificate or a level.
+                corrected_record = self._commit_plan(uow, plan, now, commit=False, audit_before=[reversal])
             uow.commit()
             return reversed_record, corrected_record, False
 
@@ -414,7 +419,10 @@ class ClaimUseCases:
 
     # -- charging -------------------------------------------------------------------------------------
 
-    def _commit_plan(self, uow: UnitOfWork, plan: Plan, now: dt.datetime, *, commit: bool = True) -> ClaimRecord:
+    def _commit_plan(
+        self, uow: UnitOfWork, plan: Plan, now: dt.datetime, *, commit: bool = True,
+        audit_before: Sequence[tuple[str, str, dict[str, object]]] = (),
+    ) -> ClaimRecord:
         record = plan.record
         ledger = uow.certificate_ledger
         if record.decision in CHARGED:
@@ -435,7 +443,7 @@ class ClaimUseCases:
                 raise _LostRace
             record = dataclasses.replace(record, certificate_remaining=remaining)
         uow.claims.add(record)
-        uow.audit.append(now, "DECISION", _subject(record), _facts(record))
+        uow.audit.append_many(now, [*audit_before, ("DECISION", _subject(record), _facts(record))])
         if commit:
             uow.commit()
             if record.decision in CHARGED:
@@ -454,7 +462,9 @@ class ClaimUseCases:
             balances.append(remaining)
         return {"level_remaining": balances[0], "aggregate_remaining": balances[1] if len(balances) > 1 else None}
 
-    def _release(self, uow: UnitOfWork, read: ClaimRecord, now: dt.datetime, kind: ReversalKind, reason: str) -> ClaimRecord:
+    def _release(
+        self, uow: UnitOfWork, read: ClaimRecord, now: dt.datetime, kind: ReversalKind, reason: str
+    ) -> tuple[ClaimRecord, tuple[str, str, dict[str, object]]]:
         """Reverse a live claim once: first mark it, conditionally on it being live with the decision
         read (a second reversal, or the opening deciding it meanwhile, makes this transaction start
         again from what is stored now); then give back what the marked row holds, each release
@@ -481,12 +491,11 @@ class ClaimUseCases:
         record = dataclasses.replace(
             claim, certificate_remaining=certificate_remaining, level_remaining=balances[0], aggregate_remaining=balances[1]
         )
-        uow.audit.append(
-            now, "REVERSAL", _subject(record),
-            {"claim_id": claim.claim_id, "kind": kind.value, "reason": reason,
-             "returned_quantity": str(returned), "returned_measure": str(claim.granted_measure)},
-        )
-        return record
+        audit = ("REVERSAL", _subject(record), {
+            "claim_id": claim.claim_id, "kind": kind.value, "reason": reason,
+            "returned_quantity": str(returned), "returned_measure": str(claim.granted_measure),
+        })
+        return record, audit  # appended by the caller, last
 
     def _period_opened(self, uow: UnitOfWork, year: int, tpl_number: str, now: dt.datetime) -> bool:
         """Whether the year's period has opened, decided alike by every replica whatever its clock: it
