@@ -23,8 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from bench import dataset
-from bench.server import peak_rss_mib
-from bench.workload import GOODS, certificate_number
+from bench.workload import GOODS
 
 IN_FLIGHT = (1, 16, 64)
 RPC_NAMES = {"echo": "Echo (baseline)", "submit": "SubmitCertificate", "match": "MatchClaim", "quota": "GetQuotaStatus"}

@@ -25,7 +25,6 @@ from client.sdk.models import (
     Certificate,
     ClaimOutcome,
     ClaimResult,
-    Condition,
     EntryLine,
     Issue,
     QuotaEvent,

@@ -8,7 +8,6 @@ from decimal import Decimal
 from fractions import Fraction
 
 from sqlalchemy import BigInteger, bindparam, func, insert, select, type_coerce, update
-from sqlalchemy.orm import Session
 
 from server.adapters.orm import (
     AuditHeadRow,

@@ -60,6 +60,6 @@ def _plain(value: Any) -> dict[str, Any]:
     the same dict at a fraction of the cost, once per envelope."""
     return {
         name: _plain(item) if is_dataclass(item) else item
-        for name in _field_names(type(value))
+        for name in _field_names(value.__class__)
         for item in (getattr(value, name),)
     }

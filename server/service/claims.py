@@ -43,7 +43,6 @@ from server.domain.errors import DomainError, ErrorKind, Finding
 from server.domain.quantity import format_quantity, storable_code
 from server.domain.quota import Level, opening_rates, rate_text
 from server.domain.records import ClaimRecord
-from server.domain.transmission import CertificateStatus
 from server.service import deadline
 from server.service.clock import Clock, new_id
 from server.service.quota import QuotaCalendar, QuotaEventBus

@@ -11,7 +11,7 @@ import pytest
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import quota_pb2 as qpb
 from ecert.v1 import transmission_pb2 as tpb
-from tests.factories import certificate, claim_line, envelope, small_levels, stamp
+from tests.factories import claim_line, envelope, small_levels, stamp
 from tests.grpc_errors import rich_error
 
 

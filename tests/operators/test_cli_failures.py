@@ -3,7 +3,6 @@ command as a subprocess, against real files, ports, servers and databases."""
 from __future__ import annotations
 
 import json
-import pathlib
 import socket
 import urllib.request
 
