@@ -14,6 +14,7 @@ from server.adapters.orm import (
     AuditRecordRow,
     CertificateRow,
     ClaimRow,
+    EntryRow,
     ExactQuantity,
     QuotaLedgerRow,
     QuotaLevelRow,
@@ -66,6 +67,7 @@ class LevelRow:
 _certificates = CertificateRow.__table__
 _levels = QuotaLevelRow.__table__
 _claims = ClaimRow.__table__
+_entries = EntryRow.__table__
 _audit_head = AuditHeadRow.__table__
 _quantity = bindparam("amount", type_=ExactQuantity())
 _certificate_key = (_certificates.c.issuing_country == bindparam("country"), _certificates.c.certificate_number == bindparam("number"))
@@ -97,7 +99,8 @@ STATEMENTS = Statements(
     certificate_claims=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
     .where(_claims.c.issuing_country == bindparam("country"), _claims.c.certificate_number == bindparam("number"))
     .order_by(_claims.c.decided_at, _claims.c.entry_number, _claims.c.line_number, _claims.c.revision),
-    entry_parties=select(_claims.c.importer_of_record, _claims.c.filer_code).where(_claims.c.entry_number == bindparam("entry")).limit(1),
+    entry_parties=select(_entries.c.importer_of_record, _entries.c.filer_code).where(_entries.c.entry_number == bindparam("entry")),
+    insert_entry=(insert(_entries), ("entry_number", "importer_of_record", "filer_code")),
     insert_claim=(insert(_claims), _CLAIM_COLUMNS),
     mark_reversed=_MARK_REVERSED,
     set_balances=update(_claims).where(_claims.c.claim_id == bindparam("id"))
@@ -179,6 +182,11 @@ class ClaimRepository(_Repository):
         """(importer of record, filer code) already on file for this entry number, if any."""
         row = self._first("entry_parties", {"entry": entry_number})
         return None if row is None else (row[0], row[1])
+
+    def add_entry(self, entry_number: str, importer_of_record: str, filer_code: str) -> None:
+        """The entry number's parties; a concurrent first line of the same entry loses on the primary key
+        (the unit of work is then run again and reads the winner's)."""
+        self._execute("insert_entry", {"entry_number": entry_number, "importer_of_record": importer_of_record, "filer_code": filer_code})
 
     def add(self, record: ClaimRecord) -> None:
         values = {name: getattr(record, name) for name in _CLAIM_COLUMNS}

@@ -230,6 +230,17 @@ class QuotaLedgerRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
 
 
+class EntryRow(Base):
+    """Who an entry number belongs to: an entry number is never reused for another importer's entry.
+    Its primary key decides between two first lines of one new entry filed at once."""
+
+    __tablename__ = "entries"
+
+    entry_number: Mapped[str] = mapped_column(String(16), primary_key=True)
+    importer_of_record: Mapped[str] = mapped_column(String(16))
+    filer_code: Mapped[str] = mapped_column(String(8))
+
+
 LIVE_HOLD = text("reversed_at IS NULL AND decision IN ('PREFERENTIAL', 'PARTIAL', 'QUEUED')")
 
 

@@ -292,7 +292,9 @@ class ClaimUseCases:
 
     def _check_entry_parties(self, uow: UnitOfWork, line: EntryLine) -> None:
         parties = uow.claims.entry_parties(line.entry_number)
-        if parties is not None and parties != (line.importer_of_record, line.filer_code):
+        if parties is None:
+            uow.claims.add_entry(line.entry_number, line.importer_of_record, line.filer_code)
+        elif parties != (line.importer_of_record, line.filer_code):
             raise DomainError(
                 "ENTRY_NUMBER_REUSED",
                 "this entry number belongs to another importer's entry; entry numbers are never reused",

@@ -318,3 +318,22 @@ def test_a_certificate_is_charged_only_at_the_version_the_claim_matched(server, 
     assert run_in_transaction(server.database, charge(1)) is None  # matched version 1; version 2 is on file
     assert run_in_transaction(server.database, charge(2)) == Decimal(1190)  # not committed: rolled back
     assert scalar(server, "SELECT used_quantity FROM certificates") == 0
+
+
+# -- an entry number belongs to one importer, even when two file its first lines at once ---------------------
+
+
+def test_two_importers_filing_one_new_entry_number_at_once_never_both_keep_it(server, match, transmission, partner):  # type: ignore[no-untyped-def]
+    # The check read the entry's claims, then inserted a claim: two importers filing the first lines of
+    # one new entry at once could both pass it. The entries table's primary key decides now.
+    transmit_all(transmission, partner, ["MX26-00000001"])
+    transmit_all(transmission, partner, ["MX26-00000002"], importer_of_record="98-765432100")
+    for n in range(ROUNDS):
+        ours = claim_line(700 + n, line_number=1)
+        theirs = claim_line(700 + n, line_number=2, certificate_number="MX26-00000002", importer_of_record="98-765432100")
+        answers = at_once(*(lambda line=line: match.MatchClaim(mpb.MatchClaimRequest(line=line)).result for line in (ours, theirs)))
+        refused = [a for a in answers if isinstance(a, grpc.RpcError)]
+        assert len(refused) == 1, answers
+        assert (rich_error(refused[0]).code, rich_error(refused[0]).reason) == (grpc.StatusCode.ALREADY_EXISTS, "ENTRY_NUMBER_REUSED")
+        importers = scalar(server, "SELECT count(DISTINCT importer_of_record) FROM claims WHERE entry_number = :e", e=ours.entry_number)
+        assert importers == 1
