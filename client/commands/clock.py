@@ -23,12 +23,6 @@ def parse_duration(text: str) -> dt.timedelta:
     return sum((dt.timedelta(**{_UNITS[unit]: int(number)}) for number, unit in _DURATION.findall(text)), dt.timedelta(0))
 
 
-def _instant(text: str) -> dt.datetime:
-    try:
-        at = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise common.BadInput(f"{text!r}: an ISO 8601 instant, e.g. 2027-01-04T17:00:00Z") from None
-    return at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
 
 
 def _client(target: Optional[str], insecure: bool, tls_dir: Optional[pathlib.Path]) -> OperatorClient:
@@ -50,7 +44,7 @@ def set_(
     target: Optional[str] = common.TARGET, insecure: bool = common.INSECURE, tls_dir: Optional[pathlib.Path] = common.TLS_DIR,
 ) -> None:
     """Move the clock to INSTANT; it runs on from there."""
-    at = _instant(instant)
+    at = common.instant(instant, "INSTANT")
     with _client(target, insecure, tls_dir) as client:
         typer.echo(client.set_clock(at).isoformat())
 

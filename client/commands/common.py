@@ -8,6 +8,8 @@ traceback).
 """
 from __future__ import annotations
 
+import datetime as dt
+
 import functools
 import json
 import pathlib
@@ -46,6 +48,15 @@ def settings(target: Optional[str], insecure: bool, tls_dir: Optional[pathlib.Pa
         raise BadInput("no TLS material: give --tls-dir DIR (ca.pem, cert.pem, key.pem, as `ecert pki init` makes them; "
                        "or ECERT_CLIENT_TLS_DIR), or --insecure for a plaintext development service")
     return connection
+
+
+def instant(text: str, what: str = "--as-of") -> dt.datetime:
+    """An ISO 8601 instant from the command line (UTC when it names no zone); BadInput otherwise."""
+    try:
+        at = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadInput(f"{what} {text!r}: expected an ISO 8601 instant, e.g. 2026-03-01T12:00:00Z") from None
+    return at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
 
 
 def print_json(value: Any) -> None:

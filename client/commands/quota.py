@@ -1,7 +1,6 @@
 """`ecert quota status`: each TPL level's fill as a table, once or live (`--watch`)."""
 from __future__ import annotations
 
-import datetime as dt
 import pathlib
 from typing import Optional
 
@@ -31,12 +30,6 @@ def status_table(levels: list[QuotaStatus]) -> Table:
     return table
 
 
-def _instant(text: str) -> dt.datetime:
-    try:
-        at = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise common.BadInput(f"--as-of {text!r}: expected an ISO 8601 instant, e.g. 2026-03-01T12:00:00Z") from None
-    return at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
 
 
 @app.command()
@@ -57,7 +50,7 @@ def status(
     per event elsewhere (a pipe, a file); with --json --watch: one JSON event per line."""
     if watch and as_of:
         raise common.BadInput("--watch shows changes from now on: it cannot be combined with --as-of")
-    at = _instant(as_of) if as_of else None
+    at = common.instant(as_of) if as_of else None
     with OperatorClient(common.settings(target, insecure, tls_dir, timeout)) as client:
         if watch:
             return _watch(client, tuple(tpl), year, max_events, as_json)

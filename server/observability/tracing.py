@@ -239,7 +239,7 @@ class ClientInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClient
             started.set_status(Status(StatusCode.ERROR, code.name))
         started.end()
 
-    def intercept_unary_unary(self, continuation: Callable[..., Any], client_call_details: grpc.ClientCallDetails, request: Any) -> Any:
+    def _traced(self, continuation: Callable[..., Any], client_call_details: grpc.ClientCallDetails, request: Any) -> Any:
         started, details = self._start(client_call_details)
         if started is None:
             return continuation(details, request)
@@ -248,21 +248,15 @@ class ClientInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClient
         except BaseException:
             self._finish(started, grpc.StatusCode.UNKNOWN)
             raise
-        # A blocking call's outcome is already done; a future's is ended by its callback.
+        # A blocking call's outcome is already done; a future's or a stream's is ended by its callback.
         outcome.add_done_callback(lambda done: self._finish(started, _code_of(done)))
         return outcome
 
+    def intercept_unary_unary(self, continuation: Callable[..., Any], client_call_details: grpc.ClientCallDetails, request: Any) -> Any:
+        return self._traced(continuation, client_call_details, request)
+
     def intercept_unary_stream(self, continuation: Callable[..., Any], client_call_details: grpc.ClientCallDetails, request: Any) -> Any:
-        started, details = self._start(client_call_details)
-        if started is None:
-            return continuation(details, request)
-        try:
-            outcome = continuation(details, request)
-        except BaseException:
-            self._finish(started, grpc.StatusCode.UNKNOWN)
-            raise
-        outcome.add_done_callback(lambda done: self._finish(started, _code_of(done)))
-        return outcome
+        return self._traced(continuation, client_call_details, request)
 
 
 def _code_of(call: Any) -> grpc.StatusCode | None:
