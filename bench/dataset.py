@@ -41,7 +41,9 @@ def load_certificates(
 ) -> None:
     """`count` ACTIVE certificates numbered from `first`, each with its version and transmission."""
     connection = sqlite3.connect(path)
-    stamp = _instant(at)
+    # Received a day before `at`: a claim counts only a transmission on file at its presentation time,
+    # and the runs present their claims from `at` on (an hour earlier at most).
+    stamp = _instant(at - dt.timedelta(days=1))
     try:
         connection.execute("PRAGMA synchronous=OFF")  # a loader: durability comes from the final commit
         next_id = connection.execute("SELECT coalesce(max(id), 0) + 1 FROM transmissions").fetchone()[0]
@@ -90,7 +92,7 @@ def load_claims(path: str, good: Good, *, count: int, certificates: tuple[int, i
                     f"C-bulk-{i:012d}", make_entry_number(filer, i + 1), 1, 1, hashlib.sha256(str(i).encode()).hexdigest(),
                     filer, IMPORTER, "MX", number, 1, good.tpl_number, quota_year, "PREFERENTIAL", "[]", "[]",
                     1 * MICRO, good.unit, 6 * MICRO, "SME", "6.0", "bulk", 1 * MICRO, 6 * MICRO, None, None, None,
-                    stamp, stamp, 0, "", None, None,
+                    stamp, stamp, 0, "", None, None, f"R-bulk-{quota_year}-{first + i % how_many}", "",
                 ))
             connection.executemany(_insert(ClaimRow), rows)
         connection.commit()

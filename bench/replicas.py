@@ -125,7 +125,8 @@ def _line(index: int, numbers: list[str], base: int) -> bytes:
         importer_of_record="12-345678900", entry_type="02", country_of_origin="MX", htsus_number="6109.10.0012",
         tpl_number="9823.53.01", spi="S+", certificate_number=numbers[index % len(numbers)], quantity="1", unit="DOZ",
         date_of_importation=now.date().isoformat())
-    for name, minutes in (("filed_at", 30), ("arrived_at", 20), ("paid_at", 10)):
+    # Presented (paid) now: after the certificates were transmitted, as a claim must be.
+    for name, minutes in (("filed_at", 30), ("arrived_at", 20), ("paid_at", 0)):
         getattr(line, name).FromDatetime(now - dt.timedelta(minutes=minutes))
     return mpb.MatchClaimRequest(line=line).SerializeToString()
 

@@ -64,7 +64,7 @@ def transmit_certificates(deployment: Deployment, target: str) -> None:
 def storm_lines(level_claims: int, bound_claims: int) -> list[mpb.EntrySummaryLine]:
     now = dt.datetime.now(dt.timezone.utc)
     today = now.date().isoformat()
-    times = {"filed_at": now - dt.timedelta(minutes=30), "arrived_at": now - dt.timedelta(minutes=20), "paid_at": now - dt.timedelta(minutes=10)}
+    times = {"filed_at": now - dt.timedelta(minutes=30), "arrived_at": now - dt.timedelta(minutes=20), "paid_at": now}  # after the certificates were sent
     level = [
         claim_line(1000 + n, certificate_number=LEVEL_CERTIFICATES[n % 4], quantity="7", date_of_importation=today,
                    tpl_number=LEVEL_TPL, htsus_number=FABRIC["htsus_number"], unit="M2", **times)

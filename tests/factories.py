@@ -85,9 +85,11 @@ def claim_line(
     line_number: int = 1,
     filer: str = "B76",
     certificate_number: str = "MX26-00000001",
-    filed_at: dt.datetime = NOW - dt.timedelta(hours=3),
-    arrived_at: dt.datetime | None = NOW - dt.timedelta(hours=2),
-    paid_at: dt.datetime | None = NOW - dt.timedelta(hours=1),
+    # Presented (paid) at NOW, when the test server's clock stands and certificates are received: a
+    # claim counts only a transmission on file at its presentation time (eCERT notice).
+    filed_at: dt.datetime = NOW - dt.timedelta(hours=2),
+    arrived_at: dt.datetime | None = NOW - dt.timedelta(hours=1),
+    paid_at: dt.datetime | None = NOW,
     **changes: object,
 ) -> mpb.EntrySummaryLine:
     """An entry summary line that matches `certificate()`: 100 dozen knit shirts under TPL 1."""

@@ -114,6 +114,7 @@ class Storm:
         self._lock = threading.Lock()
         self.lines: list[mpb.EntrySummaryLine] = []  # this year's lines, to replay, cancel and correct
         self.waiting: list[mpb.EntrySummaryLine] = []  # next year's lines filed before its opening
+        self.certificates_at = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
 
     # -- time ------------------------------------------------------------------------------------------
 
@@ -167,6 +168,8 @@ class Storm:
                 cert = certificate(number, quota_year=year, **dates, **fields)
                 transmission.SubmitCertificate(tpb.SubmitCertificateRequest(
                     envelope=envelope(self.deployment.partner, cert, message_id=f"storm-{n}", sent_at=self.now(0))))
+        # Every line is presented after this: a claim counts only a transmission on file at its presentation.
+        self.certificates_at = self.now(0) + dt.timedelta(seconds=1)
         time.sleep(1.2)  # replicas notice the loaded reference version within a second
         # Next year's opening batch: filed at both replicas before the opening, oversubscribing TPL 4.
         for i in range(16):
@@ -178,7 +181,7 @@ class Storm:
     # -- lines -------------------------------------------------------------------------------------------
 
     def _instants(self, replica: int) -> dict[str, dt.datetime]:
-        at = self.now(replica) - dt.timedelta(seconds=90)
+        at = max(self.now(replica) - dt.timedelta(seconds=90), self.certificates_at)
         return {"filed_at": at - dt.timedelta(minutes=20), "arrived_at": at - dt.timedelta(minutes=10), "paid_at": at}
 
     def this_year_line(self, replica: int, rng: random.Random, *, date: str | None = None) -> mpb.EntrySummaryLine:

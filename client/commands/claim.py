@@ -6,6 +6,8 @@ answer, not an error, so it exits 0.
 """
 from __future__ import annotations
 
+import datetime as dt
+
 import pathlib
 from typing import Any, Optional
 
@@ -37,8 +39,10 @@ def read_lines(path: pathlib.Path) -> list[EntryLine]:
 
 # One entry summary line as `ecert claim file` and `check` read it: every field the service requires, plus
 # filer_code, which is optional (the entry number's first three characters). It claims TPL 1 on the README
-# partner example's certificate MX26-00004242 (1200 dozen knit shirts). Its instants are in the past, so
-# the service never finds them in the future.
+# partner example's certificate MX26-00004242 (1200 dozen knit shirts). `ecert claim example` stamps
+# filing and payment with the moment it runs: the line is presented then, so a certificate transmitted
+# before counts for it, and one transmitted later does not (eCERT notice: the transmission must be on
+# file upon entry summary).
 EXAMPLE_LINE: dict[str, Any] = {
     "entry_number": "B76-0000001-5",
     "line_number": 1,
@@ -83,8 +87,11 @@ def _client(target: Optional[str], insecure: bool, tls_dir: Optional[pathlib.Pat
 
 @app.command()
 def example() -> None:
-    """Print one entry summary line as JSON, ready for `ecert claim check` or `file` (edit its values)."""
-    common.print_json(EXAMPLE_LINE)
+    """Print one entry summary line as JSON, ready for `ecert claim check` or `file` (edit its values);
+    it is filed and paid (presented) now."""
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    stamp = lambda at: at.isoformat().replace("+00:00", "Z")  # noqa: E731
+    common.print_json({**EXAMPLE_LINE, "filed_at": stamp(now - dt.timedelta(hours=1)), "paid_at": stamp(now)})
 
 
 @app.command("file")

@@ -383,6 +383,11 @@ class ClaimResult:
     post_importation: bool
     reversed: bool
     proration_rate: Decimal | None
+    # The certificate version on file at presentation that the decision relied on, with customs'
+    # receipt id and the transmission's digest (hex): the evidence to keep with the entry.
+    certificate_version: int = 0
+    certificate_receipt_id: str = ""
+    certificate_digest: str = ""
 
     @classmethod
     def from_proto(cls, m: mpb.ClaimResult) -> ClaimResult:
@@ -401,6 +406,8 @@ class ClaimResult:
             presentation_time=_instant(m.presentation_time, m.HasField("presentation_time")),
             decided_at=_instant(m.decided_at, m.HasField("decided_at")),
             post_importation=m.post_importation, reversed=m.reversed, proration_rate=d(m.proration_rate),
+            certificate_version=m.certificate_version, certificate_receipt_id=m.certificate_receipt_id,
+            certificate_digest=m.certificate_digest,
         )
 
 

@@ -292,6 +292,8 @@ class ClaimRow(Base):
     proration_rate: Mapped[str] = mapped_column(String(24), default="")
     reversed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     reversal_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    certificate_receipt_id: Mapped[str] = mapped_column(String(64), default="")
+    certificate_digest: Mapped[str] = mapped_column(String(64), default="")
 
 
 class AuditRecordRow(Base):

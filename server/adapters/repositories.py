@@ -14,7 +14,8 @@ from server.domain.certificate import Certificate, Party
 from server.domain.errors import Finding, Severity
 from server.domain.receipt import Outcome, Receipt
 from server.domain.records import (
-    CANCELED, MATCHED, UNMATCHED, ActivityEntry, SignedEvidence, StoredVersion, TransmissionRecord, activity_condition,
+    CANCELED, MATCHED, UNMATCHED, ActivityEntry, SignedEvidence, StoredVersion, TransmissionRecord, VersionOnFile,
+    activity_condition,
 )
 from server.domain.transmission import CertificateHead, CertificateStatus
 
@@ -174,6 +175,22 @@ CERTIFICATE_STATEMENTS = Statements(
         _versions.c.version == _heads.c.current_version,
     ))
     .where(*_certificate_key),
+    # The version customs had received at a claim's presentation time (19 CFR 132.12 / the eCERT notice:
+    # the transmission must be on file upon entry summary), with the receipt and digest it came with and
+    # the certificate's head (its balance and the version a charge is conditioned on).
+    on_file_at=select(
+        *(_versions.c[n] for n in _VERSION_COLUMNS), _versions.c.version, _versions.c.status,
+        _transmissions.c.receipt_id, _transmissions.c.digest, *(_heads.c[n] for n in _HEAD_COLUMNS),
+    )
+    .select_from(_heads)
+    .join(_versions, and_(
+        _versions.c.issuing_country == _heads.c.issuing_country,
+        _versions.c.certificate_number == _heads.c.certificate_number,
+    ))
+    .join(_transmissions, _transmissions.c.id == _versions.c.transmission_id)
+    .where(*_certificate_key, _transmissions.c.received_at <= bindparam("presented", type_=_transmissions.c.received_at.type))
+    .order_by(_versions.c.version.desc())
+    .limit(1),
     head=_head,
     # Rendered only by dialects that lock rows (PostgreSQL); SQLite's single writer is already alone.
     head_for_update=_head.with_for_update(),
@@ -237,6 +254,16 @@ class CertificateRepository(PreparedRepository):
             return None
         certificate = _certificate(_VersionColumns(*row[: len(_VERSION_COLUMNS)]))  # type: ignore[arg-type]
         return certificate, _head(country, number, row[len(_VERSION_COLUMNS):])
+
+    def on_file_at(self, country: str, number: str, presented: dt.datetime) -> VersionOnFile | None:
+        """The newest version received no later than `presented`, with its receipt and the head."""
+        row = self._first("on_file_at", {"country": country, "number": number, "presented": presented})
+        if row is None:
+            return None
+        certificate = _certificate(_VersionColumns(*row[: len(_VERSION_COLUMNS)]))  # type: ignore[arg-type]
+        version, status, receipt_id, digest = row[len(_VERSION_COLUMNS): len(_VERSION_COLUMNS) + 4]
+        head = _head(country, number, row[len(_VERSION_COLUMNS) + 4:])
+        return VersionOnFile(certificate, version, CertificateStatus(status), receipt_id, bytes(digest).hex(), head)
 
     def head(self, country: str, number: str, *, for_update: bool = False) -> CertificateHead | None:
         """The latest state; `for_update` locks the row until commit (PostgreSQL; SQLite's writer is

@@ -99,6 +99,9 @@ def claim_to_proto(c: ClaimRecord) -> mpb.ClaimResult:
         post_importation=c.post_importation,
         reversed=c.reversed_at is not None,
         proration_rate=c.proration_rate,
+        certificate_version=c.certificate_version,
+        certificate_receipt_id=c.certificate_receipt_id,
+        certificate_digest=c.certificate_digest,
     )
 
 

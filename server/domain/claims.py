@@ -34,10 +34,17 @@ class Mismatch:
 
 @dataclass(frozen=True)
 class CertificateOnFile:
+    """The certificate version customs had received at the claim's presentation time, with the
+    certificate's balance and status as they stand now."""
+
     certificate: Certificate
     version: int
     status: CertificateStatus
     remaining: Decimal
+    receipt_id: str = ""
+    digest: str = ""
+    # The certificate's current version: a charge is written only if it is still the current one.
+    head_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,11 +97,18 @@ def mismatches(line: EntryLine, certificate: Certificate) -> list[Mismatch]:
     return found
 
 
-def screen(line: EntryLine, partner: Partner | None, on_file: CertificateOnFile | None) -> Screening:
+def screen(
+    line: EntryLine, partner: Partner | None, on_file: CertificateOnFile | None, *, transmitted_later: bool = False
+) -> Screening:
+    """Matching before quota. `on_file` is the version customs had received at the claim's
+    presentation time (the eCERT notice: the transmission must be on file upon entry summary, else the
+    MFN rate applies); `transmitted_later` says a transmission arrived only after that instant, which
+    does not count for this claim (a re-filed entry summary would get a new presentation time)."""
     if partner is not None and line.date_of_importation < partner.ecert_effective_date:
         return Screening(Decision.ECERT_NOT_REQUIRED, ("BEFORE_ECERT_EFFECTIVE_DATE",))
     if on_file is None:
-        return Screening(Decision.MFN_REQUIRED, ("NO_TRANSMISSION",))
+        reasons = ("NO_TRANSMISSION", "TRANSMITTED_AFTER_PRESENTATION") if transmitted_later else ("NO_TRANSMISSION",)
+        return Screening(Decision.MFN_REQUIRED, reasons)
     if on_file.status is CertificateStatus.CANCELED:
         return Screening(Decision.MFN_REQUIRED, ("CERTIFICATE_CANCELED",))
     found = mismatches(line, on_file.certificate)

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from server.domain.certificate import Certificate
 from server.domain.receipt import Receipt
-from server.domain.transmission import CertificateStatus
+from server.domain.transmission import CertificateHead, CertificateStatus
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,18 @@ class StoredVersion:
     sender: str
     current: bool
     evidence: SignedEvidence | None = None  # read only where asked for (GetCertificate)
+
+
+@dataclass(frozen=True)
+class VersionOnFile:
+    """The version of a certificate customs had on file at an instant, and what proves it."""
+
+    certificate: Certificate
+    version: int
+    status: CertificateStatus
+    receipt_id: str  # customs' receipt for the transmission that made this version
+    digest: str  # hex SHA-256 of the canonical bytes of that transmission
+    head: CertificateHead  # the certificate as it stands now (balance, current version)
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,10 @@ class ClaimRecord:
     proration_rate: str
     reversed_at: dt.datetime | None
     reversal_kind: str | None
+    # The evidence the decision relied on: customs' receipt id and the transmission's digest (hex) of
+    # the certificate version on file at the presentation time; empty when none was.
+    certificate_receipt_id: str = ""
+    certificate_digest: str = ""
 
     @property
     def held_on_certificate(self) -> Decimal:

@@ -43,6 +43,7 @@ from server.domain.errors import DomainError, ErrorKind, Finding
 from server.domain.quantity import format_quantity, storable_code
 from server.domain.quota import Level, opening_rates, rate_text
 from server.domain.records import ClaimRecord
+from server.domain.transmission import CertificateStatus
 from server.service import deadline
 from server.service.clock import Clock, new_id
 from server.service.quota import QuotaCalendar, QuotaEventBus
@@ -85,6 +86,9 @@ class Plan:
 
     record: ClaimRecord
     levels: list[Level]
+    # The certificate's current version as read: its charge is conditioned on it (the version the
+    # claim relied on, on file at presentation, may have been replaced since).
+    head_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -301,12 +305,19 @@ class ClaimUseCases:
                 ErrorKind.ALREADY_EXISTS,
             )
 
-    def _on_file(self, uow: UnitOfWork, line: EntryLine) -> CertificateOnFile | None:
-        found = uow.certificates.on_file(line.country_of_origin, line.certificate_number)
+    def _on_file(self, uow: UnitOfWork, line: EntryLine, presented: dt.datetime) -> tuple[CertificateOnFile | None, bool]:
+        """The version on file at `presented`, and whether one arrived only later. A version replaced
+        since still counts (it was on file); a cancellation, whenever it came, withdraws the
+        certificate: nothing can be charged to it any more."""
+        found = uow.certificates.on_file_at(line.country_of_origin, line.certificate_number, presented)
         if found is None:
-            return None
-        certificate, head = found
-        return CertificateOnFile(certificate, head.version, head.status, head.remaining_quantity)
+            later = uow.certificates.head(line.country_of_origin, line.certificate_number) is not None
+            return None, later
+        head = found.head
+        status = CertificateStatus.CANCELED if head.status is CertificateStatus.CANCELED else found.status
+        return CertificateOnFile(
+            found.certificate, found.version, status, head.remaining_quantity, found.receipt_id, found.digest, head.version
+        ), False
 
     def _levels(self, uow: UnitOfWork, tpl_number: str, year: int) -> list[Level]:
         row = uow.quota.level(tpl_number, year)
@@ -333,7 +344,7 @@ class ClaimUseCases:
         presented: dt.datetime | None = None,
         field: str = "line",
     ) -> Plan:
-        on_file = self._on_file(uow, line)
+        on_file, transmitted_later = self._on_file(uow, line, presented or line.presentation_time())
         tpl = references.tpls.tpl(line.tpl_number)
         measure_unit = tpl.measure_unit if tpl else ""
         # Collected as plain values and made into a record once at the end (dataclasses.replace on a
@@ -349,6 +360,8 @@ class ClaimUseCases:
             issuing_country=line.country_of_origin,
             certificate_number=line.certificate_number,
             certificate_version=on_file.version if on_file else 0,
+            certificate_receipt_id=on_file.receipt_id if on_file else "",
+            certificate_digest=on_file.digest if on_file else "",
             tpl_number=line.tpl_number,
             quota_year=line.date_of_importation.year,
             decision="",
@@ -393,7 +406,7 @@ class ClaimUseCases:
         if levels:
             base.update(level_remaining=levels[0].remaining, aggregate_remaining=levels[1].remaining if len(levels) > 1 else None)
 
-        screening = screen(line, references.tpls.partner(line.country_of_origin), on_file)
+        screening = screen(line, references.tpls.partner(line.country_of_origin), on_file, transmitted_later=transmitted_later)
         if not screening.passed:
             assert screening.decision is not None
             base.update(
@@ -401,13 +414,13 @@ class ClaimUseCases:
                 reasons=screening.reasons,
                 mismatches=tuple((m.field, m.claimed, m.transmitted) for m in screening.mismatches),
             )
-            return Plan(ClaimRecord(**base), levels)  # type: ignore[arg-type]
+            return Plan(ClaimRecord(**base), levels, on_file.head_version if on_file else 0)  # type: ignore[arg-type]
         if unconvertible is not None:
             raise unconvertible
         assert tpl is not None and conversion is not None
         if not levels:
             base.update(decision=Decision.MFN_REQUIRED.value, reasons=("PERIOD_CLOSED", "NO_LEVEL_FOR_YEAR"))
-            return Plan(ClaimRecord(**base), levels)  # type: ignore[arg-type]
+            return Plan(ClaimRecord(**base), levels, on_file.head_version if on_file else 0)  # type: ignore[arg-type]
         allocation = allocate(line, conversion, QuotaContext(levels, now, opened, post, self.close_grace), presented)
         base.update(
             decision=allocation.decision.value,
@@ -416,7 +429,7 @@ class ClaimUseCases:
             granted_measure=allocation.grant.measure,
             presentation_time=allocation.presentation_time,
         )
-        return Plan(ClaimRecord(**base), levels)  # type: ignore[arg-type]
+        return Plan(ClaimRecord(**base), levels, on_file.head_version if on_file else 0)  # type: ignore[arg-type]
 
     # -- charging -------------------------------------------------------------------------------------
 
@@ -428,7 +441,7 @@ class ClaimUseCases:
         ledger = uow.certificate_ledger
         if record.decision in CHARGED:
             remaining = ledger.charge(
-                record.issuing_country, record.certificate_number, record.granted_quantity, entries=1, version=record.certificate_version
+                record.issuing_country, record.certificate_number, record.granted_quantity, entries=1, version=plan.head_version
             )
             if remaining is None:
                 raise _LostRace
@@ -438,7 +451,7 @@ class ClaimUseCases:
             # Reserve the certificate now so that queued claims can never overuse it; the opening
             # allocation gives back what proration does not grant.
             remaining = ledger.charge(
-                record.issuing_country, record.certificate_number, record.claimed_quantity, entries=1, version=record.certificate_version
+                record.issuing_country, record.certificate_number, record.claimed_quantity, entries=1, version=plan.head_version
             )
             if remaining is None:
                 raise _LostRace
@@ -689,6 +702,8 @@ def _facts(record: ClaimRecord) -> dict[str, object]:
         "decision": record.decision,
         "reasons": list(record.reasons),
         "certificate": f"{record.issuing_country}/{record.certificate_number}@{record.certificate_version}",
+        "certificate_receipt": record.certificate_receipt_id,
+        "certificate_digest": record.certificate_digest,
         "tpl": f"{record.tpl_number}/{record.quota_year}",
         # Canonical text ("600", never "600.0" or "6E+2"), whichever path computed or read the value.
         "claimed": f"{format_quantity(record.claimed_quantity)} {record.unit}",

@@ -15,7 +15,10 @@ from tests.factories import claim_line, envelope, small_levels
 
 
 def line_dict(transaction: int = 1, **changes: object) -> dict:  # type: ignore[type-arg]
-    return json_format.MessageToDict(claim_line(transaction, **changes), preserving_proto_field_name=True)
+    """A line presented now (these servers run on the system clock), after its certificate was sent."""
+    now = dt.datetime.now(dt.timezone.utc)
+    times: dict[str, object] = dict(filed_at=now - dt.timedelta(hours=2), arrived_at=now - dt.timedelta(hours=1), paid_at=now)
+    return json_format.MessageToDict(claim_line(transaction, **{**times, **changes}), preserving_proto_field_name=True)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 
 from ecert.v1 import transmission_pb2 as tpb
 from tests.cli.conftest import certificate_dict, write_json
@@ -11,20 +12,30 @@ from tests.factories import certificate, envelope
 
 
 def test_claim_example_is_a_line_the_service_decides(ecert, transmission, partner, tmp_path):
-    example = ecert("claim", "example")
-    assert example.code == 0, example.stderr
-    line = example.json()
-    path = tmp_path / "line.json"
-    path.write_text(example.stdout, encoding="utf-8")
-
-    # Before Mexico transmitted its certificate: a decision (no preference), not a refusal of the line.
-    before = ecert("claim", "check", str(path), "--json")
+    # The example is presented when it is printed: before Mexico transmitted its certificate, it is a
+    # decision (no preference), not a refusal of the line.
+    early = ecert("claim", "example")
+    assert early.code == 0, early.stderr
+    early_path = tmp_path / "early.json"
+    early_path.write_text(early.stdout, encoding="utf-8")
+    before = ecert("claim", "check", str(early_path), "--json")
     assert before.code == 0, before.stderr
     assert (before.json()[0]["decision"], before.json()[0]["reasons"]) == ("MFN_REQUIRED", ["NO_TRANSMISSION"])
 
-    number = line["certificate_number"]
+    number = early.json()["certificate_number"]
+    time.sleep(1.1)  # the transmission is received after the early line's (whole-second) presentation
     transmission.SubmitCertificate(tpb.SubmitCertificateRequest(
         envelope=envelope(partner.signer, certificate(number), message_id="example-1", sent_at=dt.datetime.now(dt.timezone.utc))))
+    # A transmission received after the line was presented does not count for it (eCERT notice: on file
+    # upon entry summary) ...
+    late = ecert("claim", "check", str(early_path), "--json").json()[0]
+    assert (late["decision"], late["reasons"]) == ("MFN_REQUIRED", ["NO_TRANSMISSION", "TRANSMITTED_AFTER_PRESENTATION"])
+    # ... and a line presented after it is granted.
+    time.sleep(1.1)
+    example = ecert("claim", "example")
+    line = example.json()
+    path = tmp_path / "line.json"
+    path.write_text(example.stdout, encoding="utf-8")
     checked = ecert("claim", "check", str(path), "--json")
     assert checked.code == 0, checked.stderr
     result = checked.json()[0]

@@ -45,10 +45,10 @@ def storm(target: str, lines: list[mpb.EntrySummaryLine], answered: dict[int, mp
 
 def test_sigkill_mid_claim_storm_loses_nothing_and_charges_nothing_twice(tmp_path: pathlib.Path, database_url: str):
     deployment = Deployment(tmp_path, database_url, new_signer("mx-se-2026-1"))
-    lines = storm_lines(LEVEL_CLAIMS, BOUND_CLAIMS)
     service = ServiceProcess(deployment, "service").start()
     load_small_levels(deployment)
     transmit_certificates(deployment, service.target)
+    lines = storm_lines(LEVEL_CLAIMS, BOUND_CLAIMS)  # presented after the certificates were received
 
     answered: dict[int, mpb.MatchClaimResponse] = {}
     tick = threading.Semaphore(0)

@@ -64,7 +64,7 @@ def test_matching_claim_is_preferential_and_charges_certificate_and_level(match,
     assert result.certificate_remaining == "1100"
     assert result.level_remaining == "44999400" and level(quota).charged == "600"
     # Priority time is the latest of filing, arrival and payment.
-    assert result.presentation_time.ToDatetime(tzinfo=dt.timezone.utc) == NOW - dt.timedelta(hours=1)
+    assert result.presentation_time.ToDatetime(tzinfo=dt.timezone.utc) == NOW
 
 
 def test_warehouse_withdrawal_ignores_arrival_for_priority(match, on_file):
@@ -264,28 +264,30 @@ def test_corrected_claim_keeps_its_original_priority(match, quota, on_file):
     assert current.claim_id == response.corrected.claim_id
 
 
-def test_a_correction_asking_more_than_was_granted_takes_the_new_presentation_time(match, quota, on_file):
+def test_a_correction_asking_more_than_was_granted_takes_the_new_presentation_time(match, quota, on_file, clock):
     # A correction never earns an earlier slot for more than the line already had (CSMS 13-000217).
     original = claim(match, claim_line(quantity="100"))
-    corrected_line = claim_line(quantity="120", filed_at=NOW - dt.timedelta(minutes=10), arrived_at=NOW, paid_at=NOW)
+    clock.at = later = NOW + dt.timedelta(hours=1)
+    corrected_line = claim_line(quantity="120", filed_at=later - dt.timedelta(minutes=10), arrived_at=later, paid_at=later)
     response = match.ReverseClaim(mpb.ReverseClaimRequest(
         entry_number=original.entry_number, line_number=1, kind=mpb.REVERSAL_KIND_CORRECTED, corrected_line=corrected_line))
     assert response.corrected.decision == PREFERENTIAL and response.corrected.granted_quantity == "120"
-    assert response.corrected.presentation_time.ToDatetime(tzinfo=dt.timezone.utc) == NOW
-    assert original.presentation_time.ToDatetime(tzinfo=dt.timezone.utc) == NOW - dt.timedelta(hours=1)
+    assert response.corrected.presentation_time.ToDatetime(tzinfo=dt.timezone.utc) == later
+    assert original.presentation_time.ToDatetime(tzinfo=dt.timezone.utc) == NOW
 
 
-def test_a_refused_line_corrected_takes_the_new_presentation_time(match, on_file):
+def test_a_refused_line_corrected_takes_the_new_presentation_time(match, on_file, clock):
     # CSMS 13-000217: an entry summary rejected for a missing or mismatched certificate gets a new
     # presentation time when it is resubmitted. At 99d2b8c every correction kept the original one.
     refused = claim(match, claim_line(importer_of_record="98-765432100"))
     assert (refused.decision, list(refused.reasons)) == (MFN, ["DATA_MISMATCH"])
-    corrected_line = claim_line(filed_at=NOW - dt.timedelta(minutes=10), arrived_at=NOW - dt.timedelta(minutes=5), paid_at=NOW)
+    clock.at = later = NOW + dt.timedelta(hours=1)
+    corrected_line = claim_line(filed_at=later - dt.timedelta(minutes=10), arrived_at=later - dt.timedelta(minutes=5), paid_at=later)
     response = match.ReverseClaim(mpb.ReverseClaimRequest(
         entry_number=refused.entry_number, line_number=1, kind=mpb.REVERSAL_KIND_CORRECTED, corrected_line=corrected_line))
     assert response.corrected.decision == PREFERENTIAL
-    assert response.corrected.presentation_time.ToDatetime(tzinfo=dt.timezone.utc) == NOW
-    assert refused.presentation_time.ToDatetime(tzinfo=dt.timezone.utc) == NOW - dt.timedelta(hours=1)
+    assert response.corrected.presentation_time.ToDatetime(tzinfo=dt.timezone.utc) == later
+    assert refused.presentation_time.ToDatetime(tzinfo=dt.timezone.utc) == NOW
 
 
 def test_reversal_errors(match, on_file):

@@ -200,7 +200,7 @@ def test_next_years_level_is_not_charged_before_it_opens(server, match, transmis
     assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INSTANT_IN_FUTURE")
     assert set(error.fields) == {"line.filed_at", "line.arrived_at", "line.paid_at"}
     waits = claim_line(2, certificate_number="MX27-00000001", date_of_importation="2027-01-05",
-                       filed_at=clock.at - dt.timedelta(hours=2), arrived_at=clock.at - dt.timedelta(hours=1), paid_at=clock.at - dt.timedelta(hours=1))
+                       filed_at=clock.at - dt.timedelta(hours=2), arrived_at=clock.at - dt.timedelta(hours=1), paid_at=clock.at)
     result = match.MatchClaim(mpb.MatchClaimRequest(line=waits)).result
     assert (result.decision, result.granted_quantity) == (QUEUED, "0")
     assert scalar(server, "SELECT count(*) FROM quota_ledger WHERE quota_year = 2027") == 0

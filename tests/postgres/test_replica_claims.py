@@ -31,11 +31,11 @@ def match_at(targets: list[str], lines: list[mpb.EntrySummaryLine]) -> list[mpb.
 
 
 def test_claim_storm_across_replicas_ends_exactly_at_the_limits(deployment: Deployment):
-    lines = storm_lines(LEVEL_CLAIMS, BOUND_CLAIMS)
     with replicas(deployment, 2) as services:
         targets = [s.target for s in services]
         load_small_levels(deployment)
         transmit_certificates(deployment, targets[0])
+        lines = storm_lines(LEVEL_CLAIMS, BOUND_CLAIMS)  # presented after the certificates were received
         first = match_at(targets, lines)
         assert not any(r.replayed for r in first)
         after_storm = balances(deployment.database_url)

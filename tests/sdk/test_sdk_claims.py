@@ -25,8 +25,15 @@ from server.domain.entry import make_entry_number
 from tests.factories import certificate, claim_line, small_levels
 
 
+PRESENTED = [dt.datetime.now(dt.timezone.utc)]  # set by the `customs` fixture once its certificate is on file
+
+
 def line(transaction: int = 1, **changes: object) -> EntryLine:
-    return EntryLine.from_dict(json_format.MessageToDict(claim_line(transaction, **changes), preserving_proto_field_name=True))
+    """A line presented when the test's certificate had been sent (these servers run on the system
+    clock): the same instants on every call, so filing it again replays."""
+    now = PRESENTED[0]
+    times: dict[str, object] = dict(filed_at=now - dt.timedelta(hours=2), arrived_at=now - dt.timedelta(hours=1), paid_at=now)
+    return EntryLine.from_dict(json_format.MessageToDict(claim_line(transaction, **{**times, **changes}), preserving_proto_field_name=True))
 
 
 @pytest.fixture
@@ -36,6 +43,7 @@ def customs(server, partner):  # type: ignore[no-untyped-def]
     target = f"127.0.0.1:{server.port}"
     with PartnerClient(partner.signer, "MX", target=target, insecure=True) as mx:
         mx.transmit(Certificate.from_proto(certificate()))
+    PRESENTED[0] = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=1)
     with CustomsClient(target=target, insecure=True) as client:
         yield client
 
