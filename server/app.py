@@ -126,7 +126,6 @@ def build_use_cases(settings: Settings, database: Database, clock: Clock) -> Use
         calendar=calendar,
         clock=clock,
         events=events,
-        close_grace=dt.timedelta(days=settings.period_close_grace_days),
     )
     return UseCases(references, transmissions, claims, quota, events)
 

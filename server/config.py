@@ -69,7 +69,6 @@ class Settings:
     # Quota periods are calendar years opening at midnight in this zone.
     quota_timezone: str = field(default_factory=lambda: _env("QUOTA_TIMEZONE", "America/New_York"))
     # How long after a period ends an ordinary entry may still be charged to it.
-    period_close_grace_days: int = field(default_factory=lambda: _env_int("PERIOD_CLOSE_GRACE_DAYS", 30))
     max_clock_skew_seconds: int = field(default_factory=lambda: _env_int("MAX_CLOCK_SKEW_SECONDS", 600))
     workers: int = field(default_factory=lambda: _env_int("WORKERS", 16))
     db_pool_size: int = field(default_factory=lambda: _env_int("DB_POOL_SIZE", 16))

@@ -47,7 +47,6 @@ HELP: dict[str, tuple[str, str]] = {
     "max_watch_seconds": ("how long one WatchQuotas watch lasts", "3600"),
     "critical_share": ("fill share at which a level turns CRITICAL", "0.9"),
     "quota_timezone": ("quota periods open at midnight here", "America/New_York"),
-    "period_close_grace_days": ("days after a period ends that an entry may still be charged to it", "30"),
     "workers": ("gRPC worker threads", "16"),
     "db_pool_size": ("database connections", "16"),
     "max_transactions": ("database transactions at once", "16"),

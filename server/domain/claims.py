@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 
@@ -132,8 +132,6 @@ class QuotaContext:
     # or, before anybody began it, this replica's clock says so.
     opened: bool
     post_importation: bool = False
-    # How long after a period ends an ordinary entry may still be charged to it.
-    close_grace: dt.timedelta = field(default=dt.timedelta(0))
 
 
 def allocate(
@@ -150,9 +148,11 @@ def allocate(
         # Nothing is charged to a period before it opens, whatever instants the claim carries: it waits
         # for the opening batch (a post-importation claim too).
         return Allocation(Decision.QUEUED, ("PERIOD_NOT_YET_OPEN",), Grant(Decimal(0), Decimal(0)), presented)
-    if not context.post_importation:
-        if context.now >= member.closes_at + context.close_grace or presented >= member.closes_at + context.close_grace:
-            return Allocation(Decision.MFN_REQUIRED, ("PERIOD_CLOSED",), Grant(Decimal(0), Decimal(0)), presented)
+    if not context.post_importation and presented >= member.closes_at:
+        # Priority and period go by the presentation time (19 CFR 132.11), which customs' own systems
+        # stamp: a line presented after its period closed gets nothing from it. (Until 2026-11 a 30-day
+        # grace after the close applied here; no source for it was found, so it is gone.)
+        return Allocation(Decision.MFN_REQUIRED, ("PERIOD_CLOSED",), Grant(Decimal(0), Decimal(0)), presented)
 
     binding = min(context.levels, key=lambda level: level.remaining)
     grant = grant_first_come(line.quantity, conversion.factor, binding.remaining)

@@ -111,14 +111,12 @@ class ClaimUseCases:
         calendar: QuotaCalendar,
         clock: Clock,
         events: QuotaEventBus | None = None,
-        close_grace: dt.timedelta = dt.timedelta(days=30),
     ):
         self.database = database
         self.references = references
         self.calendar = calendar
         self.clock = clock
         self.events = events
-        self.close_grace = close_grace
         self._opened_years: set[int] = set()  # whose opening allocation is complete
         self._opening_runner = threading.Lock()
 
@@ -421,7 +419,7 @@ class ClaimUseCases:
         if not levels:
             base.update(decision=Decision.MFN_REQUIRED.value, reasons=("PERIOD_CLOSED", "NO_LEVEL_FOR_YEAR"))
             return Plan(ClaimRecord(**base), levels, on_file.head_version if on_file else 0)  # type: ignore[arg-type]
-        allocation = allocate(line, conversion, QuotaContext(levels, now, opened, post, self.close_grace), presented)
+        allocation = allocate(line, conversion, QuotaContext(levels, now, opened, post), presented)
         base.update(
             decision=allocation.decision.value,
             reasons=allocation.reasons,

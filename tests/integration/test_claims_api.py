@@ -163,10 +163,29 @@ def test_entry_before_the_ecert_effective_date_needs_no_transmission(match, quot
 def test_period_closed_requires_mfn(match, transmission, partner, server, clock, transmit):
     clock.at = dt.datetime(2025, 11, 1, 12, tzinfo=dt.timezone.utc)
     transmit(certificate("MX25-00000001", quota_year=2025, issue_date="2025-10-01", last_valid_date="2025-12-31"))
-    clock.at = NOW  # 2026-03-02: more than 30 days after the 2025 period ended
+    clock.at = NOW  # 2026-03-02
     line = claim_line(certificate_number="MX25-00000001", date_of_importation="2025-12-20")
     result = claim(match, line)
     assert (result.decision, list(result.reasons)) == (MFN, ["PERIOD_CLOSED"])
+
+
+def test_the_presentation_time_not_the_arrival_at_the_service_decides_the_period(match, quota, clock, transmit):
+    # 19 CFR 132.11: priority, and so the period, go by the presentation time. A line presented in the
+    # last minute of 2025 (New York) is charged to 2025 even when the service decides it weeks later;
+    # one presented a minute into 2026 is not. No grace after the close: none has a source (issue 13).
+    clock.at = dt.datetime(2025, 11, 1, 12, tzinfo=dt.timezone.utc)
+    transmit(certificate("MX25-00000001", quota_year=2025, issue_date="2025-10-01", last_valid_date="2025-12-31"))
+    close = dt.datetime(2026, 1, 1, 5, tzinfo=dt.timezone.utc)  # midnight in New York
+    clock.at = close + dt.timedelta(days=20)
+    inside = claim_line(1, certificate_number="MX25-00000001", date_of_importation="2025-12-20",
+                        filed_at=close - dt.timedelta(hours=3), arrived_at=close - dt.timedelta(hours=2), paid_at=close - dt.timedelta(minutes=1))
+    assert claim(match, inside).decision == PREFERENTIAL
+    assert level(quota, year=2025).charged == "600"
+    after = claim_line(2, certificate_number="MX25-00000001", date_of_importation="2025-12-20",
+                       filed_at=close - dt.timedelta(hours=3), arrived_at=close - dt.timedelta(hours=2), paid_at=close + dt.timedelta(minutes=1))
+    result = claim(match, after)
+    assert (result.decision, list(result.reasons)) == (MFN, ["PERIOD_CLOSED"])
+    assert level(quota, year=2025).charged == "600"
 
 
 # -- the level fills ---------------------------------------------------------------------------------
