@@ -140,11 +140,11 @@ class RevocationList:
                      extra={"event": "revocation_list_loaded"})
 
     @classmethod
-    def for_tls_dir(cls, tls_dir: pathlib.Path, configured: str | pathlib.Path | None, **kwargs: object) -> RevocationList:
+    def for_tls_dir(cls, tls_dir: pathlib.Path, configured: str | pathlib.Path | None, *, interval_s: float = 1.0) -> RevocationList:
         """The list `configured` (required to exist), else `crl.pem` in the TLS folder (followed if it appears)."""
         if configured:
-            return cls(pathlib.Path(configured), tls_dir / CA_FILE, required=True, **kwargs)  # type: ignore[arg-type]
-        return cls(tls_dir / CRL_FILE, tls_dir / CA_FILE, required=False, **kwargs)  # type: ignore[arg-type]
+            return cls(pathlib.Path(configured), tls_dir / CA_FILE, required=True, interval_s=interval_s)
+        return cls(tls_dir / CRL_FILE, tls_dir / CA_FILE, required=False, interval_s=interval_s)
 
     def revocation_reason(self, certificate_pem: bytes) -> str | None:
         current = self.current
@@ -154,6 +154,9 @@ class RevocationList:
 
     def refusal(self, context: grpc.ServicerContext, method: str) -> DomainError | None:
         """The error for a caller whose client certificate is revoked; None for any other caller."""
+        current = self.current
+        if current is None or not current.serials:  # nothing revoked: no need to read the peer's certificate
+            return None
         certificates = context.auth_context().get("x509_pem_cert") or []
         if not certificates:
             return None
