@@ -72,7 +72,11 @@ def revoke(
             added = revoke_key(store, key_id, reason, dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
         except (OSError, ValueError) as exc:
             raise _bad(f"trust store {store}: {getattr(exc, 'strerror', None) or exc}") from None
-        typer.echo(f"document-signing key {key_id} {'revoked' if added else 'was already revoked'} in {store}")
+        from server.adapters.keystore import load_trust_store
+
+        known = any(key.key_id == key_id for key in load_trust_store(store).keys())
+        typer.echo(f"document-signing key {key_id} {'revoked' if added else 'was already revoked'} in {store}"
+                   + ("" if known else " (no key with this id is registered there: refused before it ever is)"))
         return
     try:
         authority = load_authority(directory / "ca")
@@ -97,7 +101,6 @@ def revoke(
         typer.echo(f"certificate serial {number:#x} revoked ({reason})")
     assert written.next_update_utc is not None
     typer.echo(f"CRL {target}: {len(written)} revoked, next update {written.next_update_utc.isoformat()}")
-
 
 
 def _bad(message: str) -> typer.Exit:
