@@ -21,6 +21,7 @@ import pathlib
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -204,3 +205,79 @@ def load_authority(directory: str | pathlib.Path) -> Authority:
     key = serialization.load_pem_private_key((directory / "ca-key.pem").read_bytes(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     return Authority(certificate, key)
+
+
+# -- revocation -----------------------------------------------------------------------------------
+
+CRL_DAYS = 30  # how long a CRL written here is valid (its nextUpdate): write a new one before then
+
+
+def crl_path(directory: str | pathlib.Path) -> pathlib.Path:
+    """The authority's copy of its CRL in a PKI folder made by init_pki (DIR/ca/crl.pem)."""
+    return pathlib.Path(directory) / "ca" / "crl.pem"
+
+
+def _existing_entries(path: pathlib.Path, authority: Authority) -> tuple[list[x509.RevokedCertificate], int]:
+    """The entries and CRL number of the CRL at `path`, if it is this authority's; ValueError if it is not."""
+    if not path.exists():
+        return [], 0
+    crl = x509.load_pem_x509_crl(path.read_bytes())
+    if crl.issuer != authority.certificate.subject or not crl.is_signature_valid(authority.key.public_key()):
+        raise ValueError(f"{path} is not a CRL of {authority.certificate.subject.rfc4514_string()!r}: not updated")
+    try:
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        number = 0
+    return list(crl), number
+
+
+def write_crl(
+    authority: Authority,
+    path: str | pathlib.Path,
+    revoke: dict[int, str] | None = None,
+    *,
+    now: dt.datetime | None = None,
+    days: float = CRL_DAYS,
+) -> x509.CertificateRevocationList:
+    """Writes the authority's CRL at `path` (atomically: beside it, then renamed over it): the serials it
+    already lists plus `revoke` (serial -> RFC 5280 reason name), a CRL number one higher, thisUpdate now
+    and nextUpdate `days` later. Without `revoke` it renews the list as it is."""
+    path = pathlib.Path(path)
+    at = now or _now()
+    entries, number = _existing_entries(path, authority)
+    listed = {entry.serial_number for entry in entries}
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(authority.certificate.subject)
+        .last_update(at)
+        .next_update(at + dt.timedelta(days=days))
+        .add_extension(x509.CRLNumber(number + 1), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.key.public_key()), critical=False)
+    )
+    for entry in entries:
+        builder = builder.add_revoked_certificate(entry)
+    for serial, reason in (revoke or {}).items():
+        if serial in listed:
+            continue
+        revoked = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(at)
+        flag = x509.ReasonFlags(reason)  # ValueError for a name RFC 5280 does not have
+        if flag is not x509.ReasonFlags.unspecified:  # RFC 5280: leave the reason out rather than say unspecified
+            revoked = revoked.add_extension(x509.CRLReason(flag), critical=False)
+        builder = builder.add_revoked_certificate(revoked.build())
+    crl = builder.sign(authority.key, hashes.SHA256())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".new")
+    temporary.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    os.replace(temporary, path)
+    return crl
+
+
+def serial_of(certificate_file: str | pathlib.Path, authority: Authority) -> int:
+    """The serial number of a certificate this authority issued; ValueError for one it did not."""
+    certificate = x509.load_pem_x509_certificate(pathlib.Path(certificate_file).read_bytes())
+    try:
+        certificate.verify_directly_issued_by(authority.certificate)
+    except (ValueError, TypeError, InvalidSignature):
+        raise ValueError(f"{certificate_file} was not issued by {authority.certificate.subject.rfc4514_string()!r} "
+                         f"(its issuer: {certificate.issuer.rfc4514_string()!r})") from None
+    return certificate.serial_number

@@ -24,6 +24,7 @@ from ecert.v1 import clock_pb2, clock_pb2_grpc, match_pb2, match_pb2_grpc, quota
 from server.adapters.database import Database
 from server.adapters.keystore import ReceiptKeyMissing, derived_key, load_receipt_signer, load_trust_store
 from server.adapters.reload import TrustStoreWatcher
+from server.adapters.revocation import RevocationList
 from server.api.auth import Authorizer
 from server.api.clock_servicer import ClockServicer
 from server.api.interceptors import ObservabilityInterceptor
@@ -179,6 +180,8 @@ def create_server(
     already in use: SO_REUSEPORT is off, so a second server cannot share it unnoticed)."""
     if not settings.create_missing_receipt_key and not settings.resolved_receipt_key().exists():
         raise ReceiptKeyMissing(settings.resolved_receipt_key())
+    # Revoked client certificates (RevocationListInvalid when a named CRL cannot be used): before the database too.
+    revocations = RevocationList.for_tls_dir(settings.resolved_tls_dir(), settings.revocation_list) if credentials else None
     database = Database(
         settings.resolved_database_url(),
         pool_size=settings.db_pool_size,
@@ -202,7 +205,7 @@ def create_server(
         ],
         # Roles are enforced whenever callers are authenticated (mutual TLS); plaintext is development only.
         # Observability first (outermost), so refusals are logged and counted too.
-        interceptors=[ObservabilityInterceptor(metrics), RequestGuard(), *([Authorizer()] if credentials else [])],
+        interceptors=[ObservabilityInterceptor(metrics), RequestGuard(), *([Authorizer(revocations=revocations)] if credentials else [])],
         # Calls beyond this many in flight are refused (RESOURCE_EXHAUSTED) instead of queueing without bound.
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
@@ -243,5 +246,7 @@ def create_server(
     # The partners' trust store follows its file: a key added or removed is in force within a second.
     watcher = TrustStoreWatcher(settings.resolved_trust_store(), lambda store: setattr(use_cases.transmissions, "trust_store", store))
     threading.Thread(target=watcher.run, args=(running._stopping,), name="trust-store-watch", daemon=True).start()
+    if revocations is not None:  # and the revocation list its file: a certificate revoked is refused within a second
+        revocations.watch(running._stopping)
     log.info("serving on port %d (database %s)", port, database.dialect)
     return running

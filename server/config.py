@@ -77,6 +77,9 @@ class Settings:
     transaction_wait_ms: int = field(default_factory=lambda: _env_int("TRANSACTION_WAIT_MS", 1000))
     max_concurrent_rpcs: int = field(default_factory=lambda: _env_int("MAX_CONCURRENT_RPCS", 256))
     tls_dir: str = field(default_factory=lambda: _env("TLS_DIR", ""))
+    # The CRL of TLS client certificates (PEM, signed by the CA in ca.pem), read again when it changes.
+    # Empty: crl.pem in the TLS folder, in force once it exists; a named file must exist at start.
+    revocation_list: str = field(default_factory=lambda: _env("REVOCATION_LIST", ""))
     # The operator's HTTP endpoint (/metrics, /healthz, /quota): off unless a port is given (0 picks one).
     metrics_port: str = field(default_factory=lambda: _env("METRICS_PORT", ""))
     # Loopback by default: the quota page and the metrics are for operators on the host (README).

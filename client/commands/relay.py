@@ -18,6 +18,9 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", help="listen address"),
         port: int = typer.Option(50052, help="listen port (0 picks a free one)"),
         tls_dir: Optional[pathlib.Path] = typer.Option(None, envvar="ECERT_RELAY_TLS_DIR", help="the relay's ca.pem, cert.pem, key.pem"),
+        revocation_list: Optional[pathlib.Path] = typer.Option(
+            None, envvar="ECERT_RELAY_REVOCATION_LIST",
+            help="CRL of revoked client certificates, read again when it changes [default: <tls dir>/crl.pem once it exists]"),
         insecure: bool = typer.Option(False, "--insecure", help="plaintext both ways, for local development"),
         store: pathlib.Path = typer.Option(pathlib.Path("relay-data/relay.db"), envvar="ECERT_RELAY_STORE", help="durable SQLite store"),
         retry_horizon: float = typer.Option(3600.0, help="seconds after acceptance to keep retrying"),
@@ -57,8 +60,15 @@ def register(app: typer.Typer) -> None:
             faults=Faults(drop=drop, delay_ms=delay_ms, duplicate=duplicate, reorder=reorder, corrupt=corrupt, unavailable=unavailable, seed=seed),
             policy=RetryPolicy(base_seconds=backoff_base, cap_seconds=backoff_cap, horizon_seconds=retry_horizon),
             metrics_port=metrics_port,
+            revocation_list=revocation_list,
         )
-        running = create_relay(settings)
+        from server.adapters.revocation import RevocationListInvalid
+
+        try:
+            running = create_relay(settings)
+        except RevocationListInvalid as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         typer.echo(f"ecert relay listening on {host}:{running.port} ({'plaintext' if insecure else 'mutual TLS'})", err=True)
         if running.http is not None:
             typer.echo(f"ecert relay metrics on http://{running.http.host}:{running.http.port}/metrics", err=True)

@@ -36,6 +36,8 @@ HELP: dict[str, tuple[str, str]] = {
     "data_dir": ("keys and the SQLite file", "./ecert-data"),
     "database_url": ("SQLAlchemy URL", "sqlite:///<data dir>/ecert.db"),
     "tls_dir": ("ca.pem, cert.pem, key.pem, read again when they change", "<data dir>/tls"),
+    "revocation_list": ("CRL of revoked TLS client certificates, signed by the CA in ca.pem, read again when it changes; "
+                        "a named file must exist at start", "<tls dir>/crl.pem once it exists"),
     "trust_store": ("partners' document-signing keys, read again when the file changes", "<data dir>/trust/partner-keys.json"),
     "receipt_key": ("customs' receipt-signing key, made if missing", "<data dir>/keys/receipt-signing.pem"),
     "receipt_key_id": ("the key id receipts name", "us-cbp-receipts-1"),
@@ -155,11 +157,12 @@ def _serve(settings, *, insecure: bool, grace: float, config: object) -> None:  
         signal.signal(signum, on_signal)
     started = time.monotonic()
     from server.adapters.keystore import ReceiptKeyMissing
+    from server.adapters.revocation import RevocationListInvalid
     from server.app import ListenError
 
     try:
         running = create_server(settings, credentials=credentials)
-    except (ReceiptKeyMissing, ListenError) as exc:
+    except (ReceiptKeyMissing, ListenError, RevocationListInvalid) as exc:
         raise common.BadInput(str(exc)) from None
     except RuntimeError as exc:  # the address cannot be bound (gRPC says only that)
         address = f"{settings.host}:{settings.port}"

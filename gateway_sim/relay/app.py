@@ -17,6 +17,7 @@ from gateway_sim.relay.faults import Faults
 from gateway_sim.relay.forwarder import Forwarder, RetryPolicy
 from gateway_sim.relay.servicer import POLICY, RelayServicer
 from gateway_sim.relay.store import RelayStore
+from server.adapters.revocation import RevocationList
 from server.adapters.tls import secure_channel, server_credentials
 from server.api.auth import Authorizer
 from server.api.interceptors import ObservabilityInterceptor
@@ -36,6 +37,8 @@ class RelaySettings:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     workers: int = 16
     metrics_port: int | None = None  # /metrics (Prometheus) on this port; None: off
+    # The CRL of its clients' certificates (server/adapters/revocation.py); None: crl.pem in tls_dir once it exists.
+    revocation_list: pathlib.Path | None = None
 
 
 @dataclass
@@ -61,6 +64,8 @@ class RunningRelay:
 
 
 def create_relay(settings: RelaySettings) -> RunningRelay:
+    # Partners authenticate by certificate, as at the service: the same revocation list refuses them.
+    revocations = RevocationList.for_tls_dir(settings.tls_dir, settings.revocation_list) if settings.tls_dir is not None else None
     store = RelayStore(settings.store)
     if settings.tls_dir is not None:
         raw = secure_channel(settings.service, settings.tls_dir)  # the relay's certificate, role relay
@@ -78,7 +83,7 @@ def create_relay(settings: RelaySettings) -> RunningRelay:
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="relay-rpc"),
-        interceptors=[ObservabilityInterceptor(), *([Authorizer(POLICY)] if settings.tls_dir is not None else [])],
+        interceptors=[ObservabilityInterceptor(), *([Authorizer(POLICY, revocations=revocations)] if settings.tls_dir is not None else [])],
     )
     relay_pb2_grpc.add_RelayServiceServicer_to_server(RelayServicer(store, forwarder.wake, stopping.is_set), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -94,6 +99,8 @@ def create_relay(settings: RelaySettings) -> RunningRelay:
         raise RuntimeError(f"cannot listen on {settings.listen}")
     server.start()
     forwarder.start()
+    if revocations is not None:
+        revocations.watch(stopping)
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("relay on port %d forwarding to %s (faults: %s)", port, settings.service, settings.faults if settings.faults.any else "none")

@@ -34,7 +34,9 @@ def load_public_key(pem: str | bytes) -> Ed25519PublicKey:
 
 
 def load_trust_store(path: str | pathlib.Path) -> TrustStore:
-    """Partner document-signing keys: {"keys": [{key_id, partner, public_key_pem, not_before, not_after}]}."""
+    """Partner document-signing keys: {"keys": [{key_id, partner, public_key_pem, not_before, not_after}],
+    "revoked": [{key_id, reason, revoked_at}]}. A revoked key id is refused (SIGNING_KEY_REVOKED) whether
+    or not its entry is still under "keys"; "revoked" may be absent."""
     path = pathlib.Path(path)
     if not path.exists():
         log.warning("no partner trust store at %s: every transmission will be rejected", path)
@@ -50,8 +52,31 @@ def load_trust_store(path: str | pathlib.Path) -> TrustStore:
                 not_after=_instant(entry["not_after"]),
             )
             for entry in document["keys"]
-        ]
+        ],
+        revoked=[_revoked_key_id(entry) for entry in document.get("revoked", [])],
     )
+
+
+def _revoked_key_id(entry: Any) -> str:
+    key_id = entry.get("key_id") if isinstance(entry, dict) else None
+    if not isinstance(key_id, str) or not key_id:
+        raise ValueError(f"a \"revoked\" entry without a key_id: {entry!r}")
+    return key_id
+
+
+def revoke_key(path: str | pathlib.Path, key_id: str, reason: str, at: dt.datetime) -> bool:
+    """Adds `key_id` to the trust store's "revoked" list (rewriting the file atomically); False when it
+    was already there. Its entry under "keys" stays, so that the store still says whose key it was."""
+    path = pathlib.Path(path)
+    document = json.loads(path.read_text(encoding="utf-8"))
+    revoked = document.setdefault("revoked", [])
+    if any(_revoked_key_id(entry) == key_id for entry in revoked):
+        return False
+    revoked.append({"key_id": key_id, "reason": reason, "revoked_at": at.isoformat()})
+    temporary = path.with_name(path.name + ".new")
+    temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+    return True
 
 
 def trust_entry(signer: Signer, partner: str, not_before: dt.datetime, not_after: dt.datetime) -> dict[str, Any]:

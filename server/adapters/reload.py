@@ -61,7 +61,8 @@ class TrustStoreWatcher:
             log.error("trust store %s not reloaded, the keys in force stay: %s", self.path, " ".join(str(exc).split()))
             return False
         self.apply(store)
-        log.info("trust store %s reloaded: %d keys", self.path, len(store), extra={"event": "trust_store_reloaded"})
+        log.info("trust store %s reloaded: %d keys, %d revoked", self.path, len(store), len(store.revoked),
+                 extra={"event": "trust_store_reloaded"})
         return True
 
     def run(self, stop: threading.Event) -> None:

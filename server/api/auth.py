@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from grpc_status import rpc_status
 
+from server.adapters.revocation import RevocationList
 from server.adapters.tls import peer_identity
 from server.api.errors import status_for
 from server.api.wrapping import WrappedHandlers
@@ -149,8 +150,9 @@ def caller(context: grpc.ServicerContext) -> Identity | None:
 
 
 class Authorizer(grpc.ServerInterceptor):
-    def __init__(self, policy: Mapping[str, Rule] = POLICY):
+    def __init__(self, policy: Mapping[str, Rule] = POLICY, *, revocations: RevocationList | None = None):
         self.policy = policy
+        self.revocations = revocations  # revoked client certificates (server/adapters/revocation.py)
         self._guarded = WrappedHandlers(self._guard)
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
@@ -171,6 +173,8 @@ class Authorizer(grpc.ServerInterceptor):
                         "CLIENT_CERTIFICATE_REQUIRED", "a client certificate is required", ErrorKind.UNAUTHENTICATED,
                         metadata={"method": method},
                     )
+                if self.revocations is not None and (revoked := self.revocations.refusal(context, method)) is not None:
+                    raise revoked
                 if rule is None:
                     raise denied("METHOD_NOT_ALLOWED", "no role may call this method", method, identity)
                 rule.check(identity, request, method)

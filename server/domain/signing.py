@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -27,8 +28,10 @@ class TrustedKey:
 
 
 class TrustStore:
-    def __init__(self, keys: list[TrustedKey]):
+    def __init__(self, keys: list[TrustedKey], revoked: Iterable[str] = ()):
         self._keys = {k.key_id: k for k in keys}
+        # Key ids revoked by the operator (a compromised key): refused whatever the key's window says.
+        self.revoked = frozenset(revoked)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -46,6 +49,8 @@ class TrustStore:
             raise reject("SIGNING_KEY_ID_MISSING", "key_id", "the envelope names no signing key")
         if not signature:
             raise reject("SIGNATURE_MISSING", "signature", "the envelope is not signed")
+        if key_id in self.revoked:
+            raise reject("SIGNING_KEY_REVOKED", "key_id", "the document-signing key was revoked")
         key = self._keys.get(key_id)
         if key is None:
             raise reject("SIGNING_KEY_UNKNOWN", "key_id", "no document-signing key with this id is registered")
