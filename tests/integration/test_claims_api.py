@@ -59,7 +59,7 @@ def test_matching_claim_is_preferential_and_charges_certificate_and_level(match,
     result = claim(match, claim_line())
     assert result.decision == PREFERENTIAL and list(result.reasons) == []
     assert (result.claimed_quantity, result.unit, result.measure_unit) == ("100", "DOZ", "SME")
-    assert (result.claimed_measure, result.conversion_factor, result.factor_version) == ("600", "6.0", "otexa-pre-usmca-illustrative-1")
+    assert (result.claimed_measure, result.conversion_factor, result.factor_version) == ("600", "6.0", "sme-statistical-lines-2026.1")
     assert (result.granted_quantity, result.granted_measure, result.mfn_quantity) == ("100", "600", "0")
     assert result.certificate_remaining == "1100"
     assert result.level_remaining == "44999400" and level(quota).charged == "600"
@@ -488,11 +488,11 @@ def test_missing_times_are_invalid(match, on_file):
 
 
 def test_unconvertible_goods_are_a_failed_precondition(match, transmission, partner, server, transmit):
-    transmit(certificate(htsus_number="6201.30.1000"))  # no category for 6201 in the seed table
+    transmit(certificate(htsus_number="6201.30.1000"))  # no category for this line in the packaged table
     before = snapshot(server)
     with pytest.raises(grpc.RpcError) as caught:
         claim(match, claim_line(htsus_number="6201.30.1000"))
     error = rich_error(caught.value)
     assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CONVERSION_FACTOR_MISSING")
-    assert error.metadata["factor_version"] == "otexa-pre-usmca-illustrative-1"
+    assert error.metadata["factor_version"] == "sme-statistical-lines-2026.1"
     assert snapshot(server) == before
