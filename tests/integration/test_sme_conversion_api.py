@@ -4,6 +4,8 @@ prints 6110.20.20.10 "Men's (345)" under "Sweaters:" and 6115.95.90.00 "Other (3
 the 30.8 SME per dozen of category 345 is the illustrative figure of issue 13 ("sweaters (30.8)")."""
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 
@@ -55,3 +57,28 @@ def test_a_line_that_cannot_be_converted_is_refused_and_nothing_is_written(
     assert (error.metadata["cause"], error.metadata["factor_version"]) == (cause, VERSION)
     assert error.metadata.get("category") == category
     assert snapshot(server) == before
+
+
+def test_a_database_left_with_a_heading_level_table_gets_the_packaged_one(tmp_path, database_url, clock):  # type: ignore[no-untyped-def]
+    """An upgrade: the newest stored conversion table is in the retired heading form, which this code
+    cannot read; the service starts with the packaged table by statistical line, the old one kept."""
+    from server.adapters.database import Database
+    from server.service.reference import ReferenceStore
+    from server.service.unit_of_work import UnitOfWork
+
+    database = Database(database_url or f"sqlite:///{tmp_path / 'upgrade.db'}")
+    database.upgrade()
+    legacy = {"kind": "conversion", "version": "otexa-pre-usmca-illustrative-1", "source": "heading-level seed",
+              "categories": {"338": {"description": "knit shirts", "unit": "DOZ", "factor": "6.0"}},
+              "htsus_prefixes": {"6110": "338"}}
+    try:
+        with UnitOfWork(database, write=True) as uow:
+            uow.references.add("conversion", legacy["version"], legacy["source"], json.dumps(legacy), "legacy", clock.at)
+            uow.commit()
+        store = ReferenceStore(database, clock)
+        store.ensure_defaults()
+        assert store.current().conversion.version == VERSION
+        assert [(kind, version) for _, kind, version, *_ in store.history() if kind == "conversion"] == [
+            ("conversion", "otexa-pre-usmca-illustrative-1"), ("conversion", VERSION)]
+    finally:
+        database.dispose()
