@@ -18,8 +18,10 @@ from ecert.v1 import match_pb2_grpc
 from ecert.v1 import quota_pb2 as qpb
 from ecert.v1 import quota_pb2_grpc
 
-# HTSUS headings the illustrative SME conversion table covers; claims on others would be refused.
-CONVERTIBLE = ("6105", "6109", "6110", "6203", "6204", "6205", "6206", "60", "5205")
+# HTSUS numbers (prefixes) of catalog goods the packaged SME conversion table converts: it maps
+# 10-digit statistical lines, so 6203.31.0010 (suit jackets) and 6204.61.9010 (wool trousers), whose
+# lines or categories have no factor there, are left out; claims on them would be refused.
+CONVERTIBLE = ("6105", "6109", "6110", "6203424511", "6204628011", "6205", "6206", "60", "5205")
 DECISIONS = {
     mpb.CLAIM_DECISION_PREFERENTIAL: "granted",
     mpb.CLAIM_DECISION_PARTIAL: "partial",

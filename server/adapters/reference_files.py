@@ -7,7 +7,8 @@ import pathlib
 from decimal import Decimal
 from typing import Any
 
-from server.domain.conversion import Category, ConversionTable
+from server.domain.certificate import normalize_htsus
+from server.domain.conversion import CATEGORY_UNITS, STATISTICAL_LINE_DIGITS, Category, ConversionTable
 from server.domain.quantity import check_storable
 from server.domain.reference import EntryTypes, Partner, ReferenceData, TplDefinition
 
@@ -71,18 +72,35 @@ def load_reference_data(path: str | pathlib.Path | None = None) -> ReferenceData
 
 
 def parse_conversion_table(document: dict[str, Any]) -> ConversionTable:
-    categories = {
-        code: Category(code=code, description=c["description"], unit=c["unit"], factor=Decimal(c["factor"]))
-        for code, c in document["categories"].items()
-    }
-    prefixes = dict(document["htsus_prefixes"])
-    unknown = sorted(set(prefixes.values()) - set(categories))
-    if unknown:
-        raise ValueError(f"HTSUS prefixes name unknown categories: {', '.join(unknown)}")
-    for code, category in categories.items():
-        if category.factor <= 0:
-            raise ValueError(f"category {code} has a factor that is not positive")
-    return ConversionTable(version=document["version"], source=document["source"], categories=categories, htsus_prefixes=prefixes)
+    """A conversion table: textile categories (unit, SME factor or none yet) and the category of each
+    10-digit HTSUS statistical line. A line must name exactly one known category; a heading-level
+    mapping (the old `htsus_prefixes`) is refused, since a heading holds several categories."""
+    if "htsus_prefixes" in document:
+        raise ValueError("htsus_prefixes is not accepted: map each 10-digit statistical line to its category (statistical_lines)")
+    categories = {code: _category(code, c) for code, c in document["categories"].items()}
+    lines: dict[str, str] = {}
+    for entry in document["statistical_lines"]:
+        number, code = entry
+        line = normalize_htsus(str(number))
+        if len(line) != STATISTICAL_LINE_DIGITS or not line.isdigit():
+            raise ValueError(f"statistical line {number!r} is not a 10-digit HTSUS number")
+        if code not in categories:
+            raise ValueError(f"statistical line {number} names unknown category {code!r}")
+        if line in lines:
+            raise ValueError(f"statistical line {number} is listed twice (categories {lines[line]} and {code})")
+        lines[line] = code
+    return ConversionTable(version=document["version"], source=document["source"], categories=categories, lines=lines)
 
 
-PACKAGED_CONVERSION = PACKAGED.parent / "sme-factors-illustrative.json"
+def _category(code: str, c: dict[str, Any]) -> Category:
+    if not (len(code) == 3 and code.isdigit()):
+        raise ValueError(f"category {code!r} is not a 3-digit textile category number")
+    if c["unit"] not in CATEGORY_UNITS:
+        raise ValueError(f"category {code} unit {c['unit']!r} is not one of {', '.join(sorted(CATEGORY_UNITS))}")
+    factor = None if c["factor"] is None else Decimal(str(c["factor"]))
+    if factor is not None and (not factor.is_finite() or factor <= 0):
+        raise ValueError(f"category {code} has a factor that is not positive")
+    return Category(code=code, description=c["description"], unit=c["unit"], factor=factor)
+
+
+PACKAGED_CONVERSION = PACKAGED.parent / "sme-conversion.json"

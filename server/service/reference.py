@@ -55,6 +55,14 @@ def parse(document: dict[str, Any]) -> ReferenceData | ConversionTable:
     raise _invalid(f"unknown reference kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
+def _readable_conversion(text: str) -> bool:
+    try:
+        parse_conversion_table(json.loads(text))
+    except (KeyError, TypeError, ValueError, ArithmeticError):
+        return False
+    return True
+
+
 class ReferenceStore:
     """The newest version of each reference table. Every process re-reads when another loads one."""
 
@@ -69,9 +77,17 @@ class ReferenceStore:
         self._checked_at = 0.0
 
     def ensure_defaults(self) -> None:
-        """A fresh database gets the packaged tables (TPLs; illustrative conversion factors)."""
+        """A fresh database gets the packaged tables (TPLs; the conversion table by statistical line).
+
+        A database whose newest conversion table is in the retired heading-level form (htsus_prefixes,
+        which this code refuses to read) gets the packaged table too: otherwise no claim could be
+        converted after the upgrade. The old version stays stored, and claims keep the version they used.
+        """
         with UnitOfWork(self.database, write=False) as uow:
             missing = [kind for kind in KINDS if uow.references.latest(kind) is None]
+            conversion = uow.references.latest("conversion")
+        if conversion is not None and not _readable_conversion(conversion[1]):
+            missing.append("conversion")
         for kind in missing:
             path = PACKAGED if kind == "tpls" else PACKAGED_CONVERSION
             self.load(path.read_text(encoding="utf-8"))

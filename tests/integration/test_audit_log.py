@@ -28,7 +28,7 @@ def test_decisions_reversals_and_reference_changes_are_chained(match, transmissi
         payload = json.loads(connection.execute(text("SELECT payload FROM audit_log WHERE kind = 'DECISION' ORDER BY seq")).first()[0])
     # Two packaged defaults and the test table, two decisions, one reversal.
     assert kinds == ["REFERENCE_DATA", "REFERENCE_DATA", "REFERENCE_DATA", "DECISION", "DECISION", "REVERSAL"]
-    assert payload["decision"] == "PREFERENTIAL" and payload["factor"] == "6.0@otexa-pre-usmca-illustrative-1"
+    assert payload["decision"] == "PREFERENTIAL" and payload["factor"] == "6.0@sme-statistical-lines-2026.1"
     result = verify_audit_log(server.database)
     assert result.intact and result.records == 6
 

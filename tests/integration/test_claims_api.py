@@ -59,7 +59,7 @@ def test_matching_claim_is_preferential_and_charges_certificate_and_level(match,
     result = claim(match, claim_line())
     assert result.decision == PREFERENTIAL and list(result.reasons) == []
     assert (result.claimed_quantity, result.unit, result.measure_unit) == ("100", "DOZ", "SME")
-    assert (result.claimed_measure, result.conversion_factor, result.factor_version) == ("600", "6.0", "otexa-pre-usmca-illustrative-1")
+    assert (result.claimed_measure, result.conversion_factor, result.factor_version) == ("600", "6.0", "sme-statistical-lines-2026.1")
     assert (result.granted_quantity, result.granted_measure, result.mfn_quantity) == ("100", "600", "0")
     assert result.certificate_remaining == "1100"
     assert result.level_remaining == "44999400" and level(quota).charged == "600"
@@ -398,18 +398,19 @@ def test_post_importation_is_refused_for_a_line_already_granted(match, on_file):
 
 
 def test_opening_batch_is_prorated_with_one_rate(match, quota, transmission, partner, server, clock, transmit):
-    server.use_cases.references.load(small_levels("opening-1", {"9823.53.02": "1000"}))
+    server.use_cases.references.load(small_levels("opening-1", {"9823.53.01": "1000"}))
     clock.at = dt.datetime(2026, 12, 20, 15, tzinfo=dt.timezone.utc)
-    wool = {"tpl_number": "9823.53.02", "htsus_number": "6110.11.0030", "quota_year": 2027,
+    # Cotton knit shirts (category 338, 6.0 SME a dozen in the packaged table).
+    shirts = {"tpl_number": "9823.53.01", "htsus_number": "6109.10.0012", "quota_year": 2027,
             "issue_date": "2026-12-15", "last_valid_date": "2027-12-31", "quantity": "500"}
     for n in range(1, 5):
-        transmit(certificate(f"MX27-0000000{n}", **wool))
-    before = dict(filed_at=clock.at, arrived_at=clock.at, paid_at=clock.at, tpl_number="9823.53.02",
-                  htsus_number="6110.11.0030", date_of_importation="2027-01-02")
+        transmit(certificate(f"MX27-0000000{n}", **shirts))
+    before = dict(filed_at=clock.at, arrived_at=clock.at, paid_at=clock.at, tpl_number="9823.53.01",
+                  htsus_number="6109.10.0012", date_of_importation="2027-01-02")
     asks = {1: "100", 2: "50", 3: "30"}  # 600 + 300 + 180 = 1080 SME against 1000
     queued = [claim(match, claim_line(n, certificate_number=f"MX27-0000000{n}", quantity=q, **before)) for n, q in asks.items()]
     assert all(r.decision == mpb.CLAIM_DECISION_QUEUED for r in queued)
-    assert level(quota, "9823.53.02", 2027).charged == "0"
+    assert level(quota, "9823.53.01", 2027).charged == "0"
 
     clock.at = dt.datetime(2027, 1, 2, 14, tzinfo=dt.timezone.utc)  # the period has opened
     after = dict(before, filed_at=clock.at, arrived_at=clock.at)
@@ -424,7 +425,7 @@ def test_opening_batch_is_prorated_with_one_rate(match, quota, transmission, par
     assert all(r.presentation_time == decided[0].presentation_time for r in decided)
     # The late claim comes after the whole opening batch: it gets what the rounding left.
     assert (late.decision, late.granted_quantity) == (PARTIAL, "1")
-    assert level(quota, "9823.53.02", 2027).charged == str(opening + 6)
+    assert level(quota, "9823.53.01", 2027).charged == str(opening + 6)
     # Queued claims reserved their certificates; proration gave back what it did not grant.
     usage = match.GetCertificateUsage(mpb.GetCertificateUsageRequest(issuing_country="MX", certificate_number="MX27-00000001"))
     assert (usage.used_quantity, usage.remaining_quantity) == ("92", "408")
@@ -509,11 +510,11 @@ def test_missing_times_are_invalid(match, on_file):
 
 
 def test_unconvertible_goods_are_a_failed_precondition(match, transmission, partner, server, transmit):
-    transmit(certificate(htsus_number="6201.30.1000"))  # no category for 6201 in the seed table
+    transmit(certificate(htsus_number="6201.30.1000"))  # no category for this line in the packaged table
     before = snapshot(server)
     with pytest.raises(grpc.RpcError) as caught:
         claim(match, claim_line(htsus_number="6201.30.1000"))
     error = rich_error(caught.value)
     assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CONVERSION_FACTOR_MISSING")
-    assert error.metadata["factor_version"] == "otexa-pre-usmca-illustrative-1"
+    assert error.metadata["factor_version"] == "sme-statistical-lines-2026.1"
     assert snapshot(server) == before

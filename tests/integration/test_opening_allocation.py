@@ -37,7 +37,8 @@ GOODS = {  # tpl -> (HTSUS, unit)
     "9823.53.04": ("5208.52.3035", "M2"),
     "9823.53.05": ("6006.22.9080", "KG"),
 }
-# (certificate, tpl, quantity asked): TPL 2 asks 1086 SME of 1000 (the 1-dozen claim rounds down to
+# (certificate, tpl, quantity asked): TPL 2 asks 181 dozen women's wool sweaters (category 446, 30.8 SME a
+# dozen in the packaged table), 5574.8 SME of 1000 (the 1-dozen claim rounds down to
 # nothing); TPL 4 and 5 fit their own levels but not TPL 3 together; TPL 1 has room.
 CLAIMS = [
     ("MX27-00000001", "9823.53.02", "100"),
@@ -94,9 +95,10 @@ def test_every_queued_claim_is_decided_at_the_opening(server, allocated):  # typ
     for c in claims:
         assert c["decided_at"] == OPENED_AT
         by_tpl[c["tpl_number"]].append(c)
-    # TPL 2: one rate, 1000 / 1086; each grant rounded down to a whole dozen.
-    assert {c["proration_rate"] for c in by_tpl["9823.53.02"]} == {"0.92081"}
-    assert sorted(c["granted_quantity"] for c in by_tpl["9823.53.02"]) == [0, 27, 46, 92]
+    # TPL 2: one rate, 1000 / 5574.8 = 0.179378...; each grant rounded down to a whole dozen
+    # (100, 50, 30 and 1 dozen: 17.9, 8.97, 5.38, 0.18).
+    assert {c["proration_rate"] for c in by_tpl["9823.53.02"]} == {"0.179378"}
+    assert sorted(c["granted_quantity"] for c in by_tpl["9823.53.02"]) == [0, 5, 8, 17]
     nothing = next(c for c in by_tpl["9823.53.02"] if c["granted_quantity"] == 0)
     assert (nothing["decision"], json.loads(nothing["reasons"])) == ("MFN_REQUIRED", ["PRORATED", "LEVEL_FILLED"])
     # TPLs 4 and 5 each fit their own level; scaled together until their aggregate holds: 1500 / 2116.1.
@@ -218,7 +220,7 @@ def test_an_interrupted_allocation_keeps_its_chunks_and_the_next_claim_finishes_
     first_allocation = [c for c in claims if c["entry_number"] != result.entry_number]
     assert {c["decided_at"] for c in first_allocation} == {OPENED_AT}
     # Resumed at the rates set when it began: the same grants as in one go.
-    assert sorted(c["granted_quantity"] for c in first_allocation if c["tpl_number"] == "9823.53.02") == [0, 27, 46, 92]
+    assert sorted(c["granted_quantity"] for c in first_allocation if c["tpl_number"] == "9823.53.02") == [0, 5, 8, 17]
     assert verify_audit_log(server.database).intact
 
 

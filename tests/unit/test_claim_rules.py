@@ -193,7 +193,7 @@ def test_first_come_grants_all_then_cuts_to_whole_units_then_nothing():
 def test_allocation_takes_the_tightest_level_and_names_it():
     line, _ = validate_entry_line(draft(), ENTRY_TYPES)
     assert line is not None
-    conversion = convert(ConversionTable("v1", "s", {"338": Category("338", "", "DOZ", Decimal(6))}, {"6109": "338"}),
+    conversion = convert(ConversionTable("v1", "s", {"338": Category("338", "", "DOZ", Decimal(6))}, {"6109100012": "338"}),
                          line.quantity, "DOZ", line.htsus_number, "SME")
     member, aggregate = level("1000"), level("100", tpl="9823.53.03")
     result = allocate(line, conversion, QuotaContext([member, aggregate], T0, opened=True))
@@ -212,7 +212,7 @@ def test_claims_before_the_opening_are_queued_at_the_opening_moment():
 
 
 def test_conversion_names_its_version_and_refuses_unknown_goods():
-    table = ConversionTable("v7", "s", {"338": Category("338", "", "DOZ", Decimal("6.0"))}, {"61": "338", "6109": "338"})
+    table = ConversionTable("v7", "s", {"338": Category("338", "", "DOZ", Decimal("6.0"))}, {"6109100012": "338"})
     assert convert(table, Decimal(10), "DOZ", "6109100012", "SME").measure == Decimal(60)
     assert convert(table, Decimal(10), "KG", "5205110000", "KG").factor == 1  # kilograms for a level in kilograms
     with pytest.raises(DomainError) as caught:

@@ -13,7 +13,7 @@ from server.domain.entry import FUTURE_TOLERANCE, future_findings, validate_entr
 from server.domain.quantity import MAX_STORED, storable_code
 from tests.unit.test_claim_rules import ENTRY_TYPES, T0, draft
 
-SWEATERS = ConversionTable("v1", "s", {"345": Category("345", "sweaters", "DOZ", Decimal("20.1"))}, {"6110": "345"})
+SWEATERS = ConversionTable("v1", "s", {"345": Category("345", "sweaters", "DOZ", Decimal("20.1"))}, {"6110200010": "345"})
 
 
 @pytest.mark.parametrize(("quantity", "code"), [
