@@ -29,9 +29,9 @@ IN_FLIGHT = (1, 16, 64)
 RPC_NAMES = {"echo": "Echo (baseline)", "submit": "SubmitCertificate", "match": "MatchClaim", "quota": "GetQuotaStatus"}
 # Main runs happen on 15 June 2026 by the service's clock, whatever the machine's date.
 MAIN_EPOCH = dt.datetime(2026, 6, 15, 12, tzinfo=dt.timezone.utc)
-# The opening-day burst: claims presented at 23:00 New York time on 31 December 2026, an hour before
-# the 2027 period opens.
-BURST_EPOCH = dt.datetime(2027, 1, 1, 4, tzinfo=dt.timezone.utc)
+# The opening-day burst: claims presented at 11:00 New York time on Monday 4 January 2027, the 2027
+# opening date (its first business day), an hour before the opening window closes at noon.
+BURST_EPOCH = dt.datetime(2027, 1, 4, 16, tzinfo=dt.timezone.utc)
 KEY_ID = "mx-se-bench-1"
 
 

@@ -97,7 +97,7 @@ class RunningServer:
 def build_use_cases(settings: Settings, database: Database, clock: Clock) -> UseCases:
     references = ReferenceStore(database, clock)
     references.ensure_defaults()
-    calendar = QuotaCalendar(ZoneInfo(settings.quota_timezone), Decimal(settings.critical_share))
+    calendar = QuotaCalendar(ZoneInfo(settings.quota_timezone), Decimal(settings.critical_share), lambda: references.current().tpls.opening)
     quota = QuotaUseCases(database, calendar, clock)
     events = QuotaEventBus(
         quota,

@@ -118,14 +118,19 @@ def claim_line(
     return message
 
 
-def small_levels(version: str, limits: dict[str, str], years: tuple[int, int] = (2025, 2027)) -> str:
-    """A TPL reference document like the packaged one, with test-sized annual limits."""
+def small_levels(
+    version: str, limits: dict[str, str], years: tuple[int, int] = (2025, 2027), opening: dict[str, object] | None = None
+) -> str:
+    """A TPL reference document like the packaged one, with test-sized annual limits (and another
+    opening rule, where given)."""
     import json
 
     from server.adapters.reference_files import PACKAGED
 
     document = json.loads(PACKAGED.read_text(encoding="utf-8"))
     document["version"] = version
+    if opening is not None:
+        document["opening"] = opening
     for tpl in document["tpls"]:
         tpl["years"] = list(years)
         if tpl["tpl_number"] in limits:

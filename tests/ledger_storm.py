@@ -90,6 +90,14 @@ class StormReport:
                 f"({ops}); answers: {races}; retried {self.retries}; {self.seconds:.1f} s")
 
 
+# The storm's program opens each period at midnight on 1 January with no opening window, lines
+# presented earlier counting as presented at the opening, so that one instant closes this year's
+# period and opens next year's: the storm races both at once. (The USMCA
+# rule, first business day and a window to noon, is tested on the simulated clock and in
+# tests/integration/test_opening_allocation.py.)
+OPENING_RULE = {"date": "january-1", "window_ends": None, "before_opening": "at-opening"}
+
+
 def next_opening(now: dt.datetime) -> dt.datetime:
     """Midnight Eastern (05:00 UTC) on the next 1 January at least a day away."""
     year = (now + dt.timedelta(days=1)).year + 1
@@ -142,7 +150,7 @@ class Storm:
 
     def load_limits(self, version: str, limit: str) -> subprocess.CompletedProcess[str]:
         path = self.deployment.root / "shared" / f"{version}.json"
-        path.write_text(small_levels(version, {TPL4: limit, TPL3: "100000"}, years=(self.year - 1, self.year + 1)))
+        path.write_text(small_levels(version, {TPL4: limit, TPL3: "100000"}, years=(self.year - 1, self.year + 1), opening=OPENING_RULE))
         return subprocess.run(
             [sys.executable, "-m", "client.cli", "reference", "load", str(path), "--database-url", self.deployment.database_url],
             cwd=ROOT, capture_output=True, text=True, timeout=120, env=self.deployment.env("reference-load"),

@@ -48,7 +48,7 @@ HELP: dict[str, tuple[str, str]] = {
     "watches_per_identity": ("WatchQuotas watches one identity may hold", "2"),
     "max_watch_seconds": ("how long one WatchQuotas watch lasts", "3600"),
     "critical_share": ("fill share at which a level turns CRITICAL", "0.9"),
-    "quota_timezone": ("quota periods open at midnight here", "America/New_York"),
+    "quota_timezone": ("quota periods open on their first business day, 00:00 to 12:00 noon here", "America/New_York"),
     "workers": ("gRPC worker threads", "16"),
     "db_pool_size": ("database connections", "16"),
     "max_transactions": ("database transactions at once", "16"),

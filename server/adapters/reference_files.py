@@ -10,7 +10,7 @@ from typing import Any
 from server.domain.certificate import normalize_htsus
 from server.domain.conversion import CATEGORY_UNITS, STATISTICAL_LINE_DIGITS, Category, ConversionTable
 from server.domain.quantity import check_storable
-from server.domain.reference import EntryTypes, Partner, ReferenceData, TplDefinition
+from server.domain.reference import EntryTypes, OpeningRule, Partner, ReferenceData, TplDefinition
 
 PACKAGED = pathlib.Path(__file__).resolve().parent.parent / "reference_data" / "usmca-mx.json"
 
@@ -43,7 +43,22 @@ def parse_reference_data(document: dict[str, Any]) -> ReferenceData:
     return ReferenceData(
         version=document["version"], source=document["source"], tpls=tpls, partners=partners,
         entry_types=_entry_types(document.get("entry_types", USMCA_ENTRY_TYPES_BEFORE_2026_2)),
+        opening=_opening(document.get("opening", {})),
     )
+
+
+def _opening(document: dict[str, Any]) -> OpeningRule:
+    """{"date": "first-business-day" | "january-1", "window_ends": "HH:MM" | null, "before_opening":
+    "refused" | "at-opening"}; documents without it (before usmca-mx-2026.4) open as the USMCA TPL
+    bulletins say: first business day, a window to noon, earlier lines refused."""
+    date = document.get("date", "first-business-day")
+    if date not in ("first-business-day", "january-1"):
+        raise ValueError(f"opening.date must be first-business-day or january-1, not {date!r}")
+    before = document.get("before_opening", "refused")
+    if before not in ("refused", "at-opening"):
+        raise ValueError(f"opening.before_opening must be refused or at-opening, not {before!r}")
+    ends = document.get("window_ends", "12:00")
+    return OpeningRule(date == "first-business-day", None if ends is None else dt.time.fromisoformat(ends), before == "refused")
 
 
 # TPL documents before version usmca-mx-2026.2 had no entry types; they were all USMCA Mexico tables,

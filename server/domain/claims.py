@@ -141,9 +141,15 @@ def allocate(
     line's own presentation time (a corrected line keeps its original priority)."""
     member = context.levels[0]
     presented = presented or line.presentation_time()
-    if not context.post_importation and presented < member.opens_at:
-        # Presented before the opening: counts as presented at the opening moment.
-        presented = member.opens_at
+    if not context.post_importation:
+        if presented < member.opens_at and member.refuse_before_opening:
+            # Presented before the opening date: no quota status (quota bulletins, QB 24-111); the line
+            # must be presented again, and then takes its new presentation time.
+            return Allocation(Decision.MFN_REQUIRED, ("PRESENTED_BEFORE_OPENING",), Grant(Decimal(0), Decimal(0)), presented)
+        if presented < member.opens_at or (member.window_closes_at is not None and presented < member.window_closes_at):
+            # Presented in the opening window: counts as presented at the opening moment, and is
+            # decided with the opening batch when the window closes (prorated if oversubscribed).
+            presented = member.opens_at
     if not context.opened:
         # Nothing is charged to a period before it opens, whatever instants the claim carries: it waits
         # for the opening batch (a post-importation claim too).

@@ -41,8 +41,16 @@ class Level:
     limit: Decimal
     charged: Decimal
     aggregate: str | None  # the aggregate ceiling this level also charges
+    # When lines may first be presented for the period: 00:00 on its first business day (its opening
+    # date); lines presented earlier get no quota status.
     opens_at: dt.datetime
     closes_at: dt.datetime  # the first instant after the period
+    # The end of the opening window (12:00 noon Eastern on the opening date): lines presented from
+    # `opens_at` until then count as presented at the opening moment and are decided together when
+    # it closes. None: no window (the period simply opens at `opens_at`).
+    window_closes_at: dt.datetime | None = None
+    # Lines presented before `opens_at` get no quota status (else: count as presented at the opening).
+    refuse_before_opening: bool = True
 
     @property
     def remaining(self) -> Decimal:

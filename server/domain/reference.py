@@ -47,12 +47,26 @@ class EntryTypes:
 
 
 @dataclass(frozen=True)
+class OpeningRule:
+    """How a program's periods open: on their first business day (else on 1 January), with an
+    opening window to `window_ends` that day in customs' time zone (None: no window). USMCA TPLs:
+    first business day, window to 12:00 noon Eastern (CBP quota bulletins, e.g. QB 24-111)."""
+
+    first_business_day: bool = True
+    window_ends: dt.time | None = dt.time(12)
+    # Lines presented before the opening date: refused with no quota status (USMCA TPLs), or counted as
+    # presented at the opening moment and decided with the opening batch.
+    refuse_before_opening: bool = True
+
+
+@dataclass(frozen=True)
 class ReferenceData:
     version: str
     source: str
     tpls: dict[str, TplDefinition]
     partners: dict[str, Partner]
     entry_types: EntryTypes
+    opening: OpeningRule = OpeningRule()
 
     def tpl(self, tpl_number: str) -> TplDefinition | None:
         return self.tpls.get(tpl_number)

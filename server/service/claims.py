@@ -151,7 +151,7 @@ class ClaimUseCases:
         references = self.references.current()
         year = line.date_of_importation.year
         with UnitOfWork(self.database, write=False) as uow:
-            opened = year in self._opened_years or uow.quota.opening(year) is not None or now >= self.calendar.bounds(year)[0]
+            opened = year in self._opened_years or uow.quota.opening(year) is not None or now >= self.calendar.window_closes(year)
             plan = self._plan(uow, references, line, now, digest=digest, revision=0, post=False, opened=opened)
         return dataclasses.replace(plan.record, claim_id="")
 
@@ -267,7 +267,7 @@ class ClaimUseCases:
         True if this call did any of it."""
         now = self.clock.now()
         year = self.calendar.year_of(now)
-        if year in self._opened_years or now < self.calendar.bounds(year)[0]:
+        if year in self._opened_years or now < self.calendar.window_closes(year):
             return False
         if not self._opening_runner.acquire(blocking=False):
             return False  # a claim of that year is running it
@@ -520,7 +520,7 @@ class ClaimUseCases:
             return True
         opening = uow.quota.opening(year)
         if opening is None:
-            if now >= self.calendar.bounds(year)[0]:
+            if now >= self.calendar.window_closes(year):
                 raise _OpeningPending(year)
             uow.quota.hold_level(tpl_number, year)
             opening = uow.quota.opening(year)

@@ -4,15 +4,17 @@ from __future__ import annotations
 import datetime as dt
 import queue
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from server.adapters.claim_repository import LevelRow
 from server.adapters.database import Database
+from server.domain.business_days import first_business_day
 from server.domain.errors import DomainError, ErrorKind, Finding
 from server.domain.identity import Identity, Role
+from server.domain.reference import OpeningRule
 from server.domain.quota import Level, QuotaEventKind, QuotaState, event_between, quota_period
 from server.service.clock import Clock
 from server.service.unit_of_work import UnitOfWork
@@ -20,16 +22,32 @@ from server.service.unit_of_work import UnitOfWork
 
 @dataclass(frozen=True)
 class QuotaCalendar:
-    """When periods open: calendar years, opening at midnight in customs' time zone."""
+    """When periods open: calendar years whose opening date is the first business day, with an
+    opening window from 00:00 to 12:00 noon in customs' time zone (Eastern) that day (CBP quota
+    bulletins QB 16-128 and QB 24-111: lines presented in the window count as presented at the
+    opening moment; presented before it, they get no quota status)."""
 
     timezone: ZoneInfo
     critical_share: Decimal
+    # The program's opening rule, from its current reference data (server/app.py wires it).
+    rule: Callable[[], OpeningRule] = OpeningRule
+
+    def opening_date(self, year: int) -> dt.date:
+        return first_business_day(year) if self.rule().first_business_day else dt.date(year, 1, 1)
 
     def bounds(self, year: int) -> tuple[dt.datetime, dt.datetime]:
-        first, last = quota_period(year)
-        opens = dt.datetime.combine(first, dt.time(), self.timezone).astimezone(dt.timezone.utc)
+        """When lines may first be presented for the period (its opening date, 00:00), and the first
+        instant after the period."""
+        _, last = quota_period(year)
+        opens = dt.datetime.combine(self.opening_date(year), dt.time(), self.timezone).astimezone(dt.timezone.utc)
         closes = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), self.timezone).astimezone(dt.timezone.utc)
         return opens, closes
+
+    def window_closes(self, year: int) -> dt.datetime:
+        """When the opening batch is allocated: the end of the opening window (12:00 noon on the
+        opening date for the USMCA TPLs), or the opening itself where the program has no window."""
+        ends = self.rule().window_ends
+        return dt.datetime.combine(self.opening_date(year), ends or dt.time(), self.timezone).astimezone(dt.timezone.utc)
 
     def level(self, row: LevelRow, charged: Decimal | None = None) -> Level:
         opens, closes = self.bounds(row.quota_year)
@@ -43,6 +61,8 @@ class QuotaCalendar:
             aggregate=row.aggregate,
             opens_at=opens,
             closes_at=closes,
+            window_closes_at=self.window_closes(row.quota_year) if self.rule().window_ends else None,
+            refuse_before_opening=self.rule().refuse_before_opening,
         )
 
     def year_of(self, at: dt.datetime) -> int:

@@ -399,7 +399,7 @@ def test_post_importation_is_refused_for_a_line_already_granted(match, on_file):
 
 def test_opening_batch_is_prorated_with_one_rate(match, quota, transmission, partner, server, clock, transmit):
     server.use_cases.references.load(small_levels("opening-1", {"9823.53.01": "1000"}))
-    clock.at = dt.datetime(2026, 12, 20, 15, tzinfo=dt.timezone.utc)
+    clock.at = dt.datetime(2027, 1, 4, 15, tzinfo=dt.timezone.utc)  # 10:00 Eastern on the 2027 opening date (window)
     # Cotton knit shirts (category 338, 6.0 SME a dozen in the packaged table).
     shirts = {"tpl_number": "9823.53.01", "htsus_number": "6109.10.0012", "quota_year": 2027,
             "issue_date": "2026-12-15", "last_valid_date": "2027-12-31", "quantity": "500"}
@@ -412,7 +412,7 @@ def test_opening_batch_is_prorated_with_one_rate(match, quota, transmission, par
     assert all(r.decision == mpb.CLAIM_DECISION_QUEUED for r in queued)
     assert level(quota, "9823.53.01", 2027).charged == "0"
 
-    clock.at = dt.datetime(2027, 1, 2, 14, tzinfo=dt.timezone.utc)  # the period has opened
+    clock.at = dt.datetime(2027, 1, 4, 18, tzinfo=dt.timezone.utc)  # the window closed at noon Eastern
     after = dict(before, filed_at=clock.at, arrived_at=clock.at)
     late = claim(match, claim_line(4, certificate_number="MX27-00000004", quantity="10", **after))
     decided = [match.GetClaim(mpb.GetClaimRequest(entry_number=r.entry_number, line_number=1)).result for r in queued]

@@ -187,7 +187,8 @@ def test_a_limit_lowered_while_a_charge_is_in_flight_waits_for_it_and_is_refused
 def test_next_years_level_is_not_charged_before_it_opens(server, match, transmission, partner, clock):  # type: ignore[no-untyped-def]
     # Finding 2: on 29 November a claim for goods imported in January of next year, its filing, arrival
     # and payment in January too, was charged at once. Its instants are now refused as future ones; a
-    # claim presented today for goods dated next year waits for the opening (19 CFR 132.11(d)).
+    # claim presented today for goods dated next year gets no quota status: it was presented before the
+    # period's opening date (quota bulletins, QB 24-111).
     clock.at = dt.datetime(2026, 11, 29, 15, tzinfo=dt.timezone.utc)
     transmit_all(transmission, partner, ["MX27-00000001"], sent_at=clock.at,
                  quota_year=2027, issue_date="2026-11-20", last_valid_date="2027-12-31")
@@ -199,10 +200,10 @@ def test_next_years_level_is_not_charged_before_it_opens(server, match, transmis
     error = rich_error(caught.value)
     assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INSTANT_IN_FUTURE")
     assert set(error.fields) == {"line.filed_at", "line.arrived_at", "line.paid_at"}
-    waits = claim_line(2, certificate_number="MX27-00000001", date_of_importation="2027-01-05",
+    early = claim_line(2, certificate_number="MX27-00000001", date_of_importation="2027-01-05",
                        filed_at=clock.at - dt.timedelta(hours=2), arrived_at=clock.at - dt.timedelta(hours=1), paid_at=clock.at)
-    result = match.MatchClaim(mpb.MatchClaimRequest(line=waits)).result
-    assert (result.decision, result.granted_quantity) == (QUEUED, "0")
+    result = match.MatchClaim(mpb.MatchClaimRequest(line=early)).result
+    assert (result.decision, list(result.reasons), result.granted_quantity) == (MFN, ["PRESENTED_BEFORE_OPENING"], "0")
     assert scalar(server, "SELECT count(*) FROM quota_ledger WHERE quota_year = 2027") == 0
     assert scalar(server, "SELECT coalesce(sum(charged), 0) FROM quota_levels WHERE quota_year = 2027") == 0
     # A post-importation claim for goods not yet entered is refused, not charged.
@@ -257,7 +258,7 @@ def test_a_lagging_replica_neither_strands_queued_claims_nor_races_the_opening(s
     # QUEUED forever, and cancellations of queued claims racing the allocation left levels charged for
     # reversed claims. Here replica B lags 30 s while A opens 2027 and B files claims and cancels
     # queued ones at the same time.
-    opening = dt.datetime(2027, 1, 1, 5, tzinfo=dt.timezone.utc)  # midnight Eastern
+    opening = dt.datetime(2027, 1, 4, 17, tzinfo=dt.timezone.utc)  # the 2027 opening window closes (noon Eastern)
     clock.at = opening - dt.timedelta(minutes=10)
     server.use_cases.references.load(small_levels("lag", {TPL1: "6000"}, years=(2026, 2028)))
     numbers = [f"MX27-0000010{n}" for n in range(4)]

@@ -27,8 +27,10 @@ from tests.factories import certificate, claim_line, envelope, small_levels
 from tests.grpc_errors import rich_error
 
 YEAR = 2027
-QUEUED_AT = dt.datetime(2026, 12, 20, 15, tzinfo=dt.timezone.utc)
-OPENED_AT = dt.datetime(2027, 1, 2, 14, tzinfo=dt.timezone.utc)
+# In the 2027 opening window (the first business day, Monday 4 January, 00:00 to 12:00 noon Eastern),
+# and after it.
+QUEUED_AT = dt.datetime(2027, 1, 4, 15, tzinfo=dt.timezone.utc)
+OPENED_AT = dt.datetime(2027, 1, 4, 18, tzinfo=dt.timezone.utc)
 # TPL 3 is the aggregate ceiling of TPLs 4 and 5.
 LIMITS = {"9823.53.01": "100000", "9823.53.02": "1000", "9823.53.03": "1500", "9823.53.04": "1000", "9823.53.05": "10000"}
 GOODS = {  # tpl -> (HTSUS, unit)

@@ -30,7 +30,10 @@ from tests.processes import ROOT
 from tests.tls_fixtures import channel_as, pki, service_settings  # noqa: F401 (fixture)
 
 START = dt.datetime(2026, 12, 31, 17, 0, tzinfo=dt.timezone.utc)  # noon Eastern on 31 December
-OPENING = dt.datetime(2027, 1, 1, 5, 0, tzinfo=dt.timezone.utc)  # midnight Eastern: 2027 opens
+# The 2027 opening date is its first business day, Monday 4 January (1 January a holiday, then a
+# weekend); its window runs from 00:00 to 12:00 noon Eastern (quota bulletins, e.g. QB 24-111).
+WINDOW_OPENS = dt.datetime(2027, 1, 4, 5, 0, tzinfo=dt.timezone.utc)
+WINDOW_CLOSES = dt.datetime(2027, 1, 4, 17, 0, tzinfo=dt.timezone.utc)
 
 
 def stamp(at: dt.datetime) -> Timestamp:
@@ -68,13 +71,22 @@ def test_a_harness_plays_an_opening_on_the_simulated_clock(simulated, clock_serv
         cert = certificate("MX27-00000001", quota_year=2027, issue_date="2026-12-20", last_valid_date="2027-12-31")
         transmission.SubmitCertificate(tpb.SubmitCertificateRequest(envelope=envelope(partner.signer, cert, message_id="sim-1", sent_at=sent)))
         at = now_of(clock)
-        early = claim_line(1, certificate_number="MX27-00000001", date_of_importation="2027-01-01", filed_at=at, arrived_at=at, paid_at=at)
-        assert match.MatchClaim(mpb.MatchClaimRequest(line=early)).result.decision == mpb.CLAIM_DECISION_QUEUED
-        # Twelve hours later the period has opened: the queue is decided first, then a new claim at once.
-        moved = clock.AdvanceTime(kpb.AdvanceTimeRequest(by=Duration(seconds=12 * 3600))).now.ToDatetime(tzinfo=dt.timezone.utc)
-        assert moved >= OPENING
+        # Presented on 31 December, before the opening date: no quota status.
+        too_early = claim_line(1, certificate_number="MX27-00000001", date_of_importation="2027-01-01", filed_at=at, arrived_at=at, paid_at=at)
+        refused = match.MatchClaim(mpb.MatchClaimRequest(line=too_early)).result
+        assert (refused.decision, list(refused.reasons)) == (mpb.CLAIM_DECISION_MFN_REQUIRED, ["PRESENTED_BEFORE_OPENING"])
+        # 10:00 Eastern on the opening date: in the window, the line waits for the opening batch.
+        clock.SetTime(kpb.SetTimeRequest(now=stamp(WINDOW_OPENS + dt.timedelta(hours=10))))
         at = now_of(clock)
-        later = claim_line(2, certificate_number="MX27-00000001", date_of_importation="2027-01-01", filed_at=at, arrived_at=at, paid_at=at)
+        early = claim_line(2, certificate_number="MX27-00000001", date_of_importation="2027-01-01", filed_at=at, arrived_at=at, paid_at=at)
+        queued = match.MatchClaim(mpb.MatchClaimRequest(line=early)).result
+        assert queued.decision == mpb.CLAIM_DECISION_QUEUED
+        assert queued.presentation_time.ToDatetime(tzinfo=dt.timezone.utc) == WINDOW_OPENS  # the opening moment
+        # Three hours later the window has closed: the batch is decided first, then a new claim at once.
+        moved = clock.AdvanceTime(kpb.AdvanceTimeRequest(by=Duration(seconds=3 * 3600))).now.ToDatetime(tzinfo=dt.timezone.utc)
+        assert moved >= WINDOW_CLOSES
+        at = now_of(clock)
+        later = claim_line(3, certificate_number="MX27-00000001", date_of_importation="2027-01-01", filed_at=at, arrived_at=at, paid_at=at)
         assert match.MatchClaim(mpb.MatchClaimRequest(line=later)).result.decision == mpb.CLAIM_DECISION_PREFERENTIAL
         decided = match.GetClaim(mpb.GetClaimRequest(entry_number=early.entry_number, line_number=1)).result
         assert decided.decision == mpb.CLAIM_DECISION_PREFERENTIAL

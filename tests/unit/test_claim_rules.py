@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from server.adapters.reference_files import PACKAGED, load_reference_data
+from server.adapters.reference_files import PACKAGED, load_reference_data, parse_reference_data
+from server.domain.business_days import add_business_days, first_business_day, is_business_day
 from server.domain.certificate import Certificate, Party
 from server.domain.claims import (
     CertificateOnFile,
@@ -24,7 +25,7 @@ from server.domain.conversion import Category, ConversionTable, convert
 from server.domain.entry import EntryLineDraft, canonical_entry_number, check_digit, make_entry_number, validate_entry_line
 from server.domain.errors import DomainError
 from server.domain.quota import Level, grant_first_come
-from server.domain.reference import Partner
+from server.domain.reference import OpeningRule, Partner
 from server.domain.transmission import CertificateStatus
 
 UTC = dt.timezone.utc
@@ -200,15 +201,30 @@ def test_allocation_takes_the_tightest_level_and_names_it():
     assert (result.decision, result.reasons, result.grant.quantity) == (Decision.PARTIAL, ("AGGREGATE_FILLED", "PARTIAL_FILL"), Decimal(16))
 
 
-def test_claims_before_the_opening_are_queued_at_the_opening_moment():
-    line, _ = validate_entry_line(draft(filed_at=dt.datetime(2025, 12, 20, tzinfo=UTC), arrived_at=dt.datetime(2025, 12, 21, tzinfo=UTC), paid_at=dt.datetime(2025, 12, 21, tzinfo=UTC)), ENTRY_TYPES)
+def _presented(at: dt.datetime):  # type: ignore[no-untyped-def]
+    line, _ = validate_entry_line(draft(filed_at=at - dt.timedelta(hours=1), arrived_at=at - dt.timedelta(hours=1), paid_at=at), ENTRY_TYPES)
     assert line is not None
-    conversion = convert(ConversionTable("v1", "s", {}, {}), line.quantity, "M2", "", "SME")
-    member = level("1000")
-    queued = allocate(line, conversion, QuotaContext([member], dt.datetime(2025, 12, 22, tzinfo=UTC), opened=False))
-    assert queued.decision is Decision.QUEUED and queued.presentation_time == member.opens_at
-    late = allocate(line, conversion, QuotaContext([member], T0, opened=True))
-    assert late.decision is Decision.PREFERENTIAL and late.presentation_time == member.opens_at
+    return line
+
+
+def test_the_opening_window_queues_lines_at_the_opening_moment_and_refuses_earlier_ones():
+    # QB 24-111: the 2024 period opened on its first business day, Tuesday 2 January 2024; lines
+    # presented from 00:00 to 12:00 noon Eastern that day count as presented at the opening moment and
+    # are decided together; presented before the opening date, they get no quota status.
+    opens = dt.datetime(2024, 1, 2, 5, tzinfo=UTC)  # 00:00 Eastern
+    noon = dt.datetime(2024, 1, 2, 17, tzinfo=UTC)
+    member = Level("9823.53.01", 2024, "TPL", "SME", Decimal(1000), Decimal(0), None, opens,
+                   dt.datetime(2025, 1, 1, 5, tzinfo=UTC), noon)
+    conversion = convert(ConversionTable("v1", "s", {}, {}), Decimal(100), "M2", "", "SME")
+    before = allocate(_presented(opens - dt.timedelta(seconds=1)), conversion, QuotaContext([member], opens, opened=False))
+    assert (before.decision, before.reasons, before.grant.quantity) == (Decision.MFN_REQUIRED, ("PRESENTED_BEFORE_OPENING",), 0)
+    inside = _presented(noon - dt.timedelta(seconds=1))
+    queued = allocate(inside, conversion, QuotaContext([member], noon - dt.timedelta(seconds=1), opened=False))
+    assert queued.decision is Decision.QUEUED and queued.presentation_time == opens
+    straggler = allocate(inside, conversion, QuotaContext([member], noon + dt.timedelta(hours=1), opened=True))
+    assert straggler.decision is Decision.PREFERENTIAL and straggler.presentation_time == opens
+    after = allocate(_presented(noon), conversion, QuotaContext([member], noon, opened=True))
+    assert after.decision is Decision.PREFERENTIAL and after.presentation_time == noon
 
 
 def test_conversion_names_its_version_and_refuses_unknown_goods():
@@ -280,3 +296,32 @@ def test_a_correction_keeps_its_slot_only_for_what_the_line_held():
     assert corrected_presentation(Decimal(100), Decimal(100), original) == original
     assert corrected_presentation(Decimal(100), Decimal("100.5"), original) is None  # an increase
     assert corrected_presentation(Decimal(0), Decimal(10), original) is None  # refused: nothing held
+
+
+# -- business days -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("year,opening", [
+    (2024, dt.date(2024, 1, 2)),  # QB 24-111: "Opening Date: Tuesday, January 2, 2024" (1 January a Monday holiday)
+    (2027, dt.date(2027, 1, 4)),  # 1 January 2027 a Friday holiday, then a weekend (5 U.S.C. 6103)
+    (2022, dt.date(2022, 1, 3)),  # 1 January 2022 a Saturday (observed Friday 31 December 2021)
+])
+def test_the_opening_date_is_the_first_business_day(year: int, opening: dt.date):
+    assert first_business_day(year) == opening
+
+
+def test_business_days_skip_weekends_and_federal_holidays():
+    # Five business days after Monday 4 January 2027 is Monday 11 January; counted from Tuesday 14
+    # January 2025 they are 15, 16, 17, 21 and 22 January: Monday 20 January 2025 was Martin Luther King
+    # Jr. Day (and Inauguration Day), a federal holiday.
+    assert add_business_days(dt.date(2027, 1, 4), 5) == dt.date(2027, 1, 11)
+    assert add_business_days(dt.date(2025, 1, 14), 5) == dt.date(2025, 1, 22)  # 15, 16, 17, (20 MLK), 21, 22
+    assert not is_business_day(dt.date(2025, 1, 20)) and is_business_day(dt.date(2025, 1, 21))
+
+
+def test_the_opening_rule_is_reference_data_and_a_bad_one_is_refused():
+    document = json.loads(PACKAGED.read_text(encoding="utf-8"))
+    assert load_reference_data().opening == OpeningRule(True, dt.time(12), True)  # usmca-mx: QB 24-111
+    for bad in ({"date": "easter"}, {"before_opening": "queued"}, {"window_ends": "noon"}):
+        with pytest.raises(ValueError):
+            parse_reference_data({**document, "opening": bad})
