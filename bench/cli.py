@@ -263,7 +263,7 @@ def _oversubscribing_quantities(claims_per_tpl: int, year: int) -> dict[str, int
     for tpl_number, good in GOODS.items():
         tpl = tpls.tpl(tpl_number)
         assert tpl is not None
-        factor = convert(table, Decimal(1), good.unit, good.htsus_number, tpl.measure_unit).factor
+        factor = convert(table, Decimal(1), good.unit, good.htsus_number.replace(".", ""), tpl.measure_unit).factor
         quantities[tpl_number] = math.ceil(Decimal("1.25") * tpl.annual_limits[year] / (claims_per_tpl * factor))
     return quantities
 
