@@ -141,12 +141,17 @@ def freeze_startup_heap() -> None:
 
 
 def _allocate_openings(running: RunningServer) -> None:
-    """Allocates each opening batch soon after its period opens, even if no claim arrives to do it."""
+    """Allocates each opening batch soon after its window closes, even if no claim arrives to do it,
+    and gives back the prorated offers whose deadline passed unanswered."""
     while not running._stopping.wait(OPENING_CHECK_SECONDS):
         try:
             running.use_cases.claims.allocate_due_openings()
         except Exception:
             log.exception("opening allocation failed; retrying at the next check")
+        try:
+            running.use_cases.claims.lapse_due_offers()
+        except Exception:
+            log.exception("lapsing prorated offers failed; retrying at the next check")
 
 
 def _service_clock(settings: Settings) -> Clock:

@@ -162,6 +162,26 @@ def reverse(
     common.out.print(results_table(rows))
 
 
+@app.command("answer-offer")
+@common.handle_errors
+def answer_offer(
+    entry_number: str = typer.Argument(..., help="XXX-NNNNNNN-C"),
+    line_number: int = typer.Argument(...),
+    accepted_quantity: str = typer.Argument(..., help="whole units of the goods to accept, 0 to decline"),
+    as_json: bool = common.JSON,
+    target: Optional[str] = common.TARGET,
+    insecure: bool = common.INSECURE,
+    tls_dir: Optional[pathlib.Path] = common.TLS_DIR,
+    timeout: Optional[float] = common.TIMEOUT,
+) -> None:
+    """Answer a line's prorated opening offer (PRORATED_OFFER): accept all, part or none of it before it lapses."""
+    with _client(target, insecure, tls_dir, timeout) as client:
+        outcome = client.answer_prorated_offer(entry_number, line_number, accepted_quantity)
+    if as_json:
+        return common.print_json(outcome)
+    common.out.print(results_table([(" (replayed)" if outcome.replayed else "", outcome.result)]))
+
+
 @app.command()
 @common.handle_errors
 def get(

@@ -388,6 +388,8 @@ class ClaimResult:
     certificate_version: int = 0
     certificate_receipt_id: str = ""
     certificate_digest: str = ""
+    # PRORATED_OFFER: when the offer lapses unanswered (answer it with Matching.answer_prorated_offer).
+    offer_expires_at: dt.datetime | None = None
 
     @classmethod
     def from_proto(cls, m: mpb.ClaimResult) -> ClaimResult:
@@ -408,6 +410,7 @@ class ClaimResult:
             post_importation=m.post_importation, reversed=m.reversed, proration_rate=d(m.proration_rate),
             certificate_version=m.certificate_version, certificate_receipt_id=m.certificate_receipt_id,
             certificate_digest=m.certificate_digest,
+            offer_expires_at=_instant(m.offer_expires_at, m.HasField("offer_expires_at")),
         )
 
 

@@ -186,6 +186,15 @@ class Matching(_Connection):
         response = self.call(self.stubs.match.FilePostImportationClaim, request, timeout=timeout)
         return ClaimOutcome(ClaimResult.from_proto(response.result), response.replayed)
 
+    def answer_prorated_offer(
+        self, entry_number: str, line_number: int, accepted_quantity: str | int, *, timeout: float | None = None
+    ) -> ClaimOutcome:
+        """Accept `accepted_quantity` (whole units; 0 declines) of the line's prorated opening offer before
+        its `offer_expires_at`; the same answer again replays (`replayed`)."""
+        request = mpb.AnswerProratedOfferRequest(entry_number=entry_number, line_number=line_number, accepted_quantity=str(accepted_quantity))
+        response = self.call(self.stubs.match.AnswerProratedOffer, request, timeout=timeout)
+        return ClaimOutcome(ClaimResult.from_proto(response.result), response.replayed)
+
     def reverse_claim(
         self, entry_number: str, line_number: int, *, kind: Any = None, corrected_line: EntryLine | None = None,
         reason: str = "", timeout: float | None = None,

@@ -93,6 +93,14 @@ STATEMENTS = Statements(
     .order_by(_claims.c.claim_id)
     .limit(bindparam("limit"))
     .with_for_update(),
+    offers_due=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
+    .where(
+        _claims.c.decision == "PRORATED_OFFER", _claims.c.reversed_at.is_(None),
+        _claims.c.offer_expires_at <= bindparam("now", type_=_claims.c.offer_expires_at.type),
+    )
+    .order_by(_claims.c.claim_id)
+    .limit(bindparam("limit"))
+    .with_for_update(),
     queued_demand=select(_claims.c.tpl_number, type_coerce(func.sum(_claims.c.claimed_measure), ExactQuantity()))
     .where(_claims.c.quota_year == bindparam("year"), _claims.c.decision == "QUEUED", _claims.c.reversed_at.is_(None))
     .group_by(_claims.c.tpl_number),
@@ -150,11 +158,11 @@ STATEMENTS = Statements(
 )
 
 
-def _set_queued_claim(columns: tuple[str, ...]):  # type: ignore[no-untyped-def]
-    """UPDATE of these columns of one claim that is still QUEUED and not reversed."""
+def _set_claim_while(decision: str, columns: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    """UPDATE of these columns of one claim that still has `decision` and is not reversed."""
     return (
         update(_claims)
-        .where(_claims.c.claim_id == bindparam("id"), _claims.c.decision == "QUEUED", _claims.c.reversed_at.is_(None))
+        .where(_claims.c.claim_id == bindparam("id"), _claims.c.decision == decision, _claims.c.reversed_at.is_(None))
         .values({name: bindparam(f"new_{name}", type_=_claims.c[name].type) for name in columns})
     )
 
@@ -216,8 +224,22 @@ class ClaimRepository(_Repository):
     def decide_queued(self, records: list[ClaimRecord], columns: tuple[str, ...]) -> int:
         """Store these columns of each record, claims still QUEUED and not reversed, in one driver call;
         how many were stored (fewer than given: another transaction reversed or decided one first)."""
+        return self._decide_while("QUEUED", records, columns)
+
+    def answer_offers(self, records: list[ClaimRecord], columns: tuple[str, ...]) -> int:
+        """Store these columns of each record, claims still PRORATED_OFFER and not reversed; how many
+        were stored (fewer: another transaction answered, let lapse or reversed one first)."""
+        return self._decide_while("PRORATED_OFFER", records, columns)
+
+    def offers_due(self, now: dt.datetime, limit: int) -> list[ClaimRecord]:
+        """Live offers whose deadline has passed, oldest claim id first."""
+        return [_record(row) for row in self._all("offers_due", {"now": now, "limit": limit})]
+
+    def _decide_while(self, decision: str, records: list[ClaimRecord], columns: tuple[str, ...]) -> int:
         columns = tuple(sorted(columns))
-        statement = self.statements.get(f"decide_queued:{','.join(columns)}", self.connection.dialect, lambda: _set_queued_claim(columns))
+        statement = self.statements.get(
+            f"decide:{decision}:{','.join(columns)}", self.connection.dialect, lambda: _set_claim_while(decision, columns)
+        )
         rows = []
         for record in records:
             values: dict[str, object] = {f"new_{name}": getattr(record, name) for name in columns}

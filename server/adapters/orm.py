@@ -294,6 +294,7 @@ class ClaimRow(Base):
     reversal_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
     certificate_receipt_id: Mapped[str] = mapped_column(String(64), default="")
     certificate_digest: Mapped[str] = mapped_column(String(64), default="")
+    offer_expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class AuditRecordRow(Base):

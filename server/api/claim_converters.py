@@ -22,6 +22,7 @@ DECISION_TO_PROTO = {
     Decision.MFN_REQUIRED.value: mpb.CLAIM_DECISION_MFN_REQUIRED,
     Decision.ECERT_NOT_REQUIRED.value: mpb.CLAIM_DECISION_ECERT_NOT_REQUIRED,
     Decision.QUEUED.value: mpb.CLAIM_DECISION_QUEUED,
+    Decision.PRORATED_OFFER.value: mpb.CLAIM_DECISION_PRORATED_OFFER,
 }
 REVERSAL_FROM_PROTO = {mpb.REVERSAL_KIND_CANCELED: ReversalKind.CANCELED, mpb.REVERSAL_KIND_CORRECTED: ReversalKind.CORRECTED}
 STATE_TO_PROTO = {
@@ -102,6 +103,7 @@ def claim_to_proto(c: ClaimRecord) -> mpb.ClaimResult:
         certificate_version=c.certificate_version,
         certificate_receipt_id=c.certificate_receipt_id,
         certificate_digest=c.certificate_digest,
+        offer_expires_at=timestamp(c.offer_expires_at) if c.offer_expires_at else None,
     )
 
 

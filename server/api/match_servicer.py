@@ -46,6 +46,13 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         return mpb.GetClaimResponse(result=conv.claim_to_proto(self.claims.get(request.entry_number, request.line_number)))
 
     @translate_errors()
+    def AnswerProratedOffer(
+        self, request: mpb.AnswerProratedOfferRequest, context: grpc.ServicerContext
+    ) -> mpb.AnswerProratedOfferResponse:
+        record, replayed = self.claims.answer_offer(request.entry_number, request.line_number, request.accepted_quantity)
+        return mpb.AnswerProratedOfferResponse(result=conv.claim_to_proto(record), replayed=replayed)
+
+    @translate_errors()
     def GetCertificateUsage(
         self, request: mpb.GetCertificateUsageRequest, context: grpc.ServicerContext
     ) -> mpb.GetCertificateUsageResponse:

@@ -10,7 +10,7 @@ from fractions import Fraction
 from server.domain.certificate import Certificate
 from server.domain.conversion import Conversion
 from server.domain.entry import EntryLine
-from server.domain.errors import DomainError, ErrorKind
+from server.domain.errors import DomainError, ErrorKind, Finding
 from server.domain.quantity import format_quantity
 from server.domain.quota import Grant, Level, grant_first_come, opening_grant
 from server.domain.reference import Partner
@@ -23,6 +23,9 @@ class Decision(enum.Enum):
     MFN_REQUIRED = "MFN_REQUIRED"
     ECERT_NOT_REQUIRED = "ECERT_NOT_REQUIRED"
     QUEUED = "QUEUED"
+    # An oversubscribed opening's prorated share, reserved (level and certificate) for the filer to
+    # accept in all, in part or not at all within five business days (CSMS 16-000886); not a grant.
+    PRORATED_OFFER = "PRORATED_OFFER"
 
 
 @dataclass(frozen=True)
@@ -190,8 +193,34 @@ def decide_at_opening(quantity: Decimal, factor: Decimal, rate: Fraction, room: 
     if grant.quantity >= quantity:
         return OpeningDecision(Decision.PREFERENTIAL, (), grant)
     if grant.quantity > 0:
-        return OpeningDecision(Decision.PARTIAL, ("PRORATED",), grant)
+        # CSMS 16-000886: CBP rejects a prorated entry summary with the prorated amount reserved; the
+        # filer has five business days to claim all, part or none of it. An offer, not a grant.
+        return OpeningDecision(Decision.PRORATED_OFFER, ("PRORATED",), grant)
     return OpeningDecision(Decision.MFN_REQUIRED, ("PRORATED", "LEVEL_FILLED"), grant)
+
+
+@dataclass(frozen=True)
+class OfferAnswer:
+    decision: Decision
+    reasons: tuple[str, ...]
+    grant: Grant
+
+
+def answer_offer(offered: Decimal, accepted: Decimal, factor: Decimal) -> OfferAnswer:
+    """The filer's answer to a prorated offer: `accepted` of the `offered` quantity (whole units of the
+    goods, at most what was offered; 0 declines). What is accepted is granted with the claim's
+    original presentation time; the rest goes back to the level and the certificate."""
+    if accepted < 0 or accepted > offered or accepted != accepted.to_integral_value():
+        raise DomainError(
+            "ACCEPTED_QUANTITY_INVALID", f"accept a whole quantity from 0 to the {format_quantity(offered)} offered",
+            ErrorKind.INVALID, [Finding("ACCEPTED_QUANTITY_INVALID", "accepted_quantity", f"must be a whole number from 0 to {format_quantity(offered)}")],
+        )
+    if accepted == 0:
+        return OfferAnswer(Decision.MFN_REQUIRED, ("PRORATED", "OFFER_DECLINED"), Grant(Decimal(0), Decimal(0)))
+    return OfferAnswer(Decision.PARTIAL, ("PRORATED", "OFFER_ACCEPTED"), Grant(accepted, accepted * factor))
+
+
+LAPSED_OFFER = OfferAnswer(Decision.MFN_REQUIRED, ("PRORATED", "OFFER_LAPSED"), Grant(Decimal(0), Decimal(0)))
 
 
 def corrected_presentation(held: Decimal, corrected_quantity: Decimal, original: dt.datetime) -> dt.datetime | None:

@@ -117,6 +117,8 @@ class ClaimRecord:
     # the certificate version on file at the presentation time; empty when none was.
     certificate_receipt_id: str = ""
     certificate_digest: str = ""
+    # A prorated offer's deadline: unanswered by then, it lapses and its share returns to the level.
+    offer_expires_at: dt.datetime | None = None
 
     @property
     def held_on_certificate(self) -> Decimal:

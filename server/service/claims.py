@@ -22,9 +22,12 @@ from server.adapters.claim_repository import LedgerEntry, Opening
 from server.adapters.database import Database
 from server.domain.claims import (
     CertificateOnFile,
+    LAPSED_OFFER,
     Decision,
+    OfferAnswer,
     QuotaContext,
     allocate,
+    answer_offer,
     check_post_importation_window,
     corrected_presentation,
     decide_at_opening,
@@ -40,7 +43,7 @@ from server.domain.entry import (
     validate_entry_line,
 )
 from server.domain.errors import DomainError, ErrorKind, Finding
-from server.domain.quantity import format_quantity, storable_code
+from server.domain.quantity import format_quantity, parse_quantity, storable_code
 from server.domain.quota import Level, opening_rates, rate_text
 from server.domain.records import ClaimRecord
 from server.domain.transmission import CertificateStatus
@@ -59,8 +62,12 @@ CHARGED = (Decision.PREFERENTIAL.value, Decision.PARTIAL.value)
 # What the opening allocation decides of a queued claim.
 ALLOCATED_COLUMNS = (
     "decision", "reasons", "granted_quantity", "granted_measure", "proration_rate", "certificate_remaining",
-    "decided_at", "level_remaining", "aggregate_remaining",
+    "decided_at", "level_remaining", "aggregate_remaining", "offer_expires_at",
 )
+# What answering a prorated offer (or its lapse) changes of the claim.
+ANSWERED_COLUMNS = ("decision", "reasons", "granted_quantity", "granted_measure", "certificate_remaining", "level_remaining", "aggregate_remaining")
+# Lapsed offers given back per transaction.
+LAPSE_CHUNK = 100
 
 
 class ReversalKind(enum.Enum):
@@ -235,6 +242,100 @@ class ClaimUseCases:
         result = self._in_transaction(attempt)
         self._nudge()
         return result
+
+    def answer_offer(self, entry_number: str, line_number: int, accepted_text: str) -> tuple[ClaimRecord, bool]:
+        """The filer's answer to the line's prorated offer: `accepted_text` of it (0 declines). Answered
+        once: the same answer again replays; another answer, or one after the deadline, is refused."""
+        entry = canonical_entry_number(entry_number)
+        if entry is None:
+            raise _field_error("ENTRY_NUMBER_MALFORMED", "entry_number", "must be XXX-NNNNNNN-C with a valid check digit")
+        if not accepted_text:
+            raise _field_error("FIELD_REQUIRED", "accepted_quantity", "is required (0 declines the offer)")
+        try:
+            accepted = parse_quantity(accepted_text)
+        except ValueError:
+            raise _field_error("ACCEPTED_QUANTITY_INVALID", "accepted_quantity", "must be a whole number of units") from None
+
+        def attempt(uow: UnitOfWork, now: dt.datetime, references: References) -> tuple[ClaimRecord, bool]:
+            revisions = uow.claims.revisions(entry, line_number)
+            if not revisions:
+                raise DomainError("CLAIM_NOT_FOUND", "no claim for this entry line", ErrorKind.NOT_FOUND)
+            current = revisions[-1]
+            if current.decision != Decision.PRORATED_OFFER.value or current.reversed_at is not None:
+                answered = "OFFER_ACCEPTED" in current.reasons or "OFFER_DECLINED" in current.reasons
+                if answered and current.reversed_at is None and current.granted_quantity == accepted:
+                    return current, True
+                reason = "OFFER_LAPSED" if "OFFER_LAPSED" in current.reasons else "OFFER_ALREADY_ANSWERED" if answered else "NO_OFFER"
+                raise DomainError(reason, f"the line holds no open prorated offer ({current.decision})", ErrorKind.PRECONDITION,
+                                  metadata={"claim_id": current.claim_id})
+            assert current.offer_expires_at is not None
+            if now >= current.offer_expires_at:
+                raise DomainError("OFFER_LAPSED", f"the offer lapsed at {current.offer_expires_at.isoformat()}", ErrorKind.PRECONDITION,
+                                  metadata={"claim_id": current.claim_id, "expired_at": current.offer_expires_at.isoformat()})
+            answer = answer_offer(current.granted_quantity, accepted, Decimal(current.conversion_factor))
+            record = self._settle_offer(uow, current, answer, now, "DECLINED")
+            uow.commit()
+            return record, False
+
+        result = self._in_transaction(attempt)
+        self._nudge()
+        return result
+
+    def lapse_due_offers(self) -> int:
+        """Give back every prorated offer whose deadline passed unanswered (a timer calls this), a chunk
+        per transaction, each conditional on the offer being still open: resumable, and once per claim
+        whichever replica runs it. How many lapsed."""
+        lapsed = 0
+        while True:
+            def step(uow: UnitOfWork) -> int:
+                due = uow.claims.offers_due(self.clock.now(), LAPSE_CHUNK)
+                for claim in due:
+                    self._settle_offer(uow, claim, LAPSED_OFFER, self.clock.now(), "LAPSE")
+                uow.commit()
+                return len(due)
+
+            try:
+                count = run_in_transaction(self.database, step)
+            except (_LostRace, IntegrityError):
+                continue  # another replica settled one of them first: look again
+            lapsed += count
+            if count < LAPSE_CHUNK:
+                break
+        if lapsed:
+            self._nudge()
+        return lapsed
+
+    def _settle_offer(self, uow: UnitOfWork, offer: ClaimRecord, answer: OfferAnswer, now: dt.datetime, kind: str) -> ClaimRecord:
+        """Turn an open offer into its answer: store it (only while it is still an open offer), then
+        give the part not accepted back to the levels and the certificate, each conditionally."""
+        returned, returned_measure = offer.granted_quantity - answer.grant.quantity, offer.granted_measure - answer.grant.measure
+        record = dataclasses.replace(
+            offer, decision=answer.decision.value, reasons=answer.reasons,
+            granted_quantity=answer.grant.quantity, granted_measure=answer.grant.measure,
+        )
+        if uow.claims.answer_offers([record], ANSWERED_COLUMNS) != 1:
+            raise _LostRace
+        certificate_remaining = offer.certificate_remaining
+        if returned > 0:
+            entries = 1 if answer.grant.quantity == 0 else 0
+            certificate_remaining = uow.certificate_ledger.release(offer.issuing_country, offer.certificate_number, returned, entries=entries)
+            if certificate_remaining is None:
+                raise LookupError(f"certificate {offer.issuing_country}/{offer.certificate_number} holds less than {returned}")
+        balances: list[Decimal | None] = [offer.level_remaining, offer.aggregate_remaining]
+        if returned_measure > 0:
+            for n, level in enumerate(self._levels(uow, offer.tpl_number, offer.quota_year)):
+                balances[n] = uow.quota.release(level.tpl_number, level.quota_year, returned_measure)
+                if balances[n] is None:
+                    raise LookupError(f"level {level.tpl_number}/{level.quota_year} has less than {returned_measure} charged")
+                uow.quota.record(level.tpl_number, level.quota_year, now, -returned_measure, offer.claim_id, kind)
+        uow.claims.set_balances(offer.claim_id, certificate_remaining, balances[0], balances[1])
+        record = dataclasses.replace(
+            record, certificate_remaining=certificate_remaining, level_remaining=balances[0], aggregate_remaining=balances[1]
+        )
+        uow.audit.append(now, "OFFER_" + ("LAPSED" if kind == "LAPSE" else "ANSWERED"), _subject(record), {
+            **_facts(record), "offered": format_quantity(offer.granted_quantity), "returned_measure": format_quantity(returned_measure),
+        })
+        return record
 
     def get(self, entry_number: str, line_number: int) -> ClaimRecord:
         entry = canonical_entry_number(entry_number)
@@ -615,6 +716,7 @@ class ClaimUseCases:
         ledger: list[LedgerEntry] = []
         audit: list[tuple[str, str, dict[str, object]]] = []
         at = opening.allocated_at
+        offer_expires = self.calendar.offer_expires(year)
         for claim in queued:
             member = rows[claim.tpl_number]
             aggregate = member.aggregate if member.aggregate in rows else None
@@ -654,6 +756,7 @@ class ClaimUseCases:
                 proration_rate=rate_text(rate) if rate < 1 else "",
                 certificate_remaining=certificate_remaining,
                 decided_at=at,
+                offer_expires_at=offer_expires if decided_at_opening.decision is Decision.PRORATED_OFFER else None,
                 **balances,
             )
             decided.append(record)

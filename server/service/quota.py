@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from server.adapters.claim_repository import LevelRow
 from server.adapters.database import Database
-from server.domain.business_days import first_business_day
+from server.domain.business_days import add_business_days, first_business_day
 from server.domain.errors import DomainError, ErrorKind, Finding
 from server.domain.identity import Identity, Role
 from server.domain.reference import OpeningRule
@@ -19,6 +19,7 @@ from server.domain.quota import Level, QuotaEventKind, QuotaState, event_between
 from server.service.clock import Clock
 from server.service.unit_of_work import UnitOfWork
 
+OFFER_BUSINESS_DAYS = 5
 
 @dataclass(frozen=True)
 class QuotaCalendar:
@@ -42,6 +43,12 @@ class QuotaCalendar:
         opens = dt.datetime.combine(self.opening_date(year), dt.time(), self.timezone).astimezone(dt.timezone.utc)
         closes = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), self.timezone).astimezone(dt.timezone.utc)
         return opens, closes
+
+    def offer_expires(self, year: int) -> dt.datetime:
+        """When the opening's prorated offers lapse: the end (midnight) of the fifth business day after
+        the opening date (CSMS 16-000886: five business days to accept all, part or none)."""
+        last = add_business_days(self.opening_date(year), OFFER_BUSINESS_DAYS)
+        return dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), self.timezone).astimezone(dt.timezone.utc)
 
     def window_closes(self, year: int) -> dt.datetime:
         """When the opening batch is allocated: the end of the opening window (12:00 noon on the

@@ -105,3 +105,12 @@ def test_quota_watch_streams_events_as_json_lines(cli_env, on_file, tmp_path, ec
     change = json.loads(out.splitlines()[0])
     assert change["kind"] == "BECAME_CRITICAL" and change["status"]["charged"] == "900", err
     assert process.returncode == 0
+
+
+def test_answer_offer_without_an_offer_says_why(ecert, on_file, tmp_path):
+    line = write_json(tmp_path / "plain.json", line_dict(9))
+    assert ecert("claim", "file", str(line)).code == 0
+    refused = ecert("claim", "answer-offer", make_entry_number("B76", 9), "1", "5")
+    assert refused.code == 1 and "NO_OFFER" in refused.stderr, refused.stderr
+    missing = ecert("claim", "answer-offer", make_entry_number("B76", 8), "1", "5")
+    assert missing.code == 1 and "CLAIM_NOT_FOUND" in missing.stderr, missing.stderr

@@ -419,7 +419,10 @@ def test_opening_batch_is_prorated_with_one_rate(match, quota, transmission, par
     rates = {r.proration_rate for r in decided}
     assert rates == {"0.925925"}  # 1000 / 1080, one rate for all
     assert [r.granted_quantity for r in decided] == ["92", "46", "27"]  # each rounded down to a whole dozen
-    assert all(r.decision == PARTIAL and "PRORATED" in r.reasons for r in decided)
+    # Offers, not grants (CSMS 16-000886): reserved until the end of the fifth business day after the
+    # opening date (Monday 4 January 2027: 5, 6, 7, 8 and 11 January), midnight Eastern.
+    assert all(r.decision == mpb.CLAIM_DECISION_PRORATED_OFFER and list(r.reasons) == ["PRORATED"] for r in decided)
+    assert {r.offer_expires_at.ToDatetime(tzinfo=dt.timezone.utc) for r in decided} == {dt.datetime(2027, 1, 12, 5, tzinfo=dt.timezone.utc)}
     opening = sum(int(r.granted_measure) for r in decided)
     assert opening == 990 <= 1000
     assert all(r.presentation_time == decided[0].presentation_time for r in decided)

@@ -105,7 +105,7 @@ def test_every_queued_claim_is_decided_at_the_opening(server, allocated):  # typ
     assert (nothing["decision"], json.loads(nothing["reasons"])) == ("MFN_REQUIRED", ["PRORATED", "LEVEL_FILLED"])
     # TPLs 4 and 5 each fit their own level; scaled together until their aggregate holds: 1500 / 2116.1.
     assert {c["proration_rate"] for c in by_tpl["9823.53.04"] + by_tpl["9823.53.05"]} == {"0.708851"}
-    assert all(c["decision"] == "PARTIAL" for c in by_tpl["9823.53.04"] + by_tpl["9823.53.05"])
+    assert all(c["decision"] == "PRORATED_OFFER" for c in by_tpl["9823.53.04"] + by_tpl["9823.53.05"])
     # TPL 1 had room: granted in full, not prorated.
     assert [(c["decision"], c["proration_rate"], c["granted_quantity"]) for c in by_tpl["9823.53.01"]] == [
         ("PREFERENTIAL", "", c["claimed_quantity"]) for c in by_tpl["9823.53.01"]

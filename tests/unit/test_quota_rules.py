@@ -69,7 +69,8 @@ def test_proration_is_fair_and_never_over(asks, room, factor):
     "quantity,rate,room,decision,reasons,granted",
     [
         ("100", Fraction(1), "1000", Decision.PREFERENTIAL, (), "100"),
-        ("100", Fraction(925, 1000), "1000", Decision.PARTIAL, ("PRORATED",), "92"),
+        # CSMS 16-000886: a prorated share is offered (reserved), not granted.
+        ("100", Fraction(925, 1000), "1000", Decision.PRORATED_OFFER, ("PRORATED",), "92"),
         ("1", Fraction(925, 1000), "1000", Decision.MFN_REQUIRED, ("PRORATED", "LEVEL_FILLED"), "0"),
         # Queued after the rates were set: cut, first come first served, to what the levels still hold.
         ("100", Fraction(925, 1000), "60", Decision.PARTIAL, ("LEVEL_FILLED", "PARTIAL_FILL"), "10"),
