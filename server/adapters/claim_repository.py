@@ -304,15 +304,17 @@ class QuotaRepository(_Repository):
         """Create the level, or give it a new limit (and label, unit, aggregate) if what is charged fits
         under it. None: the level exists and holds more than the new limit (nothing written); else
         what it has charged."""
-        result = self._first(
-            "set_limit",
-            {"tpl": level.tpl_number, "year": level.quota_year, "new_limit": level.limit, "new_label": level.label,
-             "new_unit": level.measure_unit, "new_aggregate": level.aggregate},
-        )
+        values = {"tpl": level.tpl_number, "year": level.quota_year, "new_limit": level.limit, "new_label": level.label,
+                  "new_unit": level.measure_unit, "new_aggregate": level.aggregate}
+        result = self._first("set_limit", values)
         if result is not None:
             return Decimal(result[0])
         if self._first("level", {"tpl": level.tpl_number, "year": level.quota_year}) is not None:
-            return None
+            # Another replica loading the same table may have committed the row between the UPDATE (which
+            # could not see it yet) and this read: write again, now that it is visible. Still nothing: the
+            # level holds more than the new limit.
+            result = self._first("set_limit", values)
+            return None if result is None else Decimal(result[0])
         self.session.add(QuotaLevelRow(**dataclasses.asdict(level)))
         self.session.flush()  # a concurrent load of the same level loses on the primary key and retries
         return level.charged
