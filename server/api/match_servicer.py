@@ -7,17 +7,27 @@ from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import match_pb2_grpc
 from server.api import claim_converters as conv
 from server.api.errors import translate_errors
+from server.domain.records import ClaimRecord
 from server.service.claims import ClaimUseCases
+from server.service.log import LogUseCases
 
 
 class MatchServicer(match_pb2_grpc.MatchServiceServicer):
-    def __init__(self, claims: ClaimUseCases):
+    def __init__(self, claims: ClaimUseCases, log: LogUseCases | None = None):
         self.claims = claims
+        self.log = log
+
+    def _result(self, record: ClaimRecord) -> mpb.ClaimResult:
+        """The claim as answered, with the leaf hash of its latest entry in the transparency log."""
+        result = conv.claim_to_proto(record)
+        if self.log is not None:
+            result.log_leaf_hash = self.log.claim_leaf(record)
+        return result
 
     @translate_errors()
     def MatchClaim(self, request: mpb.MatchClaimRequest, context: grpc.ServicerContext) -> mpb.MatchClaimResponse:
         record, replayed = self.claims.match(conv.line_from_proto(request.line))
-        return mpb.MatchClaimResponse(result=conv.claim_to_proto(record), replayed=replayed)
+        return mpb.MatchClaimResponse(result=self._result(record), replayed=replayed)
 
     @translate_errors()
     def CheckClaim(self, request: mpb.CheckClaimRequest, context: grpc.ServicerContext) -> mpb.CheckClaimResponse:
@@ -28,7 +38,7 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         self, request: mpb.FilePostImportationClaimRequest, context: grpc.ServicerContext
     ) -> mpb.FilePostImportationClaimResponse:
         record, replayed = self.claims.file_post_importation(conv.line_from_proto(request.line))
-        return mpb.FilePostImportationClaimResponse(result=conv.claim_to_proto(record), replayed=replayed)
+        return mpb.FilePostImportationClaimResponse(result=self._result(record), replayed=replayed)
 
     @translate_errors()
     def ReverseClaim(self, request: mpb.ReverseClaimRequest, context: grpc.ServicerContext) -> mpb.ReverseClaimResponse:
@@ -36,14 +46,14 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         reversed_record, corrected_record, _ = self.claims.reverse(
             request.entry_number, request.line_number, conv.REVERSAL_FROM_PROTO.get(request.kind), corrected, request.reason
         )
-        response = mpb.ReverseClaimResponse(reversed=conv.claim_to_proto(reversed_record))
+        response = mpb.ReverseClaimResponse(reversed=self._result(reversed_record))
         if corrected_record is not None:
-            response.corrected.CopyFrom(conv.claim_to_proto(corrected_record))
+            response.corrected.CopyFrom(self._result(corrected_record))
         return response
 
     @translate_errors()
     def GetClaim(self, request: mpb.GetClaimRequest, context: grpc.ServicerContext) -> mpb.GetClaimResponse:
-        return mpb.GetClaimResponse(result=conv.claim_to_proto(self.claims.get(request.entry_number, request.line_number)))
+        return mpb.GetClaimResponse(result=self._result(self.claims.get(request.entry_number, request.line_number)))
 
     @translate_errors()
     def GetCertificateUsage(

@@ -22,6 +22,7 @@ from server.adapters.claim_repository import (
     QuotaRepository,
     ReferenceRepository,
 )
+from server.adapters.log_repository import LogRepository
 from server.adapters.repositories import CertificateRepository, TransmissionRepository
 from server.observability import tracing
 from server.service import deadline
@@ -103,6 +104,7 @@ class UnitOfWork:
     quota: cached_property[QuotaRepository] = cached_property(QuotaRepository)
     audit: cached_property[AuditRepository] = cached_property(AuditRepository)
     references: cached_property[ReferenceRepository] = cached_property(ReferenceRepository)
+    log: cached_property[LogRepository] = cached_property(LogRepository)
 
     def _bound_by_deadline(self) -> None:
         """On PostgreSQL no statement (a lock wait included) may outlive the caller's deadline."""
