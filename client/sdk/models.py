@@ -264,6 +264,8 @@ class SubmitResult:
     receipt: Receipt
     certificate: StoredCertificate
     replayed: bool
+    # The receipt's leaf hash in customs' transparency log (LogReads.inclusion_proof finds it there).
+    log_leaf_hash: bytes = b""
 
 
 @dataclass
@@ -383,6 +385,7 @@ class ClaimResult:
     post_importation: bool
     reversed: bool
     proration_rate: Decimal | None
+    log_leaf_hash: bytes = b""  # the claim's latest entry in customs' transparency log
 
     @classmethod
     def from_proto(cls, m: mpb.ClaimResult) -> ClaimResult:
@@ -401,6 +404,7 @@ class ClaimResult:
             presentation_time=_instant(m.presentation_time, m.HasField("presentation_time")),
             decided_at=_instant(m.decided_at, m.HasField("decided_at")),
             post_importation=m.post_importation, reversed=m.reversed, proration_rate=d(m.proration_rate),
+            log_leaf_hash=m.log_leaf_hash,
         )
 
 
