@@ -197,9 +197,14 @@ class LogUseCases:
 
     def claim_leaf(self, record: ClaimRecord) -> bytes:
         """The leaf hash of the claim's latest DECISION, ALLOCATION or REVERSAL entry; empty if none
-        (a check, which stores nothing)."""
-        with UnitOfWork(self.database, write=False) as uow:
-            return uow.log.latest_claim_leaf(claim_subject(record)) or b""
+        (a check, which stores nothing), or when it cannot be read now: the claim is decided and stored
+        whatever happens here, and its leaf hash can be read again (GetClaim)."""
+        try:
+            with UnitOfWork(self.database, write=False) as uow:
+                return uow.log.latest_claim_leaf(claim_subject(record)) or b""
+        except DomainError as error:
+            log.warning("the claim's log entry could not be read for its answer: %s", error.reason)
+            return b""
 
     # -- witnesses --------------------------------------------------------------------------------
 
