@@ -60,6 +60,11 @@ class LogEntry:
         return entry
 
 
+def claim_subject(entry_number: str, line_number: int, revision: int) -> str:
+    """The subject of a claim revision's entries (DECISION, ALLOCATION, REVERSAL)."""
+    return f"entry:{entry_number}/{line_number}#{revision}"
+
+
 def instant_text(at: dt.datetime) -> str:
     return at.astimezone(dt.timezone.utc).isoformat()
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from server.adapters.database import Database
 from server.adapters.orm import ClaimRow, TransmissionRow
 from server.domain import merkle
-from server.domain.log_entry import CLAIM_KINDS, RECEIPT
+from server.domain.log_entry import CLAIM_KINDS, RECEIPT, claim_subject
 from server.domain.log_tree import CompactRange
 from server.domain.note import Checkpoint, NoteError, NoteVerifier, open_note
 from server.service.unit_of_work import UnitOfWork
@@ -36,13 +36,16 @@ class AuditVerification:
         return not self.problems
 
 
-def verify_audit_log(database: Database, verifier: NoteVerifier, outside_checkpoint: str | None = None) -> AuditVerification:
+def verify_audit_log(database: Database, verifier: NoteVerifier | None, outside_checkpoint: str | None = None) -> AuditVerification:
+    """`verifier`: the log's key; None when it is not at hand (then any checkpoint stored or given is a
+    problem: it cannot be checked)."""
     problems: list[str] = []
+    verifiers = [verifier] if verifier is not None else []
     first_broken: int | None = None
     outside: Checkpoint | None = None
     if outside_checkpoint is not None:
         try:
-            outside = Checkpoint.parse(open_note(outside_checkpoint, [verifier]).text)
+            outside = Checkpoint.parse(open_note(outside_checkpoint, verifiers).text)
         except NoteError as exc:
             problems.append(f"the checkpoint given is not signed by the log key: {exc}")
     with UnitOfWork(database, write=False, snapshot=True) as uow:
@@ -64,13 +67,15 @@ def verify_audit_log(database: Database, verifier: NoteVerifier, outside_checkpo
                 roots[tree.size] = tree.root()
         pending = uow.log.pending_count()
         covered = uow.log.subjects((*CLAIM_KINDS, RECEIPT))
-        claims = {f"entry:{e}/{n}#{r}" for e, n, r in uow.session.execute(
+        claims = {claim_subject(e, n, r) for e, n, r in uow.session.execute(
             select(ClaimRow.entry_number, ClaimRow.line_number, ClaimRow.revision))}
         receipts = {f"receipt:{r}" for r in uow.session.scalars(select(TransmissionRow.receipt_id))}
     size = tree.size
-    for stored in checkpoints:
+    if checkpoints and not verifiers:
+        problems.append("no log key to check the checkpoints with: give --log-key (the log's verifier key)")
+    for stored in checkpoints if verifiers else []:
         try:
-            signed = Checkpoint.parse(open_note(stored.note, [verifier]).text)
+            signed = Checkpoint.parse(open_note(stored.note, verifiers).text)
         except NoteError as exc:
             problems.append(f"the checkpoint of size {stored.tree_size} does not verify with the log key: {exc}")
             continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -19,7 +20,7 @@ from server.adapters.database import Database
 from server.adapters.log_repository import StoredCheckpoint
 from server.domain import log_tree
 from server.domain.errors import DomainError, ErrorKind, Finding
-from server.domain.log_entry import receipt_entry
+from server.domain.log_entry import claim_subject, receipt_entry
 from server.domain.log_witnesses import WitnessKey, accepted_cosignatures
 from server.domain.merkle import HASH_SIZE
 from server.domain.note import Checkpoint, NoteError, NoteVerifier, open_note, raw_public_key, sign_note
@@ -35,17 +36,12 @@ BATCH = 5000  # entries integrated per transaction
 MAX_ENTRIES_PAGE = 1000
 
 
-def claim_subject(record: ClaimRecord) -> str:
-    """The subject of a claim's log entries (as server/service/claims.py writes it)."""
-    return f"entry:{record.entry_number}/{record.line_number}#{record.revision}"
-
-
 def _invalid(reason: str, field: str, description: str) -> DomainError:
     return DomainError(reason, f"{field} {description}", ErrorKind.INVALID, [Finding(reason, field, description)])
 
 
 class LogUseCases:
-    def __init__(self, database: Database, *, key: Ed25519PrivateKey, origin: str, clock: Clock, witnesses: list[WitnessKey] = ()):  # type: ignore[assignment]
+    def __init__(self, database: Database, *, key: Ed25519PrivateKey, origin: str, clock: Clock, witnesses: Sequence[WitnessKey] = ()):
         self.database = database
         self.key = key
         self.origin = origin
@@ -201,7 +197,7 @@ class LogUseCases:
         whatever happens here, and its leaf hash can be read again (GetClaim)."""
         try:
             with UnitOfWork(self.database, write=False) as uow:
-                return uow.log.latest_claim_leaf(claim_subject(record)) or b""
+                return uow.log.latest_claim_leaf(claim_subject(record.entry_number, record.line_number, record.revision)) or b""
         except DomainError as error:
             log.warning("the claim's log entry could not be read for its answer: %s", error.reason)
             return b""
