@@ -304,6 +304,8 @@ class LogEntryRow(Base):
         UniqueConstraint("log_index", name="uq_log_entries_log_index"),
         Index("ix_log_entries_subject", "subject"),
         Index("ix_log_entries_leaf_hash", "leaf_hash"),
+        # What the sequencer reads each tick: the entries not integrated yet, by id.
+        Index("ix_log_entries_pending", "id", sqlite_where=text("log_index IS NULL"), postgresql_where=text("log_index IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)

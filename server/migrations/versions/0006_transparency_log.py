@@ -55,6 +55,8 @@ def upgrade() -> None:
     )
     op.create_index('ix_log_entries_subject', 'log_entries', ['subject'])
     op.create_index('ix_log_entries_leaf_hash', 'log_entries', ['leaf_hash'])
+    op.create_index('ix_log_entries_pending', 'log_entries', ['id'],
+                    sqlite_where=sa.text('log_index IS NULL'), postgresql_where=sa.text('log_index IS NULL'))
     op.create_table('log_nodes',
     sa.Column('level', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('idx', sa.BigInteger(), autoincrement=False, nullable=False),
@@ -132,6 +134,7 @@ def downgrade() -> None:
     op.drop_table('log_cosignatures')
     op.drop_table('log_checkpoints')
     op.drop_table('log_nodes')
+    op.drop_index('ix_log_entries_pending', table_name='log_entries')
     op.drop_index('ix_log_entries_leaf_hash', table_name='log_entries')
     op.drop_index('ix_log_entries_subject', table_name='log_entries')
     op.drop_table('log_entries')
