@@ -74,6 +74,10 @@ class LogUseCases:
     def integrate(self) -> int:
         """Integrate what is pending and sign a checkpoint if the tree grew (or if none exists yet);
         the tree's size after, or -1 when another replica's sequencer holds the lock."""
+        with UnitOfWork(self.database, write=False) as uow:  # most ticks find nothing: no writer taken then
+            latest = uow.log.latest_checkpoint()
+            if latest is not None and not uow.log.pending(1) and latest.tree_size == uow.log.size():
+                return latest.tree_size
         while True:
             size, more = run_in_transaction(self.database, self._integrate_batch, unique_races=False)
             if not more:
@@ -107,6 +111,8 @@ class LogUseCases:
             try:
                 self.integrate()
             except Exception:
+                if stop.is_set():
+                    return  # the database is closing with the server
                 log.exception("log integration failed; retrying at the next tick")
 
     # -- reading ----------------------------------------------------------------------------------
