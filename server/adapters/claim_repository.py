@@ -389,6 +389,9 @@ class AuditRepository(_Repository):
             self._execute("record_log_entry", rows[0])
         elif rows:
             self._execute_many("record_log_entry", rows)
+        recorded_by_unit = getattr(self._transaction, "recorded", None)
+        if isinstance(recorded_by_unit, list):
+            recorded_by_unit.extend(entries)
         return entries
 
 

@@ -297,3 +297,23 @@ def test_a_checkpoint_signed_by_another_key_is_refused(logged):
     sql(logged, "UPDATE log_checkpoints SET note = :n WHERE tree_size = :s", n=forged, s=stored.tree_size)
     result = verify_audit_log(logged.database, verifier(logged))
     assert not result.intact and any("does not verify with the log key" in p for p in result.problems)
+
+
+def test_claim_answers_name_their_latest_entry_fresh_replayed_and_reversed(server, transmission, match, log, partner):
+    _, (first,) = submit_and_claim(transmission, match, partner, 1)
+    replay = match.MatchClaim(mpb.MatchClaimRequest(line=claim_line(1)))
+    assert replay.replayed and replay.result.log_leaf_hash == first.result.log_leaf_hash  # read back, the same entry
+    reversed_answer = match.ReverseClaim(mpb.ReverseClaimRequest(entry_number=first.result.entry_number, line_number=1,
+                                                                 kind=mpb.REVERSAL_KIND_CANCELED))
+    got = match.GetClaim(mpb.GetClaimRequest(entry_number=first.result.entry_number, line_number=1))
+    assert reversed_answer.reversed.log_leaf_hash == got.result.log_leaf_hash != first.result.log_leaf_hash
+    checked = match.CheckClaim(mpb.CheckClaimRequest(line=claim_line(5)))
+    assert checked.result.log_leaf_hash == b""  # a check stores nothing
+    server.use_cases.log.integrate()
+    kinds = {}
+    for leaf in (first.result.log_leaf_hash, reversed_answer.reversed.log_leaf_hash):
+        index = log.GetInclusionProof(lpb.GetInclusionProofRequest(leaf_hash=leaf)).leaf_index
+        entry = log.GetEntries(lpb.GetEntriesRequest(start=index, end=index + 1)).entries[0]
+        assert entry.leaf_hash == leaf
+        kinds[leaf] = LogEntry.decode(entry.entry).kind
+    assert kinds == {first.result.log_leaf_hash: "DECISION", reversed_answer.reversed.log_leaf_hash: "REVERSAL"}
