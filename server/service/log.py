@@ -1,7 +1,7 @@
 """The transparency log: the sequencer that integrates recorded entries into the Merkle tree and signs
 checkpoints, and the proofs anyone may ask for.
 
-Writers only INSERT entries (server/adapters/claim_repository.py AuditRepository, and receipts here).
+Writers only INSERT entries (server/adapters/claim_repository.py AuditRepository; receipts from server/service/transmissions.py).
 The sequencer runs on every replica, at most one at a time across them (PostgreSQL: a transaction-scoped
 advisory lock; SQLite: its single writer): it takes the entries without an index in id order, gives them
 the next indices, stores the tree nodes they complete (server/domain/log_tree.py) and signs a C2SP
@@ -15,16 +15,14 @@ from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.adapters.claim_repository import RecordedEntry, recorded
 from server.adapters.database import Database
 from server.adapters.log_repository import StoredCheckpoint
 from server.domain import log_tree
 from server.domain.errors import DomainError, ErrorKind, Finding
-from server.domain.log_entry import claim_subject, receipt_entry
+from server.domain.log_entry import claim_subject
 from server.domain.log_witnesses import WitnessKey, accepted_cosignatures
 from server.domain.merkle import HASH_SIZE
 from server.domain.note import Checkpoint, NoteError, NoteVerifier, open_note, raw_public_key, sign_note
-from server.domain.receipt import Receipt
 from server.domain.records import ClaimRecord
 from server.service.clock import Clock
 from server.service.transactions import run_in_transaction
@@ -52,22 +50,6 @@ class LogUseCases:
     @property
     def verifier_key(self) -> str:
         return self.verifier.text()
-
-    # -- recording --------------------------------------------------------------------------------
-
-    def record_receipt(self, uow: UnitOfWork, receipt: Receipt) -> RecordedEntry:
-        """The receipt's entry, in the caller's transaction."""
-        return uow.audit.record([recorded(receipt_entry(receipt))])[0]
-
-    def record_rejection(self, receipt: Receipt) -> RecordedEntry:
-        """A rejection's entry, in a transaction of its own (nothing else of a rejection is stored)."""
-
-        def work(uow: UnitOfWork) -> RecordedEntry:
-            entry = self.record_receipt(uow, receipt)
-            uow.commit()
-            return entry
-
-        return run_in_transaction(self.database, work)
 
     # -- the sequencer ----------------------------------------------------------------------------
 
