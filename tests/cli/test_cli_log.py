@@ -32,6 +32,14 @@ def test_a_receipt_is_proved_in_the_log_offline_and_tampering_is_refused(ecert, 
                     "--checkpoint", str(older))
     assert by_hash.code == 0, by_hash.stderr
 
+    # By index, and checked against the entry's own bytes.
+    index = json.loads(proof.read_text())["leaf_index"]
+    by_index = tmp_path / "by-index.json"
+    assert ecert("log", "proof", "--index", str(index), "--out", str(by_index)).code == 0
+    entry_file = tmp_path / "entry.bin"
+    entry_file.write_bytes(server.use_cases.log.entries(index, index + 1)[0][1])
+    assert ecert("log", "verify", "--proof", str(by_index), "--entry", str(entry_file), "--log-key", str(key)).code == 0
+
     # A receipt that says something else is not the logged one.
     other = json.loads(receipt.read_text())
     other["certificateVersion"] = 7
