@@ -9,7 +9,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, text, tuple_, up
 
 from server.adapters.orm import LogCheckpointRow, LogCosignatureRow, LogEntryRow, LogNodeRow
 from server.adapters.prepared import PreparedRepository, Statements
-from server.domain.log_entry import CLAIM_KINDS
+from server.domain.log_entry import CLAIM_KINDS, RECEIPT
 from server.domain.log_tree import Node
 
 # pg_try_advisory_xact_lock key of the sequencer: one replica integrates at a time.
@@ -136,9 +136,19 @@ class LogRepository(PreparedRepository):
     def pending_count(self) -> int:
         return int(self.connection.execute(select(func.count()).select_from(_entries).where(_entries.c.log_index.is_(None))).scalar_one())
 
-    def subjects(self, kinds: tuple[str, ...]) -> set[str]:
-        rows = self.connection.execute(select(_entries.c.subject).where(_entries.c.kind.in_(kinds)).distinct())
-        return {r[0] for r in rows}
+    def claim_and_receipt_entries(self, batch: int = 5000) -> Iterator[tuple[str, str, bytes]]:
+        """(kind, subject, bytes) of every claim and receipt entry, integrated or not, in the order recorded."""
+        after = 0
+        while True:
+            rows = self.connection.execute(
+                select(_entries.c.id, _entries.c.kind, _entries.c.subject, _entries.c.entry)
+                .where(_entries.c.id > after, _entries.c.kind.in_((*CLAIM_KINDS, RECEIPT))).order_by(_entries.c.id).limit(batch)
+            ).fetchall()
+            if not rows:
+                return
+            for _, kind, subject, data in rows:
+                yield kind, subject, bytes(data)
+            after = int(rows[-1][0])
 
     def cosignatures(self, size: int) -> list[tuple[str, str]]:
         return [(name, line) for name, line in self._all("cosignatures", {"size": size})]

@@ -6,20 +6,25 @@ root that checkpoint signs (each checkpoint's signature is checked with the log 
 checkpoint must cover exactly the integrated entries. A checkpoint held outside the database (one a
 witness cosigned, one a client kept) must be consistent with the recomputed tree: an insider who
 rewrites an old entry and recomputes every node and checkpoint is caught by it. Finally, every stored
-claim and accepted transmission must have its entry in the log (an emptied log is caught by them).
+claim must be as its latest logged decision says (decision, grant, reversed or not), and every stored
+transmission's receipt must make exactly its logged entry (an emptied log, or an edited claim or receipt,
+is caught by them; edited balances then by `ecert audit reconcile`, which recomputes them from the claims).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 
 from server.adapters.database import Database
 from server.adapters.orm import ClaimRow, TransmissionRow
+from server.adapters.repositories import receipt_from_json
 from server.domain import merkle
-from server.domain.log_entry import CLAIM_KINDS, RECEIPT, claim_subject
+from server.domain.log_entry import RECEIPT, LogEntry, claim_subject, receipt_entry
 from server.domain.log_tree import CompactRange
 from server.domain.note import Checkpoint, NoteError, NoteVerifier, open_note
+from server.domain.quantity import format_quantity
 from server.service.unit_of_work import UnitOfWork
 
 
@@ -66,10 +71,9 @@ def verify_audit_log(database: Database, verifier: NoteVerifier | None, outside_
             if tree.size in wanted:
                 roots[tree.size] = tree.root()
         pending = uow.log.pending_count()
-        covered = uow.log.subjects((*CLAIM_KINDS, RECEIPT))
-        claims = {claim_subject(e, n, r) for e, n, r in uow.session.execute(
-            select(ClaimRow.entry_number, ClaimRow.line_number, ClaimRow.revision))}
-        receipts = {f"receipt:{r}" for r in uow.session.scalars(select(TransmissionRow.receipt_id))}
+        logged = _logged_state(uow)
+        problems += _claims_against_log(uow, logged)
+        problems += _receipts_against_log(uow, logged)
     size = tree.size
     if checkpoints and not verifiers:
         problems.append("no log key to check the checkpoints with: give --log-key (the log's verifier key)")
@@ -93,10 +97,80 @@ def verify_audit_log(database: Database, verifier: NoteVerifier | None, outside_
             problems.append(f"the checkpoint given has {outside.size} entries, the log {size}: the log was cut back")
         elif roots.get(outside.size) != outside.root_hash:
             problems.append(f"the log is not consistent with the checkpoint given (size {outside.size}): history was rewritten")
-    unlogged_claims = len(claims - covered)
-    if unlogged_claims:
-        problems.append(f"{unlogged_claims} stored claims have no entry in the log")
-    unlogged_receipts = len(receipts - covered)
-    if unlogged_receipts:
-        problems.append(f"{unlogged_receipts} stored transmissions have no receipt entry in the log")
     return AuditVerification(size, latest, problems, first_broken, pending)
+
+
+@dataclass
+class _Logged:
+    """What the entries say about each claim revision and receipt (every entry, integrated or not)."""
+
+    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)  # subject -> latest DECISION/ALLOCATION facts
+    reversed: set[str] = field(default_factory=set)
+    receipts: dict[str, bytes] = field(default_factory=dict)  # subject -> entry bytes
+
+
+def _logged_state(uow: UnitOfWork) -> _Logged:
+    logged = _Logged()
+    for kind, subject, data in uow.log.claim_and_receipt_entries():
+        if kind == RECEIPT:
+            logged.receipts[subject] = data
+        elif kind == "REVERSAL":
+            logged.reversed.add(subject)
+        else:
+            try:
+                logged.decisions[subject] = LogEntry.decode(data).facts
+            except ValueError:
+                continue  # a changed entry: reported by the tree's check
+    return logged
+
+
+def _claims_against_log(uow: UnitOfWork, logged: _Logged) -> list[str]:
+    """Every stored claim revision as its latest logged decision says (decision, grant) and reversed
+    exactly when a reversal is logged: a direct edit of a claim row shows here, one of a balance then
+    in `ecert audit reconcile`."""
+    missing = edited = 0
+    examples: list[str] = []
+    rows = uow.session.execute(select(
+        ClaimRow.claim_id, ClaimRow.entry_number, ClaimRow.line_number, ClaimRow.revision, ClaimRow.decision,
+        ClaimRow.granted_quantity, ClaimRow.unit, ClaimRow.reversed_at))
+    for claim_id, entry, line, revision, decision, granted, unit, reversed_at in rows:
+        subject = claim_subject(entry, line, revision)
+        facts = logged.decisions.get(subject)
+        if facts is None:
+            missing += 1
+            continue
+        if (facts.get("claim_id"), facts.get("decision"), facts.get("granted")) != (claim_id, decision, f"{format_quantity(granted)} {unit}") \
+                or (reversed_at is not None) != (subject in logged.reversed):
+            edited += 1
+            examples.append(subject)
+    problems = []
+    if missing:
+        problems.append(f"{missing} stored claims have no entry in the log")
+    if edited:
+        problems.append(f"{edited} stored claims differ from what the log says of them (e.g. {', '.join(examples[:3])})")
+    return problems
+
+
+def _receipts_against_log(uow: UnitOfWork, logged: _Logged) -> list[str]:
+    """Every stored transmission's receipt makes exactly the entry the log holds for it."""
+    missing = edited = 0
+    examples: list[str] = []
+    for receipt_id, receipt_json, signature in uow.session.execute(
+            select(TransmissionRow.receipt_id, TransmissionRow.receipt_json, TransmissionRow.receipt_signature)):
+        data = logged.receipts.get(f"receipt:{receipt_id}")
+        if data is None:
+            missing += 1
+            continue
+        try:
+            made = receipt_entry(receipt_from_json(receipt_json, bytes(signature))).encode()
+        except (ValueError, KeyError, TypeError):
+            made = b""
+        if made != data:
+            edited += 1
+            examples.append(receipt_id)
+    problems = []
+    if missing:
+        problems.append(f"{missing} stored transmissions have no receipt entry in the log")
+    if edited:
+        problems.append(f"{edited} stored receipts differ from their entries in the log (e.g. {', '.join(examples[:3])})")
+    return problems

@@ -22,7 +22,7 @@ from server.domain import merkle
 from server.domain.log_entry import LogEntry, receipt_entry
 from server.domain.note import Checkpoint, NoteVerifier, open_note, sign_note
 from server.service.audit import verify_audit_log
-from tests.factories import certificate, claim_line, envelope
+from tests.factories import NOW, certificate, claim_line, envelope
 from tests.grpc_errors import rich_error
 
 
@@ -263,7 +263,8 @@ def test_a_full_recompute_by_an_insider_is_caught_by_an_earlier_checkpoint(logge
     index -= 1
     with logged.database.read_engine.connect() as connection:
         data = bytes(connection.execute(text("SELECT entry FROM log_entries WHERE log_index = :i"), {"i": index}).scalar_one())
-    changed = data.replace(b"PREFERENTIAL", b"MFN_REQUIRED")
+    # What the claim rows do not repeat (the conversion factor the decision used), so that they still agree.
+    changed = data.replace(b'"factor":"6.0@', b'"factor":"5.0@')
     assert changed != data
     sql(logged, "UPDATE log_entries SET entry = :e, leaf_hash = :h WHERE log_index = :i", e=changed, h=merkle.leaf_hash(changed), i=index)
     sql(logged, "DELETE FROM log_checkpoints")
@@ -317,3 +318,17 @@ def test_claim_answers_name_their_latest_entry_fresh_replayed_and_reversed(serve
         assert entry.leaf_hash == leaf
         kinds[leaf] = LogEntry.decode(entry.entry).kind
     assert kinds == {first.result.log_leaf_hash: "DECISION", reversed_answer.reversed.log_leaf_hash: "REVERSAL"}
+
+
+def test_an_edited_claim_or_receipt_no_longer_matches_its_entry(logged, transmission):
+    sql(logged, "UPDATE claims SET decision = 'MFN_REQUIRED' WHERE claim_id = (SELECT min(claim_id) FROM claims)")
+    result = verify_audit_log(logged.database, verifier(logged))
+    assert not result.intact and any("claims differ from what the log says" in p for p in result.problems), result.problems
+    sql(logged, "UPDATE claims SET decision = 'PREFERENTIAL'")
+    assert verify_audit_log(logged.database, verifier(logged)).intact
+    sql(logged, "UPDATE claims SET reversed_at = :at", at=NOW)
+    assert any("claims differ" in p for p in verify_audit_log(logged.database, verifier(logged)).problems)
+    sql(logged, "UPDATE claims SET reversed_at = NULL")
+    sql(logged, "UPDATE transmissions SET receipt_json = replace(receipt_json, 'ACCEPTED', 'REJECTED')")
+    result = verify_audit_log(logged.database, verifier(logged))
+    assert not result.intact and any("receipts differ from their entries" in p for p in result.problems), result.problems
