@@ -133,6 +133,22 @@ class LogRepository(PreparedRepository):
                 yield int(index), bytes(data), bytes(leaf)
             after = int(rows[-1][0])
 
+    def node_range(self, level: int, start: int, end: int) -> list[tuple[int, bytes]]:
+        """Stored nodes (index, hash) of one level with start <= index < end, by index."""
+        rows = self.connection.execute(
+            select(_nodes.c.idx, _nodes.c.hash).where(_nodes.c.level == level, _nodes.c.idx >= start, _nodes.c.idx < end).order_by(_nodes.c.idx))
+        return [(int(i), bytes(h)) for i, h in rows]
+
+    def leaf_range(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        """(index, stored leaf hash) of the integrated entries with start <= index < end, by index."""
+        rows = self.connection.execute(
+            select(_entries.c.log_index, _entries.c.leaf_hash)
+            .where(_entries.c.log_index >= start, _entries.c.log_index < end).order_by(_entries.c.log_index))
+        return [(int(i), bytes(h)) for i, h in rows]
+
+    def node_count(self) -> int:
+        return int(self.connection.execute(select(func.count()).select_from(_nodes)).scalar_one())
+
     def pending_count(self) -> int:
         return int(self.connection.execute(select(func.count()).select_from(_entries).where(_entries.c.log_index.is_(None))).scalar_one())
 

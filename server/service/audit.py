@@ -1,7 +1,7 @@
 """`ecert audit verify`: the transparency log recomputed from its stored entries.
 
 Every integrated entry's leaf hash is recomputed from its bytes, the indices must run 0, 1, 2, ...
-without a gap, and the tree rebuilt from them must have, at the size of each stored checkpoint, the
+without a gap, the stored tree nodes that proofs are made from must be what the entries make, and the tree rebuilt from them must have, at the size of each stored checkpoint, the
 root that checkpoint signs (each checkpoint's signature is checked with the log key). The latest
 checkpoint must cover exactly the integrated entries. A checkpoint held outside the database (one a
 witness cosigned, one a client kept) must be consistent with the recomputed tree: an insider who
@@ -71,6 +71,8 @@ def verify_audit_log(database: Database, verifier: NoteVerifier | None, outside_
             if tree.size in wanted:
                 roots[tree.size] = tree.root()
         pending = uow.log.pending_count()
+        if first_broken is None:
+            problems += _stored_tree(uow, tree.size)
         logged = _logged_state(uow)
         problems += _claims_against_log(uow, logged)
         problems += _receipts_against_log(uow, logged)
@@ -98,6 +100,38 @@ def verify_audit_log(database: Database, verifier: NoteVerifier | None, outside_
         elif roots.get(outside.size) != outside.root_hash:
             problems.append(f"the log is not consistent with the checkpoint given (size {outside.size}): history was rewritten")
     return AuditVerification(size, latest, problems, first_broken, pending)
+
+
+NODE_BATCH = 4096
+
+
+def _stored_tree(uow: UnitOfWork, size: int) -> list[str]:
+    """The stored nodes proofs are made from: level 0 holds the entries' leaf hashes, each node above is
+    the hash of the two below it, and nothing else is stored (read a level at a time, in batches)."""
+    expected_count = 0
+    level = 0
+    while size >> level:
+        count = size >> level
+        expected_count += count
+        for start in range(0, count, NODE_BATCH):
+            end = min(count, start + NODE_BATCH)
+            stored = uow.log.node_range(level, start, end)
+            if level == 0:
+                below = uow.log.leaf_range(start, end)
+                wanted = [(i, h) for i, h in below]
+            else:
+                children = dict(uow.log.node_range(level - 1, 2 * start, 2 * end))
+                try:
+                    wanted = [(i, merkle.node_hash(children[2 * i], children[2 * i + 1])) for i in range(start, end)]
+                except KeyError:
+                    return [f"the stored tree lacks nodes of level {level - 1} below index {2 * end}"]
+            if stored != wanted:
+                bad = next((i for (i, h), (j, w) in zip(stored, wanted) if (i, h) != (j, w)), start)
+                return [f"the stored tree node ({level}, {bad}) is not what the entries make: proofs from it would not verify"]
+        level += 1
+    if uow.log.node_count() != expected_count:
+        return [f"the stored tree holds {uow.log.node_count()} nodes, the entries make {expected_count}"]
+    return []
 
 
 @dataclass

@@ -332,3 +332,9 @@ def test_an_edited_claim_or_receipt_no_longer_matches_its_entry(logged, transmis
     sql(logged, "UPDATE transmissions SET receipt_json = replace(receipt_json, 'ACCEPTED', 'REJECTED')")
     result = verify_audit_log(logged.database, verifier(logged))
     assert not result.intact and any("receipts differ from their entries" in p for p in result.problems), result.problems
+
+
+def test_a_changed_tree_node_is_detected(logged):
+    sql(logged, "UPDATE log_nodes SET hash = :h WHERE level = 1 AND idx = 0", h=bytes(32))
+    result = verify_audit_log(logged.database, verifier(logged))
+    assert not result.intact and any("stored tree node (1, 0)" in p for p in result.problems), result.problems
