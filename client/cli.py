@@ -17,7 +17,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import typer  # noqa: E402
 
-from client.commands import audit, certificate, db, health, pki, receipt, reference, serve, submit  # noqa: E402
+from client.commands import audit, certificate, db, health, log, pki, receipt, reference, serve, submit  # noqa: E402
 from client.commands import demo, gateway, relay  # noqa: E402  (the simulated partner side)
 from client.commands import claim, clock, quota  # noqa: E402  (customs' claims, the quota view, a test clock)
 from client.commands.common import EXIT_UNEXPECTED  # noqa: E402
@@ -38,6 +38,7 @@ app.add_typer(clock.app, name="clock")
 app.add_typer(gateway.app, name="gateway")
 demo.register(app)
 app.add_typer(audit.app, name="audit")
+app.add_typer(log.app, name="log")
 app.add_typer(reference.app, name="reference")
 
 

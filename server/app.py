@@ -21,12 +21,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ecert.v1 import clock_pb2, clock_pb2_grpc, match_pb2, match_pb2_grpc, quota_pb2, quota_pb2_grpc, transmission_pb2, transmission_pb2_grpc
+from ecert.v1 import log_pb2, log_pb2_grpc
 from server.adapters.database import Database
-from server.adapters.keystore import ReceiptKeyMissing, derived_key, load_receipt_signer, load_trust_store
+from server.adapters.keystore import ReceiptKeyMissing, derived_key, load_or_create_log_key, load_receipt_signer, load_trust_store
 from server.adapters.reload import TrustStoreWatcher
 from server.adapters.revocation import RevocationList
 from server.api.auth import Authorizer
 from server.api.clock_servicer import ClockServicer
+from server.api.log_servicer import LogServicer
 from server.api.interceptors import ObservabilityInterceptor
 from server.api.limits import RequestGuard
 from server.api.match_servicer import MatchServicer
@@ -39,6 +41,7 @@ from server.observability.metrics import ServiceMetrics
 from server.service.claims import ClaimUseCases
 from server.service.clock import Clock, SimulatedClock, clock_with_offset
 from server.service.clock_control import ClockControl
+from server.service.log import LogUseCases
 from server.service.quota import QuotaCalendar, QuotaEventBus, QuotaUseCases
 from server.service.reference import ReferenceStore
 from server.service.transmissions import TransmissionUseCases
@@ -49,6 +52,7 @@ SERVICE_NAMES = (
     transmission_pb2.DESCRIPTOR.services_by_name["TransmissionService"].full_name,
     match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name,
     quota_pb2.DESCRIPTOR.services_by_name["QuotaService"].full_name,
+    log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
 )
 CLOCK_SERVICE = clock_pb2.DESCRIPTOR.services_by_name["ClockService"].full_name
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -66,6 +70,7 @@ class UseCases:
     claims: ClaimUseCases
     quota: QuotaUseCases
     events: QuotaEventBus
+    log: LogUseCases
 
 
 @dataclass
@@ -128,7 +133,9 @@ def build_use_cases(settings: Settings, database: Database, clock: Clock) -> Use
         clock=clock,
         events=events,
     )
-    return UseCases(references, transmissions, claims, quota, events)
+    log_key = load_or_create_log_key(settings.resolved_log_key())
+    transparency = LogUseCases(database, key=log_key, origin=settings.log_origin, clock=clock, witnesses=settings.witness_verifiers())
+    return UseCases(references, transmissions, claims, quota, events, transparency)
 
 
 def freeze_startup_heap() -> None:
@@ -215,8 +222,9 @@ def create_server(
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     transmission_pb2_grpc.add_TransmissionServiceServicer_to_server(TransmissionServicer(use_cases.transmissions), server)
-    match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(use_cases.claims), server)
+    match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(use_cases.claims, use_cases.log), server)
     quota_pb2_grpc.add_QuotaServiceServicer_to_server(QuotaServicer(use_cases.quota, use_cases.events), server)
+    log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(use_cases.log), server)
     simulated = isinstance(clock, SimulatedClock)
     if simulated:  # the harness's control of time exists only on a simulated clock
         clock_pb2_grpc.add_ClockServiceServicer_to_server(ClockServicer(ClockControl(clock)), server)
@@ -248,6 +256,11 @@ def create_server(
     # catches the next opening.
     use_cases.claims.allocate_due_openings()
     threading.Thread(target=_allocate_openings, args=(running,), name="quota-openings", daemon=True).start()
+    # Entries recorded while no server ran (and the first, empty checkpoint) are integrated now; then the
+    # transparency log's sequencer runs off the request path: one at a time across replicas (server/service/log.py).
+    use_cases.log.integrate()
+    threading.Thread(target=use_cases.log.run, args=(running._stopping, settings.log_interval_ms / 1000),
+                     name="log-sequencer", daemon=True).start()
     # The partners' trust store follows its file: a key added or removed is in force within a second.
     watcher = TrustStoreWatcher(settings.resolved_trust_store(), lambda store: setattr(use_cases.transmissions, "trust_store", store))
     threading.Thread(target=watcher.run, args=(running._stopping,), name="trust-store-watch", daemon=True).start()

@@ -64,6 +64,15 @@ class Settings:
     # benchmarks' in-process servers) keeps generating one in its own temporary data folder.
     create_missing_receipt_key: bool = True
     recipient: str = field(default_factory=lambda: _env("RECIPIENT", "US-CBP"))
+    # The transparency log's Ed25519 checkpoint-signing key, apart from the receipt key (default: beside
+    # it, so replicas that share the receipt key share this one too; made if missing), and the log's
+    # origin, the first line of every checkpoint and the name of its verifier key.
+    log_key: str = field(default_factory=lambda: _env("LOG_KEY", ""))
+    log_origin: str = field(default_factory=lambda: _env("LOG_ORIGIN", "ecert.cbp.example/log"))
+    # How often each replica's sequencer looks for new entries (one at a time across replicas).
+    log_interval_ms: int = field(default_factory=lambda: _env_int("LOG_INTERVAL_MS", 500))
+    # Witnesses whose cosignatures the log accepts: their note verifier keys (name+hash+key), comma-separated.
+    witness_keys: str = field(default_factory=lambda: _env("WITNESS_KEYS", ""))
     # Share of a level at which it turns CRITICAL ("potentially filled").
     critical_share: str = field(default_factory=lambda: _env("CRITICAL_SHARE", "0.9"))
     # Quota periods are calendar years opening at midnight in this zone.
@@ -165,6 +174,11 @@ class Settings:
             self.simulated_start()
             if self.clock_offset_seconds:
                 raise ConfigError("simulated clock and clock offset: give one of them")
+        if not 1 <= self.log_interval_ms <= 1000:
+            raise ConfigError(f"log interval {self.log_interval_ms} ms: between 1 and 1000 (a checkpoint at least every second)")
+        if not self.log_origin or any(c.isspace() for c in self.log_origin) or "+" in self.log_origin:
+            raise ConfigError(f"log origin {self.log_origin!r}: one word without spaces or '+', e.g. ecert.cbp.example/log")
+        self.witness_verifiers()
         for name in ("workers", "db_pool_size", "max_transactions", "max_concurrent_rpcs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', ' ')} {getattr(self, name)}: at least 1")
@@ -188,6 +202,24 @@ class Settings:
 
     def resolved_receipt_key(self) -> pathlib.Path:
         return pathlib.Path(self.receipt_key) if self.receipt_key else self.data_dir / "keys" / "receipt-signing.pem"
+
+    def resolved_log_key(self) -> pathlib.Path:
+        return pathlib.Path(self.log_key) if self.log_key else self.resolved_receipt_key().parent / "log-signing.pem"
+
+    def witness_verifiers(self) -> list[Any]:
+        """The witnesses' keys (server/domain/log_witnesses.py WitnessKey); ConfigError if one is malformed."""
+        from server.domain.log_witnesses import WitnessKey
+        from server.domain.note import NoteError
+
+        verifiers = []
+        for text in (part.strip() for part in self.witness_keys.split(",")):
+            if not text:
+                continue
+            try:
+                verifiers.append(WitnessKey.parse(text))
+            except NoteError as exc:
+                raise ConfigError(f"witness key {text!r}: {exc}") from None
+        return verifiers
 
     def listens_on_loopback(self) -> bool:
         return is_loopback(self.host)

@@ -47,7 +47,10 @@ from client.sdk.models import (
     ValidationReport,
     to_plain,
 )
-from client.sdk.roles import CustomsClient, ImporterClient, OperatorClient, PartnerClient, RelayClient, load_document_signer
+from client.sdk.log import ConsistencyProof, InclusionProof, LogCheckpoint, LoggedEntry
+from client.sdk.roles import (
+    CustomsClient, ImporterClient, LogClient, OperatorClient, PartnerClient, RelayClient, WitnessLogClient, load_document_signer,
+)
 
 __all__ = [
     "Aborted", "Action", "ActivityEntry", "AlreadyExists", "Certificate", "CertificateStatus", "CertificateUsage",
@@ -57,4 +60,5 @@ __all__ = [
     "PermissionDenied", "QuotaEvent", "QuotaEventKind", "QuotaState", "QuotaStatus", "Receipt", "RelayClient",
     "ResourceExhausted", "RetryPolicy", "Reversal", "ReversalKind", "StoredCertificate", "SubmitResult",
     "Unauthenticated", "Unavailable", "ValidationReport", "current_request_id", "load_document_signer", "to_plain",
+    "ConsistencyProof", "InclusionProof", "LogCheckpoint", "LogClient", "LoggedEntry", "WitnessLogClient",
 ]

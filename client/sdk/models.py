@@ -264,6 +264,8 @@ class SubmitResult:
     receipt: Receipt
     certificate: StoredCertificate
     replayed: bool
+    # The receipt's leaf hash in customs' transparency log (LogReads.inclusion_proof finds it there).
+    log_leaf_hash: bytes = b""
 
 
 @dataclass
@@ -390,6 +392,7 @@ class ClaimResult:
     certificate_digest: str = ""
     # PRORATED_OFFER: when the offer lapses unanswered (answer it with Matching.answer_prorated_offer).
     offer_expires_at: dt.datetime | None = None
+    log_leaf_hash: bytes = b""  # the claim's latest entry in customs' transparency log
 
     @classmethod
     def from_proto(cls, m: mpb.ClaimResult) -> ClaimResult:
@@ -411,6 +414,7 @@ class ClaimResult:
             certificate_version=m.certificate_version, certificate_receipt_id=m.certificate_receipt_id,
             certificate_digest=m.certificate_digest,
             offer_expires_at=_instant(m.offer_expires_at, m.HasField("offer_expires_at")),
+            log_leaf_hash=m.log_leaf_hash,
         )
 
 

@@ -5,6 +5,8 @@
     CustomsClient    internal customs systems: decides, files and reverses claims; reads everything
     ImporterClient   an importer of record or its broker: usage of the certificates naming it, quota
     OperatorClient   the operator (admin role): reads certificates, claims, quota (and watches it), health
+    LogClient        anyone: the transparency log's checkpoints and proofs (every role above has them too)
+    WitnessLogClient a witness: reads checkpoints and proofs, hands in cosignatures
 
 The split follows the service's role table (server/api/auth.py), which has the last word.
 """
@@ -15,6 +17,7 @@ import pathlib
 from typing import Any
 
 from client.sdk.channel import ConnectionSettings
+from client.sdk.log import Cosigning, LogReads
 from client.sdk.models import Action, Certificate, SubmitResult, ValidationReport
 from client.sdk.services import (
     CertificateReads,
@@ -44,7 +47,7 @@ def load_document_signer(key_file: str | pathlib.Path, key_id: str = "") -> Sign
     return load_signer(path, key_id)
 
 
-class PartnerClient(Transmitting, CertificateReads, UsageReads):
+class PartnerClient(Transmitting, CertificateReads, UsageReads, LogReads):
     """Seals with the partner's document-signing key (not its TLS key) and transmits."""
 
     def __init__(self, signer: Signer, sender: str = "MX", settings: ConnectionSettings | None = None, **kwargs: Any):
@@ -77,20 +80,28 @@ class PartnerClient(Transmitting, CertificateReads, UsageReads):
         return self.validate_envelope(self.seal(certificate, action=action, replaces_version=replaces_version), timeout=timeout)
 
 
-class RelayClient(Transmitting):
+class RelayClient(Transmitting, LogReads):
     """Forwards envelopes as received; pass the inbound call's request id so one id spans every hop."""
 
     def forward(self, envelope: tpb.SignedEnvelope, *, request_id: str = "", timeout: float | None = None) -> SubmitResult:
         return self.submit_envelope(envelope, request_id=request_id, timeout=timeout)
 
 
-class CustomsClient(Matching, ClaimReads, UsageReads, CertificateReads, QuotaReads):
+class CustomsClient(Matching, ClaimReads, UsageReads, CertificateReads, QuotaReads, LogReads):
     pass
 
 
-class ImporterClient(UsageReads, QuotaReads):
+class ImporterClient(UsageReads, QuotaReads, LogReads):
     pass
 
 
-class OperatorClient(CertificateReads, ClaimReads, UsageReads, QuotaReads, ClockDriving):
+class OperatorClient(CertificateReads, ClaimReads, UsageReads, QuotaReads, ClockDriving, LogReads):
     pass
+
+
+class LogClient(LogReads):
+    """Any authenticated party: the transparency log's checkpoints, proofs and entries."""
+
+
+class WitnessLogClient(LogReads, Cosigning):
+    """A witness (role witness): reads checkpoints and consistency proofs, hands in cosignatures."""

@@ -37,7 +37,7 @@ from client.sdk.models import (
     ValidationReport,
 )
 from ecert.v1 import match_pb2 as mpb
-from ecert.v1 import clock_pb2_grpc, match_pb2_grpc, quota_pb2_grpc, transmission_pb2_grpc
+from ecert.v1 import clock_pb2_grpc, log_pb2_grpc, match_pb2_grpc, quota_pb2_grpc, transmission_pb2_grpc
 from ecert.v1 import clock_pb2 as kpb
 from ecert.v1 import quota_pb2 as qpb
 from ecert.v1 import transmission_pb2 as tpb
@@ -55,6 +55,7 @@ class Stubs:
         self.quota = quota_pb2_grpc.QuotaServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
         self.clock = clock_pb2_grpc.ClockServiceStub(channel)
+        self.log = log_pb2_grpc.LogServiceStub(channel)
 
 
 class _Connection:
@@ -144,7 +145,8 @@ class Transmitting(_Connection):
     def submit_envelope(self, envelope: tpb.SignedEnvelope, *, timeout: float | None = None, request_id: str = "") -> SubmitResult:
         response = self.call(self.stubs.transmission.SubmitCertificate, tpb.SubmitCertificateRequest(envelope=envelope),
                              timeout=timeout, request_id=request_id)
-        return SubmitResult(Receipt.from_proto(response.receipt), StoredCertificate.from_proto(response.certificate), response.replayed)
+        return SubmitResult(Receipt.from_proto(response.receipt), StoredCertificate.from_proto(response.certificate), response.replayed,
+                            response.log_leaf_hash)
 
     def validate_envelope(self, envelope: tpb.SignedEnvelope, *, timeout: float | None = None) -> ValidationReport:
         response = self.call(self.stubs.transmission.ValidateCertificate, tpb.ValidateCertificateRequest(envelope=envelope), timeout=timeout)

@@ -10,20 +10,18 @@ from fractions import Fraction
 from sqlalchemy import BigInteger, bindparam, func, insert, select, type_coerce, update
 
 from server.adapters.orm import (
-    AuditHeadRow,
-    AuditRecordRow,
     CertificateRow,
     ClaimRow,
     EntryRow,
     ExactQuantity,
+    LogEntryRow,
     QuotaLedgerRow,
     QuotaLevelRow,
     QuotaOpeningRow,
     ReferenceVersionRow,
 )
 from server.adapters.prepared import PreparedRepository, Statements
-from server.domain.audit import AuditRecord, link_hash
-from server.domain.canonical import canonical_json
+from server.domain.log_entry import LogEntry, entry as log_entry
 from server.domain.records import ClaimRecord
 
 
@@ -68,7 +66,6 @@ _certificates = CertificateRow.__table__
 _levels = QuotaLevelRow.__table__
 _claims = ClaimRow.__table__
 _entries = EntryRow.__table__
-_audit_head = AuditHeadRow.__table__
 _quantity = bindparam("amount", type_=ExactQuantity())
 _certificate_key = (_certificates.c.issuing_country == bindparam("country"), _certificates.c.certificate_number == bindparam("number"))
 _level_key = (_levels.c.tpl_number == bindparam("tpl"), _levels.c.quota_year == bindparam("year"))
@@ -152,9 +149,8 @@ STATEMENTS = Statements(
             measure_unit=bindparam("new_unit"), aggregate=bindparam("new_aggregate"))
     .returning(_levels.c.charged),
     record_ledger=(insert(QuotaLedgerRow.__table__), ("tpl_number", "quota_year", "at", "delta", "claim_id", "kind")),
-    advance_audit=update(_audit_head).where(_audit_head.c.id == 1).values(seq=_audit_head.c.seq + bindparam("count")).returning(_audit_head.c.seq, _audit_head.c.hash),
-    append_audit=(insert(AuditRecordRow.__table__), ("seq", "at", "kind", "subject", "payload", "prev_hash", "hash")),
-    set_audit_hash=update(_audit_head).where(_audit_head.c.id == 1).values(hash=bindparam("digest")),
+    # One INSERT per entry and no row that other writers need: the sequencer gives it its index later.
+    record_log_entry=(insert(LogEntryRow.__table__), ("kind", "subject", "entry", "leaf_hash")),
 )
 
 
@@ -377,51 +373,50 @@ class QuotaRepository(_Repository):
         self.session.flush()
 
 
+@dataclasses.dataclass(frozen=True)
+class RecordedEntry:
+    """An entry as recorded in the transparency log (its index comes later, from the sequencer)."""
+
+    entry: LogEntry
+    data: bytes  # the canonical bytes the leaf hashes
+    leaf_hash: bytes
+
+    @property
+    def kind(self) -> str:
+        return self.entry.kind
+
+    @property
+    def subject(self) -> str:
+        return self.entry.subject
+
+
+def recorded(made: LogEntry) -> RecordedEntry:
+    data = made.encode()
+    return RecordedEntry(made, data, made.leaf_hash)
+
+
 class AuditRepository(_Repository):
-    def append(self, at: dt.datetime, kind: str, subject: str, facts: dict[str, object]) -> AuditRecord:
-        record = self._link(at, [(kind, subject, facts)])[0]
-        self._execute("append_audit", vars(record))
-        self._execute("set_audit_hash", {"digest": record.hash})
-        return record
+    """Audited facts become transparency-log entries (server/domain/log_entry.py): one INSERT each,
+    no lock that another writer needs (the hash chain's tip row, which every audited write of every
+    replica took in turn, is gone)."""
 
-    def append_many(self, at: dt.datetime, entries: list[tuple[str, str, dict[str, object]]]) -> list[AuditRecord]:
-        """Records (kind, subject, facts) linked in the order given, as `append` one after another would."""
-        if not entries:
-            return []
-        records = self._link(at, entries)
-        self._execute_many("append_audit", [vars(record) for record in records])
-        self._execute("set_audit_hash", {"digest": records[-1].hash})
-        return records
+    def append(self, at: dt.datetime, kind: str, subject: str, facts: dict[str, object]) -> RecordedEntry:
+        return self.append_many(at, [(kind, subject, facts)])[0]
 
-    def _link(self, at: dt.datetime, entries: list[tuple[str, str, dict[str, object]]]) -> list[AuditRecord]:
-        # Take the tip's next sequence numbers first: the UPDATE locks the tip on PostgreSQL (SQLite
-        # writes are already serial), so no other transaction links to the same record.
-        tip = self._first("advance_audit", {"count": len(entries)})
-        if tip is None:
-            raise LookupError("the audit chain has no tip row (migration 0002 seeds it)")
-        seq, prev_hash = tip[0] - len(entries), tip[1]
-        at_text = at.astimezone(dt.timezone.utc).isoformat()
-        records = []
-        for kind, subject, facts in entries:
-            seq += 1
-            payload = canonical_json(facts).decode("utf-8")
-            digest = link_hash(prev_hash, seq, at_text, kind, subject, payload)
-            records.append(AuditRecord(seq, at_text, kind, subject, payload, prev_hash, digest))
-            prev_hash = digest
-        return records
+    def append_many(self, at: dt.datetime, entries: list[tuple[str, str, dict[str, object]]]) -> list[RecordedEntry]:
+        """Entries (kind, subject, facts) recorded in the order given (their ids, then their indices, follow it)."""
+        return self.record([recorded(log_entry(at, kind, subject, facts)) for kind, subject, facts in entries])
 
-    def records(self, batch: int = 1000):  # type: ignore[no-untyped-def]
-        """Every record in chain order, read in batches."""
-        after = 0
-        while True:
-            rows = list(
-                self.session.scalars(select(AuditRecordRow).where(AuditRecordRow.seq > after).order_by(AuditRecordRow.seq).limit(batch))
-            )
-            if not rows:
-                return
-            for row in rows:
-                yield AuditRecord(row.seq, row.at, row.kind, row.subject, row.payload, row.prev_hash, row.hash)
-            after = rows[-1].seq
+    def record(self, entries: list[RecordedEntry]) -> list[RecordedEntry]:
+        rows = [{"kind": e.kind, "subject": e.subject, "entry": e.data, "leaf_hash": e.leaf_hash} for e in entries]
+        if len(rows) == 1:
+            self._execute("record_log_entry", rows[0])
+        elif rows:
+            self._execute_many("record_log_entry", rows)
+        recorded_by_unit = getattr(self._transaction, "recorded", None)
+        if isinstance(recorded_by_unit, list):
+            recorded_by_unit.extend(entries)
+        return entries
 
 
 class ReferenceRepository(_Repository):

@@ -145,3 +145,24 @@ def load_or_create_signer(path: str | pathlib.Path, key_id: str) -> Signer:
         save_private_key(path, Ed25519PrivateKey.generate())
         pathlib.Path(str(path) + ".pub").write_text(public_key_pem(load_signer(path, key_id).public_key))
     return load_signer(path, key_id)
+
+
+def load_or_create_log_key(path: str | pathlib.Path) -> Ed25519PrivateKey:
+    """The transparency log's checkpoint-signing key (PEM), made if missing (logged). Made atomically:
+    replicas starting together over one key folder all end up with the one key that was linked first."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        log.warning("no log-signing key at %s: generating one", path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_private_key(scratch, Ed25519PrivateKey.generate())
+        try:
+            os.link(scratch, path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        finally:
+            scratch.unlink()
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return key

@@ -297,8 +297,64 @@ class ClaimRow(Base):
     offer_expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
+class LogEntryRow(Base):
+    """One entry of the transparency log (server/domain/log_entry.py), recorded by the transaction that
+    made it: one INSERT, no row that other writers need. The sequencer gives it its index later."""
+
+    __tablename__ = "log_entries"
+    __table_args__ = (
+        # The tree's order: each index once (NULL until the sequencer integrates the entry).
+        UniqueConstraint("log_index", name="uq_log_entries_log_index"),
+        Index("ix_log_entries_subject", "subject"),
+        Index("ix_log_entries_leaf_hash", "leaf_hash"),
+        # What the sequencer reads each tick: the entries not integrated yet, by id.
+        Index("ix_log_entries_pending", "id", sqlite_where=text("log_index IS NULL"), postgresql_where=text("log_index IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    subject: Mapped[str] = mapped_column(String(128))
+    entry: Mapped[bytes] = mapped_column(LargeBinary)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    log_index: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class LogNodeRow(Base):
+    """A complete subtree of the log's Merkle tree: (level, index) covers leaves [index * 2^level,
+    (index + 1) * 2^level); level 0 holds the leaf hashes (server/domain/log_tree.py)."""
+
+    __tablename__ = "log_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    index: Mapped[int] = mapped_column("idx", BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LogCheckpointRow(Base):
+    """A signed checkpoint (C2SP tlog-checkpoint) of the tree at one size."""
+
+    __tablename__ = "log_checkpoints"
+
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    signed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class LogCosignatureRow(Base):
+    """A witness's cosignature line over the checkpoint of one size, one per witness key name."""
+
+    __tablename__ = "log_cosignatures"
+
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    key_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    line: Mapped[str] = mapped_column(Text)
+    added_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
 class AuditRecordRow(Base):
-    """The append-only, hash-chained log of decisions, charges, reversals and reference changes."""
+    """The hash chain that preceded the transparency log, kept as it was and no longer written:
+    migration 0008 copied its records into log_entries, in chain order, and dropped its tip."""
 
     __tablename__ = "audit_log"
 
@@ -308,15 +364,4 @@ class AuditRecordRow(Base):
     subject: Mapped[str] = mapped_column(String(128))
     payload: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
-
-
-class AuditHeadRow(Base):
-    """The chain's tip. Appenders update this one row first, so on PostgreSQL its row lock puts
-    concurrent appends in one order and the chain can never fork."""
-
-    __tablename__ = "audit_head"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))

@@ -128,6 +128,10 @@ POLICY: dict[str, Rule] = {
     ),
     # Claims are filed, matched and reversed by customs' own services.
     "/ecert.v1.MatchService/*": allow(Role.CUSTOMS, Role.ADMIN),
+    # The transparency log's checkpoints and proofs are for every authenticated party; only a witness
+    # hands in cosignatures.
+    "/ecert.v1.LogService/AddCosignature": allow(Role.WITNESS),
+    "/ecert.v1.LogService/*": ANYONE,
     # Quota status is public to every authenticated party.
     "/ecert.v1.QuotaService/*": ANYONE,
     "/grpc.health.v1.Health/*": ANYONE,

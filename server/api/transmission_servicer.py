@@ -7,6 +7,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from ecert.v1 import log_pb2 as lpb
 from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
 from server.api import converters as conv
@@ -38,7 +39,13 @@ def fit_page(page: Page[T], to_proto: Callable[[T], M], budget: int = MAX_PAGE_B
 
 
 def _rejection_receipt(error: DomainError) -> list[Message]:
-    return [conv.receipt_to_proto(error.receipt)] if isinstance(error, TransmissionRejected) else []
+    """The signed rejection receipt, and its transparency-log entry (bytes and leaf hash)."""
+    if not isinstance(error, TransmissionRejected):
+        return []
+    details: list[Message] = [conv.receipt_to_proto(error.receipt)]
+    if error.log_entry is not None:
+        details.append(lpb.LogEntry(index=-1, entry=error.log_entry.data, leaf_hash=error.log_entry.leaf_hash))
+    return details
 
 
 class TransmissionServicer(transmission_pb2_grpc.TransmissionServiceServicer):
@@ -52,6 +59,7 @@ class TransmissionServicer(transmission_pb2_grpc.TransmissionServiceServicer):
             receipt=conv.receipt_to_proto(result.receipt),
             certificate=conv.stored_to_proto(result.certificate),
             replayed=result.replayed,
+            log_leaf_hash=result.log_leaf_hash,
         )
 
     @translate_errors(field_prefix="envelope.")

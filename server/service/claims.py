@@ -43,6 +43,7 @@ from server.domain.entry import (
     validate_entry_line,
 )
 from server.domain.errors import DomainError, ErrorKind, Finding
+from server.domain.log_entry import claim_subject
 from server.domain.quantity import format_quantity, parse_quantity, storable_code
 from server.domain.quota import Level, opening_rates, rate_text
 from server.domain.records import ClaimRecord
@@ -233,8 +234,8 @@ class ClaimUseCases:
                     presented=corrected_presentation(current.held_on_certificate, corrected_line.quantity, current.presentation_time),
                     field="corrected_line",
                 )
-                # The reversal's audit record goes with the correction's, after its charges: every unit
-                # takes the audit tip last, so none holds it while it waits for a certificate or a level.
+                # The reversal's log entry goes with the correction's, after its charges (recording an
+                # entry is one INSERT: no lock shared with other claims).
                 corrected_record = self._commit_plan(uow, plan, now, commit=False, audit_before=[reversal])
             uow.commit()
             return reversed_record, corrected_record, False
@@ -794,7 +795,7 @@ class ClaimUseCases:
 
 
 def _subject(record: ClaimRecord) -> str:
-    return f"entry:{record.entry_number}/{record.line_number}#{record.revision}"
+    return claim_subject(record.entry_number, record.line_number, record.revision)
 
 
 def _facts(record: ClaimRecord) -> dict[str, object]:

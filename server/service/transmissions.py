@@ -6,9 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
+from server.adapters.claim_repository import RecordedEntry, recorded
 from server.adapters.database import Database
 from server.domain.certificate import Certificate, validate_certificate
 from server.domain.errors import DomainError, ErrorKind, Finding, Severity, errors_only
+from server.domain.log_entry import receipt_entry
 from server.domain.receipt import Outcome, Receipt, outcome_for
 from server.domain.records import ActivityEntry, StoredVersion, TransmissionRecord
 from server.domain.reference import ReferenceData
@@ -21,9 +23,11 @@ from server.service.unit_of_work import UnitOfWork
 
 
 class TransmissionRejected(DomainError):
-    """A refused transmission. It carries the signed rejection receipt, which the sender keeps."""
+    """A refused transmission. It carries the signed rejection receipt, which the sender keeps, and
+    the receipt's entry in the transparency log."""
 
     receipt: Receipt
+    log_entry: RecordedEntry | None = None
 
     @classmethod
     def wrap(cls, error: DomainError, receipt: Receipt) -> "TransmissionRejected":
@@ -37,6 +41,8 @@ class SubmitResult:
     receipt: Receipt
     certificate: StoredVersion
     replayed: bool
+    # The receipt's leaf hash in the transparency log (server/domain/log_entry.py receipt_entry).
+    log_leaf_hash: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,15 @@ class TransmissionUseCases:
     # -- submitting -------------------------------------------------------------------------------
 
     def submit(self, envelope: Envelope) -> SubmitResult:
+        try:
+            return self._submit(envelope)
+        except TransmissionRejected as rejected:
+            # Nothing else of a rejection is stored; its receipt is logged in a transaction of its own.
+            receipt = rejected.receipt
+            rejected.log_entry = run_in_transaction(self.database, lambda uow: _record_alone(uow, receipt))
+            raise
+
+    def _submit(self, envelope: Envelope) -> SubmitResult:
         received_at = self.clock.now()
         digest = envelope.digest()
 
@@ -154,6 +169,7 @@ class TransmissionUseCases:
                 signed_bytes=envelope.signed_bytes(),
                 signature=envelope.signature,
             )
+            logged = uow.audit.record([recorded(receipt_entry(receipt))])[0]
             uow.certificates.add_version(
                 certificate=stored_certificate,
                 version=transition.version,
@@ -167,7 +183,7 @@ class TransmissionUseCases:
             stored_version = uow.certificates.version(country, number, transition.version)
             assert stored_version is not None
             uow.commit()  # stored first; only then answered
-            return SubmitResult(receipt, stored_version, replayed=False)
+            return SubmitResult(receipt, stored_version, replayed=False, log_leaf_hash=logged.leaf_hash)
 
         return run_in_transaction(self.database, store)
 
@@ -234,7 +250,7 @@ class TransmissionUseCases:
             envelope.certificate.issuing_country, receipt.certificate_number, receipt.certificate_version
         )
         assert stored is not None
-        return SubmitResult(receipt, stored, replayed=True)
+        return SubmitResult(receipt, stored, replayed=True, log_leaf_hash=receipt_entry(receipt).leaf_hash)
 
     def _receipt(
         self,
@@ -321,6 +337,12 @@ class TransmissionUseCases:
             return self.page_tokens.encode(position(rows[index]), filters)
 
         return Page(rows, token_after(len(rows) - 1) if more else "", token_after)
+
+
+def _record_alone(uow: UnitOfWork, receipt: Receipt) -> RecordedEntry:
+    entry = uow.audit.record([recorded(receipt_entry(receipt))])[0]
+    uow.commit()
+    return entry
 
 
 def _reused_finding(same_content: bool) -> Finding:

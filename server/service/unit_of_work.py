@@ -5,9 +5,12 @@ is told DATABASE_BUSY), then a connection. Committing is refused once the caller
 """
 from __future__ import annotations
 
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from functools import cached_property
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy import Connection, RootTransaction, text
 from sqlalchemy.exc import DBAPIError
@@ -22,11 +25,28 @@ from server.adapters.claim_repository import (
     QuotaRepository,
     ReferenceRepository,
 )
+from server.adapters.log_repository import LogRepository
 from server.adapters.repositories import CertificateRepository, TransmissionRepository
 from server.observability import tracing
 from server.service import deadline
 
 QUERY_CANCELED = "57014"  # PostgreSQL: statement_timeout fired
+
+# The transparency-log entries that units of work of this call (thread) recorded and committed durably,
+# for an answer that names its entry's leaf hash without reading it back (server/api/match_servicer.py).
+# None: nobody collects. A unit that rolled back, or whose commit failed, adds nothing.
+_committed_entries: ContextVar[list[Any] | None] = ContextVar("committed_log_entries", default=None)
+
+
+@contextmanager
+def collect_committed_entries() -> Iterator[list[Any]]:
+    """Collect the log entries the units of work run inside this block commit (RecordedEntry objects)."""
+    found: list[Any] = []
+    token = _committed_entries.set(found)
+    try:
+        yield found
+    finally:
+        _committed_entries.reset(token)
 STATEMENT_BOUND_BELOW = 60.0  # seconds: deadlines shorter than this bound each statement too
 
 
@@ -61,6 +81,7 @@ class UnitOfWork:
         deadline.check()
         self._committed = False
         self._batch: Batch | None = None
+        self.recorded: list[Any] = []  # the log entries this unit recorded (AuditRepository)
         group = self._database.group_commit if self._write else None
         with ExitStack() as opening:
             opening.enter_context(self._database.admission.slot())
@@ -103,6 +124,7 @@ class UnitOfWork:
     quota: cached_property[QuotaRepository] = cached_property(QuotaRepository)
     audit: cached_property[AuditRepository] = cached_property(AuditRepository)
     references: cached_property[ReferenceRepository] = cached_property(ReferenceRepository)
+    log: cached_property[LogRepository] = cached_property(LogRepository)
 
     def _bound_by_deadline(self) -> None:
         """On PostgreSQL no statement (a lock wait included) may outlive the caller's deadline."""
@@ -132,6 +154,9 @@ class UnitOfWork:
             self._resources.close()
         if self._batch is not None:
             self._batch.wait()  # durable (the group's COMMIT succeeded) before anyone is answered
+        collected = _committed_entries.get()
+        if self._committed and collected is not None:
+            collected.extend(self.recorded)
         if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == QUERY_CANCELED:
             if deadline.remaining() is not None:
                 raise deadline.exceeded_error() from exc

@@ -235,7 +235,7 @@ def test_next_years_level_is_not_charged_before_it_opens(server, match, transmis
 def test_unstorable_quantities_and_dates_are_invalid_arguments_and_nothing_is_stored(server, match, changes, reason):  # type: ignore[no-untyped-def]
     # Finding 5: each of these ended INTERNAL on every path (MatchClaim, CheckClaim, post-importation).
     shirts = {"htsus_number": "6205.20.2016", "certificate_number": "MX26-00000009"}  # category 340: 20.1 SME a dozen
-    before = scalar(server, "SELECT count(*) FROM audit_log")
+    before = scalar(server, "SELECT count(*) FROM log_entries")
     for call in (
         lambda line: match.MatchClaim(mpb.MatchClaimRequest(line=line)),
         lambda line: match.CheckClaim(mpb.CheckClaimRequest(line=line)),
@@ -247,7 +247,7 @@ def test_unstorable_quantities_and_dates_are_invalid_arguments_and_nothing_is_st
         field = "line.date_of_importation" if "date_of_importation" in changes else "line.quantity"
         assert (error.code, error.reason, list(error.fields)) == (grpc.StatusCode.INVALID_ARGUMENT, reason, [field])
     assert scalar(server, "SELECT count(*) FROM claims") == 0
-    assert scalar(server, "SELECT count(*) FROM audit_log") == before
+    assert scalar(server, "SELECT count(*) FROM log_entries") == before
 
 
 # -- finding 4: a replica whose clock lags neither strands queued claims nor races the opening -----------

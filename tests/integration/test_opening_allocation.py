@@ -20,7 +20,8 @@ from sqlalchemy import select
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import transmission_pb2 as tpb
 from server.domain.quantity import format_quantity
-from server.adapters.orm import AuditRecordRow, CertificateRow, ClaimRow, QuotaLedgerRow, QuotaLevelRow
+from server.adapters.orm import CertificateRow, ClaimRow, LogEntryRow, QuotaLedgerRow, QuotaLevelRow
+from server.domain.log_entry import LogEntry
 from server.service import claims as claims_service
 from server.service.audit import verify_audit_log
 from tests.factories import certificate, claim_line, envelope, small_levels
@@ -62,7 +63,7 @@ def _rows(server, table, *order):  # type: ignore[no-untyped-def]
 
 
 def _queue_scenario(server, match, transmission, partner, clock) -> int:  # type: ignore[no-untyped-def]
-    """The scenario's certificates and claims, queued before the 2027 opening; the audit records so far."""
+    """The scenario's certificates and claims, queued before the 2027 opening; the log entries so far."""
     server.use_cases.references.load(small_levels("opening-scenario", LIMITS))
     clock.at = QUEUED_AT
     tpl_of = {number: tpl for number, tpl, _ in CLAIMS}
@@ -77,7 +78,7 @@ def _queue_scenario(server, match, transmission, partner, clock) -> int:  # type
                           filed_at=clock.at, arrived_at=clock.at, paid_at=clock.at, date_of_importation="2027-01-02")
         result = match.MatchClaim(mpb.MatchClaimRequest(line=line)).result
         assert result.decision == mpb.CLAIM_DECISION_QUEUED, (tpl, result.reasons, result.mismatches)
-    return len(_rows(server, AuditRecordRow, AuditRecordRow.seq))
+    return len(_rows(server, LogEntryRow, LogEntryRow.id))
 
 
 @pytest.fixture(params=[500, 2], ids=["one-chunk", "chunks-of-2"])
@@ -166,18 +167,25 @@ def _assert_certificates_give_back_what_was_not_granted(server) -> None:  # type
         assert row["matched_entries"] == sum(1 for c in mine if c["granted_quantity"] > 0)
 
 
-def test_each_allocation_is_audited_in_queue_order_and_the_chain_holds(server, allocated):  # type: ignore[no-untyped-def]
+def _log_verifies(server) -> int:  # type: ignore[no-untyped-def]
+    """Integrated and verified against the signed checkpoint: the number of entries."""
+    server.use_cases.log.integrate()
+    verification = verify_audit_log(server.database, server.use_cases.log.verifier)
+    assert verification.intact, verification.problems
+    return verification.records
+
+
+def test_each_allocation_is_logged_in_queue_order_and_the_log_holds(server, allocated):  # type: ignore[no-untyped-def]
     claims = _year_claims(server)
-    records = _rows(server, AuditRecordRow, AuditRecordRow.seq)[allocated:]
+    records = _rows(server, LogEntryRow, LogEntryRow.id)[allocated:]
     assert [r["kind"] for r in records] == ["ALLOCATION"] * len(claims)
     assert [r["subject"] for r in records] == [f"entry:{c['entry_number']}/{c['line_number']}#{c['revision']}" for c in claims]
     for record, c in zip(records, claims):
-        facts = json.loads(record["payload"])
+        facts = LogEntry.decode(record["entry"]).facts
         assert (facts["claim_id"], facts["decision"]) == (c["claim_id"], c["decision"])
         assert facts["granted"] == f"{format_quantity(c['granted_quantity'])} {c['unit']}"
         assert facts["granted_measure"] == f"{format_quantity(c['granted_measure'])} {c['measure_unit']}"
-    verification = verify_audit_log(server.database)
-    assert verification.intact and verification.records == records[-1]["seq"]
+    assert _log_verifies(server) == allocated + len(records)
 
 
 def _stop_at_chunk(server, monkeypatch, failing: int) -> None:  # type: ignore[no-untyped-def]
@@ -223,7 +231,7 @@ def test_an_interrupted_allocation_keeps_its_chunks_and_the_next_claim_finishes_
     assert {c["decided_at"] for c in first_allocation} == {OPENED_AT}
     # Resumed at the rates set when it began: the same grants as in one go.
     assert sorted(c["granted_quantity"] for c in first_allocation if c["tpl_number"] == "9823.53.02") == [0, 5, 8, 17]
-    assert verify_audit_log(server.database).intact
+    assert _log_verifies(server)
 
 
 def test_a_claim_queued_after_the_rates_were_set_never_overfills_a_level(

@@ -1,4 +1,4 @@
-"""Opening proration, level states and the audit chain, in plain Python."""
+"""Opening proration and level states, in plain Python (the transparency log: test_log_tree.py)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.domain.audit import GENESIS, AuditRecord, first_broken_link, link_hash
 from server.domain.claims import Decision, decide_at_opening
 from server.domain.quota import Level, QuotaEventKind, QuotaState, event_between, opening_grant, opening_rates, rate_text
 
@@ -91,22 +90,3 @@ def test_states_and_events():
     assert event_between(QuotaState.CRITICAL, QuotaState.FILLED) is QuotaEventKind.FILLED
     assert event_between(QuotaState.FILLED, QuotaState.OPEN) is QuotaEventKind.REOPENED
     assert event_between(QuotaState.OPEN, QuotaState.OPEN) is None
-
-
-def chain(n: int) -> list[AuditRecord]:
-    records, prev = [], GENESIS
-    for seq in range(1, n + 1):
-        digest = link_hash(prev, seq, "2026-01-01T00:00:00+00:00", "DECISION", f"s{seq}", '{"x":1}')
-        records.append(AuditRecord(seq, "2026-01-01T00:00:00+00:00", "DECISION", f"s{seq}", '{"x":1}', prev, digest))
-        prev = digest
-    return records
-
-
-def test_intact_chain_verifies_and_any_change_is_found_where_it_is():
-    records = chain(5)
-    assert first_broken_link(records) == (None, 5)
-    altered = list(records)
-    altered[2] = AuditRecord(3, records[2].at, "DECISION", "s3", '{"x":2}', records[2].prev_hash, records[2].hash)
-    assert first_broken_link(altered)[0] == 3
-    assert first_broken_link(records[:2] + records[3:])[0] == 4  # a removed record
-    assert first_broken_link([records[1], records[0]] + records[2:])[0] == 2  # reordered

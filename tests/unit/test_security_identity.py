@@ -38,3 +38,20 @@ def test_scope_runs_for_partners_only():
     with pytest.raises(DomainError) as caught:
         rule.check(Identity("gt", Role.PARTNER, frozenset({"GT"})), request, "m")
     assert caught.value.reason == "COUNTRY_NOT_CALLERS"
+
+
+def test_every_role_reads_the_transparency_log_and_only_a_witness_cosigns():
+    from ecert.v1 import log_pb2 as lpb
+
+    read = rule_for("/ecert.v1.LogService/GetInclusionProof")
+    cosign = rule_for("/ecert.v1.LogService/AddCosignature")
+    assert read is not None and cosign is not None
+    for role in Role:
+        read.check(Identity(role.value, role, frozenset({"MX"})), lpb.GetInclusionProofRequest(leaf_index=0), "m")
+        if role is Role.WITNESS:
+            cosign.check(Identity("w", role), lpb.AddCosignatureRequest(), "m")
+            continue
+        with pytest.raises(DomainError) as caught:
+            cosign.check(Identity(role.value, role), lpb.AddCosignatureRequest(), "m")
+        assert caught.value.reason == "ROLE_NOT_ALLOWED"
+    assert identity_from_uris("mx-witness", ["urn:ecert:role:witness", "urn:ecert:country:MX"]).role is Role.WITNESS
