@@ -370,21 +370,30 @@ class Bridge:
             self.admission.release(call.key)
 
     async def _receive(self, method: str, context: Any, call: _Call) -> Any:
+        """The request message, read on the loop; a timer ends the wait once the arrival bound passes."""
+        task = asyncio.current_task()
+        assert task is not None
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            task.cancel()
+
         remaining = self.limits.request_arrival_seconds - (time.perf_counter() - call.started)
-        read = asyncio.ensure_future(context.read())
+        timer = self.loop.call_later(max(0.0, remaining), expire)
         try:
-            done, _ = await asyncio.wait((read,), timeout=max(0.0, remaining))
+            message = await context.read()
         except asyncio.CancelledError:
-            read.cancel()
-            raise
-        if not done:
-            read.cancel()
+            if not expired:
+                raise  # the call itself was cancelled (the client went away, the server stops)
+            task.uncancel()
             seconds = f"{self.limits.request_arrival_seconds:g}"
             await self._refuse(method, context, call, DomainError(
                 "REQUEST_NOT_RECEIVED", f"the request message did not arrive within {seconds} s of the call's start",
                 ErrorKind.DEADLINE, metadata={"method": method, "request_arrival_seconds": seconds},
             ))
-        message = read.result()
+        finally:
+            timer.cancel()
         if message is grpc.aio.EOF:
             await self._refuse(method, context, call, DomainError(
                 "REQUEST_MISSING", "the call ended its request stream without the request message", ErrorKind.INVALID,
@@ -402,10 +411,15 @@ class Bridge:
         except RuntimeError:  # the pool is shut down: the server is stopping
             self.gate.release()
             raise asyncio.CancelledError() from None
-        future.add_done_callback(lambda _: self.loop.call_soon_threadsafe(self.gate.release))
         if steps is not None:
             steps[:] = [future]
-        return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wrap_future(future)
+        finally:
+            if future.done():
+                self.gate.release()
+            else:  # the call ended while its code runs: the worker is free once that code returns
+                future.add_done_callback(lambda _: self.loop.call_soon_threadsafe(self.gate.release))
 
     async def _finish_error(self, method: str, context: Any, sync: SyncContext, error: BaseException | None) -> None:
         """Send the status of a handler that aborted or failed (raises AbortError, as aio expects)."""
