@@ -97,11 +97,12 @@ class SyncContext:
     returned, with the trailing metadata set until then; `is_active()` turns False when the client
     goes away; callbacks run when the call ends."""
 
-    def __init__(self, context: Any, loop: asyncio.AbstractEventLoop, auth: dict[str, Any], metadata: tuple):
+    def __init__(self, context: Any, loop: asyncio.AbstractEventLoop, call: _Call):
         self._context = context
         self._loop = loop
-        self._auth = auth
-        self._metadata = metadata
+        self._auth = call.auth
+        self._metadata = call.metadata
+        self._peer = call.peer
         self._code: grpc.StatusCode | None = None
         self._details = ""
         self._trailers: tuple = ()
@@ -119,14 +120,18 @@ class SyncContext:
     def auth_context(self) -> dict[str, Any]:
         return self._auth
 
+    # What describes the peer was read on the loop when the call started: the core's call may be gone
+    # by the time a worker asks (the client went away while its handler ran), and reading it then
+    # would touch freed memory.
     def peer(self) -> str:
-        return self._context.peer()
+        return self._peer
 
     def peer_identities(self) -> Any:
-        return self._context.peer_identities()
+        name = self._auth.get("x509_common_name")
+        return list(name) if name else None
 
     def peer_identity_key(self) -> Any:
-        return self._context.peer_identity_key()
+        return "x509_common_name" if self._auth.get("x509_common_name") else None
 
     def time_remaining(self) -> float | None:
         return self._context.time_remaining()
@@ -173,7 +178,13 @@ class SyncContext:
         return self._trailers
 
     def send_initial_metadata(self, metadata: Any) -> None:
-        asyncio.run_coroutine_threadsafe(self._context.send_initial_metadata(tuple(metadata)), self._loop).result()
+        asyncio.run_coroutine_threadsafe(self._on_loop(self._context.send_initial_metadata, tuple(metadata)), self._loop).result()
+
+    async def _on_loop(self, operation: Callable[..., Any], *args: Any) -> Any:
+        """An operation on the core's call, unless the call has ended (checked on the loop, where it ends)."""
+        if self._finished:
+            raise RuntimeError("the call has ended")
+        return await operation(*args)
 
     def set_compression(self, compression: grpc.Compression) -> None:
         self._context.set_compression(compression)
@@ -216,7 +227,7 @@ class _Requests(Iterator[Any]):
     def __next__(self) -> Any:
         if self._sync._finished:
             raise StopIteration
-        future = asyncio.run_coroutine_threadsafe(self._context.read(), self._sync._loop)
+        future = asyncio.run_coroutine_threadsafe(self._sync._on_loop(self._context.read), self._sync._loop)
         self._sync._reading = future
         try:
             message = future.result()
@@ -304,10 +315,10 @@ def _step(iterator: Iterator[Any]) -> Any:
 class _Call:
     """One call's bookkeeping on the loop."""
 
-    __slots__ = ("key", "privileged", "identity", "auth", "metadata", "started")
+    __slots__ = ("key", "privileged", "identity", "auth", "metadata", "peer", "started")
 
-    def __init__(self, key: Any, privileged: bool, identity: Identity | None, auth: dict[str, Any], metadata: tuple):
-        self.key, self.privileged, self.identity, self.auth, self.metadata = key, privileged, identity, auth, metadata
+    def __init__(self, key: Any, privileged: bool, identity: Identity | None, auth: dict[str, Any], metadata: tuple, peer: str):
+        self.key, self.privileged, self.identity, self.auth, self.metadata, self.peer = key, privileged, identity, auth, metadata, peer
         self.started = time.perf_counter()
 
 
@@ -335,7 +346,7 @@ class Bridge:
         request_id = ""
         if self.observability is not None and info is not None:
             request_id = self.observability.refused(
-                method, call.metadata, _peer(context), call.identity.subject if call.identity else "", status.code, info,
+                method, call.metadata, call.peer, call.identity.subject if call.identity else "", status.code, info,
                 time.perf_counter() - call.started,
             )
         from server.observability.logs import REQUEST_ID_HEADER
@@ -351,7 +362,7 @@ class Bridge:
             certificates = auth.get("x509_pem_cert") or []
             identity = identity_of_certificate(bytes(certificates[0])) if certificates else None
         privileged = not self.authenticated or (identity is not None and identity.role in PRIVILEGED_ROLES)
-        call = _Call(identity, privileged, identity, auth, metadata)
+        call = _Call(identity, privileged, identity, auth, metadata, context.peer())
         if self.authenticated:
             refusal = refusal_before_request(method, identity)
             if refusal is not None:
@@ -447,7 +458,7 @@ class Bridge:
     def _unary_unary(self, behaviour: Callable[[Any, Any], Any], method: str) -> Callable[..., Any]:
         async def call(_requests: Any, context: Any) -> Any:
             admitted = await self._admit(method, context)
-            sync = SyncContext(context, self.loop, admitted.auth, admitted.metadata)
+            sync = SyncContext(context, self.loop, admitted)
             try:
                 request = await self._receive(method, context, admitted)
                 response, error = await self._run(admitted, contextvars.copy_context().run, behaviour, request, sync)
@@ -513,7 +524,7 @@ class Bridge:
     def _unary_stream(self, behaviour: Callable[[Any, Any], Iterator[Any]], method: str) -> Callable[..., Any]:
         async def call(_requests: Any, context: Any) -> Any:
             admitted = await self._admit(method, context)
-            sync = SyncContext(context, self.loop, admitted.auth, admitted.metadata)
+            sync = SyncContext(context, self.loop, admitted)
             try:
                 request = await self._receive(method, context, admitted)
                 async for item in self._stream_out(method, context, admitted, sync, lambda: behaviour(request, sync)):
@@ -527,7 +538,7 @@ class Bridge:
     def _stream_stream(self, behaviour: Callable[[Any, Any], Iterator[Any]], method: str) -> Callable[..., Any]:
         async def call(_requests: Any, context: Any) -> Any:
             admitted = await self._admit(method, context)
-            sync = SyncContext(context, self.loop, admitted.auth, admitted.metadata)
+            sync = SyncContext(context, self.loop, admitted)
             try:
                 requests = _Requests(context, sync)
                 async for item in self._stream_out(method, context, admitted, sync, lambda: behaviour(requests, sync)):
@@ -541,7 +552,7 @@ class Bridge:
     def _stream_unary(self, behaviour: Callable[[Any, Any], Any], method: str) -> Callable[..., Any]:
         async def call(_requests: Any, context: Any) -> Any:
             admitted = await self._admit(method, context)
-            sync = SyncContext(context, self.loop, admitted.auth, admitted.metadata)
+            sync = SyncContext(context, self.loop, admitted)
             try:
                 response, error = await self._run(admitted, contextvars.copy_context().run, behaviour, _Requests(context, sync), sync)
                 if error is not None or sync._aborted or sync._code not in (None, grpc.StatusCode.OK):
@@ -557,13 +568,6 @@ class Bridge:
 
 
 _NOT_COUNTED = object()
-
-
-def _peer(context: Any) -> str:
-    try:
-        return context.peer()
-    except Exception:  # noqa: BLE001 - a call already gone has no peer to name
-        return ""
 
 
 def _error_infos(status: grpc.Status) -> list[Any]:

@@ -5,6 +5,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import logging
 import pathlib
 import threading
 import time
@@ -16,6 +17,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from client.sdk import OperatorClient
+from ecert.bench.v1 import echo_pb2, echo_pb2_grpc
 from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import match_pb2 as mpb
@@ -531,3 +533,31 @@ def test_waiting_watches_hold_no_worker(pki, serve, stall_settings):
             stream.cancel()
         for channel in channels:
             channel.close()
+
+
+class SlowEcho(echo_pb2_grpc.EchoServiceServicer):
+    def Echo(self, request: echo_pb2.EchoRequest, context: grpc.ServicerContext) -> echo_pb2.EchoResponse:
+        time.sleep(0.05)
+        return echo_pb2.EchoResponse(payload=request.payload)
+
+
+def test_calls_abandoned_while_their_handler_runs_leave_the_server_serving(pki, stall_settings, caplog):
+    # The client goes away while a worker still runs the handler, which then logs the call (its peer
+    # among it): that is read from what the call started with, not from the core's call, gone by then.
+    caplog.set_level(logging.INFO, logger="ecert.rpc")  # each call's log line names its peer
+    settings = dataclasses.replace(stall_settings, workers=2, reserved_workers=0, calls_per_identity=64)
+    running = create_server(settings, address="127.0.0.1:0", credentials=server_credentials(pki.dir("service")),
+                            extra_services=[lambda server: echo_pb2_grpc.add_EchoServiceServicer_to_server(SlowEcho(), server)])
+    channel = channel_as(pki, "admin", running.port)
+    try:
+        echo = echo_pb2_grpc.EchoServiceStub(channel)
+        calls = [echo.Echo.future(echo_pb2.EchoRequest(payload=b"x"), timeout=0.02) for _ in range(20)]
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as caught:
+                call.result()
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(1.5)  # every handler has run to its end
+        served_quickly(pki, running.port, "admin")
+    finally:
+        channel.close()
+        running.stop(0)
