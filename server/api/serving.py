@@ -47,6 +47,7 @@ from server.api.limits import CallAdmission, retry_info
 from server.api.wrapping import Idle
 from server.domain.errors import DomainError, ErrorKind
 from server.domain.identity import Identity, Role
+from server.observability.logs import REQUEST_ID_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -349,8 +350,6 @@ class Bridge:
                 method, call.metadata, call.peer, call.identity.subject if call.identity else "", status.code, info,
                 time.perf_counter() - call.started,
             )
-        from server.observability.logs import REQUEST_ID_HEADER
-
         trailers = (*status.trailing_metadata, *(((REQUEST_ID_HEADER, request_id),) if request_id else ()))
         await context.abort(status.code, status.details, trailers)
 
@@ -367,18 +366,16 @@ class Bridge:
             refusal = refusal_before_request(method, identity)
             if refusal is not None:
                 log.warning("refused %s to %s: %s", method, identity.subject if identity else "anonymous", refusal.reason)
-                call.key = _NOT_COUNTED
                 await self._refuse(method, context, call, refusal)
         refusal = self.admission.admit(call.key, privileged)
         if refusal is not None:
             log.warning("refused %s to %s: %s", method, identity.subject if identity else "a caller", refusal.reason)
-            call.key = _NOT_COUNTED
             await self._refuse(method, context, call, refusal, retry=True)
         return call
 
     def _release(self, call: _Call) -> None:
-        if call.key is not _NOT_COUNTED:
-            self.admission.release(call.key)
+        """Once an admitted call has ended (a refused one raised out of _admit and holds nothing)."""
+        self.admission.release(call.key)
 
     async def _receive(self, method: str, context: Any, call: _Call) -> Any:
         """The request message, read on the loop; a timer ends the wait once the arrival bound passes."""
@@ -565,9 +562,6 @@ class Bridge:
                 self._release(admitted)
 
         return call
-
-
-_NOT_COUNTED = object()
 
 
 def _error_infos(status: grpc.Status) -> list[Any]:
