@@ -1,8 +1,9 @@
 """Assembles the certification service: database, keys, use cases, servicers, health, reflection.
 
-A synchronous gRPC server with a bounded thread pool: on this 2-core machine it serves more calls
-per second than grpc.aio, and the synchronous SQLAlchemy driver commits several times faster than
-the asyncio one (DESIGN.md section 5).
+A grpc.aio server on its own event-loop thread; the synchronous handlers (and the synchronous
+SQLAlchemy driver, which commits several times faster than the asyncio one) run in a bounded pool of
+workers. A call holds a worker only while its handler runs: one waiting for its request, for its
+turn or for quota events holds none (server/api/serving.py; issue 15).
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import gc
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent import futures
 from dataclasses import dataclass, field
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -33,6 +33,7 @@ from server.api.interceptors import ObservabilityInterceptor
 from server.api.limits import RequestGuard
 from server.api.match_servicer import MatchServicer
 from server.api.quota_servicer import QuotaServicer
+from server.api.serving import Bridge, Limits, Registrar, Serving, on_loop
 from server.api.transmission_servicer import TransmissionServicer
 from server.config import Settings
 from server.observability import logs, wiring
@@ -75,7 +76,7 @@ class UseCases:
 
 @dataclass
 class RunningServer:
-    server: grpc.Server
+    server: Serving
     port: int
     health: health.HealthServicer
     database: Database
@@ -95,7 +96,7 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         if self.http is not None:
             self.http.stop()
-        self.server.stop(grace).wait()
+        self.server.stop(grace)
         self.database.dispose()
 
 
@@ -174,6 +175,50 @@ def _service_clock(settings: Settings) -> Clock:
     return clock_with_offset(settings.clock_offset_seconds)
 
 
+def serving_limits(settings: Settings) -> Limits:
+    return Limits(
+        workers=settings.workers,
+        reserved_workers=settings.reserved_workers,
+        calls_per_identity=settings.calls_per_identity,
+        max_calls=settings.max_concurrent_rpcs,
+        reserved_calls=settings.reserved_calls,
+        request_arrival_seconds=settings.request_arrival_ms / 1000,
+    )
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """The HTTP/2 transport's limits: streams per connection, keepalive pings (kept up on a connection
+    whose only stream is a quiet watch), and how long a connection may stay idle or live at all
+    (0: no limit); a connection past its age gets GOAWAY and its calls the grace to finish."""
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        # gRPC turns SO_REUSEPORT on by default: a second server on a port in use would start and
+        # take a share of the connections. Off, binding a port in use fails.
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        ("grpc.keepalive_time_ms", settings.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", settings.keepalive_timeout_ms),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    if settings.max_connection_idle_ms:
+        options.append(("grpc.max_connection_idle_ms", settings.max_connection_idle_ms))
+    if settings.max_connection_age_ms:
+        options.append(("grpc.max_connection_age_ms", settings.max_connection_age_ms))
+        options.append(("grpc.max_connection_age_grace_ms", settings.max_connection_age_grace_ms))
+    return options
+
+
+async def _aio_server(options: list[tuple[str, int]]) -> grpc.aio.Server:
+    # Created on the serving loop, which it belongs to. Calls beyond the admission's limits are
+    # refused by the bridge (with reasons), so grpc's own maximum_concurrent_rpcs is not used.
+    return grpc.aio.server(options=options)
+
+
+async def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    return server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+
+
 def create_server(
     settings: Settings,
     *,
@@ -185,7 +230,7 @@ def create_server(
     """Build and start the server; bind port 0 to get a free one (see RunningServer.port).
 
     `extra_services` register more servicers on the same server (the benchmarks' echo baseline),
-    behind the same interceptors, thread pool and credentials.
+    behind the same interceptors, limits, worker pool and credentials.
 
     Raises ReceiptKeyMissing (before touching the database) when the receipt-signing key is missing
     and settings do not ask to create it, and ListenError when the address cannot be bound (a port
@@ -206,21 +251,13 @@ def create_server(
     use_cases = build_use_cases(settings, database, clock)
 
     metrics = ServiceMetrics()
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="ecert-rpc"),
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            # gRPC turns SO_REUSEPORT on by default: a second server on a port in use would start and
-            # take a share of the connections. Off, binding a port in use fails.
-            ("grpc.so_reuseport", 0),
-        ],
-        # Roles are enforced whenever callers are authenticated (mutual TLS); plaintext is development only.
-        # Observability first (outermost), so refusals are logged and counted too.
-        interceptors=[ObservabilityInterceptor(metrics), RequestGuard(), *([Authorizer(revocations=revocations)] if credentials else [])],
-        # Calls beyond this many in flight are refused (RESOURCE_EXHAUSTED) instead of queueing without bound.
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-    )
+    observability = ObservabilityInterceptor(metrics)
+    bridge = Bridge(serving_limits(settings), authenticated=credentials is not None, observability=observability)
+    aio_server = on_loop(_aio_server(server_options(settings)))
+    # Each servicer's handlers are wrapped once per method as they are registered: roles are enforced
+    # whenever callers are authenticated (mutual TLS; plaintext is development only); observability
+    # first (outermost), so refusals are logged and counted too.
+    server = Registrar(aio_server, bridge, [observability, RequestGuard(), *([Authorizer(revocations=revocations)] if credentials else [])])
     transmission_pb2_grpc.add_TransmissionServiceServicer_to_server(TransmissionServicer(use_cases.transmissions), server)
     match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(use_cases.claims, use_cases.log), server)
     quota_pb2_grpc.add_QuotaServiceServicer_to_server(QuotaServicer(use_cases.quota, use_cases.events), server)
@@ -240,17 +277,18 @@ def create_server(
 
     bind = address or f"{settings.host}:{settings.port}"
     try:
-        port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
+        port = on_loop(_bind(aio_server, bind, credentials))
     except RuntimeError:  # grpcio raises when nothing could be bound
         port = 0
     if port == 0:
         use_cases.events.stop()
+        bridge.shutdown()
         database.dispose()
         raise ListenError(f"cannot listen on {bind}: the address is in use or not available here")
-    server.start()
+    on_loop(aio_server.start())
     for name in ("", *service_names):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(server, port, health_servicer, database, use_cases, metrics)
+    running = RunningServer(Serving(aio_server, bridge), port, health_servicer, database, use_cases, metrics)
     running.http = wiring.start_http(settings, running)
     # A period that opened while no server ran is allocated now, before the first call; the timer
     # catches the next opening.

@@ -85,6 +85,24 @@ class Settings:
     max_transactions: int = field(default_factory=lambda: _env_int("MAX_TRANSACTIONS", 16))
     transaction_wait_ms: int = field(default_factory=lambda: _env_int("TRANSACTION_WAIT_MS", 1000))
     max_concurrent_rpcs: int = field(default_factory=lambda: _env_int("MAX_CONCURRENT_RPCS", 256))
+    # The serving model's limits (server/api/serving.py), counted from the moment a call starts, before
+    # its request arrives: calls in flight per identity (the whole identity a client certificate names);
+    # of ECERT_MAX_CONCURRENT_RPCS, how many only customs and admins may take; of ECERT_WORKERS, how many
+    # only their calls may run on (each at most all but one); how long a call's request message may take to arrive.
+    calls_per_identity: int = field(default_factory=lambda: _env_int("CALLS_PER_IDENTITY", 64))
+    reserved_calls: int = field(default_factory=lambda: _env_int("RESERVED_CALLS", 32))
+    reserved_workers: int = field(default_factory=lambda: _env_int("RESERVED_WORKERS", 4))
+    request_arrival_ms: int = field(default_factory=lambda: _env_int("REQUEST_ARRIVAL_MS", 10_000))
+    # The HTTP/2 transport: concurrent streams (calls) one connection may open; keepalive pings on every
+    # connection, which is closed when one goes unanswered; a connection with no call for this long is
+    # closed, and one older than its maximum age is asked to go away (GOAWAY) and its calls get the grace
+    # to finish (longer than a watch lasts, ECERT_MAX_WATCH_SECONDS). 0 for the idle and age limits: none.
+    max_streams_per_connection: int = field(default_factory=lambda: _env_int("MAX_STREAMS_PER_CONNECTION", 100))
+    keepalive_time_ms: int = field(default_factory=lambda: _env_int("KEEPALIVE_TIME_MS", 60_000))
+    keepalive_timeout_ms: int = field(default_factory=lambda: _env_int("KEEPALIVE_TIMEOUT_MS", 20_000))
+    max_connection_idle_ms: int = field(default_factory=lambda: _env_int("MAX_CONNECTION_IDLE_MS", 300_000))
+    max_connection_age_ms: int = field(default_factory=lambda: _env_int("MAX_CONNECTION_AGE_MS", 7_200_000))
+    max_connection_age_grace_ms: int = field(default_factory=lambda: _env_int("MAX_CONNECTION_AGE_GRACE_MS", 3_900_000))
     tls_dir: str = field(default_factory=lambda: _env("TLS_DIR", ""))
     # The CRL of TLS client certificates (PEM, signed by the CA in ca.pem), read again when it changes.
     # Empty: crl.pem in the TLS folder, in force once it exists; a named file must exist at start.
@@ -105,7 +123,7 @@ class Settings:
     # ECERT_MAX_CLOCK_SKEW_SECONDS). Twice the relay's default retry horizon (3600 s): an envelope
     # acknowledged by a relay before an outage may have waited for the gateway's re-sends first.
     max_envelope_age_seconds: int = field(default_factory=lambda: int(_env("MAX_ENVELOPE_AGE_SECONDS", "7200")))
-    # WatchQuotas: ECERT_WORKERS // 4 watches in all (each holds a worker), of which this many are kept
+    # WatchQuotas: ECERT_WORKERS // 4 watches in all (a waiting watch holds no worker), of which this many are kept
     # for customs and admins; at most this many per identity; each ends (OK) after this long.
     reserved_watches: int = field(default_factory=lambda: int(_env("RESERVED_WATCHES", "1")))
     watches_per_identity: int = field(default_factory=lambda: int(_env("WATCHES_PER_IDENTITY", "2")))
@@ -179,9 +197,14 @@ class Settings:
         if not self.log_origin or any(c.isspace() for c in self.log_origin) or "+" in self.log_origin:
             raise ConfigError(f"log origin {self.log_origin!r}: one word without spaces or '+', e.g. ecert.cbp.example/log")
         self.witness_verifiers()
-        for name in ("workers", "db_pool_size", "max_transactions", "max_concurrent_rpcs"):
+        for name in ("workers", "db_pool_size", "max_transactions", "max_concurrent_rpcs", "calls_per_identity",
+                     "request_arrival_ms", "max_streams_per_connection", "keepalive_time_ms", "keepalive_timeout_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', ' ')} {getattr(self, name)}: at least 1")
+        for name in ("reserved_calls", "reserved_workers", "max_connection_idle_ms", "max_connection_age_ms",
+                     "max_connection_age_grace_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name.replace('_', ' ')} {getattr(self, name)}: not negative")
 
     def simulated_start(self) -> dt.datetime:
         """Where the simulated clock starts (ConfigError if it is not an instant)."""

@@ -1,7 +1,8 @@
 """Who may call what: the caller's role (from its client certificate) checked against one table.
 
-The synchronous server-interceptor API cannot see the peer's certificate, so the interceptor wraps
-each method handler: the wrapped behaviour reads `context.auth_context()` before the servicer runs.
+The authorizer wraps each method handler: the wrapped behaviour reads `context.auth_context()` before
+the servicer runs. What depends on the role alone is also answered by the serving layer as soon as a
+call starts, before its request arrives (refusal_before_request, server/api/serving.py).
 Refusals are DomainErrors rendered by server/api/errors.status_for, like every other error.
 
 Adding a service means adding its rows to POLICY: a full method name ("/pkg.Service/Method") or a
@@ -45,13 +46,20 @@ class Rule:
         if scope is not None:
             scope(identity, response)
 
-    def check(self, identity: Identity, request: Any, method: str) -> None:
+    def role_refusal(self, identity: Identity, method: str) -> DomainError | None:
+        """The refusal that depends on the caller's role alone, whatever the request says."""
         if identity.role is None:
-            raise denied("ROLE_MISSING", "the client certificate names no ecert role", method, identity)
-        if self.anyone:
+            return denied("ROLE_MISSING", "the client certificate names no ecert role", method, identity)
+        if not self.anyone and identity.role not in self.roles:
+            return denied("ROLE_NOT_ALLOWED", f"the {identity.role.value} role may not call this method", method, identity)
+        return None
+
+    def check(self, identity: Identity, request: Any, method: str) -> None:
+        refusal = self.role_refusal(identity, method)
+        if refusal is not None:
+            raise refusal
+        if self.anyone or identity.role is None:
             return
-        if identity.role not in self.roles:
-            raise denied("ROLE_NOT_ALLOWED", f"the {identity.role.value} role may not call this method", method, identity)
         scope = self.roles[identity.role]
         if scope is not None:
             if request is None:  # a client-streaming call cannot be scoped before it runs
@@ -153,6 +161,20 @@ def caller(context: grpc.ServicerContext) -> Identity | None:
     return peer_identity(context)
 
 
+def refusal_before_request(method: str, identity: Identity | None, policy: Mapping[str, Rule] = POLICY) -> DomainError | None:
+    """What the Authorizer answers whatever the request says (no certificate, no role, a role the method
+    does not admit): the serving layer (server/api/serving.py) answers it as soon as the call starts,
+    before the request arrives and before any worker is taken."""
+    if identity is None:
+        return DomainError(
+            "CLIENT_CERTIFICATE_REQUIRED", "a client certificate is required", ErrorKind.UNAUTHENTICATED, metadata={"method": method}
+        )
+    rule = rule_for(method, policy)
+    if rule is None:
+        return denied("METHOD_NOT_ALLOWED", "no role may call this method", method, identity)
+    return rule.role_refusal(identity, method)
+
+
 class Authorizer(grpc.ServerInterceptor):
     def __init__(self, policy: Mapping[str, Rule] = POLICY, *, revocations: RevocationList | None = None):
         self.policy = policy
@@ -172,15 +194,12 @@ class Authorizer(grpc.ServerInterceptor):
         def guard(request: Any, context: grpc.ServicerContext) -> Identity:
             identity = peer_identity(context)
             try:
-                if identity is None:
-                    raise DomainError(
-                        "CLIENT_CERTIFICATE_REQUIRED", "a client certificate is required", ErrorKind.UNAUTHENTICATED,
-                        metadata={"method": method},
-                    )
+                refusal = refusal_before_request(method, identity, self.policy)
+                if refusal is not None:
+                    raise refusal
                 if self.revocations is not None and (revoked := self.revocations.refusal(context, method)) is not None:
                     raise revoked
-                if rule is None:
-                    raise denied("METHOD_NOT_ALLOWED", "no role may call this method", method, identity)
+                assert rule is not None and identity is not None
                 rule.check(identity, request, method)
             except DomainError as error:
                 refuse(error, context, identity)

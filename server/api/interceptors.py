@@ -20,7 +20,7 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
-from server.api.wrapping import WrappedHandlers
+from server.api.wrapping import Idle, WrappedHandlers
 from server.observability import tracing
 from server.observability.logs import REQUEST_ID_HEADER, REQUEST_ID_PATTERN, accept_request_id, request_id_var
 from server.observability.metrics import ServiceMetrics
@@ -85,6 +85,23 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(self._stream(handler.unary_stream, method), **serializers)
         return handler  # no client-streaming RPCs in ecert.v1
+
+    def refused(self, method: str, metadata: Any, peer: str, caller: str, code: grpc.StatusCode,
+                info: error_details_pb2.ErrorInfo, seconds: float) -> str:
+        """A call the serving layer answered before any worker ran it (server/api/serving.py: a caller
+        over its share, a role that may not call the method, a request that never arrived): counted
+        and logged like every other call. Returns the call's request id, for its trailers."""
+        request_id = _request_id(metadata, None)
+        if self.metrics:
+            self.metrics.observe_call(method, code.name, seconds, None, [info])
+        level = logging.ERROR if code in SERVER_FAULTS else logging.INFO
+        if log.isEnabledFor(level):
+            fields = {"request_id": request_id, "method": method, "code": code.name, "duration_ms": round(seconds * 1000, 3),
+                      "peer": peer, "reason": info.reason}
+            if caller:
+                fields["caller"] = caller
+            log.log(level, "rpc %s %s", method, code.name, extra=fields)
+        return request_id
 
     def _begin(self, context: grpc.ServicerContext, method: str) -> tuple[Any, tracing.ServerCall | None]:
         metadata = context.invocation_metadata()
@@ -165,7 +182,8 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
             items = _Steps(traced)
             try:
                 for item in items.run(lambda: behaviour(request, context)):
-                    sent += 1
+                    if not isinstance(item, Idle):  # a pause, not a message (server/api/serving.py)
+                        sent += 1
                     yield item
                 failed = False
                 # A servicer that noticed its client had gone and returned: cancelled all the same.

@@ -11,17 +11,24 @@
   (server/service/deadline.py), which will not commit once it has passed.
 
 Unary-request methods are guarded; streaming ones (health Watch, reflection) pass through.
+
+Before any of that, as soon as a call starts (server/api/serving.py), CallAdmission counts it against
+its caller's share: calls in flight per identity, and all calls in flight of which a part only customs
+and admins may take. Beyond either the call is RESOURCE_EXHAUSTED at once, with a reason and a
+RetryInfo, before its request is read and without taking a worker.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import duration_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from server.api.errors import status_for
@@ -227,3 +234,59 @@ class RequestGuard(grpc.ServerInterceptor):
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+# -- admission: calls in flight per identity, with a reserve for customs and admins -------------------
+
+RETRY_AFTER_SECONDS = 1
+
+
+def retry_info(seconds: int = RETRY_AFTER_SECONDS) -> error_details_pb2.RetryInfo:
+    return error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=seconds))
+
+
+class CallAdmission:
+    """Calls in flight, counted from the moment a call starts (its request may still be on its way)
+    until its status is sent. Used from the serving loop's thread only.
+
+    - one identity (the whole identity its client certificate names) holds at most `per_identity`;
+    - `total` in all, of which the last `reserved` only for privileged callers (customs, admins, and
+      anyone on a plaintext development server)."""
+
+    def __init__(self, *, per_identity: int, total: int, reserved: int):
+        if per_identity < 1 or total < 1 or reserved < 0:
+            raise ValueError("call limits: at least one call per identity and in all, no negative reservation")
+        self.per_identity = per_identity
+        self.total = total
+        self.reserved = min(reserved, total - 1)
+        self.in_flight = 0
+        self._held: dict[Hashable, int] = {}
+
+    def admit(self, key: Hashable | None, privileged: bool) -> DomainError | None:
+        """None when the call is admitted (then `release` it once it ends), else the refusal."""
+        limits = {"per_identity": str(self.per_identity), "total": str(self.total), "reserved": str(self.reserved)}
+        held = self._held.get(key, 0) if key is not None else 0
+        if key is not None and held >= self.per_identity:
+            return DomainError(
+                "TOO_MANY_CALLS_FOR_CALLER",
+                f"one caller may have at most {self.per_identity} calls in flight; wait for one to finish",
+                ErrorKind.EXHAUSTED,
+                metadata=limits,
+            )
+        if self.in_flight >= (self.total if privileged else self.total - self.reserved):
+            kept = "" if privileged or not self.reserved else f" ({self.reserved} kept for customs and admins)"
+            return DomainError(
+                "TOO_MANY_CALLS", f"at most {self.total} calls may be in flight at once{kept}; retry later",
+                ErrorKind.EXHAUSTED, metadata=limits,
+            )
+        self.in_flight += 1
+        if key is not None:
+            self._held[key] = held + 1
+        return None
+
+    def release(self, key: Hashable | None) -> None:
+        self.in_flight -= 1
+        if key is not None:
+            held = self._held.pop(key) - 1
+            if held:
+                self._held[key] = held

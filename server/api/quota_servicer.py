@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import datetime as dt
 import queue
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 
@@ -13,6 +14,7 @@ from server.api import claim_converters as conv
 from server.api.auth import caller
 from server.api.converters import instant_from
 from server.api.errors import translate_errors
+from server.api.wrapping import Idle
 from server.service.quota import QuotaEventBus, QuotaUseCases, watcher_for
 
 # Trailing metadata of a watch that the service ended at its maximum duration (status OK).
@@ -41,8 +43,14 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
         status = self.quota.status(request.tpl_number, request.quota_year, _as_of(request))
         return qpb.GetQuotaStatusResponse(status=conv.status_to_proto(status))
 
-    def WatchQuotas(self, request: qpb.WatchQuotasRequest, context: grpc.ServicerContext) -> Iterator[qpb.QuotaEvent]:
+    def WatchQuotas(self, request: qpb.WatchQuotasRequest, context: grpc.ServicerContext) -> Iterator[qpb.QuotaEvent | Idle]:
         subscription, snapshot = self._subscribe(request, context)
+        # Served by server/api/serving.py, a watch with nothing to send yields Idle and holds no worker
+        # until the bus delivers to it (which wakes it) or the idle check is due; on a plain context it
+        # waits on its queue.
+        wake = getattr(context, "wake", None)
+        if wake is not None:
+            _wake_on_delivery(subscription.events, wake)
         clock = self.quota.clock
         try:
             for status in snapshot:
@@ -55,8 +63,10 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
                     return
                 wait = self.IDLE_CHECK_SECONDS if remaining is None else min(self.IDLE_CHECK_SECONDS, remaining.total_seconds())
                 try:
-                    event = subscription.events.get(timeout=wait)
+                    event = subscription.events.get_nowait() if wake is not None else subscription.events.get(timeout=wait)
                 except queue.Empty:
+                    if wake is not None:
+                        yield Idle(wait)
                     continue
                 yield conv.event_to_proto(event)
         finally:
@@ -66,3 +76,15 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
     def _subscribe(self, request: qpb.WatchQuotasRequest, context: grpc.ServicerContext):  # type: ignore[no-untyped-def]
         year = request.quota_year or self.quota.calendar.year_of(self.quota.clock.now())
         return self.events.subscribe(frozenset(request.tpl_numbers), year, watcher_for(caller(context)))
+
+
+def _wake_on_delivery(events: queue.Queue[Any], wake: Callable[[], None]) -> None:
+    """The bus delivers with put_nowait; from now on a delivery also wakes the watch. One that races
+    with this still lands in the queue, and is read when the pause ends at the latest."""
+    put = events.put_nowait
+
+    def put_and_wake(item: Any) -> None:
+        put(item)
+        wake()
+
+    events.put_nowait = put_and_wake  # type: ignore[method-assign]

@@ -31,3 +31,14 @@ class WrappedHandlers:
         if len(self._known) < MAX_WRAPPED or method in self._known:
             self._known[method] = (handler, wrapped)
         return wrapped
+
+
+class Idle:
+    """Yielded by a synchronous response stream that has nothing to send yet (server/api/serving.py):
+    the serving layer hands its worker back and steps the stream again after `seconds`, or sooner
+    when the call context's `wake()` is called (from any thread). Never sent to the client."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds

@@ -5,27 +5,38 @@ import base64
 import dataclasses
 import hashlib
 import json
+import logging
+import pathlib
+import threading
+import time
 
 import grpc
 import pytest
 
+from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from client.sdk import OperatorClient
+from ecert.bench.v1 import echo_pb2, echo_pb2_grpc
 from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import match_pb2_grpc
+from ecert.v1 import quota_pb2 as qpb
+from ecert.v1 import quota_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
 from gateway_sim.gateway.gateway import Gateway
 from gateway_sim.gateway.register import Register, SendState
+from server.adapters.tls import server_credentials
 from server.api.converters import envelope_from_proto, receipt_from_proto
+from server.app import RunningServer, create_server
+from server.config import Settings
 from server.domain.canonical import ENVELOPE_TAG
 from tests.factories import certificate, claim_line, envelope
 from tests.grpc_errors import rich_error
 from tests.integration.test_security_usage import USAGE, certified  # noqa: F401  (fixture)
 from tests.integration.test_transmission_api import rejected, snapshot, submit
-from tests.tls_fixtures import channel_as, pki, secure_server  # noqa: F401  (fixtures)
+from tests.tls_fixtures import DevPki, channel_as, pki, secure_server, service_settings  # noqa: F401  (fixtures)
 
 ARABIC_INDIC = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
 FULLWIDTH = str.maketrans("0123456789", "".join(chr(0xFF10 + d) for d in range(10)))
@@ -274,3 +285,279 @@ def test_the_gateway_refuses_a_tampered_receipt(transmission, partner, receipt_p
     assert delivered("digest", lambda r: setattr(r, "digest_sha256", hashlib.sha256(b"x").digest())) is SendState.REJECTED
     assert gateway.tally.receipts == 1 and gateway.tally.bad_receipts == 3
     register.close()
+
+
+# -- item 1: stalled callers starve no one ---------------------------------------------------------------
+
+LIST_QUOTAS = "/ecert.v1.QuotaService/ListQuotas"
+STALL_WORKERS = 4
+
+
+class Stalls:
+    """Calls that send their headers and then nothing: the request message never comes (until released)."""
+
+    def __init__(self, pki: DevPki, port: int):
+        self.pki, self.port = pki, port
+        self.released = threading.Event()
+        self.calls: list[grpc.Future] = []
+        self.channels: list[grpc.Channel] = []
+
+    def channel(self, party: str) -> grpc.Channel:
+        channel = channel_as(self.pki, party, self.port)
+        self.channels.append(channel)
+        return channel
+
+    def open(self, party: str, count: int, *, channel: grpc.Channel | None = None, method: str = LIST_QUOTAS) -> list[grpc.Future]:
+        released = self.released
+
+        def nothing():  # type: ignore[no-untyped-def]
+            released.wait(120)
+            return
+            yield  # a generator: the request stream, which never yields
+
+        # The same path as the unary method: on the wire a unary call is a stream of one message.
+        stalled = (channel or self.channel(party)).stream_unary(
+            method, request_serializer=qpb.ListQuotasRequest.SerializeToString,
+            response_deserializer=qpb.ListQuotasResponse.FromString,
+        )
+        calls = [stalled.future(nothing(), timeout=120) for _ in range(count)]
+        self.calls += calls
+        return calls
+
+    def close(self) -> None:
+        self.released.set()
+        for call in self.calls:
+            call.cancel()
+        for channel in self.channels:
+            channel.close()
+
+
+def finished(calls: list[grpc.Future], count: int, within: float = 20.0) -> list[grpc.Future]:
+    """Waits until `count` of the calls have ended (they were refused); returns those."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        done = [c for c in calls if c.done()]
+        if len(done) >= count:
+            return done
+        time.sleep(0.05)
+    raise AssertionError(f"only {sum(c.done() for c in calls)} of {len(calls)} calls ended, expected {count}")
+
+
+def refusal(call: grpc.Future) -> tuple[grpc.StatusCode, str, dict[str, str], float | None]:
+    error = call.exception()
+    assert isinstance(error, grpc.RpcError)
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    retry = None
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            retry = info.retry_delay.ToTimedelta().total_seconds()
+    rich = rich_error(error)
+    return error.code(), rich.reason, rich.metadata, retry
+
+
+def served_quickly(pki: DevPki, port: int, party: str = "admin") -> None:
+    """ListQuotas answers within a few seconds (a generous bound for a loaded machine)."""
+    channel = channel_as(pki, party, port)
+    try:
+        started = time.monotonic()
+        response = quota_pb2_grpc.QuotaServiceStub(channel).ListQuotas(qpb.ListQuotasRequest(quota_year=2026), timeout=10)
+        assert response.quotas and time.monotonic() - started < 10
+    finally:
+        channel.close()
+
+
+def claim_served_quickly(pki: DevPki, port: int) -> None:
+    channel = channel_as(pki, "customs", port)
+    try:
+        result = match_pb2_grpc.MatchServiceStub(channel).MatchClaim(mpb.MatchClaimRequest(line=claim_line()), timeout=10).result
+        assert result.entry_number == claim_line().entry_number and result.decision
+    finally:
+        channel.close()
+
+
+@pytest.fixture
+def stall_settings(pki: DevPki, tmp_path: pathlib.Path) -> Settings:
+    return dataclasses.replace(
+        service_settings(pki, tmp_path / "service"), workers=STALL_WORKERS, reserved_workers=1, calls_per_identity=8,
+        max_concurrent_rpcs=64, reserved_calls=8, request_arrival_ms=60_000,
+    )
+
+
+@pytest.fixture
+def serve(pki: DevPki):  # type: ignore[no-untyped-def]
+    """Starts a mutual-TLS server with the given settings on a free port; stopped at the end."""
+    started: list[RunningServer] = []
+
+    def start(settings: Settings) -> RunningServer:
+        started.append(create_server(settings, address="127.0.0.1:0", credentials=server_credentials(pki.dir("service"))))
+        return started[-1]
+
+    yield start
+    for running in started:
+        running.stop(0)
+
+
+@pytest.fixture
+def stalls(pki: DevPki):  # type: ignore[no-untyped-def]
+    opened: list[Stalls] = []
+
+    def make(port: int) -> Stalls:
+        opened.append(Stalls(pki, port))
+        return opened[-1]
+
+    yield make
+    for stall in opened:
+        stall.close()
+
+
+def test_stalled_calls_without_a_role_are_refused_before_their_request(pki, serve, stalls, stall_settings):
+    running = serve(stall_settings)
+    attack = stalls(running.port)
+    calls = attack.open("no-role", 10 * STALL_WORKERS)
+    # Refused as soon as they start: no request, no worker, nothing held.
+    for call in finished(calls, len(calls)):
+        code, reason, _, _ = refusal(call)
+        assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_MISSING")
+    served_quickly(pki, running.port, "admin")
+    claim_served_quickly(pki, running.port)
+
+
+def test_stalled_calls_of_a_role_holder_hold_no_worker_and_meet_its_cap(pki, serve, stalls, stall_settings):
+    running = serve(stall_settings)
+    attack = stalls(running.port)
+    calls = attack.open("importer", stall_settings.calls_per_identity + 4)
+    # The caller's share is 8 calls in flight: the other 4 are refused at once, with when to retry.
+    for call in finished(calls, 4):
+        code, reason, metadata, retry = refusal(call)
+        assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_CALLS_FOR_CALLER")
+        assert metadata["per_identity"] == "8" and retry is not None and retry > 0
+    time.sleep(0.5)
+    assert sum(c.done() for c in calls) == 4  # the 8 admitted wait for their request: more than the 4 workers
+    # Nobody else waits for them: customs, an admin, and another importer are served.
+    served_quickly(pki, running.port, "admin")
+    claim_served_quickly(pki, running.port)
+    served_quickly(pki, running.port, "importer-other")
+    # The stalled caller's own calls are refused while its share is taken, and served again once it is free.
+    with pytest.raises(grpc.RpcError) as caught:
+        served_quickly(pki, running.port, "importer")
+    assert rich_error(caught.value).reason == "TOO_MANY_CALLS_FOR_CALLER"
+    for call in calls:
+        call.cancel()
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            served_quickly(pki, running.port, "importer")
+            break
+        except grpc.RpcError as error:  # the server sees the cancellations a moment later
+            assert rich_error(error).reason == "TOO_MANY_CALLS_FOR_CALLER" and time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+def test_calls_kept_for_customs_and_admins(pki, serve, stalls, stall_settings):
+    # 16 calls in flight, 4 of them only for customs and admins: 12 for everyone else.
+    running = serve(dataclasses.replace(stall_settings, max_concurrent_rpcs=16, reserved_calls=4))
+    attack = stalls(running.port)
+    first = attack.open("importer", 8)
+    second = attack.open("importer-other", 5)
+    (refused,) = finished([*first, *second], 1)
+    code, reason, metadata, retry = refusal(refused)
+    assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_CALLS")
+    assert (metadata["total"], metadata["reserved"]) == ("16", "4") and retry
+    with pytest.raises(grpc.RpcError) as caught:
+        served_quickly(pki, running.port, "partner-gt")  # a third party: none of the 12 left
+    assert rich_error(caught.value).reason == "TOO_MANY_CALLS"
+    served_quickly(pki, running.port, "admin")
+    claim_served_quickly(pki, running.port)
+
+
+def test_a_request_that_does_not_arrive_in_time_ends_the_call(pki, serve, stalls, stall_settings):
+    running = serve(dataclasses.replace(stall_settings, request_arrival_ms=1000))
+    attack = stalls(running.port)
+    started = time.monotonic()
+    calls = attack.open("importer", 3)  # the client would wait 120 s
+    for call in finished(calls, 3, within=30):
+        code, reason, metadata, _ = refusal(call)
+        assert (code, reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "REQUEST_NOT_RECEIVED")
+        assert metadata["request_arrival_seconds"] == "1"
+    assert time.monotonic() - started < 30
+    served_quickly(pki, running.port, "importer")  # its share is free again
+
+
+def test_streams_per_connection_are_limited(pki, serve, stalls, stall_settings):
+    running = serve(dataclasses.replace(stall_settings, max_streams_per_connection=4))
+    attack = stalls(running.port)
+    channel = attack.channel("admin")
+    held = attack.open("admin", 4, channel=channel)
+    time.sleep(0.5)
+    assert not any(c.done() for c in held)
+    # A fifth stream on that connection waits for one of the four (the client queues it) ...
+    stub = quota_pb2_grpc.QuotaServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListQuotas(qpb.ListQuotasRequest(quota_year=2026), timeout=2)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    served_quickly(pki, running.port, "admin")  # ... while another connection is served
+    held[0].cancel()
+    assert stub.ListQuotas(qpb.ListQuotasRequest(quota_year=2026), timeout=10).quotas
+
+
+def test_serving_limits_are_settings_of_ecert_serve():
+    from server.app import server_options
+
+    settings = Settings(max_streams_per_connection=7, keepalive_time_ms=11, keepalive_timeout_ms=12, max_connection_idle_ms=0,
+                        max_connection_age_ms=13, max_connection_age_grace_ms=14)
+    options = dict(server_options(settings))
+    assert (options["grpc.max_concurrent_streams"], options["grpc.keepalive_time_ms"], options["grpc.keepalive_timeout_ms"]) == (7, 11, 12)
+    assert (options["grpc.max_connection_age_ms"], options["grpc.max_connection_age_grace_ms"]) == (13, 14)
+    assert "grpc.max_connection_idle_ms" not in options  # 0: no limit
+    assert options["grpc.http2.max_pings_without_data"] == 0  # pings go on beside a quiet watch
+
+
+def test_waiting_watches_hold_no_worker(pki, serve, stall_settings):
+    running = serve(dataclasses.replace(stall_settings, workers=2, reserved_workers=0))
+    running.use_cases.events.max_watchers = 6  # more watches than workers
+    watch = qpb.WatchQuotasRequest(tpl_numbers=["9823.53.01"], quota_year=2026)
+    channels, streams = [], []
+    try:
+        for party in ("importer", "importer-other", "admin", "admin", "customs", "customs"):
+            channels.append(channel_as(pki, party, running.port))
+            streams.append(quota_pb2_grpc.QuotaServiceStub(channels[-1]).WatchQuotas(watch, timeout=60))
+            assert next(streams[-1]).kind == qpb.QUOTA_EVENT_KIND_SNAPSHOT
+        # Six watches wait for events on two workers, and calls are still served.
+        served_quickly(pki, running.port, "admin")
+        claim_served_quickly(pki, running.port)
+        assert all(stream.is_active() for stream in streams)
+    finally:
+        for stream in streams:
+            stream.cancel()
+        for channel in channels:
+            channel.close()
+
+
+class SlowEcho(echo_pb2_grpc.EchoServiceServicer):
+    def Echo(self, request: echo_pb2.EchoRequest, context: grpc.ServicerContext) -> echo_pb2.EchoResponse:
+        time.sleep(0.05)
+        return echo_pb2.EchoResponse(payload=request.payload)
+
+
+def test_calls_abandoned_while_their_handler_runs_leave_the_server_serving(pki, stall_settings, caplog):
+    # The client goes away while a worker still runs the handler, which then logs the call (its peer
+    # among it): that is read from what the call started with, not from the core's call, gone by then.
+    caplog.set_level(logging.INFO, logger="ecert.rpc")  # each call's log line names its peer
+    settings = dataclasses.replace(stall_settings, workers=2, reserved_workers=0, calls_per_identity=64)
+    running = create_server(settings, address="127.0.0.1:0", credentials=server_credentials(pki.dir("service")),
+                            extra_services=[lambda server: echo_pb2_grpc.add_EchoServiceServicer_to_server(SlowEcho(), server)])
+    channel = channel_as(pki, "admin", running.port)
+    try:
+        echo = echo_pb2_grpc.EchoServiceStub(channel)
+        calls = [echo.Echo.future(echo_pb2.EchoRequest(payload=b"x"), timeout=0.02) for _ in range(20)]
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as caught:
+                call.result()
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(1.5)  # every handler has run to its end
+        served_quickly(pki, running.port, "admin")
+    finally:
+        channel.close()
+        running.stop(0)
