@@ -20,6 +20,7 @@ import typer  # noqa: E402
 from client.commands import audit, certificate, db, health, pki, receipt, reference, serve, submit  # noqa: E402
 from client.commands import demo, gateway, relay  # noqa: E402  (the simulated partner side)
 from client.commands import claim, clock, quota  # noqa: E402  (customs' claims, the quota view, a test clock)
+from client.commands import witness  # noqa: E402  (a log witness, run by a party other than customs)
 from client.commands.common import EXIT_UNEXPECTED  # noqa: E402
 
 app = typer.Typer(help="eCERT certification service: serve, transmit, match, audit.", no_args_is_help=True,
@@ -39,6 +40,7 @@ app.add_typer(gateway.app, name="gateway")
 demo.register(app)
 app.add_typer(audit.app, name="audit")
 app.add_typer(reference.app, name="reference")
+app.add_typer(witness.app, name="witness")
 
 
 def _gateway_party() -> None:
