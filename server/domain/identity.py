@@ -3,7 +3,7 @@
 The development PKI (client/pki.py) writes them as subject-alternative-name URIs; production
 certificates would carry the same URIs. One URI per fact, so a certificate can be read by any tool:
 
-    urn:ecert:role:<partner|relay|customs|importer|admin|service>
+    urn:ecert:role:<partner|relay|customs|importer|admin|service|witness>
     urn:ecert:country:<ISO 3166-1 alpha-2>     partners: their country; relays: each country they carry
     urn:ecert:importer:<importer of record>    importers and brokers: the importer number they act for
 """
@@ -23,6 +23,7 @@ class Role(enum.Enum):
     IMPORTER = "importer"  # an importer of record or its broker
     ADMIN = "admin"
     SERVICE = "service"  # the certification service's own server certificate
+    WITNESS = "witness"  # a party other than customs cosigning the transparency log's checkpoints
 
 
 @dataclass(frozen=True)
