@@ -2,6 +2,7 @@
 
     ecert witness keygen --name relay.example/witness [--data-dir DIR]
     ecert witness run --server HOST:PORT --log-key VKEY --tls-dir DIR [--interval 1] [--once]
+    ecert witness checkpoint [--data-dir DIR]     the last checkpoint note cosigned, for audit verify
 
 `run` polls the latest checkpoint (ecert.v1.LogService/GetCheckpoint), fetches the consistency proof
 from the size it last cosigned (GetConsistencyProof), checks both (server/domain/witness.py), records
@@ -58,6 +59,25 @@ def keygen(
         raise typer.Exit(EXIT_BAD_INPUT) from None
     typer.echo(verifier.text())
     typer.echo(f"witness key in {data_dir}; its verifier key also in {data_dir / VKEY_FILE}", err=True)
+
+
+@app.command()
+def checkpoint(data_dir: pathlib.Path = DATA_DIR) -> None:
+    """Print the last checkpoint note this witness cosigned (for `ecert audit verify --checkpoint FILE`)."""
+    import json
+
+    from client.witness import STATE_FILE
+
+    try:
+        document = json.loads((data_dir / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        typer.echo(f"error: no usable state in {data_dir}: {error}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    note = document.get("note") if isinstance(document, dict) else None
+    if not isinstance(note, str):
+        typer.echo(f"error: the witness of {data_dir} has cosigned nothing yet", err=True)
+        raise typer.Exit(EXIT_REFUSED)
+    typer.echo(note, nl=False)
 
 
 def _log_keys(text: str) -> list[NoteVerifier]:

@@ -23,7 +23,7 @@ class Role(enum.Enum):
     IMPORTER = "importer"  # an importer of record or its broker
     ADMIN = "admin"
     SERVICE = "service"  # the certification service's own server certificate
-    WITNESS = "witness"  # a party other than customs cosigning the transparency log's checkpoints
+    WITNESS = "witness"  # a party other than customs that cosigns the transparency log's checkpoints
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,9 @@ def test_keygen_then_once_cosigns_and_the_service_accepts_it(setup):
     setup.stand_in.log.grow(3)
     done = setup.ecert(*setup.run_args("--once"))
     assert json.loads(done.stdout)["size"] == 8 and 8 in setup.stand_in.stored
+    shown = setup.ecert("witness", "checkpoint", "--data-dir", str(setup.data))
+    assert shown.code == 0 and shown.stdout == json.loads((setup.data / STATE_FILE).read_text())["note"]
+    assert verify_cosignature(shown.stdout, [verifier])[0].line in setup.stand_in.stored[8]
     # A second keygen on the same folder would orphan the state: refused.
     again = setup.ecert("witness", "keygen", "--name", "x", "--data-dir", str(setup.data))
     assert again.code == 2 and "already holds a witness" in again.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -82,19 +83,22 @@ def run_once(world, data: pathlib.Path, log_key: str) -> subprocess.CompletedPro
                    "--tls-dir", str(world.pki / "witness"), "--once")
 
 
-def restart(world) -> None:  # type: ignore[no-untyped-def]
-    world.service = start_service(world.pki, world.root / "service")
+def restart(world, witness_key: str) -> None:  # type: ignore[no-untyped-def]
+    """The service again on its data folder, storing the cosignatures of this witness (ECERT_WITNESS_KEYS)."""
+    world.service.stop()
+    world.service = start_service(world.pki, world.root / "service", env={"ECERT_WITNESS_KEYS": witness_key})
 
 
 def test_a_witness_cosigns_the_growing_log_and_alarms_on_a_restored_backup(world, tmp_path):
     latest(world)  # skips here if the service answers UNIMPLEMENTED
-    transmit(world, 1, 3)
-    first = wait_for_size(world, 3)
-    log_key = first.log_verifier_key
     data = tmp_path / "witness-data"
     made = witness(world, "keygen", "--name", "relay.example/witness", "--data-dir", str(data))
     assert made.returncode == 0, made.stderr
     verifier = WitnessVerifier.parse(made.stdout.strip())
+    restart(world, verifier.text())
+    transmit(world, 1, 3)
+    first = wait_for_size(world, 3)
+    log_key = first.log_verifier_key
 
     done = run_once(world, data, log_key)
     assert done.returncode == 0, done.stderr
@@ -108,7 +112,7 @@ def test_a_witness_cosigns_the_growing_log_and_alarms_on_a_restored_backup(world
     world.service.stop()
     backup = tmp_path / "backup"
     shutil.copytree(world.root / "service", backup, ignore=shutil.ignore_patterns("*.log"))
-    restart(world)
+    restart(world, verifier.text())
     transmit(world, 10, 4)
     wait_for_size(world, step["size"] + 4)
     done = run_once(world, data, log_key)
@@ -123,7 +127,7 @@ def test_a_witness_cosigns_the_growing_log_and_alarms_on_a_restored_backup(world
         path.unlink()
     for path in backup.glob("ecert.db*"):
         shutil.copy2(path, world.root / "service" / path.name)
-    restart(world)
+    restart(world, verifier.text())
     done = run_once(world, data, log_key)
     assert done.returncode == EXIT_ALARM, done.stdout + done.stderr
     alarms = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{") and '"alarm"' in line]
@@ -139,3 +143,14 @@ def test_a_witness_cosigns_the_growing_log_and_alarms_on_a_restored_backup(world
     assert alarms and alarms[0]["alarm"] in ("FORK", "INCONSISTENT")
     assert (data / "state.json").read_text() == state
     assert Checkpoint.parse(json.loads(state)["note"].split("\n\n")[0] + "\n").size == grown["size"]
+
+    # The checkpoint the witness holds convicts the rewritten database offline too (issue 17 item 5).
+    shown = witness(world, "checkpoint", "--data-dir", str(data))
+    assert shown.returncode == 0 and shown.stdout == json.loads(state)["note"]
+    held = tmp_path / "witnessed.note"
+    held.write_text(shown.stdout, encoding="utf-8")
+    world.service.stop()
+    audit = subprocess.run([sys.executable, "-m", "client.cli", "audit", "verify", "--log-key", log_key, "--checkpoint", str(held)],
+                           capture_output=True, text=True, cwd=ROOT, timeout=60,
+                           env={**os.environ, "ECERT_DATA_DIR": str(world.root / "service"), "ECERT_DATABASE_URL": ""})
+    assert audit.returncode == 1, audit.stdout + audit.stderr
