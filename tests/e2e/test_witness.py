@@ -24,6 +24,7 @@ import pytest
 
 from client.pki import PkiLayout
 from ecert.v1 import log_pb2, log_pb2_grpc, transmission_pb2_grpc
+from ecert.v1 import transmission_pb2 as tpb
 from gateway_sim.processes import start_service
 from server.adapters.tls import secure_channel
 from server.domain.cosignature import WitnessVerifier, verify_cosignature
@@ -70,7 +71,7 @@ def transmit(world, first: int, count: int) -> None:  # type: ignore[no-untyped-
     signer = PkiLayout(world.pki).document_signer()
     for n in range(first, first + count):
         env = envelope(signer, certificate(f"MX26-{n:08d}"), message_id=f"witness-e2e-{n}", sent_at=dt.datetime.now(dt.timezone.utc))
-        stub.SubmitCertificate(env, timeout=10)
+        stub.SubmitCertificate(tpb.SubmitCertificateRequest(envelope=env), timeout=10)
 
 
 def witness(world, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
