@@ -202,3 +202,27 @@ def test_the_loop_follows_the_log_and_stops_on_sigterm(setup):
     assert process.returncode == 0, stderr
     cosigned = [line["size"] for line in log_lines(stderr) if line.get("action") == "cosigned"]
     assert cosigned[-1] == 20 and cosigned == sorted(cosigned)
+
+
+def test_the_witness_party_the_demo_starts(setup):
+    """gateway_sim/witness_party.py: made first, started with the log's key, it follows the log until
+    stopped (exit 0), and on its own exits with the alarm status on a rollback, its alarm recorded."""
+    from gateway_sim.witness_party import alarms, cosigned, start_witness, witness_keygen
+
+    setup.stand_in.witnesses.append(WitnessVerifier.parse(witness_keygen(setup.data)))
+    party = start_witness(setup.pki, setup.data, f"localhost:{setup.port}", setup.stand_in.log.verifier.text(), interval=0.1)
+    try:
+        deadline = time.monotonic() + 30
+        while (cosigned(setup.data) or (0, ""))[0] < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        size, note = cosigned(setup.data) or (0, "")
+        assert size == 5 and note.startswith(setup.stand_in.log.note(5)) and alarms(setup.data) == []
+        with setup.stand_in.lock:
+            setup.stand_in.log.size = 4
+        party.process.wait(timeout=30)
+        assert party.process.returncode == EXIT_ALARM and alarms(setup.data) == ["ROLLBACK"]
+    finally:
+        party.stop()
+    # Started again on the same folder it refuses at once: the log is still rolled back.
+    again = start_witness(setup.pki, setup.data, f"localhost:{setup.port}", setup.stand_in.log.verifier.text(), interval=0.1)
+    assert again.process.wait(timeout=30) == EXIT_ALARM and alarms(setup.data) == ["ROLLBACK", "ROLLBACK"]
