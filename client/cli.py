@@ -1,7 +1,8 @@
 """The `ecert` command line. Each role's commands live in client/commands/; this file wires them.
 
 Exit status (README, "Command line"): 0 done, 1 refused or a failed check, 2 unusable input or
-configuration, 3 the service or the database could not be reached, 4 anything unexpected. Every
+configuration, 3 the service or the database could not be reached, 4 anything unexpected, 5 (only
+`ecert witness run`) an alarm: the log signed a fork or a rollback of what the witness cosigned. Every
 failure is reported in one line on stderr, never a traceback (ECERT_TRACEBACK=1 shows it for the
 unexpected ones).
 """
