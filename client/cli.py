@@ -1,7 +1,8 @@
 """The `ecert` command line. Each role's commands live in client/commands/; this file wires them.
 
 Exit status (README, "Command line"): 0 done, 1 refused or a failed check, 2 unusable input or
-configuration, 3 the service or the database could not be reached, 4 anything unexpected. Every
+configuration, 3 the service or the database could not be reached, 4 anything unexpected, 5 (only
+`ecert witness run`) an alarm: the log signed a fork or a rollback of what the witness cosigned. Every
 failure is reported in one line on stderr, never a traceback (ECERT_TRACEBACK=1 shows it for the
 unexpected ones).
 """
@@ -20,6 +21,7 @@ import typer  # noqa: E402
 from client.commands import audit, certificate, db, health, log, pki, receipt, reference, serve, submit  # noqa: E402
 from client.commands import demo, gateway, relay  # noqa: E402  (the simulated partner side)
 from client.commands import claim, clock, quota  # noqa: E402  (customs' claims, the quota view, a test clock)
+from client.commands import witness  # noqa: E402  (a log witness, run by a party other than customs)
 from client.commands.common import EXIT_UNEXPECTED  # noqa: E402
 
 app = typer.Typer(help="eCERT certification service: serve, transmit, match, audit.", no_args_is_help=True,
@@ -40,6 +42,7 @@ demo.register(app)
 app.add_typer(audit.app, name="audit")
 app.add_typer(log.app, name="log")
 app.add_typer(reference.app, name="reference")
+app.add_typer(witness.app, name="witness")
 
 
 def _gateway_party() -> None:

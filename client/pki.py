@@ -41,6 +41,7 @@ PARTIES: dict[str, Identity] = {
     "customs": Identity("customs matching service", Role.CUSTOMS),
     "importer": Identity("importer of record 12-345678900", Role.IMPORTER, importers=frozenset({DEFAULT_IMPORTER})),
     "admin": Identity("ecert administrator", Role.ADMIN),
+    "witness": Identity("log witness", Role.WITNESS),
 }
 SERVERS = ("service", "relay")  # parties that also listen (server certificates with DNS/IP names)
 

@@ -22,7 +22,7 @@ def init(
     server_name: list[str] = typer.Option([], "--server-name", help="a further DNS name or address the service's and "
                                                                      "the relay's certificates name (repeatable)"),
 ) -> None:
-    """Make a CA, TLS certificates (service, relay, gateway-mx, customs, importer, admin) and Ed25519 keys."""
+    """Make a CA, TLS certificates (service, relay, gateway-mx, customs, importer, admin, witness) and Ed25519 keys."""
     from client.pki import PARTIES, init_pki
     from server.adapters.tls import identity_of_certificate
 
