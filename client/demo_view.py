@@ -38,6 +38,10 @@ def render(console: Console, report: DemoReport) -> None:
         f"rejected {relay.get('rejected', 0)}; faults injected: {faults or 'none'}"
     )
     console.print(f"  customs' books: {report.transmissions_on_books} certificate versions, one per accepted transmission")
+    witness = report.witness
+    if witness:
+        console.print(f"  transparency log: checkpoint of {witness['size']} entries signed by customs, cosigned by "
+                      f"{witness['cosigned'] or 'no witness yet'}" + (f"; ALARM {witness['alarms']}" if witness["alarms"] else ""))
 
     table = Table(title="Certificates on file by TPL (latest versions)", title_justify="left")
     for column in ("TPL", "Chapter 98", "active", "canceled", "certified quantity"):

@@ -20,15 +20,18 @@ from client.pki import PkiLayout, init_pki, issue, new_authority, write_party
 from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.relay.v1 import relay_pb2_grpc
 from ecert.v1 import certificate_pb2 as cpb
+from ecert.v1 import log_pb2, log_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
 from gateway_sim.claims_player import ClaimsPlayer, ClaimsReport, serves
 from gateway_sim.gateway.gateway import Gateway
 from gateway_sim.gateway.register import Register
 from gateway_sim.processes import Party, start_relay, start_service
+from gateway_sim.witness_party import alarms, cosigned, start_witness, witness_keygen
 from server.adapters.keystore import load_public_key
 from server.adapters.reference_files import load_reference_data
 from server.adapters.tls import secure_channel
+from server.domain.cosignature import verify_cosignature
 from server.domain.identity import Identity, Role
 
 DEMO_FAULTS = ["--drop", "0.1", "--delay-ms", "10", "--duplicate", "0.1", "--reorder", "--corrupt", "0.1", "--unavailable", "0.1"]
@@ -56,6 +59,7 @@ class DemoReport:
     transmissions_on_books: int = 0
     attacks: list[tuple[str, str]] = field(default_factory=list)  # what was tried, how it was refused
     claims: ClaimsReport | None = None  # None when this build's service offers no MatchService
+    witness: dict[str, str] = field(default_factory=dict)  # the log's latest checkpoint and who cosigned it
     ok: bool = True
 
 
@@ -66,11 +70,15 @@ def run_demo(directory: pathlib.Path, *, count: int = 60, seed: int = 2026, log=
     layout = init_pki(directory / "pki")
     parties: list[Party] = []
     try:
-        log("[2/6] starting customs' certification service and the relay (separate processes, mutual TLS)")
-        service = start_service(layout.root, directory / "service")
+        log("[2/6] starting customs' certification service, the relay and the relay operator's log witness (separate processes, mutual TLS)")
+        witness_key = witness_keygen(directory / "witness")
+        service = start_service(layout.root, directory / "service", env={"ECERT_WITNESS_KEYS": witness_key})
         parties.append(service)
         relay = start_relay(layout.root, directory / "relay", service.address, faults=[*DEMO_FAULTS, "--seed", str(seed)])
         parties.append(relay)
+        log_key = log_pb2_grpc.LogServiceStub(secure_channel(service.address, layout.party("witness"))).GetCheckpoint(
+            log_pb2.GetCheckpointRequest(), timeout=5).log_verifier_key  # customs publishes it; the witness pins it
+        parties.append(start_witness(layout.root, directory / "witness", service.address, log_key))
 
         log(f"[3/6] gateway issues {count} certificates (+2 large yarn shipments, +3 with clerical mistakes) through the faulty relay")
         customs_key = load_public_key((layout.root / "service" / "receipt-signing.pem.pub").read_bytes())
@@ -116,12 +124,28 @@ def run_demo(directory: pathlib.Path, *, count: int = 60, seed: int = 2026, log=
         admin = relay_pb2_grpc.RelayServiceStub(secure_channel(relay.address, layout.party("admin")))
         report.relay = dict(admin.GetRelayStats(rpb.GetRelayStatsRequest(), timeout=5).counters)
         report.books, report.transmissions_on_books = _books(layout, service)
+        report.witness = _witnessed(layout, service, directory / "witness", witness_key)
+        report.ok &= bool(report.witness.get("cosigned")) and not report.witness.get("alarms")
         register.close()
     finally:
         for party in reversed(parties):
             party.stop()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _witnessed(layout: PkiLayout, service: Party, witness_dir: pathlib.Path, witness_key: str, wait: float = 15.0) -> dict[str, str]:
+    """Waits until the witness has cosigned the log's latest checkpoint, as the service serves it."""
+    stub = log_pb2_grpc.LogServiceStub(secure_channel(service.address, layout.party("customs")))
+    deadline = time.monotonic() + wait
+    while True:
+        latest = stub.GetCheckpoint(log_pb2.GetCheckpointRequest(), timeout=5)
+        done = cosigned(witness_dir)
+        found = verify_cosignature(latest.note, [witness_key])
+        if found or time.monotonic() > deadline or alarms(witness_dir):
+            return {"size": str(latest.tree_size), "witnessed size": str(done[0] if done else 0),
+                    "cosigned": ", ".join(c.name for c in found), "alarms": ", ".join(alarms(witness_dir))}
+        time.sleep(0.2)
 
 
 def _books(layout: PkiLayout, service: Party) -> tuple[list[tuple[str, str, int, int, Decimal, str]], int]:

@@ -230,8 +230,9 @@ class Settings:
         return pathlib.Path(self.log_key) if self.log_key else self.resolved_receipt_key().parent / "log-signing.pem"
 
     def witness_verifiers(self) -> list[Any]:
-        """The witnesses' keys (server/domain/log_witnesses.py WitnessKey); ConfigError if one is malformed."""
-        from server.domain.log_witnesses import WitnessKey
+        """The witnesses' verifier keys (C2SP tlog-cosignature, type 0x04; server/domain/cosignature.py);
+        ConfigError if one is malformed."""
+        from server.domain.cosignature import WitnessVerifier
         from server.domain.note import NoteError
 
         verifiers = []
@@ -239,7 +240,7 @@ class Settings:
             if not text:
                 continue
             try:
-                verifiers.append(WitnessKey.parse(text))
+                verifiers.append(WitnessVerifier.parse(text))
             except NoteError as exc:
                 raise ConfigError(f"witness key {text!r}: {exc}") from None
         return verifiers

@@ -20,7 +20,7 @@ from server.adapters.log_repository import StoredCheckpoint
 from server.domain import log_tree
 from server.domain.errors import DomainError, ErrorKind, Finding
 from server.domain.log_entry import claim_subject
-from server.domain.log_witnesses import WitnessKey, accepted_cosignatures
+from server.domain.cosignature import CosignatureError, WitnessVerifier, verify_cosignature
 from server.domain.merkle import HASH_SIZE
 from server.domain.note import Checkpoint, NoteError, NoteVerifier, open_note, raw_public_key, sign_note
 from server.domain.records import ClaimRecord
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 5000  # entries integrated per transaction
 MAX_ENTRIES_PAGE = 1000
+# How far ahead of customs' clock a witness's cosignature may be dated (its clock may run ahead).
+COSIGNATURE_CLOCK_SKEW_SECONDS = 300
 
 
 def _invalid(reason: str, field: str, description: str) -> DomainError:
@@ -39,7 +41,7 @@ def _invalid(reason: str, field: str, description: str) -> DomainError:
 
 
 class LogUseCases:
-    def __init__(self, database: Database, *, key: Ed25519PrivateKey, origin: str, clock: Clock, witnesses: Sequence[WitnessKey] = ()):
+    def __init__(self, database: Database, *, key: Ed25519PrivateKey, origin: str, clock: Clock, witnesses: Sequence[WitnessVerifier] = ()):
         self.database = database
         self.key = key
         self.origin = origin
@@ -204,14 +206,18 @@ class LogUseCases:
             raise _invalid("CHECKPOINT_SIGNATURE_INVALID", "cosigned_note", f"is not a checkpoint signed by this log: {exc}") from None
         if checkpoint.origin != self.origin:
             raise _invalid("CHECKPOINT_ORIGIN_UNKNOWN", "cosigned_note", f"names origin {checkpoint.origin!r}, not {self.origin!r}")
+        now = self.clock.now()
         try:
-            lines = accepted_cosignatures(cosigned_note, self.witnesses)
-        except NoteError as exc:
-            raise _invalid("NOTE_MALFORMED", "cosigned_note", str(exc)) from None
+            # C2SP tlog-cosignature: a known witness's line that does not verify, or is dated ahead of
+            # customs' clock (plus the skew a witness's clock may have), refuses the whole note.
+            lines = {c.name: c.line for c in verify_cosignature(
+                cosigned_note, self.witnesses, latest=int(now.timestamp()) + COSIGNATURE_CLOCK_SKEW_SECONDS)}
+        except CosignatureError as exc:
+            raise DomainError("COSIGNATURE_NOT_ACCEPTED", f"a witness cosignature does not verify: {exc}", ErrorKind.PERMISSION,
+                              metadata={"tree_size": str(checkpoint.size)}) from None
         if not lines:
             raise DomainError("COSIGNATURE_NOT_ACCEPTED", "no cosignature by a configured witness key verifies", ErrorKind.PERMISSION,
                               metadata={"tree_size": str(checkpoint.size)})
-        now = self.clock.now()
 
         def work(uow: UnitOfWork) -> int:
             stored = uow.log.checkpoint(checkpoint.size)

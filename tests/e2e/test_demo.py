@@ -27,5 +27,7 @@ def test_demo_runs_the_whole_flow_and_reports_it(tmp_path):
     for reason in ("DATA_MISMATCH", "NO_TRANSMISSION", "CERTIFICATE_CANCELED", "LEVEL_FILLED"):
         assert reason in done.stdout
     assert "700,000 KG" in done.stdout and "filled" in done.stdout
-    for party in ("service", "relay"):  # the demo stopped what it started
+    # The relay operator's witness cosigned the log's latest checkpoint, and raised no alarm.
+    assert "cosigned by relay.example/witness" in done.stdout and "ALARM" not in done.stdout
+    for party in ("service", "relay", "witness"):  # the demo stopped what it started
         assert (work / party / f"{party}.log").exists()

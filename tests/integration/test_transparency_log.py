@@ -169,7 +169,7 @@ def test_a_configured_witness_cosignature_is_stored_and_served(server, transmiss
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from server.domain.log_witnesses import WitnessKey
+    from server.domain.cosignature import WitnessVerifier
     from server.domain.note import raw_public_key
 
     key = Ed25519PrivateKey.generate()
@@ -177,13 +177,13 @@ def test_a_configured_witness_cosignature_is_stored_and_served(server, transmiss
     public = raw_public_key(key.public_key())
     key_hash = hashlib.sha256(name.encode() + b"\n\x04" + public).digest()[:4]
     encoded = base64.b64encode(b"\x04" + public).decode()
-    witness = WitnessKey.parse(f"{name}+{key_hash.hex()}+{encoded}")
+    witness = WitnessVerifier.parse(f"{name}+{key_hash.hex()}+{encoded}")
     server.use_cases.log.witnesses = [witness]
     submit_and_claim(transmission, match, partner, 1)
     server.use_cases.log.integrate()
     note = log.GetCheckpoint(lpb.GetCheckpointRequest()).note
     body = note.rpartition("\n\n")[0] + "\n"
-    stamp = 1_790_000_000
+    stamp = 1_772_460_000  # shortly before the test clock's NOW (2026-03-02 15:00 UTC)
     signature = key.sign(f"cosignature/v1\ntime {stamp}\n{body}".encode())
     line = f"— {name} {base64.b64encode(key_hash + stamp.to_bytes(8, 'big') + signature).decode()}"
     added = log.AddCosignature(lpb.AddCosignatureRequest(cosigned_note=note + line + "\n"))
@@ -195,6 +195,13 @@ def test_a_configured_witness_cosignature_is_stored_and_served(server, transmiss
     forged = f"— {name} {base64.b64encode(key_hash + stamp.to_bytes(8, 'big') + bytes(64)).decode()}"
     with pytest.raises(grpc.RpcError) as refused:
         log.AddCosignature(lpb.AddCosignatureRequest(cosigned_note=note + forged + "\n"))
+    assert rich_error(refused.value).reason == "COSIGNATURE_NOT_ACCEPTED"
+    # So is a cosignature dated well after customs' clock (beyond a 5-minute skew).
+    ahead = 1_790_000_000
+    signature = key.sign(f"cosignature/v1\ntime {ahead}\n{body}".encode())
+    future = f"— {name} {base64.b64encode(key_hash + ahead.to_bytes(8, 'big') + signature).decode()}"
+    with pytest.raises(grpc.RpcError) as refused:
+        log.AddCosignature(lpb.AddCosignatureRequest(cosigned_note=note + future + "\n"))
     assert rich_error(refused.value).reason == "COSIGNATURE_NOT_ACCEPTED"
 
 
