@@ -1,12 +1,12 @@
 """Claims per second on PostgreSQL with one and with several `ecert serve` replicas.
 
     python -m bench.replicas --postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
-                             [--replicas 1 2] [--claims 3000] [--in-flight 16] [--quick] [--json FILE]
+                             [--replicas 1 2] [--claims 3000] [--in-flight 16] [--clients 2] [--quick] [--json FILE]
 
 For each replica count: a fresh database on that server (dropped afterwards), the replicas started
 as real processes (plaintext, loopback), 20 certificates transmitted, then MatchClaim calls on the
 packaged TPL 1 level (large: nothing fills, every claim charges a certificate and the level) sent
-round-robin to the replicas by two client processes. Prints a table; --json writes the results
+round-robin to the replicas by `--clients` load processes (two by default). Prints a table; --json writes the results
 (rpc, in_flight, calls_per_s, p50_ms, p99_ms, ratio_to_baseline; plus replicas). The client, the
 replicas and PostgreSQL share the machine's cores: read the figures as "on this machine".
 """
@@ -35,7 +35,7 @@ from sqlalchemy.engine import make_url
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SERVING = re.compile(r"ecert serving on (\S+):(\d+)")
 CERTIFICATES = 20
-CLIENT_PROCESSES = 2
+CLIENT_PROCESSES = 2  # load processes by default (--clients): two cannot drive eight replicas
 
 
 def _now() -> dt.datetime:
@@ -151,12 +151,14 @@ def _client(targets: list[str], numbers: list[str], indexes: list[int], base: in
     out.put(latencies)
 
 
-def measure(cluster: Cluster, numbers: list[str], claims: int, in_flight: int, base: int) -> dict[str, float]:
+def measure(
+    cluster: Cluster, numbers: list[str], claims: int, in_flight: int, base: int, clients: int = CLIENT_PROCESSES
+) -> dict[str, float]:
     queue: multiprocessing.Queue[list[float]] = multiprocessing.Queue()
     start_at = time.time() + 1.0
-    shares = [list(range(k, claims, CLIENT_PROCESSES)) for k in range(CLIENT_PROCESSES)]
+    shares = [list(range(k, claims, clients)) for k in range(clients)]
     workers = [multiprocessing.Process(target=_client, args=(cluster.targets, numbers, share, base,
-                                                             max(1, in_flight // CLIENT_PROCESSES), start_at, queue))
+                                                             max(1, in_flight // clients), start_at, queue))
                for share in shares]
     for worker in workers:
         worker.start()
@@ -178,6 +180,8 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--claims", type=int, default=3000)
     parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument("--clients", type=int, default=int(os.environ.get("BENCH_CLIENTS") or CLIENT_PROCESSES),
+                        help="load-generating processes (each with in-flight / clients threads)")
     parser.add_argument("--quick", action="store_true", help="300 claims per run")
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args()
@@ -191,11 +195,11 @@ def main() -> None:
             cluster = Cluster(args.postgres_url, replicas, pathlib.Path(workdir))
             try:
                 numbers = transmit(cluster)
-                measure(cluster, numbers, min(200, claims), args.in_flight, base=1_000_000)  # warm-up
-                row = measure(cluster, numbers, claims, args.in_flight, base=2_000_000)
+                measure(cluster, numbers, min(200, claims), args.in_flight, base=1_000_000, clients=args.clients)  # warm-up
+                row = measure(cluster, numbers, claims, args.in_flight, base=2_000_000, clients=args.clients)
             finally:
                 cluster.close()
-        results.append({"rpc": "MatchClaim", "replicas": replicas, "in_flight": args.in_flight, **row})
+        results.append({"rpc": "MatchClaim", "replicas": replicas, "in_flight": args.in_flight, "clients": args.clients, **row})
     baseline = results[0]["calls_per_s"]
     print(f"{'rpc':<12}{'replicas':>9}{'in_flight':>10}{'calls/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>7}")
     for row in results:
