@@ -104,7 +104,7 @@ def units(value: Decimal | None) -> str:
 
 @dataclass
 class ClaimRow:
-    who: str  # importer key and name
+    importer: str  # its letter (IMPORTERS)
     entry: str
     presented: dt.datetime | None  # as the filer presented it (payment of estimated duties)
     ranked_at: dt.datetime | None  # the presentation time the service ranks it by
@@ -150,12 +150,14 @@ class LevelPoint:
 @dataclass
 class OpeningDayReport:
     directory: pathlib.Path
+    importers: dict[str, Importer] = field(default_factory=lambda: dict(IMPORTERS))
     level: Decimal = LEVEL
     measure_unit: str = "SME"
     factor: Decimal | None = None
     factor_version: str = ""
     reference_loaded: str = ""
-    transmitted: list[str] = field(default_factory=list)  # receipt lines
+    transmitted_at: dt.datetime | None = None
+    transmitted: list[tuple[str, str, str]] = field(default_factory=list)  # certificate, importer key, receipt outcome
     steps: list[Step] = field(default_factory=list)
     levels: list[LevelPoint] = field(default_factory=list)
     reconcile: str = ""
@@ -249,7 +251,7 @@ def _row(importer: Importer, result: ClaimResult, presented: dt.datetime | None,
     if result.decision is ClaimDecision.PRORATED_OFFER:
         granted = f"offered {units(result.granted_quantity)}"
     return ClaimRow(
-        f"{importer.key} {importer.name}", result.entry_number, presented, result.presentation_time,
+        importer.key, result.entry_number, presented, result.presentation_time,
         f"{units(result.claimed_quantity)} {result.unit}", result.decision.name, granted, ", ".join(result.reasons), note,
     )
 
@@ -331,8 +333,9 @@ def _play(world: _World, report: OpeningDayReport) -> None:
         )
         # Sealed at the simulated instant: the gateway lives in the same simulated world as customs.
         result = world.partner.submit_envelope(world.partner.seal(certificate, sent_at=world.now()))
-        report.transmitted.append(f"{importer.certificate} for {importer.key} {importer.name}: 500 DOZ, {result.receipt.outcome.name}")
-    _record_level(world, report, f"certificates transmitted ({eastern(sent_at)})")
+        report.transmitted.append((importer.certificate, importer.key, result.receipt.outcome.name))
+    report.transmitted_at = sent_at
+    _record_level(world, report, "certificates transmitted")
 
     # -- 1. before the opening date -------------------------------------------------------------------
     step = Step("Before the opening date: no quota status", "")
@@ -389,9 +392,10 @@ def _play(world: _World, report: OpeningDayReport) -> None:
         waited = max(waited, seconds)
         expected = math.floor(quantity * rate)
         offers[importer.key] = (decided, expected)
-        step.rows.append(_row(importer, decided, presented, f"answer by {eastern(decided.offer_expires_at)}" if decided.offer_expires_at else ""))
+        step.rows.append(_row(importer, decided, presented))
     step.notes.append(f"Asked {units(asked)} {report.measure_unit} of {units(LEVEL)}: oversubscribed, rate {float(rate):.6f} "
-                      f"(rounded down to whole dozens); the service's timer allocated the batch within {waited:.1f} s.")
+                      f"(rounded down to whole dozens); the service's timer allocated the batch within {waited:.1f} s. Each offer stays open until "
+                      f"{eastern(DEADLINE)}.")
     step.expect("each line gets a PRORATED_OFFER (reason PRORATED), not a grant",
                 all((r.decision, r.reasons) == (ClaimDecision.PRORATED_OFFER, ["PRORATED"]) for r, _ in offers.values()),
                 ", ".join(f"{r.decision.name} {r.reasons}" for r, _ in offers.values()))
