@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from server.domain.log_entry import CLAIM_KINDS, LogEntry
+from server.domain.quantity import format_quantity
 
 _CERTIFICATE = re.compile(r"^(?P<country>[^/]+)/(?P<number>.+)@(?P<version>\d+)$")
 _SUBJECT = re.compile(r"^entry:(?P<entry>[^/]+)/(?P<line>\d+)#(?P<revision>\d+)$")
@@ -97,7 +99,7 @@ def usage_event(
     decision = granted = returned = ""
     unit = str(facts.get("unit") or known_unit)
     if entry.kind == REVERSAL:
-        returned = str(facts.get("returned_quantity", ""))
+        returned = _canonical(facts.get("returned_quantity"))
     else:
         decision = str(facts.get("decision", ""))
         granted, unit = _quantity(facts.get("granted"), unit)
@@ -126,3 +128,13 @@ def _quantity(text: Any, unit: str) -> tuple[str, str]:
         return "", unit
     quantity, _, named = text.partition(" ")
     return quantity, named or unit
+
+
+def _canonical(text: Any) -> str:
+    """A quantity as canonical text ("100", never "1E+2" as reversal entries may write it)."""
+    if not isinstance(text, str) or not text:
+        return ""
+    try:
+        return format_quantity(Decimal(text))
+    except (InvalidOperation, ValueError):
+        return text
