@@ -17,9 +17,9 @@ from typing import Any
 from server.domain.log_entry import CLAIM_KINDS, LogEntry
 from server.domain.quantity import format_quantity
 
-_CERTIFICATE = re.compile(r"^(?P<country>[^/]+)/(?P<number>.+)@(?P<version>\d+)$")
-_SUBJECT = re.compile(r"^entry:(?P<entry>[^/]+)/(?P<line>\d+)#(?P<revision>\d+)$")
-_CURSOR = re.compile(r"^\d{1,18}$")
+_CERTIFICATE = re.compile(r"(?P<country>[^/]+)/(?P<number>.+)@(?P<version>[0-9]+)")
+_SUBJECT = re.compile(r"entry:(?P<entry>[^/]+)/(?P<line>[0-9]+)#(?P<revision>[0-9]+)")
+_CURSOR = re.compile(r"[0-9]{1,18}")
 REVERSAL = "REVERSAL"
 
 
@@ -64,14 +64,14 @@ def parse_cursor(text: str) -> int:
     """The log index a cursor names; -1 for the empty cursor (the start). ValueError when it is not one."""
     if text == "":
         return -1
-    if not _CURSOR.match(text):
+    if not _CURSOR.fullmatch(text):
         raise ValueError("a cursor is the decimal log index of the last event received, or empty")
     return int(text)
 
 
 def parse_certificate(text: Any) -> CertificateRef | None:
     """"<country>/<number>@<version>" as claim entries name a certificate; None when it is not that."""
-    match = _CERTIFICATE.match(text) if isinstance(text, str) else None
+    match = _CERTIFICATE.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         return None
     return CertificateRef(match["country"], match["number"], int(match["version"]))
@@ -95,7 +95,7 @@ def usage_event(
     certificate = parse_certificate(facts.get("certificate")) or known
     if certificate is None or (countries is not None and certificate.issuing_country not in countries):
         return None
-    subject = _SUBJECT.match(entry.subject)
+    subject = _SUBJECT.fullmatch(entry.subject)
     decision = granted = returned = ""
     unit = str(facts.get("unit") or known_unit)
     if entry.kind == REVERSAL:

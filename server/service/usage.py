@@ -20,7 +20,7 @@ from server.domain.usage import REVERSAL, CertificateRef, UsageEvent, claim_id_o
 from server.service.unit_of_work import UnitOfWork
 
 PAGE = 500  # log entries read per query
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
+_COUNTRY = re.compile(r"[A-Z]{2}")
 # Roles that see every country's certificates; partners and relays see those of their certificate's countries.
 ALL_COUNTRIES_ROLES = frozenset({Role.CUSTOMS, Role.ADMIN})
 OWN_COUNTRY_ROLES = frozenset({Role.PARTNER, Role.RELAY})
@@ -87,7 +87,7 @@ class UsageUseCases:
     def scope(self, identity: Identity | None, country: str) -> frozenset[str] | None:
         """The issuing countries the caller's feed covers (None: all). A partner or relay sees only the
         countries its certificate carries; customs and operators all, or the one asked for."""
-        if country and not _COUNTRY.match(country):
+        if country and not _COUNTRY.fullmatch(country):
             raise _invalid("COUNTRY_MALFORMED", "issuing_country", "must be an ISO 3166-1 alpha-2 code such as MX", country=country)
         if identity is None or identity.role in ALL_COUNTRIES_ROLES:
             return frozenset({country}) if country else None

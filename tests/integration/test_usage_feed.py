@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -24,6 +25,7 @@ from ecert.v1 import transmission_pb2_grpc
 from ecert.v1 import usage_pb2 as upb
 from ecert.v1 import usage_pb2_grpc
 from server.adapters.tls import server_credentials
+from server.api.quota_servicer import WATCH_ENDED_KEY, WATCH_ENDED_MAX_DURATION
 from server.app import RunningServer, create_server
 from server.domain import merkle
 from server.domain.log_entry import LogEntry
@@ -219,3 +221,36 @@ def test_ecert_usage_watch_prints_each_event_and_the_cursor_to_resume_from(serve
     assert "MX/MX26-00000001@1" in lines[0] and "REVERSAL" in lines[1]
     bad = ecert("usage", "watch", "--since", "soon")
     assert bad.returncode == 1 and "CURSOR_MALFORMED" in bad.stderr
+
+
+def test_following_streams_count_against_the_watch_limits_and_end_at_the_maximum_duration(servers, clock):
+    servers.settings = dataclasses.replace(servers.settings, workers=16, reserved_watches=1, watches_per_identity=2, max_watch_seconds=600)
+    replica = servers.secure()
+    held = lambda: len(replica.use_cases.events._subscribers)  # noqa: E731
+    follow = upb.WatchCertificateUsageRequest(follow=True)
+    streams = [usage_stub(channel_as(servers.pki, "gateway-mx", replica.port)).WatchCertificateUsage(follow, timeout=30) for _ in range(2)]
+    try:
+        assert wait_until(lambda: held() == 2)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(usage_stub(channel_as(servers.pki, "gateway-mx", replica.port)).WatchCertificateUsage(follow, timeout=10))
+        assert (rich_error(caught.value).code, rich_error(caught.value).reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                                                                     "TOO_MANY_WATCHES_FOR_CALLER")
+        # Idle follows hold no worker: other calls are served meanwhile.
+        assert watch(channel_as(servers.pki, "customs", replica.port)) == []
+        clock.advance(seconds=600)
+        for stream in streams:
+            assert list(stream) == [] and stream.code() == grpc.StatusCode.OK
+            assert dict(stream.trailing_metadata())[WATCH_ENDED_KEY] == WATCH_ENDED_MAX_DURATION
+        assert wait_until(lambda: held() == 0)
+    finally:
+        for stream in streams:
+            stream.cancel()
+
+
+def wait_until(condition, seconds: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
