@@ -20,7 +20,7 @@ import typer  # noqa: E402
 
 from client.commands import audit, certificate, db, health, log, pki, receipt, reference, serve, submit  # noqa: E402
 from client.commands import demo, gateway, relay  # noqa: E402  (the simulated partner side)
-from client.commands import claim, clock, quota  # noqa: E402  (customs' claims, the quota view, a test clock)
+from client.commands import claim, clock, quota, usage  # noqa: E402  (customs' claims, the quota view, a test clock)
 from client.commands import witness  # noqa: E402  (a log witness, run by a party other than customs)
 from client.commands.common import EXIT_UNEXPECTED  # noqa: E402
 
@@ -36,6 +36,7 @@ submit.register(app)
 app.add_typer(certificate.app, name="certificate")
 app.add_typer(claim.app, name="claim")
 app.add_typer(quota.app, name="quota")
+app.add_typer(usage.app, name="usage")
 app.add_typer(clock.app, name="clock")
 app.add_typer(gateway.app, name="gateway")
 demo.register(app)

@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ecert.v1 import clock_pb2, clock_pb2_grpc, match_pb2, match_pb2_grpc, quota_pb2, quota_pb2_grpc, transmission_pb2, transmission_pb2_grpc
-from ecert.v1 import log_pb2, log_pb2_grpc
+from ecert.v1 import log_pb2, log_pb2_grpc, usage_pb2, usage_pb2_grpc
 from server.adapters.database import Database
 from server.adapters.keystore import ReceiptKeyMissing, derived_key, load_or_create_log_key, load_receipt_signer, load_trust_store
 from server.adapters.reload import TrustStoreWatcher
@@ -35,6 +35,7 @@ from server.api.match_servicer import MatchServicer
 from server.api.quota_servicer import QuotaServicer
 from server.api.serving import Bridge, Limits, Registrar, Serving, on_loop
 from server.api.transmission_servicer import TransmissionServicer
+from server.api.usage_servicer import UsageServicer
 from server.config import Settings
 from server.observability import logs, wiring
 from server.observability.http import MetricsHttpServer
@@ -46,6 +47,7 @@ from server.service.log import LogUseCases
 from server.service.quota import QuotaCalendar, QuotaEventBus, QuotaUseCases
 from server.service.reference import ReferenceStore
 from server.service.transmissions import TransmissionUseCases
+from server.service.usage import UsageUseCases
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ SERVICE_NAMES = (
     match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name,
     quota_pb2.DESCRIPTOR.services_by_name["QuotaService"].full_name,
     log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
+    usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
 )
 CLOCK_SERVICE = clock_pb2.DESCRIPTOR.services_by_name["ClockService"].full_name
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -72,6 +75,7 @@ class UseCases:
     quota: QuotaUseCases
     events: QuotaEventBus
     log: LogUseCases
+    usage: UsageUseCases
 
 
 @dataclass
@@ -136,7 +140,7 @@ def build_use_cases(settings: Settings, database: Database, clock: Clock) -> Use
     )
     log_key = load_or_create_log_key(settings.resolved_log_key())
     transparency = LogUseCases(database, key=log_key, origin=settings.log_origin, clock=clock, witnesses=settings.witness_verifiers())
-    return UseCases(references, transmissions, claims, quota, events, transparency)
+    return UseCases(references, transmissions, claims, quota, events, transparency, UsageUseCases(database))
 
 
 def freeze_startup_heap() -> None:
@@ -262,6 +266,7 @@ def create_server(
     match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(use_cases.claims, use_cases.log), server)
     quota_pb2_grpc.add_QuotaServiceServicer_to_server(QuotaServicer(use_cases.quota, use_cases.events), server)
     log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(use_cases.log), server)
+    usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(use_cases.usage, use_cases.events), server)
     simulated = isinstance(clock, SimulatedClock)
     if simulated:  # the harness's control of time exists only on a simulated clock
         clock_pb2_grpc.add_ClockServiceServicer_to_server(ClockServicer(ClockControl(clock)), server)

@@ -48,6 +48,7 @@ from client.sdk.models import (
     to_plain,
 )
 from client.sdk.log import ConsistencyProof, InclusionProof, LogCheckpoint, LoggedEntry
+from client.sdk.usage import UsageEvent
 from client.sdk.roles import (
     CustomsClient, ImporterClient, LogClient, OperatorClient, PartnerClient, RelayClient, WitnessLogClient, load_document_signer,
 )
@@ -61,4 +62,5 @@ __all__ = [
     "ResourceExhausted", "RetryPolicy", "Reversal", "ReversalKind", "StoredCertificate", "SubmitResult",
     "Unauthenticated", "Unavailable", "ValidationReport", "current_request_id", "load_document_signer", "to_plain",
     "ConsistencyProof", "InclusionProof", "LogCheckpoint", "LogClient", "LoggedEntry", "WitnessLogClient",
+    "UsageEvent",
 ]

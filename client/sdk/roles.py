@@ -18,6 +18,7 @@ from typing import Any
 
 from client.sdk.channel import ConnectionSettings
 from client.sdk.log import Cosigning, LogReads
+from client.sdk.usage import UsageFeed
 from client.sdk.models import Action, Certificate, SubmitResult, ValidationReport
 from client.sdk.services import (
     CertificateReads,
@@ -47,7 +48,7 @@ def load_document_signer(key_file: str | pathlib.Path, key_id: str = "") -> Sign
     return load_signer(path, key_id)
 
 
-class PartnerClient(Transmitting, CertificateReads, UsageReads, LogReads):
+class PartnerClient(Transmitting, CertificateReads, UsageReads, UsageFeed, LogReads):
     """Seals with the partner's document-signing key (not its TLS key) and transmits."""
 
     def __init__(self, signer: Signer, sender: str = "MX", settings: ConnectionSettings | None = None, **kwargs: Any):
@@ -80,14 +81,14 @@ class PartnerClient(Transmitting, CertificateReads, UsageReads, LogReads):
         return self.validate_envelope(self.seal(certificate, action=action, replaces_version=replaces_version), timeout=timeout)
 
 
-class RelayClient(Transmitting, LogReads):
+class RelayClient(Transmitting, UsageFeed, LogReads):
     """Forwards envelopes as received; pass the inbound call's request id so one id spans every hop."""
 
     def forward(self, envelope: tpb.SignedEnvelope, *, request_id: str = "", timeout: float | None = None) -> SubmitResult:
         return self.submit_envelope(envelope, request_id=request_id, timeout=timeout)
 
 
-class CustomsClient(Matching, ClaimReads, UsageReads, CertificateReads, QuotaReads, LogReads):
+class CustomsClient(Matching, ClaimReads, UsageReads, UsageFeed, CertificateReads, QuotaReads, LogReads):
     pass
 
 
@@ -95,7 +96,7 @@ class ImporterClient(UsageReads, QuotaReads, LogReads):
     pass
 
 
-class OperatorClient(CertificateReads, ClaimReads, UsageReads, QuotaReads, ClockDriving, LogReads):
+class OperatorClient(CertificateReads, ClaimReads, UsageReads, UsageFeed, QuotaReads, ClockDriving, LogReads):
     pass
 
 

@@ -37,7 +37,7 @@ from client.sdk.models import (
     ValidationReport,
 )
 from ecert.v1 import match_pb2 as mpb
-from ecert.v1 import clock_pb2_grpc, log_pb2_grpc, match_pb2_grpc, quota_pb2_grpc, transmission_pb2_grpc
+from ecert.v1 import clock_pb2_grpc, log_pb2_grpc, match_pb2_grpc, quota_pb2_grpc, transmission_pb2_grpc, usage_pb2_grpc
 from ecert.v1 import clock_pb2 as kpb
 from ecert.v1 import quota_pb2 as qpb
 from ecert.v1 import transmission_pb2 as tpb
@@ -56,6 +56,7 @@ class Stubs:
         self.health = health_pb2_grpc.HealthStub(channel)
         self.clock = clock_pb2_grpc.ClockServiceStub(channel)
         self.log = log_pb2_grpc.LogServiceStub(channel)
+        self.usage = usage_pb2_grpc.UsageServiceStub(channel)
 
 
 class _Connection:

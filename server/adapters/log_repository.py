@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, func, insert, select, text, tuple_, update
 
-from server.adapters.orm import LogCheckpointRow, LogCosignatureRow, LogEntryRow, LogNodeRow
+from server.adapters.orm import ClaimRow, LogCheckpointRow, LogCosignatureRow, LogEntryRow, LogNodeRow
 from server.adapters.prepared import PreparedRepository, Statements
 from server.domain.log_entry import CLAIM_KINDS, RECEIPT
 from server.domain.log_tree import Node
@@ -165,6 +165,24 @@ class LogRepository(PreparedRepository):
             for _, kind, subject, data in rows:
                 yield kind, subject, bytes(data)
             after = int(rows[-1][0])
+
+    def claim_entries_after(self, after: int, limit: int) -> list[tuple[int, bytes, bytes]]:
+        """(index, bytes, leaf hash) of the integrated claim entries (CLAIM_KINDS) with index > after, by index."""
+        rows = self.connection.execute(
+            select(_entries.c.log_index, _entries.c.entry, _entries.c.leaf_hash)
+            .where(_entries.c.log_index > after, _entries.c.kind.in_(CLAIM_KINDS)).order_by(_entries.c.log_index).limit(limit))
+        return [(int(i), bytes(e), bytes(h)) for i, e, h in rows]
+
+    def claim_certificates(self, claim_ids: Iterable[str]) -> dict[str, tuple[str, str, int, str]]:
+        """claim id -> (issuing country, certificate number, version, unit) of these claims."""
+        wanted = sorted(set(claim_ids))
+        found: dict[str, tuple[str, str, int, str]] = {}
+        for start in range(0, len(wanted), 200):
+            rows = self.connection.execute(
+                select(ClaimRow.claim_id, ClaimRow.issuing_country, ClaimRow.certificate_number, ClaimRow.certificate_version, ClaimRow.unit)
+                .where(ClaimRow.claim_id.in_(wanted[start:start + 200])))
+            found.update({claim_id: (country, number, int(version), unit) for claim_id, country, number, version, unit in rows})
+        return found
 
     def cosignatures(self, size: int) -> list[tuple[str, str]]:
         return [(name, line) for name, line in self._all("cosignatures", {"size": size})]

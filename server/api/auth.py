@@ -140,6 +140,9 @@ POLICY: dict[str, Rule] = {
     # hands in cosignatures.
     "/ecert.v1.LogService/AddCosignature": allow(Role.WITNESS),
     "/ecert.v1.LogService/*": ANYONE,
+    # The utilization feed: a partner (or its relay) reads its own country's certificates, which the
+    # use case scopes it to; customs and operators read every country's.
+    "/ecert.v1.UsageService/WatchCertificateUsage": allow(Role.PARTNER, Role.RELAY, Role.CUSTOMS, Role.ADMIN, scope=_country_scope),
     # Quota status is public to every authenticated party.
     "/ecert.v1.QuotaService/*": ANYONE,
     "/grpc.health.v1.Health/*": ANYONE,

@@ -608,6 +608,7 @@ class ClaimUseCases:
         audit = ("REVERSAL", _subject(record), {
             "claim_id": claim.claim_id, "kind": kind.value, "reason": reason,
             "returned_quantity": str(returned), "returned_measure": str(claim.granted_measure),
+            "certificate": f"{claim.issuing_country}/{claim.certificate_number}@{claim.certificate_version}", "unit": claim.unit,
         })
         return record, audit  # appended by the caller, last
 
