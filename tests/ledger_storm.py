@@ -1,21 +1,38 @@
-"""A standing concurrent storm against the quota ledger, in the manner of Jepsen's bank test (issue 12).
+"""A standing concurrent storm against the quota ledger, in the manner of Jepsen's bank test (issues 12, 13).
 
 Two real `ecert serve` replicas share one database; replica 1's clock lags replica 0's by
 `lag_seconds`. Both run on a clock moved (ECERT_CLOCK_OFFSET_SECONDS) to just before the opening of
 next year's period, so the storm straddles an opening while it charges, reverses and corrects this
-year's claims. Seeded threads mix, at either replica:
+year's claims. Next year's opening batch (filed at setup, and by the storm before the opening)
+oversubscribes TPL 4, so the opening makes prorated offers (CSMS 16-000886). Seeded threads mix, at
+either replica:
 
 - claims (a nearly full TPL 4 level of this year; certificate-bound TPL 1 claims; next year's claims,
   queued before the opening and decided at it or after), and replays of earlier lines at the other
   replica;
 - cancellations, corrections, a line canceled at both replicas at once, a cancellation racing a
-  correction, cancellations of claims waiting for the opening;
+  correction, cancellations of claims waiting for the opening and, once it came, of offers;
+- answers to offers just after the opening, as the batch makes them (all, half or none);
 - post-importation claims for this year;
 - `ecert reference load` runs (real CLI processes) that lower and raise this year's TPL 4 limit.
 
+Then every offer left open gets a race of its own, all run together (OFFER_WEIGHTS): accepted in
+full, in part or declined at one replica; the same answer at both replicas at once (one takes it, the
+other replays it); different answers at both at once (one takes it, the other is refused
+OFFER_ALREADY_ANSWERED); an answer racing a cancellation of the line; or nothing. The offers'
+deadline is five business days after the opening, and a replica's clock offset is fixed when it
+starts: so both replicas are restarted on clocks moved to a few seconds before the deadline (replica
+1 still lagging, by `lapse_lag_seconds`), the offers kept back are answered at either side of the
+deadline (OFFER_LAPSED after it, by the answering replica's clock), and the replicas' lapse timers
+give back what nobody took.
+
 Afterwards: every level and certificate within its bounds, `ecert audit reconcile` and `ecert audit
-verify` pass, no claim waits for an opening that happened, and every caller got a clean answer (a
-decision, or one of the refusals a client is told to expect). Nothing here is timed.
+verify` pass, no claim waits for an opening that happened, no offer is left open past its deadline,
+every settled offer's grant is at most what was offered (and is the answer its caller was told was
+recorded), and every caller got a clean answer (a decision, or one of the refusals a client is told
+to expect: EXPECTED_REFUSALS, each offer race narrower). Nothing here is timed, except that the
+lapse timers must act within three of their turns after the lagging replica's clock passes the
+deadline.
 """
 from __future__ import annotations
 
@@ -87,11 +104,13 @@ class StormConfig:
     operations: int
     threads: int
     lag_seconds: float = 30.0
-    lead_seconds: float = 22.0  # service time before the opening when the replicas start (setup fits well inside)
+    # Service time before the opening when the replicas start: starting them and the setup (about 6 s
+    # on either engine) fit well inside, with the storm's 3 s before the opening.
+    lead_seconds: float = 16.0
     reference_loads: int = 4
     # The lapse phase: replicas restarted this long (service time) before the offers' deadline, the
     # second lagging the first by lapse_lag_seconds.
-    lapse_lead_seconds: float = 6.0
+    lapse_lead_seconds: float = 5.0
     lapse_lag_seconds: float = 2.0
 
 
@@ -115,6 +134,7 @@ class StormReport:
     offers: dict[tuple[str, int], Offer] = field(default_factory=dict)  # every offer seen open, by entry line
     answers: dict[tuple[str, int], Decimal] = field(default_factory=dict)  # the answer each caller was told is recorded
     canceled: set[tuple[str, int]] = field(default_factory=set)  # offers canceled in an offer race
+    unanswered: set[tuple[str, int]] = field(default_factory=set)  # offers nobody touches after the storm: they lapse
     lapsed_by: dt.datetime | None = None  # every replica's clock and lapse timer passed every offer's deadline
 
     def line(self) -> str:
@@ -155,6 +175,7 @@ class Storm:
             for n, o in enumerate(self.offsets)
         ]
         self._transactions = itertools.count(1)
+        self._created = time.monotonic()  # the clocks' offsets were fixed here
         self._lock = threading.Lock()
         self.lines: list[mpb.EntrySummaryLine] = []  # this year's lines, to replay, cancel and correct
         self.waiting: list[mpb.EntrySummaryLine] = []  # next year's lines filed before its opening
@@ -222,7 +243,7 @@ class Storm:
         for i in range(16):
             line = self.next_year_line(i % 2, quantity="90")
             result = self.call(lambda: self.match[i % 2].MatchClaim(mpb.MatchClaimRequest(line=line)).result, "queued")
-            assert result is not None and result.decision == mpb.CLAIM_DECISION_QUEUED, result
+            assert result is not None and result.decision == mpb.CLAIM_DECISION_QUEUED, (result, "start and setup outran lead_seconds?")
             self.batch.append(line)
 
     # -- lines -------------------------------------------------------------------------------------------
@@ -393,9 +414,11 @@ class Storm:
         """After the storm: every open offer of the opening batch in a race of its own, the races run
         together at both replicas. The offers left for the deadline come back."""
         offers = [o for o in (self.offer_of(n % 2, line) for n, line in enumerate(self.batch + self.waiting)) if o is not None]
-        kinds = list(OFFER_WEIGHTS)
-        plan = [(offer, self.random.choices(kinds, weights=[OFFER_WEIGHTS[k] for k in kinds])[0], self.random.randrange(2))
-                for offer in offers]
+        kinds = list(OFFER_WEIGHTS)  # each race once where there are offers enough, then by weight
+        drawn = kinds + self.random.choices(kinds, weights=[OFFER_WEIGHTS[k] for k in kinds], k=max(0, len(offers) - len(kinds)))
+        self.random.shuffle(drawn)
+        plan = [(offer, kind, self.random.randrange(2)) for offer, kind in zip(offers, drawn)]
+        self.report.unanswered = {self.key(offer.line) for offer, kind, _ in plan if kind == "unanswered"}
         with ThreadPoolExecutor(self.config.threads) as pool:
             for future in [pool.submit(self.offer_race, n, *p) for n, p in enumerate(plan)]:
                 future.result()
@@ -531,6 +554,7 @@ class Storm:
         started = time.monotonic()
         self.setup()
         self.report.phases["setup"] = time.monotonic() - started
+        self.report.phases["start and setup"] = time.monotonic() - self._created  # must fit in lead_seconds - 3
         kinds = list(WEIGHTS)
         plan = [(self.random.choices(kinds, weights=[WEIGHTS[k] for k in kinds])[0], self.random.randrange(2))
                 for _ in range(self.config.operations)]
@@ -588,6 +612,10 @@ def offer_problems(engine, report: StormReport) -> list[str]:  # type: ignore[no
     latest = {(r["entry_number"], r["line_number"]): r for r in rows}
     settled = {key for key, r in latest.items() if {"OFFER_ACCEPTED", "OFFER_DECLINED", "OFFER_LAPSED"} & set(json.loads(r["reasons"]))}
     problems += [f"{key} settled an offer nobody saw" for key in settled - set(report.offers)]
+    problems += [f"{key} was canceled but holds its share" for key in report.canceled if latest[key]["reversed_at"] is None]
+    if report.lapsed_by is not None:
+        problems += [f"{key} was left unanswered but did not lapse" for key in report.unanswered
+                     if latest[key]["reversed_at"] is not None or "OFFER_LAPSED" not in json.loads(latest[key]["reasons"])]
     for key, offer in report.offers.items():
         row = latest[key]
         reasons, granted = set(json.loads(row["reasons"])), row["granted_quantity"]
@@ -620,6 +648,7 @@ def assert_invariants(deployment: Deployment, report: StormReport) -> dict[str, 
         engine.dispose()
     assert (out_of_bounds, overused, waiting, twice) == (0, 0, 0, 0)
     assert offers == [], offers[:20]
+    assert report.offers, "the opening made no offers: the storm did not test them"
     reconciled = cli(deployment, "audit", "reconcile", "--json")
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
     assert json.loads(reconciled.stdout)["drifts"] == []
