@@ -422,9 +422,6 @@ class Storm:
         with ThreadPoolExecutor(self.config.threads) as pool:
             for future in [pool.submit(self.offer_race, n, *p) for n, p in enumerate(plan)]:
                 future.result()
-        for _, kind, _ in plan:
-            if kind in ("at_the_deadline", "unanswered"):
-                self.count(self.report.done, f"offer {kind}")
         return [offer for offer, kind, _ in plan if kind == "at_the_deadline"]
 
     def lapse_phase(self, late: list[Offer]) -> None:
