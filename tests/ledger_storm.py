@@ -95,6 +95,9 @@ OFFER_WEIGHTS = {
     "accept_all": 3, "accept_part": 3, "decline": 2, "same_at_both": 2, "different_at_both": 2,
     "answer_vs_cancel": 2, "at_the_deadline": 3, "unanswered": 3,
 }
+# Of the 16 lines of the opening batch filed at setup, the storm's own operations touch only the first
+# 8, so that a long storm (ECERT_STORM_OPERATIONS) leaves at least 8 open offers for their races.
+BATCH_IN_STORM = 8
 OFFER_CHECK_SECONDS = 5.0  # each replica's opening and lapse timer (server/app.py OPENING_CHECK_SECONDS)
 
 
@@ -180,7 +183,7 @@ class Storm:
         self.lines: list[mpb.EntrySummaryLine] = []  # this year's lines, to replay, cancel and correct
         self.waiting: list[mpb.EntrySummaryLine] = []  # next year's lines filed before its opening
         # The opening batch filed at setup, which alone oversubscribes next year's level: canceled only
-        # once the opening has come, so that there are always offers.
+        # once the opening has come, so that there are always offers, and only the first BATCH_IN_STORM.
         self.batch: list[mpb.EntrySummaryLine] = []
         self.certificates_at = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
 
@@ -499,7 +502,7 @@ class Storm:
             if line is not None:
                 self._reverse(replica, line, kind)
         elif kind == "cancel_waiting":  # a queued claim, or once the opening came an offer or its answer
-            line = self.pick(self.waiting + (self.batch if self.now(replica) > self.opening else []), rng)
+            line = self.pick(self.waiting + (self.batch[:BATCH_IN_STORM] if self.now(replica) > self.opening else []), rng)
             if line is not None:
                 self._reverse(replica, line, kind)
         elif kind == "double_cancel":
@@ -521,7 +524,7 @@ class Storm:
             # A claim after the opening at replica 0 finishes the opening batch if nobody has.
             claim = self.next_year_line(0)
             self.call(lambda: self.match[0].MatchClaim(mpb.MatchClaimRequest(line=claim), timeout=60), "after the opening")
-            line = self.pick(self.batch + self.waiting, rng)
+            line = self.pick(self.batch[:BATCH_IN_STORM] + self.waiting, rng)
             offer = self.offer_of(replica, line) if line is not None else None
             if offer is not None:
                 self.answer(rng.randrange(2), offer, rng.choice([offer.offered, offer.offered // 2, Decimal(0)]), kind)
