@@ -76,6 +76,7 @@ class ServiceProcess:
 
     def start(self, timeout: float = 60) -> "ServiceProcess":
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it open
+        skip = log.tell()  # a restart appends: only this run's serving line counts
         self.process = subprocess.Popen(
             [sys.executable, "-m", "client.cli", "serve", "--insecure", "--host", "127.0.0.1", "--port", "0"],
             env=self._env, cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
@@ -83,7 +84,7 @@ class ServiceProcess:
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = SERVING.findall(self.log_path.read_text(errors="replace"))
+            found = SERVING.findall(self.log_path.read_bytes()[skip:].decode(errors="replace"))
             if found and self.process.poll() is None:
                 self.port = int(found[-1][1])
                 return self

@@ -1,5 +1,6 @@
 """The ledger storm (tests/ledger_storm.py) on each engine: two real replicas, one lagging 30 s, across
-an opening. Bounded for CI; ECERT_STORM_OPERATIONS, ECERT_STORM_THREADS and ECERT_STORM_SEED make it a
+an opening that makes prorated offers, then answers to them and, after a restart on clocks moved to
+the offers' deadline, their lapse. Bounded for CI; ECERT_STORM_OPERATIONS, ECERT_STORM_THREADS and ECERT_STORM_SEED make it a
 longer soak (for example ECERT_STORM_OPERATIONS=20000), and the seed it ran with is printed."""
 from __future__ import annotations
 
