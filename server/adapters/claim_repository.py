@@ -10,6 +10,7 @@ from fractions import Fraction
 from sqlalchemy import BigInteger, bindparam, func, insert, select, type_coerce, update
 
 from server.adapters.orm import (
+    table_of,
     CertificateRow,
     ClaimRow,
     EntryRow,
@@ -62,10 +63,10 @@ class LevelRow:
 # Prepared statements on the driver's cursor (server/adapters/prepared.py: per call, SQLAlchemy's
 # execution machinery cost more CPU than the database's work). They bypass the session's identity
 # map, so every read of a balance or a claim in a claim's transaction is one of them too.
-_certificates = CertificateRow.__table__
-_levels = QuotaLevelRow.__table__
-_claims = ClaimRow.__table__
-_entries = EntryRow.__table__
+_certificates = table_of(CertificateRow)
+_levels = table_of(QuotaLevelRow)
+_claims = table_of(ClaimRow)
+_entries = table_of(EntryRow)
 _quantity = bindparam("amount", type_=ExactQuantity())
 _certificate_key = (_certificates.c.issuing_country == bindparam("country"), _certificates.c.certificate_number == bindparam("number"))
 _level_key = (_levels.c.tpl_number == bindparam("tpl"), _levels.c.quota_year == bindparam("year"))
@@ -148,9 +149,9 @@ STATEMENTS = Statements(
     .values(limit=bindparam("new_limit", type_=ExactQuantity()), label=bindparam("new_label"),
             measure_unit=bindparam("new_unit"), aggregate=bindparam("new_aggregate"))
     .returning(_levels.c.charged),
-    record_ledger=(insert(QuotaLedgerRow.__table__), ("tpl_number", "quota_year", "at", "delta", "claim_id", "kind")),
+    record_ledger=(insert(table_of(QuotaLedgerRow)), ("tpl_number", "quota_year", "at", "delta", "claim_id", "kind")),
     # One INSERT per entry and no row that other writers need: the sequencer gives it its index later.
-    record_log_entry=(insert(LogEntryRow.__table__), ("kind", "subject", "entry", "leaf_hash")),
+    record_log_entry=(insert(table_of(LogEntryRow)), ("kind", "subject", "entry", "leaf_hash")),
 )
 
 

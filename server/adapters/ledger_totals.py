@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import case, func, select, type_coerce
 
@@ -12,7 +13,8 @@ from server.domain.reconciliation import CertificateBalance, CertificateKey, Lev
 _live = ClaimRow.reversed_at.is_(None)
 _held = case((ClaimRow.decision == "QUEUED", ClaimRow.claimed_quantity), else_=ClaimRow.granted_quantity)
 # Micro-unit integers are summed as integers (exact on both engines) and scaled once here.
-_sum = lambda column: type_coerce(func.coalesce(func.sum(column), 0), ClaimRow.claimed_quantity.type.impl)  # noqa: E731
+def _sum(column: Any) -> Any:
+    return type_coerce(func.coalesce(func.sum(column), 0), ClaimRow.claimed_quantity.type.impl)
 
 
 def _units(micro: object) -> Decimal:

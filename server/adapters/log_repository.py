@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, func, insert, select, text, tuple_, update
 
-from server.adapters.orm import ClaimRow, LogCheckpointRow, LogCosignatureRow, LogEntryRow, LogNodeRow
+from server.adapters.orm import ClaimRow, LogCheckpointRow, LogCosignatureRow, LogEntryRow, LogNodeRow, table_of
 from server.adapters.prepared import PreparedRepository, Statements
 from server.domain.log_entry import CLAIM_KINDS, RECEIPT
 from server.domain.log_tree import Node
@@ -15,10 +15,10 @@ from server.domain.log_tree import Node
 # pg_try_advisory_xact_lock key of the sequencer: one replica integrates at a time.
 SEQUENCER_LOCK_KEY = 0x65636572746C6F67  # "ecertlog"
 
-_entries = LogEntryRow.__table__
-_nodes = LogNodeRow.__table__
-_checkpoints = LogCheckpointRow.__table__
-_cosignatures = LogCosignatureRow.__table__
+_entries = table_of(LogEntryRow)
+_nodes = table_of(LogNodeRow)
+_checkpoints = table_of(LogCheckpointRow)
+_cosignatures = table_of(LogCosignatureRow)
 
 LOG_STATEMENTS = Statements(
     size=select(func.coalesce(func.max(_entries.c.log_index) + 1, 0)),

@@ -14,13 +14,14 @@ callers and the retry policy see one kind of exception whichever path ran the st
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.compiler import SQLCompiler
 
 Processor = Callable[[Any], Any] | None
 
@@ -30,7 +31,9 @@ class Prepared:
 
     def __init__(self, statement: Executable, dialect: Dialect, *, columns: Sequence[str] | None = None):
         # `columns` names the columns of an INSERT without explicit values (the rest take their defaults).
-        compiled = statement.compile(dialect=dialect, column_keys=list(columns) if columns is not None else None)
+        # Every statement here is a Core ClauseElement (select, insert, update), which compiles.
+        compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(
+            dialect=dialect, column_keys=list(columns) if columns is not None else None))
         self.sql = compiled.string
         self._dialect = dialect
         self._positional = compiled.positional

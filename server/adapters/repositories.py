@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from sqlalchemy import and_, bindparam, insert, select, update
 
-from server.adapters.orm import CertificateRow, CertificateVersionRow, TransmissionRow
+from server.adapters.orm import CertificateRow, CertificateVersionRow, TransmissionRow, table_of
 from server.adapters.prepared import PreparedRepository, Statements
 from server.domain.certificate import Certificate, Party
 from server.domain.errors import Finding, Severity
@@ -79,9 +79,9 @@ def _certificate(row: CertificateVersionRow) -> Certificate:
     )
 
 
-_transmissions = TransmissionRow.__table__
-_versions = CertificateVersionRow.__table__
-_heads = CertificateRow.__table__
+_transmissions = table_of(TransmissionRow)
+_versions = table_of(CertificateVersionRow)
+_heads = table_of(CertificateRow)
 
 # The submit path's statements: Prepared (server/adapters/prepared.py), like the claim path's.
 _TRANSMISSION_COLUMNS = (
@@ -146,7 +146,8 @@ _VERSION_COLUMNS = (
     "importer_of_record", "exporter_name", "exporter_address", "exporter_tax_id", "producer_name", "producer_address",
     "producer_tax_id", "quota_year", "issue_date", "last_valid_date", "invoice_number",
 )
-_VersionColumns = collections.namedtuple("_VersionColumns", _VERSION_COLUMNS)  # reads like a CertificateVersionRow
+# Reads like a CertificateVersionRow. (mypy wants a literal field list; the columns' one source is the tuple.)
+_VersionColumns = collections.namedtuple("_VersionColumns", _VERSION_COLUMNS)  # type: ignore[misc]
 _HEAD_COLUMNS = ("current_version", "status", "tpl_number", "quota_year", "unit", "quantity", "used_quantity")
 _STORED_COLUMNS = (
     *(_versions.c[n] for n in _VERSION_COLUMNS), _versions.c.version, _versions.c.status,
@@ -164,7 +165,7 @@ _stored = (
     ))
     .join(_transmissions, _transmissions.c.id == _versions.c.transmission_id)
 )
-_head = select(*(_heads.c[n] for n in _HEAD_COLUMNS)).where(*_certificate_key)
+_head_select = select(*(_heads.c[n] for n in _HEAD_COLUMNS)).where(*_certificate_key)
 _NEW_HEAD_COLUMNS = ("current_version", "status", "tpl_number", "quota_year", "unit", "importer_of_record", "quantity", "updated_at")
 CERTIFICATE_STATEMENTS = Statements(
     # What matching reads for every claim: the current version and the head that charges it, in one statement.
@@ -191,9 +192,9 @@ CERTIFICATE_STATEMENTS = Statements(
     .where(*_certificate_key, _transmissions.c.received_at <= bindparam("presented", type_=_transmissions.c.received_at.type))
     .order_by(_versions.c.version.desc())
     .limit(1),
-    head=_head,
+    head=_head_select,
     # Rendered only by dialects that lock rows (PostgreSQL); SQLite's single writer is already alone.
-    head_for_update=_head.with_for_update(),
+    head_for_update=_head_select.with_for_update(),
     stored_version=_stored.where(*_certificate_key, _versions.c.version == bindparam("version")),
     stored_latest=_stored.where(*_certificate_key, _versions.c.version == _heads.c.current_version),
     evidence=select(_transmissions.c.signed_bytes, _transmissions.c.signature, _transmissions.c.key_id)
@@ -339,7 +340,7 @@ class CertificateRepository(PreparedRepository):
     def evidence(self, country: str, number: str, version: int) -> SignedEvidence | None:
         """The signed bytes, signature and key id of the transmission that made a version."""
         row = self._first("evidence", {"country": country, "number": number, "version": version})
-        return None if row is None else SignedEvidence(bytes(row[0]), bytes(row[1]), row[2])  # type: ignore[arg-type]
+        return None if row is None else SignedEvidence(bytes(row[0]), bytes(row[1]), row[2])
 
     def list_latest(
         self,

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
+import grpc  # type: ignore[import-untyped]  # grpcio ships no type hints
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
@@ -206,7 +206,7 @@ _SERVER_ERRORS = {
 
 
 @dataclass(frozen=True)
-class _CallDetails(grpc.ClientCallDetails):
+class _CallDetails(grpc.ClientCallDetails):  # type: ignore[misc]  # grpc is untyped (Any)
     method: str
     timeout: float | None
     metadata: Any
@@ -215,7 +215,7 @@ class _CallDetails(grpc.ClientCallDetails):
     compression: Any
 
 
-class ClientInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+class ClientInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]  # grpc is untyped
     """A CLIENT span per call, its context sent as `traceparent` metadata. Nothing when not tracing."""
 
     def _start(self, details: grpc.ClientCallDetails) -> tuple[Any, grpc.ClientCallDetails]:

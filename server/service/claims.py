@@ -11,10 +11,11 @@ import dataclasses
 import datetime as dt
 import enum
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
@@ -55,6 +56,7 @@ from server.service.reference import References, ReferenceStore
 from server.service.transactions import run_in_transaction
 from server.service.unit_of_work import UnitOfWork
 
+_T = TypeVar("_T")
 MAX_ATTEMPTS = 8
 # Queued claims decided per transaction of the opening allocation: about 0.15 s of the writer on
 # this machine, which a write that queued behind a step (and shares its group commit) waits out.
@@ -545,8 +547,10 @@ class ClaimUseCases:
             )
             if remaining is None:
                 raise _LostRace
-            balances = self._charge_levels(uow, plan.levels, record.granted_measure, record.claim_id, now, "CHARGE")
-            record = dataclasses.replace(record, certificate_remaining=remaining, **balances)
+            level_remaining, aggregate_remaining = self._charge_levels(uow, plan.levels, record.granted_measure, record.claim_id, now, "CHARGE")
+            record = dataclasses.replace(
+                record, certificate_remaining=remaining, level_remaining=level_remaining, aggregate_remaining=aggregate_remaining
+            )
         elif record.decision == Decision.QUEUED.value:
             # Reserve the certificate now so that queued claims can never overuse it; the opening
             # allocation gives back what proration does not grant.
@@ -566,7 +570,8 @@ class ClaimUseCases:
 
     def _charge_levels(
         self, uow: UnitOfWork, levels: list[Level], measure: Decimal, claim_id: str, now: dt.datetime, kind: str
-    ) -> dict[str, Decimal | None]:
+    ) -> tuple[Decimal, Decimal | None]:
+        """Charge each level; (the member's remaining, the aggregate's remaining or None)."""
         balances: list[Decimal] = []
         for level in levels:
             remaining = uow.quota.charge(level.tpl_number, level.quota_year, measure)
@@ -574,7 +579,7 @@ class ClaimUseCases:
                 raise _LostRace
             uow.quota.record(level.tpl_number, level.quota_year, now, measure, claim_id, kind)
             balances.append(remaining)
-        return {"level_remaining": balances[0], "aggregate_remaining": balances[1] if len(balances) > 1 else None}
+        return balances[0], balances[1] if len(balances) > 1 else None
 
     def _release(
         self, uow: UnitOfWork, read: ClaimRecord, now: dt.datetime, kind: ReversalKind, reason: str
@@ -605,7 +610,7 @@ class ClaimUseCases:
         record = dataclasses.replace(
             claim, certificate_remaining=certificate_remaining, level_remaining=balances[0], aggregate_remaining=balances[1]
         )
-        audit = ("REVERSAL", _subject(record), {
+        audit: tuple[str, str, dict[str, object]] = ("REVERSAL", _subject(record), {
             "claim_id": claim.claim_id, "kind": kind.value, "reason": reason,
             "returned_quantity": str(returned), "returned_measure": str(claim.granted_measure),
             "certificate": f"{claim.issuing_country}/{claim.certificate_number}@{claim.certificate_version}", "unit": claim.unit,
@@ -740,15 +745,12 @@ class ClaimUseCases:
                 held[key] = (quantity, used - unused)
                 returns.append((*key, unused, 0 if grant.quantity > 0 else 1))
             certificate_remaining = quantity - held[key][1]
-            balances: dict[str, Decimal | None] = {"level_remaining": member.limit - charged[member.tpl_number], "aggregate_remaining": None}
+            aggregate_remaining: Decimal | None = None
             if grant.measure > 0:
                 for level in levels:
                     charged[level] += grant.measure
                     ledger.append(LedgerEntry(level, year, at, grant.measure, claim.claim_id, "ALLOCATION"))
-                balances = {
-                    "level_remaining": member.limit - charged[member.tpl_number],
-                    "aggregate_remaining": rows[aggregate].limit - charged[aggregate] if aggregate else None,
-                }
+                aggregate_remaining = rows[aggregate].limit - charged[aggregate] if aggregate else None
             record = dataclasses.replace(
                 claim,
                 decision=decided_at_opening.decision.value,
@@ -759,7 +761,8 @@ class ClaimUseCases:
                 certificate_remaining=certificate_remaining,
                 decided_at=at,
                 offer_expires_at=offer_expires if decided_at_opening.decision is Decision.PRORATED_OFFER else None,
-                **balances,
+                level_remaining=member.limit - charged[member.tpl_number],
+                aggregate_remaining=aggregate_remaining,
             )
             decided.append(record)
             audit.append(("ALLOCATION", _subject(record), _facts(record)))
@@ -774,7 +777,7 @@ class ClaimUseCases:
 
     # -- plumbing -------------------------------------------------------------------------------------
 
-    def _in_transaction(self, attempt):  # type: ignore[no-untyped-def]
+    def _in_transaction(self, attempt: Callable[[UnitOfWork, dt.datetime, References], _T]) -> _T:
         """Run `attempt(uow, now, references)` in a write transaction; start again from fresh balances
         if it lost a race (a conditional update or a unique key found another transaction first).
 

@@ -1,6 +1,8 @@
 """Use cases of the partner-facing API: submit, validate and read certificates."""
 from __future__ import annotations
 
+import builtins
+
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -306,7 +308,7 @@ class TransmissionUseCases:
         tpl_number: str,
     ) -> Page[StoredVersion]:
         _require({"issuing_country": country})
-        filters = {"country": country, "status": status.value if status else "", "year": quota_year, "tpl": tpl_number}
+        filters: dict[str, object] = {"country": country, "status": status.value if status else "", "year": quota_year, "tpl": tpl_number}
         size = page_size(page_size_requested)
         after = self.page_tokens.decode(page_token, filters)
         with UnitOfWork(self.database, write=False) as uow:
@@ -321,14 +323,14 @@ class TransmissionUseCases:
         _require({"issuing_country": country})
         if condition not in (10, 11, 12):
             raise _invalid("CONDITION_MISSING", "condition", "must be MATCHED, UNMATCHED or CANCELED")
-        filters = {"country": country, "condition": condition, "year": quota_year}
+        filters: dict[str, object] = {"country": country, "condition": condition, "year": quota_year}
         size = page_size(page_size_requested)
         after = self.page_tokens.decode(page_token, filters)
         with UnitOfWork(self.database, write=False) as uow:
             rows = uow.certificates.activity(country, condition=condition, quota_year=quota_year, after=after, limit=size + 1)
         return self._page(rows, size, filters, lambda row: row.certificate_number)
 
-    def _page(self, rows: list[T], size: int, filters: dict[str, object], position: Callable[[T], str]) -> Page[T]:
+    def _page(self, rows: builtins.list[T], size: int, filters: dict[str, object], position: Callable[[T], str]) -> Page[T]:
         """`rows` holds up to size + 1 rows: one more than the page says whether another page follows."""
         more = len(rows) > size
         rows = rows[:size]
