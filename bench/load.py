@@ -101,8 +101,8 @@ async def measure(spec: dict[str, Any], call: Any, requests: Any, offset: int, i
             try:
                 response = await call(request, timeout=timeout)
             except grpc.aio.AioRpcError as error:
-                if recording:
-                    errors[error.code().name] += 1
+                if recording:  # the code and the start of the message (which names the reason)
+                    errors[f"{error.code().name}: {(error.details() or '')[:48]}"] += 1
                 continue
             if recording:
                 latencies.append(time.perf_counter() - started)

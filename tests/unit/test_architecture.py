@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import sys
 
 import pytest
 
@@ -41,14 +42,7 @@ def _allowed(module: str, allowed: set[str]) -> bool:
     return any(module == a or module.startswith(a + ".") for a in allowed)
 
 
-STDLIB = {
-    "__future__", "abc", "ast", "asyncio", "base64", "binascii", "collections", "concurrent", "contextlib", "contextvars",
-    "copy", "dataclasses", "datetime", "decimal", "enum", "fractions", "functools", "hashlib", "heapq", "hmac", "html",
-    "http", "importlib", "io", "itertools", "json", "logging", "math", "operator", "os", "pathlib", "queue", "random",
-    "re", "secrets", "shutil", "signal", "socket", "ssl", "stat", "string", "struct", "subprocess", "sys", "tempfile",
-    "textwrap", "threading", "time", "tomllib", "types", "typing", "unicodedata", "urllib", "uuid", "warnings", "weakref",
-    "zoneinfo",
-}
+STDLIB = set(sys.stdlib_module_names)
 
 
 @pytest.mark.parametrize("layer", sorted(RULES))
