@@ -22,6 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 NODE_DIR = ROOT / "tests" / "interop" / "node"
 BUF = NODE_DIR / "node_modules" / ".bin" / "buf"
 NPM_INSTALL = "(cd tests/interop/node && npm install --no-audit --no-fund --no-save)"
+NODE_MISSING = f"node is not installed: install Node.js 18 or later with npm (Debian: apt-get install nodejs npm), then run {NPM_INSTALL} from the repository root"
 
 
 def _need(ok: bool, why: str) -> None:
@@ -35,7 +36,7 @@ def _need(ok: bool, why: str) -> None:
 @pytest.fixture
 def node() -> str:
     path = shutil.which("node")
-    _need(path is not None, f"node is not installed: install Node.js 18 or later with npm (Debian: apt-get install nodejs npm), then run {NPM_INSTALL} from the repository root")
+    _need(path is not None, NODE_MISSING)
     _need((NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir(), f"the npm packages are not installed: run {NPM_INSTALL} from the repository root")
     return str(path)
 
