@@ -11,7 +11,7 @@ filers' behalf (CustomsClient), and an administrator drives the clock (OperatorC
 1. before the opening date: a line presented on 31 December and one on Saturday 2 January get no
    quota status (MFN `PRESENTED_BEFORE_OPENING`);
 2. 10:00 Eastern on Monday 4 January, the opening date: lines presented in the window are `QUEUED`
-   and count as presented at the opening moment (00:00);
+   and are batched with the opening moment's time stamp (12:00 noon Eastern);
 3. past noon: the opening batch is allocated; oversubscribed, each line gets a `PRORATED_OFFER` with
    its deadline, the end of the fifth business day after the opening date;
 4. one importer accepts part of its offer (granted, `PARTIAL` `OFFER_ACCEPTED`), one declines;
@@ -64,7 +64,8 @@ START = dt.datetime(2026, 12, 31, 15, 0, tzinfo=EASTERN)
 # The 2027 opening date is its first business day, Monday 4 January (1 January is a federal holiday,
 # then a weekend); the window runs from 00:00 to 12:00 noon Eastern (QB 24-111). An offer's deadline
 # is the end of the fifth business day after the opening date: Monday 11 January, midnight Eastern.
-OPENING = dt.datetime(2027, 1, 4, 0, 0, tzinfo=EASTERN)
+# The opening moment's time stamp, which lines of the window are batched with: 12:00 noon Eastern (QB 16-128).
+OPENING = dt.datetime(2027, 1, 4, 12, 0, tzinfo=EASTERN)
 NOON = dt.datetime(2027, 1, 4, 12, 0, tzinfo=EASTERN)
 DEADLINE = dt.datetime(2027, 1, 12, 0, 0, tzinfo=EASTERN)
 FILER = "B7Q"
@@ -371,7 +372,7 @@ def _play(world: _World, report: OpeningDayReport) -> None:
         step.rows.append(_row(importer, result, presented))
     step.expect("every line in the window is QUEUED",
                 all(r.decision is ClaimDecision.QUEUED for *_, r in queued), ", ".join(r.decision.name for *_, r in queued))
-    step.expect("each counts as presented at the opening moment, 00:00 Eastern on 4 January",
+    step.expect("each is stamped with the opening moment, 12:00 noon Eastern on 4 January",
                 all(r.presentation_time == OPENING for *_, r in queued), ", ".join(eastern(r.presentation_time) for *_, r in queued))
     charged = _record_level(world, report, "2. window (queued)")
     step.expect("nothing charged before the window closes", charged == 0, f"charged {charged}")

@@ -150,9 +150,10 @@ def allocate(
             # must be presented again, and then takes its new presentation time.
             return Allocation(Decision.MFN_REQUIRED, ("PRESENTED_BEFORE_OPENING",), Grant(Decimal(0), Decimal(0)), presented)
         if presented < member.opens_at or (member.window_closes_at is not None and presented < member.window_closes_at):
-            # Presented in the opening window: counts as presented at the opening moment, and is
-            # decided with the opening batch when the window closes (prorated if oversubscribed).
-            presented = member.opens_at
+            # Presented in the opening window: batched with the time stamp of the opening moment, 12:00
+            # noon Eastern when the window closes (QB 16-128, as DESIGN.md section 1 quotes it), and
+            # decided with the opening batch then (prorated if oversubscribed).
+            presented = member.window_closes_at or member.opens_at
     if not context.opened:
         # Nothing is charged to a period before it opens, whatever instants the claim carries: it waits
         # for the opening batch (a post-importation claim too).

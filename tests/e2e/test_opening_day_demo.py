@@ -37,7 +37,7 @@ def test_the_opening_day_demo_plays_every_step_and_reports_it(tmp_path):
     assert [r for r in refused if "PRESENTED_BEFORE_OPENING" in r and "2 Jan 10:00" in r]
     # 2. In the window: queued, ranked at the opening moment whatever the time presented.
     queued = rows(out, "QUEUED")
-    assert len(queued) == 3 and all("│ 4 Jan 00:00 │" in r for r in queued)
+    assert len(queued) == 3 and all("│ 4 Jan 12:00 │" in r for r in queued)
     assert {r.split("│")[2].strip() for r in queued} == {"4 Jan 08:15", "4 Jan 09:40", "4 Jan 10:00"}
     # 3. Past noon: 1,080 SME asked of 1,000 (6.0 SME a dozen): offers, not grants, with the deadline.
     assert "knit shirts 6109.10.0012: 6.0 SME a dozen" in out
@@ -46,7 +46,7 @@ def test_the_opening_day_demo_plays_every_step_and_reports_it(tmp_path):
     assert "offers open until Tue 12 Jan 2027 00:00 EST" in out
     # 4. A accepts 60 of its 92 (granted, with the opening moment as its presentation time); B declines.
     accepted = [r for r in rows(out, "PARTIAL") if "OFFER_ACCEPTED" in r]
-    assert len(accepted) == 1 and "│      60 │" in accepted[0] and "│ 4 Jan 00:00 │" in accepted[0]
+    assert len(accepted) == 1 and "│      60 │" in accepted[0] and "│ 4 Jan 12:00 │" in accepted[0]
     assert [r for r in refused if "PRORATED, OFFER_DECLINED" in r]
     # 5. Past the deadline, C's offer lapses by the service's timer; a late answer is refused.
     assert [r for r in refused if "PRORATED, OFFER_LAPSED" in r]

@@ -81,7 +81,7 @@ def test_a_harness_plays_an_opening_on_the_simulated_clock(simulated, clock_serv
         early = claim_line(2, certificate_number="MX27-00000001", date_of_importation="2027-01-01", filed_at=at, arrived_at=at, paid_at=at)
         queued = match.MatchClaim(mpb.MatchClaimRequest(line=early)).result
         assert queued.decision == mpb.CLAIM_DECISION_QUEUED
-        assert queued.presentation_time.ToDatetime(tzinfo=dt.timezone.utc) == WINDOW_OPENS  # the opening moment
+        assert queued.presentation_time.ToDatetime(tzinfo=dt.timezone.utc) == WINDOW_CLOSES  # the opening moment's time stamp
         # Three hours later the window has closed: the batch is decided first, then a new claim at once.
         moved = clock.AdvanceTime(kpb.AdvanceTimeRequest(by=Duration(seconds=3 * 3600))).now.ToDatetime(tzinfo=dt.timezone.utc)
         assert moved >= WINDOW_CLOSES

@@ -209,8 +209,8 @@ def _presented(at: dt.datetime):  # type: ignore[no-untyped-def]
 
 def test_the_opening_window_queues_lines_at_the_opening_moment_and_refuses_earlier_ones():
     # QB 24-111: the 2024 period opened on its first business day, Tuesday 2 January 2024; lines
-    # presented from 00:00 to 12:00 noon Eastern that day count as presented at the opening moment and
-    # are decided together; presented before the opening date, they get no quota status.
+    # presented from 00:00 to 12:00 noon Eastern that day are batched with the opening moment's time stamp,
+    # 12:00 ET (QB 16-128), and decided together; presented before the opening date, no quota status.
     opens = dt.datetime(2024, 1, 2, 5, tzinfo=UTC)  # 00:00 Eastern
     noon = dt.datetime(2024, 1, 2, 17, tzinfo=UTC)
     member = Level("9823.53.01", 2024, "TPL", "SME", Decimal(1000), Decimal(0), None, opens,
@@ -220,9 +220,9 @@ def test_the_opening_window_queues_lines_at_the_opening_moment_and_refuses_earli
     assert (before.decision, before.reasons, before.grant.quantity) == (Decision.MFN_REQUIRED, ("PRESENTED_BEFORE_OPENING",), 0)
     inside = _presented(noon - dt.timedelta(seconds=1))
     queued = allocate(inside, conversion, QuotaContext([member], noon - dt.timedelta(seconds=1), opened=False))
-    assert queued.decision is Decision.QUEUED and queued.presentation_time == opens
+    assert queued.decision is Decision.QUEUED and queued.presentation_time == noon  # the opening moment's time stamp
     straggler = allocate(inside, conversion, QuotaContext([member], noon + dt.timedelta(hours=1), opened=True))
-    assert straggler.decision is Decision.PREFERENTIAL and straggler.presentation_time == opens
+    assert straggler.decision is Decision.PREFERENTIAL and straggler.presentation_time == noon
     after = allocate(_presented(noon), conversion, QuotaContext([member], noon, opened=True))
     assert after.decision is Decision.PREFERENTIAL and after.presentation_time == noon
 
