@@ -48,7 +48,7 @@ class Cluster:
     def __init__(self, server_url: str, replicas: int, workdir: pathlib.Path):
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        from server.adapters.keystore import load_or_create_signer, trust_entry, write_trust_store
+        from server.adapters.keystore import load_or_create_log_key, load_or_create_signer, trust_entry, write_trust_store
         from server.domain.signing import Signer
 
         self.admin = create_engine(make_url(server_url), isolation_level="AUTOCOMMIT")
@@ -60,6 +60,7 @@ class Cluster:
         year = dt.timedelta(days=365)
         write_trust_store(workdir / "partner-keys.json", [trust_entry(self.partner, "MX", _now() - year, _now() + year)])
         load_or_create_signer(workdir / "receipt.pem", "us-cbp-receipts-1")
+        load_or_create_log_key(workdir / "log-signing.pem")  # the replicas' one log key, beside the receipt key
         env = {k: v for k, v in os.environ.items() if not k.startswith("ECERT_")}
         env.update(ECERT_DATABASE_URL=self.url, ECERT_TRUST_STORE=str(workdir / "partner-keys.json"),
                    ECERT_RECEIPT_KEY=str(workdir / "receipt.pem"), ECERT_LOG_FORMAT="json")

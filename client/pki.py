@@ -10,6 +10,7 @@ Layout written by `init_pki(DIR)`, one folder per party (each a `--tls-dir`):
     <party>/ca.pem, cert.pem, key.pem           trust anchor, certificate chain, private key
     service/partner-keys.json                   trust store of partners' document-signing keys
     service/receipt-signing.pem (+ .pub)        customs' receipt-signing key
+    service/log-signing.pem                     customs' transparency-log checkpoint key
     gateway-mx/document-signing.pem, .key-id    Mexico's document-signing key and its registered id
 """
 from __future__ import annotations
@@ -196,6 +197,8 @@ def init_pki(directory: str | pathlib.Path, *, now: dt.datetime | None = None, s
     receipt_key = Ed25519PrivateKey.generate()
     save_private_key(layout.receipt_key, receipt_key)
     (layout.root / "service" / "receipt-signing.pem.pub").write_text(public_key_pem(receipt_key.public_key()))
+    # The log's checkpoint key, where the service looks for it by default (beside the receipt key).
+    save_private_key(layout.root / "service" / "log-signing.pem", Ed25519PrivateKey.generate())
     return layout
 
 

@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from ecert.v1 import clock_pb2, clock_pb2_grpc, match_pb2, match_pb2_grpc, quota_pb2, quota_pb2_grpc, transmission_pb2, transmission_pb2_grpc
 from ecert.v1 import log_pb2, log_pb2_grpc, usage_pb2, usage_pb2_grpc
 from server.adapters.database import Database
-from server.adapters.keystore import ReceiptKeyMissing, derived_key, load_or_create_log_key, load_receipt_signer, load_trust_store
+from server.adapters.keystore import LogKeyMissing, ReceiptKeyMissing, derived_key, load_log_key, load_receipt_signer, load_trust_store
 from server.adapters.reload import TrustStoreWatcher
 from server.adapters.revocation import RevocationList
 from server.api.auth import Authorizer
@@ -138,7 +138,7 @@ def build_use_cases(settings: Settings, database: Database, clock: Clock) -> Use
         clock=clock,
         events=events,
     )
-    log_key = load_or_create_log_key(settings.resolved_log_key())
+    log_key = load_log_key(settings.resolved_log_key(), create_if_missing=settings.create_missing_receipt_key)
     transparency = LogUseCases(database, key=log_key, origin=settings.log_origin, clock=clock, witnesses=settings.witness_verifiers())
     return UseCases(references, transmissions, claims, quota, events, transparency, UsageUseCases(database))
 
@@ -236,11 +236,13 @@ def create_server(
     `extra_services` register more servicers on the same server (the benchmarks' echo baseline),
     behind the same interceptors, limits, worker pool and credentials.
 
-    Raises ReceiptKeyMissing (before touching the database) when the receipt-signing key is missing
-    and settings do not ask to create it, and ListenError when the address cannot be bound (a port
+    Raises ReceiptKeyMissing or LogKeyMissing (before touching the database) when the receipt- or
+    log-signing key is missing and settings do not ask to create keys, and ListenError when the address cannot be bound (a port
     already in use: SO_REUSEPORT is off, so a second server cannot share it unnoticed)."""
     if not settings.create_missing_receipt_key and not settings.resolved_receipt_key().exists():
         raise ReceiptKeyMissing(settings.resolved_receipt_key())
+    if not settings.create_missing_receipt_key and not settings.resolved_log_key().exists():
+        raise LogKeyMissing(settings.resolved_log_key())
     # Revoked client certificates (RevocationListInvalid when a named CRL cannot be used): before the database too.
     revocations = RevocationList.for_tls_dir(settings.resolved_tls_dir(), settings.revocation_list) if credentials else None
     database = Database(

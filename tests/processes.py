@@ -24,7 +24,7 @@ import grpc
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
-from server.adapters.keystore import load_or_create_signer, trust_entry, write_trust_store
+from server.adapters.keystore import load_or_create_log_key, load_or_create_signer, trust_entry, write_trust_store
 from server.domain.signing import Signer
 from tests.factories import certificate, envelope
 
@@ -45,6 +45,7 @@ class Deployment:
         now = dt.datetime.now(dt.timezone.utc)
         write_trust_store(self.trust_store, [trust_entry(self.partner, "MX", now - year, now + year)])
         load_or_create_signer(self.receipt_key, "us-cbp-receipts-1")  # before any replica races to create it
+        load_or_create_log_key(self.receipt_key.parent / "log-signing.pem")  # shared by the replicas, like the receipt key
 
     @property
     def trust_store(self) -> pathlib.Path:

@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
             False, "--allow-insecure-remote", help="with --insecure, also listen on a host that is not loopback (anyone who reaches it has every right)"
         ),
         create_receipt_key: bool = typer.Option(
-            False, "--create-receipt-key", help="development only: generate the receipt-signing key if its file is missing (otherwise refuse to start)"
+            False, "--create-receipt-key", help="development only: generate the receipt- and log-signing keys if their files are missing (otherwise refuse to start)"
         ),
         grace: float = typer.Option(10.0, help="seconds in-flight calls get to finish on shutdown"),
         **flags: Any,
@@ -170,13 +170,13 @@ def _serve(settings, *, insecure: bool, grace: float, config: object) -> None:  
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
     started = time.monotonic()
-    from server.adapters.keystore import ReceiptKeyMissing
+    from server.adapters.keystore import SigningKeyMissing
     from server.adapters.revocation import RevocationListInvalid
     from server.app import ListenError
 
     try:
         running = create_server(settings, credentials=credentials)
-    except (ReceiptKeyMissing, ListenError, RevocationListInvalid) as exc:
+    except (SigningKeyMissing, ListenError, RevocationListInvalid) as exc:
         raise common.BadInput(str(exc)) from None
     except RuntimeError as exc:  # the address cannot be bound (gRPC says only that)
         address = f"{settings.host}:{settings.port}"

@@ -118,15 +118,34 @@ def derived_key(signer: Signer, purpose: bytes) -> bytes:
     return hashlib.sha256(b"ecert derived key\n" + purpose + b"\n" + raw).digest()
 
 
-class ReceiptKeyMissing(Exception):
-    """The configured receipt-signing key file does not exist (and creating one was not asked for)."""
+class SigningKeyMissing(Exception):
+    """A configured signing key file does not exist (and creating one was not asked for)."""
+
+    def __init__(self, path: pathlib.Path, message: str):
+        super().__init__(message)
+        self.path = path
+
+
+class ReceiptKeyMissing(SigningKeyMissing):
+    """The receipt-signing key file does not exist."""
 
     def __init__(self, path: pathlib.Path):
-        super().__init__(
+        super().__init__(path, (
             f"the receipt-signing key {path} does not exist; mount the key customs publishes "
             "(ECERT_RECEIPT_KEY), or start with --create-receipt-key to make a new one (development only)"
-        )
-        self.path = path
+        ))
+
+
+class LogKeyMissing(SigningKeyMissing):
+    """The transparency log's checkpoint-signing key file does not exist: a replica that made its own
+    would sign checkpoints no witness or client can verify."""
+
+    def __init__(self, path: pathlib.Path):
+        super().__init__(path, (
+            f"the log-signing key {path} does not exist; mount the key whose verifier key customs publishes "
+            "(ECERT_LOG_KEY; `openssl genpkey -algorithm ed25519 -out FILE` makes one, once, for every replica), "
+            "or start with --create-receipt-key to make new keys (development only)"
+        ))
 
 
 def load_receipt_signer(path: str | pathlib.Path, key_id: str, *, create_if_missing: bool) -> Signer:
@@ -145,6 +164,14 @@ def load_or_create_signer(path: str | pathlib.Path, key_id: str) -> Signer:
         save_private_key(path, Ed25519PrivateKey.generate())
         pathlib.Path(str(path) + ".pub").write_text(public_key_pem(load_signer(path, key_id).public_key))
     return load_signer(path, key_id)
+
+
+def load_log_key(path: str | pathlib.Path, *, create_if_missing: bool) -> Ed25519PrivateKey:
+    """The log's checkpoint-signing key; a missing file is LogKeyMissing unless creating it was asked for."""
+    path = pathlib.Path(path)
+    if not path.exists() and not create_if_missing:
+        raise LogKeyMissing(path)
+    return load_or_create_log_key(path)
 
 
 def load_or_create_log_key(path: str | pathlib.Path) -> Ed25519PrivateKey:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from server.adapters.keystore import ReceiptKeyMissing, load_or_create_signer
+from server.adapters.keystore import LogKeyMissing, ReceiptKeyMissing, load_or_create_log_key, load_or_create_signer
 from server.app import ListenError, create_server
 from server.config import Settings, is_loopback
 
@@ -50,6 +50,11 @@ def test_create_server_refuses_a_missing_key_unless_asked(tmp_path):
         create_server(settings, address="127.0.0.1:0")
     assert not settings.resolved_receipt_key().exists()
     load_or_create_signer(settings.resolved_receipt_key(), settings.receipt_key_id)  # made on purpose
+    # The log-signing key likewise: a replica that made its own would sign checkpoints nobody can verify.
+    with pytest.raises(LogKeyMissing):
+        create_server(settings, address="127.0.0.1:0")
+    assert not settings.resolved_log_key().exists()
+    load_or_create_log_key(settings.resolved_log_key())
     create_server(settings, address="127.0.0.1:0").stop(0)
 
 
