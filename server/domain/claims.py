@@ -71,6 +71,13 @@ class Allocation:
     presentation_time: dt.datetime
 
 
+def status_at_presentation(version_status: CertificateStatus, current_status: CertificateStatus) -> CertificateStatus:
+    """The status a claim is screened with: that of the version on file at its presentation time, except
+    that a cancellation withdraws the certificate whenever it came (nothing can be charged to a
+    certificate the partner canceled; README "Claims and quota")."""
+    return CertificateStatus.CANCELED if current_status is CertificateStatus.CANCELED else version_status
+
+
 def mismatches(line: EntryLine, certificate: Certificate) -> list[Mismatch]:
     """Every element of the claim that the transmission does not support, by field."""
     found = []

@@ -33,6 +33,7 @@ from server.domain.claims import (
     corrected_presentation,
     decide_at_opening,
     screen,
+    status_at_presentation,
 )
 from server.domain.conversion import Conversion, convert
 from server.domain.entry import (
@@ -48,7 +49,6 @@ from server.domain.log_entry import claim_subject
 from server.domain.quantity import format_quantity, parse_quantity, storable_code
 from server.domain.quota import Level, opening_rates, rate_text
 from server.domain.records import ClaimRecord
-from server.domain.transmission import CertificateStatus
 from server.service import deadline
 from server.service.clock import Clock, new_id
 from server.service.quota import QuotaCalendar, QuotaEventBus
@@ -416,9 +416,9 @@ class ClaimUseCases:
             later = uow.certificates.head(line.country_of_origin, line.certificate_number) is not None
             return None, later
         head = found.head
-        status = CertificateStatus.CANCELED if head.status is CertificateStatus.CANCELED else found.status
         return CertificateOnFile(
-            found.certificate, found.version, status, head.remaining_quantity, found.receipt_id, found.digest, head.version
+            found.certificate, found.version, status_at_presentation(found.status, head.status), head.remaining_quantity,
+            found.receipt_id, found.digest, head.version,
         ), False
 
     def _levels(self, uow: UnitOfWork, tpl_number: str, year: int) -> list[Level]:

@@ -57,6 +57,7 @@ class QuotaCalendar:
         return dt.datetime.combine(self.opening_date(year), ends or dt.time(), self.timezone).astimezone(dt.timezone.utc)
 
     def level(self, row: LevelRow, charged: Decimal | None = None) -> Level:
+        rule = self.rule()  # read once per level (it is the current reference data's)
         opens, closes = self.bounds(row.quota_year)
         return Level(
             tpl_number=row.tpl_number,
@@ -68,8 +69,8 @@ class QuotaCalendar:
             aggregate=row.aggregate,
             opens_at=opens,
             closes_at=closes,
-            window_closes_at=self.window_closes(row.quota_year) if self.rule().window_ends else None,
-            refuse_before_opening=self.rule().refuse_before_opening,
+            window_closes_at=self.window_closes(row.quota_year) if rule.window_ends else None,
+            refuse_before_opening=rule.refuse_before_opening,
         )
 
     def year_of(self, at: dt.datetime) -> int:

@@ -20,6 +20,7 @@ from server.domain.claims import (
     mismatches,
     post_importation_deadline,
     screen,
+    status_at_presentation,
 )
 from server.domain.conversion import Category, ConversionTable, convert
 from server.domain.entry import EntryLineDraft, canonical_entry_number, check_digit, make_entry_number, validate_entry_line
@@ -325,3 +326,12 @@ def test_the_opening_rule_is_reference_data_and_a_bad_one_is_refused():
     for bad in ({"date": "easter"}, {"before_opening": "queued"}, {"window_ends": "noon"}):
         with pytest.raises(ValueError):
             parse_reference_data({**document, "opening": bad})
+
+
+def test_the_status_a_claim_is_screened_with():
+    # The version on file at presentation decides (eCERT notice), except that a cancellation withdraws
+    # the certificate whenever it came; a replacement after presentation does not.
+    active, canceled = CertificateStatus.ACTIVE, CertificateStatus.CANCELED
+    assert status_at_presentation(active, active) is active
+    assert status_at_presentation(active, canceled) is canceled
+    assert status_at_presentation(canceled, canceled) is canceled
