@@ -107,7 +107,10 @@ class RunningServer:
 def build_use_cases(settings: Settings, database: Database, clock: Clock) -> UseCases:
     references = ReferenceStore(database, clock)
     references.ensure_defaults()
-    calendar = QuotaCalendar(ZoneInfo(settings.quota_timezone), Decimal(settings.critical_share), lambda: references.current().tpls.opening)
+    calendar = QuotaCalendar(
+        ZoneInfo(settings.quota_timezone), Decimal(settings.critical_share), lambda: references.current().tpls.opening,
+        batch_cutoff=settings.batch_cutoff_time(),
+    )
     quota = QuotaUseCases(database, calendar, clock)
     events = QuotaEventBus(
         quota,
@@ -154,7 +157,8 @@ def freeze_startup_heap() -> None:
 
 def _allocate_openings(running: RunningServer) -> None:
     """Allocates each opening batch soon after its window closes, even if no claim arrives to do it,
-    and gives back the prorated offers whose deadline passed unanswered."""
+    gives back the prorated offers whose deadline passed unanswered, and runs each daily cutoff's
+    batch of claims pending near fill."""
     while not running._stopping.wait(OPENING_CHECK_SECONDS):
         try:
             running.use_cases.claims.allocate_due_openings()
@@ -164,6 +168,10 @@ def _allocate_openings(running: RunningServer) -> None:
             running.use_cases.claims.lapse_due_offers()
         except Exception:
             log.exception("lapsing prorated offers failed; retrying at the next check")
+        try:
+            running.use_cases.claims.run_due_batch()
+        except Exception:
+            log.exception("the cutoff batch failed; retrying at the next check")
 
 
 def _service_clock(settings: Settings) -> Clock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from decimal import Decimal
 import ipaddress
 import logging
 import os
@@ -75,6 +76,9 @@ class Settings:
     witness_keys: str = field(default_factory=lambda: _env("WITNESS_KEYS", ""))
     # Share of a level at which it turns CRITICAL ("potentially filled").
     critical_share: str = field(default_factory=lambda: _env("CRITICAL_SHARE", "0.9"))
+    # The daily cutoff (HH:MM in the quota time zone) at which claims pending near fill are decided in
+    # presentation-time order (CBP: 20:30 Eastern, QB 23-128).
+    batch_cutoff: str = field(default_factory=lambda: _env("BATCH_CUTOFF", "20:30"))
     # Quota periods are calendar years opening at midnight in this zone.
     quota_timezone: str = field(default_factory=lambda: _env("QUOTA_TIMEZONE", "America/New_York"))
     # How long after a period ends an ordinary entry may still be charged to it.
@@ -197,6 +201,13 @@ class Settings:
         if not self.log_origin or any(c.isspace() for c in self.log_origin) or "+" in self.log_origin:
             raise ConfigError(f"log origin {self.log_origin!r}: one word without spaces or '+', e.g. ecert.cbp.example/log")
         self.witness_verifiers()
+        self.batch_cutoff_time()
+        try:
+            share = Decimal(self.critical_share)
+        except ArithmeticError:
+            raise ConfigError(f"critical share {self.critical_share!r}: a decimal fraction such as 0.9") from None
+        if not Decimal(0) < share <= Decimal(1):
+            raise ConfigError(f"critical share {self.critical_share}: above 0 and at most 1")
         for name in ("workers", "db_pool_size", "max_transactions", "max_concurrent_rpcs", "calls_per_identity",
                      "request_arrival_ms", "max_streams_per_connection", "keepalive_time_ms", "keepalive_timeout_ms"):
             if getattr(self, name) < 1:
@@ -205,6 +216,13 @@ class Settings:
                      "max_connection_age_grace_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', ' ')} {getattr(self, name)}: not negative")
+
+    def batch_cutoff_time(self) -> dt.time:
+        """The daily cutoff as a time of day (ConfigError if it is not HH:MM)."""
+        try:
+            return dt.time.fromisoformat(self.batch_cutoff)
+        except ValueError:
+            raise ConfigError(f"batch cutoff {self.batch_cutoff!r}: a time of day HH:MM, e.g. 20:30") from None
 
     def simulated_start(self) -> dt.datetime:
         """Where the simulated clock starts (ConfigError if it is not an instant)."""

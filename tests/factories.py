@@ -136,3 +136,13 @@ def small_levels(
         if tpl["tpl_number"] in limits:
             tpl["annual_limit"] = limits[tpl["tpl_number"]]
     return json.dumps(document)
+
+
+def run_cutoff_batch(server, clock) -> dt.datetime:  # type: ignore[no-untyped-def]
+    """Move the test clock just past the next daily cutoff (20:30 Eastern) and run that batch, as the
+    server's timer would; the cutoff."""
+    calendar = server.use_cases.claims.calendar
+    cutoff = calendar.next_cutoff(clock.now())
+    clock.at = cutoff + dt.timedelta(seconds=1)
+    server.use_cases.claims.run_due_batch()
+    return cutoff

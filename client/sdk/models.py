@@ -393,6 +393,8 @@ class ClaimResult:
     # PRORATED_OFFER: when the offer lapses unanswered (answer it with Matching.answer_prorated_offer).
     offer_expires_at: dt.datetime | None = None
     log_leaf_hash: bytes = b""  # the claim's latest entry in customs' transparency log
+    # A claim that was PENDING near fill: the cutoff of the daily batch that decided it.
+    batch_cutoff: dt.datetime | None = None
 
     @classmethod
     def from_proto(cls, m: mpb.ClaimResult) -> ClaimResult:
@@ -415,6 +417,7 @@ class ClaimResult:
             certificate_digest=m.certificate_digest,
             offer_expires_at=_instant(m.offer_expires_at, m.HasField("offer_expires_at")),
             log_leaf_hash=m.log_leaf_hash,
+            batch_cutoff=_instant(m.batch_cutoff, m.HasField("batch_cutoff")),
         )
 
 
@@ -482,6 +485,9 @@ class QuotaStatus:
     period_end: str
     aggregate_tpl_number: str
     as_of: dt.datetime | None
+    # ON_HOLD near fill: since when, and when the pending claims are decided (the next daily cutoff).
+    held_since: dt.datetime | None = None
+    next_batch_at: dt.datetime | None = None
 
     @classmethod
     def from_proto(cls, m: qpb.QuotaStatus) -> QuotaStatus:
@@ -489,7 +495,8 @@ class QuotaStatus:
         return cls(
             m.tpl_number, m.label, m.quota_year, m.measure_unit, d(m.limit), d(m.charged), d(m.remaining),
             d(m.fill_share), QuotaState.from_proto(m.state), m.period_start, m.period_end, m.aggregate_tpl_number,
-            _instant(m.as_of, m.HasField("as_of")),
+            _instant(m.as_of, m.HasField("as_of")), _instant(m.held_since, m.HasField("held_since")),
+            _instant(m.next_batch_at, m.HasField("next_batch_at")),
         )
 
 

@@ -17,6 +17,7 @@ from server.adapters.orm import (
     ExactQuantity,
     LogEntryRow,
     QuotaLedgerRow,
+    QuotaBatchRow,
     QuotaLevelRow,
     QuotaOpeningRow,
     ReferenceVersionRow,
@@ -34,6 +35,17 @@ class Opening:
     allocated_at: dt.datetime
     rates: dict[str, Fraction]
     completed_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """A daily cutoff batch: it decides the claims pending before `cutoff_at` that were recorded by
+    `started_at`, in presentation-time order."""
+
+    cutoff_at: dt.datetime
+    started_at: dt.datetime
+    completed_at: dt.datetime | None
+    decided: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +69,7 @@ class LevelRow:
     limit: Decimal
     charged: Decimal
     aggregate: str | None
+    held_since: dt.datetime | None = None
 
 
 # The claim path's statements, written once as Core statements on the mapped tables and run as
@@ -99,6 +112,23 @@ STATEMENTS = Statements(
     .order_by(_claims.c.claim_id)
     .limit(bindparam("limit"))
     .with_for_update(),
+    # A batch's claims, locked until its step commits (PostgreSQL): a reversal of one waits, then sees it decided.
+    pending_claims=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
+    .where(_claims.c.decision == "PENDING", _claims.c.reversed_at.is_(None),
+           _claims.c.presentation_time < bindparam("cutoff", type_=_claims.c.presentation_time.type),
+           _claims.c.decided_at <= bindparam("started", type_=_claims.c.decided_at.type))
+    .order_by(_claims.c.presentation_time, _claims.c.claim_id)
+    .limit(bindparam("limit"))
+    .with_for_update(),
+    # The rest of one instant's group, so that a step never splits simultaneous claims.
+    pending_at=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
+    .where(_claims.c.decision == "PENDING", _claims.c.reversed_at.is_(None),
+           _claims.c.presentation_time == bindparam("at", type_=_claims.c.presentation_time.type),
+           _claims.c.decided_at <= bindparam("started", type_=_claims.c.decided_at.type))
+    .order_by(_claims.c.claim_id)
+    .with_for_update(),
+    pending_any=select(_claims.c.claim_id).where(_claims.c.decision == "PENDING", _claims.c.reversed_at.is_(None),
+                                                _claims.c.presentation_time < bindparam("before", type_=_claims.c.presentation_time.type)).limit(1),
     queued_demand=select(_claims.c.tpl_number, type_coerce(func.sum(_claims.c.claimed_measure), ExactQuantity()))
     .where(_claims.c.quota_year == bindparam("year"), _claims.c.decision == "QUEUED", _claims.c.reversed_at.is_(None))
     .group_by(_claims.c.tpl_number),
@@ -138,6 +168,17 @@ STATEMENTS = Statements(
     .where(*_level_key, _levels.c.charged + _quantity <= _levels.c.limit)
     .values(charged=_levels.c.charged + _quantity)
     .returning(_levels.c.limit, _levels.c.charged),
+    # A claim decided at once (its level not on hold): conditional on the level still not being on hold
+    # and on the charge staying within its critical share, as read (else the claim must wait).
+    charge_open_level=update(_levels)
+    .where(*_level_key, _levels.c.held_since.is_(None), _levels.c.charged + _quantity <= bindparam("cap", type_=ExactQuantity()),
+           _levels.c.charged + _quantity <= _levels.c.limit)
+    .values(charged=_levels.c.charged + _quantity)
+    .returning(_levels.c.limit, _levels.c.charged),
+    put_on_hold=update(_levels).where(*_level_key, _levels.c.held_since.is_(None))
+    .values(held_since=bindparam("at", type_=_levels.c.held_since.type)),
+    # Open again: only while what is charged stays within the critical share (the batch locked the row).
+    lift_hold=update(_levels).where(*_level_key, _levels.c.charged <= bindparam("cap", type_=ExactQuantity())).values(held_since=None),
     release_level=update(_levels)
     .where(*_level_key, _levels.c.charged >= _quantity)
     .values(charged=_levels.c.charged - _quantity)
@@ -217,6 +258,25 @@ class ClaimRepository(_Repository):
         """The first `limit` of the year's QUEUED claims, in a stable order (claim id): the allocation
         treats them as simultaneous, and decides them in this order."""
         return [_record(row) for row in self._all("queued_claims", {"year": quota_year, "limit": limit})]
+
+    def pending(self, cutoff: dt.datetime, started: dt.datetime, limit: int) -> list[ClaimRecord]:
+        """The first `limit` claims pending before `cutoff` and recorded by `started`, in presentation-time
+        order (then claim id), with the rest of the last one's instant: a batch step's claims."""
+        chunk = [_record(row) for row in self._all("pending_claims", {"cutoff": cutoff, "started": started, "limit": limit})]
+        if len(chunk) == limit:
+            last = chunk[-1]
+            seen = {c.claim_id for c in chunk}
+            chunk += [c for c in (_record(row) for row in self._all("pending_at", {"at": last.presentation_time, "started": started}))
+                      if c.claim_id not in seen]
+        return chunk
+
+    def any_pending(self, before: dt.datetime) -> bool:
+        """Whether a live claim presented before `before` is pending."""
+        return self._first("pending_any", {"before": before}) is not None
+
+    def decide_pending(self, records: list[ClaimRecord], columns: tuple[str, ...]) -> int:
+        """Store these columns of each record, claims still PENDING and not reversed; how many were stored."""
+        return self._decide_while("PENDING", records, columns)
 
     def decide_queued(self, records: list[ClaimRecord], columns: tuple[str, ...]) -> int:
         """Store these columns of each record, claims still QUEUED and not reversed, in one driver call;
@@ -320,6 +380,38 @@ class QuotaRepository(_Repository):
         """Add `measure` to the level; its new remaining, or None if that would exceed the limit."""
         result = self._first("charge_level", {"tpl": tpl_number, "year": quota_year, "amount": measure})
         return None if result is None else result[0] - result[1]
+
+    def charge_open(self, tpl_number: str, quota_year: int, measure: Decimal, cap: Decimal) -> Decimal | None:
+        """Add `measure` to a level that is not on hold, if it stays within `cap` (its critical share) and
+        its limit; the new remaining, or None (on hold meanwhile, or it would pass the cap: the claim waits)."""
+        result = self._first("charge_open_level", {"tpl": tpl_number, "year": quota_year, "amount": measure, "cap": cap})
+        return None if result is None else result[0] - result[1]
+
+    def put_on_hold(self, tpl_number: str, quota_year: int, at: dt.datetime) -> bool:
+        """Put the level on hold from `at`, unless it already is; True if this call did."""
+        return self._execute("put_on_hold", {"tpl": tpl_number, "year": quota_year, "at": at}) == 1
+
+    def lift_hold(self, tpl_number: str, quota_year: int, cap: Decimal) -> bool:
+        """Take the level off hold if it holds no more than `cap`; True if it is off hold now."""
+        return self._execute("lift_hold", {"tpl": tpl_number, "year": quota_year, "cap": cap}) == 1
+
+    def batch(self, cutoff: dt.datetime, *, lock: bool = False) -> Batch | None:
+        """The batch of this cutoff, if begun; `lock`: until this transaction ends (PostgreSQL), so that
+        two replicas never take the same step."""
+        row = self.session.get(QuotaBatchRow, cutoff, with_for_update=lock or None, populate_existing=True)
+        return None if row is None else Batch(row.cutoff_at, row.started_at, row.completed_at, row.decided)
+
+    def begin_batch(self, cutoff: dt.datetime, at: dt.datetime) -> None:
+        self.session.add(QuotaBatchRow(cutoff_at=cutoff, started_at=at, decided=0))
+        self.session.flush()  # a concurrent batch runner loses on the primary key here
+
+    def advance_batch(self, cutoff: dt.datetime, decided: int, completed_at: dt.datetime | None) -> None:
+        row = self.session.get(QuotaBatchRow, cutoff)
+        if row is None:
+            raise LookupError(f"no batch of {cutoff.isoformat()}")
+        row.decided += decided
+        row.completed_at = completed_at
+        self.session.flush()
 
     def release(self, tpl_number: str, quota_year: int, measure: Decimal) -> Decimal | None:
         """Take `measure` off the level; its new remaining, or None if less than that is charged."""

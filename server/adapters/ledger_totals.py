@@ -8,10 +8,11 @@ from sqlalchemy import case, func, select, type_coerce
 
 from server.adapters.orm import MICRO, CertificateRow, ClaimRow, QuotaLedgerRow, QuotaLevelRow
 from server.adapters.prepared import PreparedRepository, Statements
+from server.domain.records import WAITING
 from server.domain.reconciliation import CertificateBalance, CertificateKey, LevelBalance, LevelKey
 
 _live = ClaimRow.reversed_at.is_(None)
-_held = case((ClaimRow.decision == "QUEUED", ClaimRow.claimed_quantity), else_=ClaimRow.granted_quantity)
+_held = case((ClaimRow.decision.in_(WAITING), ClaimRow.claimed_quantity), else_=ClaimRow.granted_quantity)
 # Micro-unit integers are summed as integers (exact on both engines) and scaled once here.
 def _sum(column: Any) -> Any:
     return type_coerce(func.coalesce(func.sum(column), 0), ClaimRow.claimed_quantity.type.impl)

@@ -203,6 +203,22 @@ class QuotaLevelRow(Base):
     limit: Mapped[Decimal] = mapped_column(ExactQuantity())
     charged: Mapped[Decimal] = mapped_column(ExactQuantity(), default=Decimal(0))
     aggregate: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Since when the level is on hold near fill (its claims wait for the cutoff batch); NULL: claims that
+    # fit below the critical share are decided at once.
+    held_since: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class QuotaBatchRow(Base):
+    """A daily cutoff batch: begun once (by whoever gets there first), then run in resumable steps that
+    decide the claims pending before its cutoff, in presentation-time order (server/domain/batch.py)."""
+
+    __tablename__ = "quota_batches"
+
+    cutoff_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    # Claims recorded after this belong to the next batch, whatever their presentation time.
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    decided: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class QuotaOpeningRow(Base):
@@ -248,7 +264,8 @@ class EntryRow(Base):
     filer_code: Mapped[str] = mapped_column(String(8))
 
 
-LIVE_HOLD = text("reversed_at IS NULL AND decision IN ('PREFERENTIAL', 'PARTIAL', 'QUEUED')")
+LIVE_HOLD = text("reversed_at IS NULL AND decision IN ('PREFERENTIAL', 'PARTIAL', 'QUEUED', 'PENDING', 'PRORATED_OFFER')")
+PENDING = text("decision = 'PENDING'")
 
 
 class ClaimRow(Base):
@@ -259,6 +276,8 @@ class ClaimRow(Base):
         UniqueConstraint("entry_number", "line_number", "revision", name="uq_claims_entry_line_revision"),
         Index("ix_claims_certificate", "issuing_country", "certificate_number"),
         Index("ix_claims_queue", "quota_year", "decision"),
+        # What a cutoff batch reads: the pending claims in presentation-time order.
+        Index("ix_claims_pending", "presentation_time", "claim_id", sqlite_where=PENDING, postgresql_where=PENDING),
         # One live claim that holds quantity per entry line: a correction reverses the old revision
         # before its new one is stored; a post-importation claim follows only an MFN or reversed one.
         Index(
@@ -302,6 +321,8 @@ class ClaimRow(Base):
     certificate_receipt_id: Mapped[str] = mapped_column(String(64), default="")
     certificate_digest: Mapped[str] = mapped_column(String(64), default="")
     offer_expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The cutoff of the batch that decided a claim pending near fill.
+    batch_cutoff: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class LogEntryRow(Base):

@@ -23,6 +23,7 @@ DECISION_TO_PROTO = {
     Decision.ECERT_NOT_REQUIRED.value: mpb.CLAIM_DECISION_ECERT_NOT_REQUIRED,
     Decision.QUEUED.value: mpb.CLAIM_DECISION_QUEUED,
     Decision.PRORATED_OFFER.value: mpb.CLAIM_DECISION_PRORATED_OFFER,
+    Decision.PENDING.value: mpb.CLAIM_DECISION_PENDING,
 }
 REVERSAL_FROM_PROTO = {mpb.REVERSAL_KIND_CANCELED: ReversalKind.CANCELED, mpb.REVERSAL_KIND_CORRECTED: ReversalKind.CORRECTED}
 STATE_TO_PROTO = {
@@ -30,6 +31,7 @@ STATE_TO_PROTO = {
     QuotaState.CRITICAL: qpb.QUOTA_STATE_CRITICAL,
     QuotaState.FILLED: qpb.QUOTA_STATE_FILLED,
     QuotaState.CLOSED: qpb.QUOTA_STATE_CLOSED,
+    QuotaState.ON_HOLD: qpb.QUOTA_STATE_ON_HOLD,
 }
 EVENT_TO_PROTO = {
     None: qpb.QUOTA_EVENT_KIND_SNAPSHOT,
@@ -37,6 +39,7 @@ EVENT_TO_PROTO = {
     QuotaEventKind.FILLED: qpb.QUOTA_EVENT_KIND_FILLED,
     QuotaEventKind.REOPENED: qpb.QUOTA_EVENT_KIND_REOPENED,
     QuotaEventKind.CHARGED: qpb.QUOTA_EVENT_KIND_CHARGED,
+    QuotaEventKind.ON_HOLD: qpb.QUOTA_EVENT_KIND_ON_HOLD,
 }
 
 
@@ -104,6 +107,7 @@ def claim_to_proto(c: ClaimRecord) -> mpb.ClaimResult:
         certificate_receipt_id=c.certificate_receipt_id,
         certificate_digest=c.certificate_digest,
         offer_expires_at=timestamp(c.offer_expires_at) if c.offer_expires_at else None,
+        batch_cutoff=timestamp(c.batch_cutoff) if c.batch_cutoff else None,
     )
 
 
@@ -147,6 +151,8 @@ def status_to_proto(s: QuotaStatus) -> qpb.QuotaStatus:
         period_end=last_day.isoformat(),
         aggregate_tpl_number=level.aggregate or "",
         as_of=timestamp(s.as_of),
+        held_since=timestamp(level.held_since) if level.held_since else None,
+        next_batch_at=timestamp(s.next_batch_at) if s.next_batch_at else None,
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 
+from server.domain.batch import BatchDecision, BatchOutcome, must_wait
 from server.domain.certificate import Certificate
 from server.domain.conversion import Conversion
 from server.domain.entry import EntryLine
@@ -26,6 +27,9 @@ class Decision(enum.Enum):
     # An oversubscribed opening's prorated share, reserved (level and certificate) for the filer to
     # accept in all, in part or not at all within five business days (CSMS 16-000886); not a grant.
     PRORATED_OFFER = "PRORATED_OFFER"
+    # Its level is on hold near fill: recorded, the certificate quantity reserved, nothing charged; decided
+    # at the next daily cutoff batch in presentation-time order (server/domain/batch.py).
+    PENDING = "PENDING"
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,9 @@ class QuotaContext:
     # or, before anybody began it, this replica's clock says so.
     opened: bool
     post_importation: bool = False
+    # The share of a level past which its claims wait for the cutoff batch (None: never; the opening
+    # batch's own decisions and tests of first come, first served alone).
+    critical_share: Decimal | None = None
 
 
 def allocate(
@@ -171,6 +178,9 @@ def allocate(
         # grace after the close applied here; no source for it was found, so it is gone.)
         return Allocation(Decision.MFN_REQUIRED, ("PERIOD_CLOSED",), Grant(Decimal(0), Decimal(0)), presented)
 
+    if context.critical_share is not None and must_wait(context.levels, line.quantity * conversion.factor, context.critical_share):
+        # Near fill the order matters: presentation time decides, at the next cutoff (domain/batch.py).
+        return Allocation(Decision.PENDING, ("LEVEL_ON_HOLD",), Grant(Decimal(0), Decimal(0)), presented)
     binding = min(context.levels, key=lambda level: level.remaining)
     grant = grant_first_come(line.quantity, conversion.factor, binding.remaining)
     filled_reason = "LEVEL_FILLED" if binding is member else "AGGREGATE_FILLED"
@@ -205,6 +215,21 @@ def decide_at_opening(quantity: Decimal, factor: Decimal, rate: Fraction, room: 
         # filer has five business days to claim all, part or none of it. An offer, not a grant.
         return OpeningDecision(Decision.PRORATED_OFFER, ("PRORATED",), grant)
     return OpeningDecision(Decision.MFN_REQUIRED, ("PRORATED", "LEVEL_FILLED"), grant)
+
+
+def decided_in_batch(decision: BatchDecision, member: str) -> tuple[Decision, tuple[str, ...]]:
+    """A pending claim's decision and reasons from what the cutoff batch gave it (domain/batch.py)."""
+    filled = "LEVEL_FILLED" if decision.binding in ("", member) else "AGGREGATE_FILLED"
+    if decision.outcome is BatchOutcome.GRANTED:
+        return Decision.PREFERENTIAL, ()
+    if decision.outcome is BatchOutcome.CUT:
+        if decision.grant.quantity > 0:
+            return Decision.PARTIAL, (filled, "PARTIAL_FILL")
+        return Decision.MFN_REQUIRED, (filled,)
+    if decision.grant.quantity > 0:
+        # Simultaneous claims sharing what was left: an offer, as at the opening (CSMS 16-000886).
+        return Decision.PRORATED_OFFER, ("PRORATED",)
+    return Decision.MFN_REQUIRED, ("PRORATED", filled)
 
 
 @dataclass(frozen=True)

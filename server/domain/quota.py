@@ -15,12 +15,15 @@ from fractions import Fraction
 class QuotaState(enum.Enum):
     OPEN = "OPEN"
     CRITICAL = "CRITICAL"
+    # Near fill: claims wait for the daily cutoff batch, decided in presentation-time order (domain/batch.py).
+    ON_HOLD = "ON_HOLD"
     FILLED = "FILLED"
     CLOSED = "CLOSED"
 
 
 class QuotaEventKind(enum.Enum):
     BECAME_CRITICAL = "BECAME_CRITICAL"
+    ON_HOLD = "ON_HOLD"
     FILLED = "FILLED"
     REOPENED = "REOPENED"
     CHARGED = "CHARGED"
@@ -51,6 +54,12 @@ class Level:
     window_closes_at: dt.datetime | None = None
     # Lines presented before `opens_at` get no quota status (else: count as presented at the opening).
     refuse_before_opening: bool = True
+    # On hold since a claim would have passed the critical share: claims wait for the cutoff batch.
+    held_since: dt.datetime | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.held_since is not None
 
     @property
     def remaining(self) -> Decimal:
@@ -73,6 +82,8 @@ class Level:
     def fill_state(self, critical_share: Decimal) -> QuotaState:
         if self.charged >= self.limit:
             return QuotaState.FILLED
+        if self.held:
+            return QuotaState.ON_HOLD
         if self.charged >= self.limit * critical_share:
             return QuotaState.CRITICAL
         return QuotaState.OPEN
@@ -80,12 +91,14 @@ class Level:
 
 def event_between(before: QuotaState, after: QuotaState) -> QuotaEventKind | None:
     """What a subscriber is told when a level's fill state changes (None: nothing changed)."""
-    rank = {QuotaState.OPEN: 0, QuotaState.CRITICAL: 1, QuotaState.FILLED: 2}
+    rank = {QuotaState.OPEN: 0, QuotaState.CRITICAL: 1, QuotaState.ON_HOLD: 2, QuotaState.FILLED: 3}
     if before == after or before not in rank or after not in rank:
         return None
     if rank[after] < rank[before]:
         return QuotaEventKind.REOPENED
-    return QuotaEventKind.FILLED if after is QuotaState.FILLED else QuotaEventKind.BECAME_CRITICAL
+    if after is QuotaState.FILLED:
+        return QuotaEventKind.FILLED
+    return QuotaEventKind.ON_HOLD if after is QuotaState.ON_HOLD else QuotaEventKind.BECAME_CRITICAL
 
 
 def whole_units_down(value: Decimal | Fraction) -> Decimal:

@@ -77,6 +77,10 @@ def activity_condition(status: CertificateStatus, matched_entries: int) -> int:
     return MATCHED if matched_entries > 0 else UNMATCHED
 
 
+# Decisions of claims that wait for a batch, their certificate quantity reserved (server.domain.claims.Decision values).
+WAITING = ("QUEUED", "PENDING")
+
+
 @dataclass(frozen=True)
 class ClaimRecord:
     """A decided claim as stored: everything needed to answer, replay or audit it."""
@@ -119,12 +123,15 @@ class ClaimRecord:
     certificate_digest: str = ""
     # A prorated offer's deadline: unanswered by then, it lapses and its share returns to the level.
     offer_expires_at: dt.datetime | None = None
+    # The cutoff of the batch that decided a claim that was pending near fill.
+    batch_cutoff: dt.datetime | None = None
 
     @property
     def held_on_certificate(self) -> Decimal:
         """What this claim takes from its certificate: the grant, or all it asked while it waits for the
-        opening allocation (queued claims reserve their quantity). A reversal gives exactly this back."""
-        return self.claimed_quantity if self.decision == "QUEUED" else self.granted_quantity
+        opening allocation or a cutoff batch (queued and pending claims reserve their quantity). A
+        reversal gives exactly this back."""
+        return self.claimed_quantity if self.decision in WAITING else self.granted_quantity
 
     @property
     def mfn_quantity(self) -> Decimal:

@@ -43,7 +43,7 @@ class QuotaFill:
     measure_unit: str
     limit: Decimal
     charged: Decimal
-    state: str  # OPEN, CRITICAL, FILLED, CLOSED
+    state: str  # OPEN, CRITICAL, ON_HOLD, FILLED, CLOSED
 
     @property
     def fill_ratio(self) -> float:

@@ -19,8 +19,9 @@ from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
-from server.adapters.claim_repository import LedgerEntry, Opening
+from server.adapters.claim_repository import Opening
 from server.adapters.database import Database
+from server.domain.batch import PendingClaim, critical_cap, decide_batch
 from server.domain.claims import (
     CertificateOnFile,
     LAPSED_OFFER,
@@ -32,6 +33,7 @@ from server.domain.claims import (
     check_post_importation_window,
     corrected_presentation,
     decide_at_opening,
+    decided_in_batch,
     screen,
     status_at_presentation,
 )
@@ -48,8 +50,9 @@ from server.domain.errors import DomainError, ErrorKind, Finding
 from server.domain.log_entry import claim_subject
 from server.domain.quantity import format_quantity, parse_quantity, storable_code
 from server.domain.quota import Level, opening_rates, rate_text
-from server.domain.records import ClaimRecord
+from server.domain.records import WAITING, ClaimRecord
 from server.service import deadline
+from server.service.allocation_writer import AllocationWriter, LostRace
 from server.service.clock import Clock, new_id
 from server.service.quota import QuotaCalendar, QuotaEventBus
 from server.service.reference import References, ReferenceStore
@@ -67,6 +70,11 @@ ALLOCATED_COLUMNS = (
     "decision", "reasons", "granted_quantity", "granted_measure", "proration_rate", "certificate_remaining",
     "decided_at", "level_remaining", "aggregate_remaining", "offer_expires_at",
 )
+# What a cutoff batch decides of a pending claim.
+BATCH_COLUMNS = (*ALLOCATED_COLUMNS, "batch_cutoff")
+# Pending claims decided per step of a cutoff batch (with the rest of the last one's instant).
+BATCH_CHUNK = 500
+FAR_FUTURE = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
 # What answering a prorated offer (or its lapse) changes of the claim.
 ANSWERED_COLUMNS = ("decision", "reasons", "granted_quantity", "granted_measure", "certificate_remaining", "level_remaining", "aggregate_remaining")
 # Lapsed offers given back per transaction.
@@ -78,8 +86,7 @@ class ReversalKind(enum.Enum):
     CORRECTED = "CORRECTED"
 
 
-class _LostRace(Exception):
-    """A conditional update matched no row: another transaction changed the balance first."""
+_LostRace = LostRace
 
 
 class _OpeningPending(Exception):
@@ -129,6 +136,8 @@ class ClaimUseCases:
         self.events = events
         self._opened_years: set[int] = set()  # whose opening allocation is complete
         self._opening_runner = threading.Lock()
+        self._batched: set[dt.datetime] = set()  # cutoffs whose batch is complete
+        self._batch_runner = threading.Lock()
 
     # -- public use cases ---------------------------------------------------------------------------
 
@@ -523,7 +532,7 @@ class ClaimUseCases:
         if not levels:
             base.update(decision=Decision.MFN_REQUIRED.value, reasons=("PERIOD_CLOSED", "NO_LEVEL_FOR_YEAR"))
             return Plan(ClaimRecord(**base), levels, on_file.head_version if on_file else 0)  # type: ignore[arg-type]
-        allocation = allocate(line, conversion, QuotaContext(levels, now, opened, post), presented)
+        allocation = allocate(line, conversion, QuotaContext(levels, now, opened, post, self.calendar.critical_share), presented)
         base.update(
             decision=allocation.decision.value,
             reasons=allocation.reasons,
@@ -551,15 +560,17 @@ class ClaimUseCases:
             record = dataclasses.replace(
                 record, certificate_remaining=remaining, level_remaining=level_remaining, aggregate_remaining=aggregate_remaining
             )
-        elif record.decision == Decision.QUEUED.value:
-            # Reserve the certificate now so that queued claims can never overuse it; the opening
-            # allocation gives back what proration does not grant.
+        elif record.decision in WAITING:
+            # Reserve the certificate now so that waiting claims can never overuse it; the opening
+            # allocation or the cutoff batch gives back what it does not grant.
             remaining = ledger.charge(
                 record.issuing_country, record.certificate_number, record.claimed_quantity, entries=1, version=plan.head_version
             )
             if remaining is None:
                 raise _LostRace
             record = dataclasses.replace(record, certificate_remaining=remaining)
+            if record.decision == Decision.PENDING.value:
+                self._hold(uow, plan.levels, now)
         uow.claims.add(record)
         uow.audit.append_many(now, [*audit_before, ("DECISION", _subject(record), _facts(record))])
         if commit:
@@ -568,13 +579,25 @@ class ClaimUseCases:
                 self._nudge()
         return record
 
+    def _hold(self, uow: UnitOfWork, levels: list[Level], now: dt.datetime) -> None:
+        """A claim waits for the cutoff batch: its level goes on hold, and so does any aggregate ceiling
+        it also charges (else a claim of another member presented later could take the aggregate's room
+        at once, ahead of this one). A level already on hold is share-locked until this claim commits,
+        so that the batch that lifts holds sees this claim pending (_lift_holds)."""
+        for level in levels:
+            if level.held or not uow.quota.put_on_hold(level.tpl_number, level.quota_year, now):
+                uow.quota.hold_level(level.tpl_number, level.quota_year)
+
     def _charge_levels(
         self, uow: UnitOfWork, levels: list[Level], measure: Decimal, claim_id: str, now: dt.datetime, kind: str
     ) -> tuple[Decimal, Decimal | None]:
-        """Charge each level; (the member's remaining, the aggregate's remaining or None)."""
+        """Charge each level, conditionally on it not being on hold and on the charge staying within its
+        critical share (else the claim starts again and waits for the batch); (the member's remaining,
+        the aggregate's remaining or None)."""
         balances: list[Decimal] = []
+        share = self.calendar.critical_share
         for level in levels:
-            remaining = uow.quota.charge(level.tpl_number, level.quota_year, measure)
+            remaining = uow.quota.charge_open(level.tpl_number, level.quota_year, measure, critical_cap(level.limit, share))
             if remaining is None:
                 raise _LostRace
             uow.quota.record(level.tpl_number, level.quota_year, now, measure, claim_id, kind)
@@ -710,70 +733,113 @@ class ClaimUseCases:
 
     def _decide_queued(self, uow: UnitOfWork, year: int, queued: list[ClaimRecord], opening: Opening, now: dt.datetime) -> None:
         """Decide queued claims at the opening's rates, in queue order, exactly as deciding them one
-        after another would. The level balances are read once (locked on PostgreSQL) and kept here,
-        each level is charged once by the same conditional update as a claim, and the quota ledger and
-        audit records, the certificates' given-back reservations and the claims' new values go in one
-        driver call each (each certificate read once, locked on PostgreSQL). Decided as of the opening
-        (decided_at, the ledger); audited as of now."""
-        rows = {row.tpl_number: row for row in uow.quota.levels(year, lock=True)}
-        charged = {t: r.charged for t, r in rows.items()}
-        decided: list[ClaimRecord] = []
-        held: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}  # certificate -> (quantity, used) so far
-        returns: list[tuple[str, str, Decimal, int]] = []
-        ledger: list[LedgerEntry] = []
-        audit: list[tuple[str, str, dict[str, object]]] = []
-        at = opening.allocated_at
+        after another would (server/service/allocation_writer.py writes them). Decided as of the
+        opening (decided_at, the ledger); logged as of now."""
+        writer = AllocationWriter(uow, uow.quota.levels(year, lock=True), opening.allocated_at, "ALLOCATION")
         offer_expires = self.calendar.offer_expires(year)
         for claim in queued:
-            member = rows[claim.tpl_number]
-            aggregate = member.aggregate if member.aggregate in rows else None
-            levels = (member.tpl_number, *((aggregate,) if aggregate else ()))
             # No rate: its TPL had no claim queued when the rates were set (see decide_at_opening).
             rate = opening.rates.get(claim.tpl_number, Fraction(1))
-            room = min(rows[level].limit - charged[level] for level in levels)
-            decided_at_opening = decide_at_opening(claim.claimed_quantity, Decimal(claim.conversion_factor), rate, room)
-            grant = decided_at_opening.grant
-            # The reservation proration did not grant goes back to the certificate.
-            key = (claim.issuing_country, claim.certificate_number)
-            if key not in held:
-                held[key] = uow.certificate_ledger.held(*key)
-            quantity, used = held[key]
-            unused = claim.claimed_quantity - grant.quantity
-            if unused > used:
-                raise LookupError(f"certificate {key[0]}/{key[1]} holds less than {unused} to release")
-            if unused > 0:
-                held[key] = (quantity, used - unused)
-                returns.append((*key, unused, 0 if grant.quantity > 0 else 1))
-            certificate_remaining = quantity - held[key][1]
-            aggregate_remaining: Decimal | None = None
-            if grant.measure > 0:
-                for level in levels:
-                    charged[level] += grant.measure
-                    ledger.append(LedgerEntry(level, year, at, grant.measure, claim.claim_id, "ALLOCATION"))
-                aggregate_remaining = rows[aggregate].limit - charged[aggregate] if aggregate else None
-            record = dataclasses.replace(
-                claim,
-                decision=decided_at_opening.decision.value,
-                reasons=decided_at_opening.reasons,
-                granted_quantity=grant.quantity,
-                granted_measure=grant.measure,
-                proration_rate=rate_text(rate) if rate < 1 else "",
-                certificate_remaining=certificate_remaining,
-                decided_at=at,
-                offer_expires_at=offer_expires if decided_at_opening.decision is Decision.PRORATED_OFFER else None,
-                level_remaining=member.limit - charged[member.tpl_number],
-                aggregate_remaining=aggregate_remaining,
+            room = min(writer.room(level, year) for level in writer.levels_of(claim))
+            decided = decide_at_opening(claim.claimed_quantity, Decimal(claim.conversion_factor), rate, room)
+            writer.decide(
+                claim, decided.grant, decision=decided.decision.value, reasons=decided.reasons,
+                proration_rate=rate_text(rate) if rate < 1 else "", decided_at=opening.allocated_at,
+                offer_expires_at=offer_expires if decided.decision is Decision.PRORATED_OFFER else None,
             )
-            decided.append(record)
-            audit.append(("ALLOCATION", _subject(record), _facts(record)))
-        uow.certificate_ledger.give_back_many(returns)
-        if uow.claims.decide_queued(decided, ALLOCATED_COLUMNS) != len(decided):
-            raise _LostRace  # one was reversed or decided meanwhile: take the step again
-        uow.quota.record_many(ledger)
-        uow.audit.append_many(now, audit)
-        for level, row in rows.items():
-            if charged[level] != row.charged and uow.quota.charge(level, year, charged[level] - row.charged) is None:
-                raise _LostRace
+        stored = uow.claims.decide_queued(writer.decided, ALLOCATED_COLUMNS)
+        writer.write(now, stored, [("ALLOCATION", _subject(r), _facts(r)) for r in writer.decided])
+
+    # -- the daily cutoff batch ------------------------------------------------------------------------
+
+    def run_due_batch(self) -> bool:
+        """Run the batch of the latest daily cutoff that has passed, if it is not complete and claims wait
+        for it or a level is on hold (its end may lift the hold); a timer calls this. True if this call
+        did any of it."""
+        cutoff = self.calendar.last_cutoff(self.clock.now())
+        if cutoff in self._batched:
+            return False
+        with UnitOfWork(self.database, write=False) as uow:
+            batch = uow.quota.batch(cutoff)
+            if batch is None and not uow.claims.any_pending(cutoff) and not any(r.held_since for r in uow.quota.all_levels()):
+                return False  # nothing waits for it, no hold to lift (a claim pending later starts it at the next check)
+        if batch is not None and batch.completed_at is not None:
+            self._batched.add(cutoff)
+            return False
+        if not self._batch_runner.acquire(blocking=False):
+            return False
+        try:
+            worked = False
+            for _ in range(MAX_ATTEMPTS):
+                try:
+                    while cutoff not in self._batched:
+                        did, completed = run_in_transaction(self.database, lambda uow: self._batch_step(uow, cutoff))
+                        worked = worked or did
+                        if completed:
+                            self._batched.add(cutoff)
+                    break
+                except (_LostRace, IntegrityError):
+                    continue  # another replica took the step: look again
+            if worked:
+                self._nudge()
+            return worked
+        finally:
+            self._batch_runner.release()
+
+    def _batch_step(self, uow: UnitOfWork, cutoff: dt.datetime) -> tuple[bool, bool]:
+        """One step of a cutoff's batch; (did something, the batch is complete). The first step only
+        records when the batch began: claims recorded after that wait for the next cutoff."""
+        now = self.clock.now()
+        batch = uow.quota.batch(cutoff, lock=True)
+        if batch is not None and batch.completed_at is not None:
+            return False, True
+        if batch is None:
+            uow.quota.begin_batch(cutoff, now)
+            uow.commit()
+            return True, False
+        chunk = uow.claims.pending(cutoff, batch.started_at, BATCH_CHUNK)
+        for year in sorted({c.quota_year for c in chunk}):
+            self._decide_pending(uow, [c for c in chunk if c.quota_year == year], year, cutoff, now)
+        completed = len(chunk) < BATCH_CHUNK
+        if completed:
+            self._lift_holds(uow)
+        uow.quota.advance_batch(cutoff, len(chunk), now if completed else None)
+        uow.commit()
+        return True, completed
+
+    def _decide_pending(self, uow: UnitOfWork, pending: list[ClaimRecord], year: int, cutoff: dt.datetime, now: dt.datetime) -> None:
+        """Decide one year's pending claims in presentation-time order against the levels as they stand
+        (locked): server/domain/batch.py decides, server/service/allocation_writer.py writes."""
+        writer = AllocationWriter(uow, uow.quota.levels(year, lock=True), cutoff, "BATCH")
+        room = {tpl: writer.room(tpl, y) for tpl, y in writer.rows if y == year}
+        aggregate_of = {tpl: row.aggregate for (tpl, y), row in writer.rows.items() if y == year}
+        decisions = decide_batch(
+            [PendingClaim(c.claim_id, c.tpl_number, c.presentation_time, c.claimed_quantity, Decimal(c.conversion_factor)) for c in pending],
+            room, aggregate_of,
+        )
+        offer_expires = self.calendar.offer_expires_after(cutoff)
+        for claim, decided in zip(pending, decisions):
+            decision, reasons = decided_in_batch(decided, claim.tpl_number)
+            writer.decide(
+                claim, decided.grant, decision=decision.value, reasons=reasons, decided_at=cutoff, batch_cutoff=cutoff,
+                proration_rate=rate_text(decided.rate) if decided.rate < 1 else "",
+                offer_expires_at=offer_expires if decision is Decision.PRORATED_OFFER else None,
+            )
+        stored = uow.claims.decide_pending(writer.decided, BATCH_COLUMNS)
+        writer.write(now, stored, [("ALLOCATION", _subject(r), _facts(r)) for r in writer.decided])
+
+    def _lift_holds(self, uow: UnitOfWork) -> None:
+        """At the end of a batch, levels on hold open again if no claim waits any more and they are back
+        within their critical share (a reversal or a lapsed offer returned quantity). Each level is
+        locked first; a claim that saw the hold share-locked it, so it is committed (and seen pending
+        here) or sees the level open."""
+        held = [row for row in uow.quota.all_levels() if row.held_since is not None]
+        for year in sorted({row.quota_year for row in held}):
+            uow.quota.levels(year, lock=True)
+        if not held or uow.claims.any_pending(FAR_FUTURE):
+            return
+        for row in held:
+            uow.quota.lift_hold(row.tpl_number, row.quota_year, critical_cap(row.limit, self.calendar.critical_share))
 
     # -- plumbing -------------------------------------------------------------------------------------
 

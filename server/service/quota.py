@@ -1,6 +1,7 @@
 """Quota status (now or as of a past instant) and the event stream of level state changes."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import queue
 import threading
@@ -32,6 +33,28 @@ class QuotaCalendar:
     critical_share: Decimal
     # The program's opening rule, from its current reference data (server/app.py wires it).
     rule: Callable[[], OpeningRule] = OpeningRule
+    # The daily cutoff in `timezone` at which claims pending near fill are decided (CBP: 20:30 Eastern,
+    # "quota entries finalize after daily batching at 8:30 PM ET", QB 23-128).
+    batch_cutoff: dt.time = dt.time(20, 30)
+
+    def last_cutoff(self, at: dt.datetime) -> dt.datetime:
+        """The latest daily cutoff at or before `at`."""
+        local = at.astimezone(self.timezone)
+        cutoff = dt.datetime.combine(local.date(), self.batch_cutoff, self.timezone)
+        if cutoff > local:
+            cutoff = dt.datetime.combine(local.date() - dt.timedelta(days=1), self.batch_cutoff, self.timezone)
+        return cutoff.astimezone(dt.timezone.utc)
+
+    def next_cutoff(self, at: dt.datetime) -> dt.datetime:
+        """The first daily cutoff after `at`: when a claim pending now is decided."""
+        local = self.last_cutoff(at).astimezone(self.timezone)
+        return dt.datetime.combine(local.date() + dt.timedelta(days=1), self.batch_cutoff, self.timezone).astimezone(dt.timezone.utc)
+
+    def offer_expires_after(self, at: dt.datetime) -> dt.datetime:
+        """When a batch's prorated offers lapse: the end (midnight) of the fifth business day after the
+        batch's date (CSMS 16-000886: five business days to accept all, part or none)."""
+        last = add_business_days(at.astimezone(self.timezone).date(), OFFER_BUSINESS_DAYS)
+        return dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), self.timezone).astimezone(dt.timezone.utc)
 
     def opening_date(self, year: int) -> dt.date:
         return first_business_day(year) if self.rule().first_business_day else dt.date(year, 1, 1)
@@ -47,8 +70,8 @@ class QuotaCalendar:
     def offer_expires(self, year: int) -> dt.datetime:
         """When the opening's prorated offers lapse: the end (midnight) of the fifth business day after
         the opening date (CSMS 16-000886: five business days to accept all, part or none)."""
-        last = add_business_days(self.opening_date(year), OFFER_BUSINESS_DAYS)
-        return dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), self.timezone).astimezone(dt.timezone.utc)
+        opening = dt.datetime.combine(self.opening_date(year), dt.time(12), self.timezone)
+        return self.offer_expires_after(opening)
 
     def window_closes(self, year: int) -> dt.datetime:
         """When the opening batch is allocated: the end of the opening window (12:00 noon on the
@@ -71,6 +94,7 @@ class QuotaCalendar:
             closes_at=closes,
             window_closes_at=self.window_closes(row.quota_year) if rule.window_ends else None,
             refuse_before_opening=rule.refuse_before_opening,
+            held_since=row.held_since,
         )
 
     def year_of(self, at: dt.datetime) -> int:
@@ -82,6 +106,8 @@ class QuotaStatus:
     level: Level
     state: QuotaState
     as_of: dt.datetime
+    # When the claims a level on hold keeps pending are decided: the next daily cutoff.
+    next_batch_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -120,16 +146,20 @@ class QuotaUseCases:
             )
         at = as_of or now
         charged = uow.quota.charged_as_of(row.tpl_number, row.quota_year, at) if as_of is not None else None
-        level = self.calendar.level(row, charged)
-        return QuotaStatus(level, level.state_at(at, self.calendar.critical_share), at)
+        if row.held_since is not None and row.held_since > at:
+            row = dataclasses.replace(row, held_since=None)  # not yet on hold at that instant
+        return self._describe(self.calendar.level(row, charged), at)
+
+    def _describe(self, level: Level, at: dt.datetime) -> QuotaStatus:
+        state = level.state_at(at, self.calendar.critical_share)
+        pending = level.held and state is not QuotaState.CLOSED
+        return QuotaStatus(level, state, at, self.calendar.next_cutoff(at) if pending else None)
 
     def snapshot(self) -> dict[tuple[str, int], QuotaStatus]:
         now = self.clock.now()
         with UnitOfWork(self.database, write=False) as uow:
             levels = [self.calendar.level(row) for row in uow.quota.all_levels()]
-        return {
-            (lv.tpl_number, lv.quota_year): QuotaStatus(lv, lv.state_at(now, self.calendar.critical_share), now) for lv in levels
-        }
+        return {(lv.tpl_number, lv.quota_year): self._describe(lv, now) for lv in levels}
 
 
 @dataclass(frozen=True)
@@ -276,8 +306,8 @@ class QuotaEventBus:
         with self._lock:
             for key, status in current.items():
                 before = self._last.get(key)
-                if before is None or before.level.charged == status.level.charged:
-                    continue
+                if before is None or (before.level.charged, before.state) == (status.level.charged, status.state):
+                    continue  # neither the charge nor the state changed (a hold changes the state alone)
                 kind = event_between(before.state, status.state) or QuotaEventKind.CHARGED
                 event = QuotaEvent(kind, status)
                 for subscription in self._subscribers:

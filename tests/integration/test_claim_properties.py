@@ -1,4 +1,4 @@
-"""Random interleavings of claims, reversals, replays and certificate changes, checked after every step.
+"""Random interleavings of claims, reversals, replays, certificate changes and cutoff batches, checked after every step.
 
 Runs on the service layer over a real SQLite file (no network: hypothesis needs many examples).
 """
@@ -70,12 +70,26 @@ class ClaimLedger(RuleBasedStateMachine):
     @rule(which=st.integers(0, 2), dozens=st.integers(1, 120))
     def claim(self, which: int, dozens: int) -> None:
         self.entries += 1
-        line = line_from_proto(claim_line(self.entries, certificate_number=CERTIFICATES[which], quantity=str(dozens)))
+        line = line_from_proto(claim_line(self.entries, certificate_number=CERTIFICATES[which], quantity=str(dozens), paid_at=self.clock.at))
         record, replayed = self.use.claims.match(line)
         assert not replayed
         self.requests.append(line)
-        if record.granted_quantity > 0:
+        if record.granted_quantity > 0 or record.decision == "PENDING":
             self.live.append((record.entry_number, 1))
+
+    @rule()
+    def tick(self) -> None:
+        """Later claims are presented later (and some at the same instant as others)."""
+        self.clock.advance(minutes=1)
+
+    @rule()
+    def cutoff(self) -> None:
+        """The day's cutoff: the batch decides what waits near fill, in presentation order."""
+        self.clock.at = self.use.claims.calendar.next_cutoff(self.clock.at) + dt.timedelta(seconds=1)
+        self.use.claims.run_due_batch()
+        with self.database.read_engine.connect() as c:
+            waiting = c.execute(text("SELECT count(*) FROM claims WHERE decision = 'PENDING' AND reversed_at IS NULL")).scalar_one()
+        assert waiting == 0  # every claim pending before the cutoff was decided
 
     @precondition(lambda self: bool(self.requests))
     @rule(data=st.data())
@@ -119,9 +133,10 @@ class ClaimLedger(RuleBasedStateMachine):
             assert 0 <= charged <= limit
             assert charged == granted == ledger
             for quantity, used, number in c.execute(text("SELECT quantity, used_quantity, certificate_number FROM certificates")):
-                used_by_claims = c.execute(
-                    text("SELECT coalesce(sum(granted_quantity), 0) FROM claims WHERE reversed_at IS NULL AND certificate_number = :n"), {"n": number}
-                ).scalar_one()
+                # A pending claim reserves all it asked; any other holds what it was granted (or offered).
+                used_by_claims = c.execute(text(
+                    "SELECT coalesce(sum(CASE WHEN decision = 'PENDING' THEN claimed_quantity ELSE granted_quantity END), 0)"
+                    " FROM claims WHERE reversed_at IS NULL AND certificate_number = :n"), {"n": number}).scalar_one()
                 assert 0 <= used <= quantity and used == used_by_claims
 
 

@@ -11,12 +11,13 @@ from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import quota_pb2 as qpb
 from ecert.v1 import transmission_pb2 as tpb
-from tests.factories import CANCEL, NOW, certificate, claim_line, envelope, small_levels
+from tests.factories import CANCEL, NOW, certificate, claim_line, envelope, run_cutoff_batch, small_levels
 from tests.grpc_errors import rich_error
 
 PREFERENTIAL = mpb.CLAIM_DECISION_PREFERENTIAL
 PARTIAL = mpb.CLAIM_DECISION_PARTIAL
 MFN = mpb.CLAIM_DECISION_MFN_REQUIRED
+PENDING = mpb.CLAIM_DECISION_PENDING
 # The log's entries without their index, which the sequencer gives them in the background.
 TABLES = {"claims": "*", "quota_levels": "*", "quota_ledger": "*", "certificates": "*", "log_entries": "id, kind, subject, entry"}
 
@@ -41,6 +42,11 @@ def transmit(transmission, partner, clock):  # type: ignore[no-untyped-def]
 
 def claim(match, line) -> mpb.ClaimResult:  # type: ignore[no-untyped-def]
     return match.MatchClaim(mpb.MatchClaimRequest(line=line)).result
+
+
+def current(match, result: mpb.ClaimResult) -> mpb.ClaimResult:  # type: ignore[no-untyped-def]
+    """The line's claim as stored now (after a batch decided it)."""
+    return match.GetClaim(mpb.GetClaimRequest(entry_number=result.entry_number, line_number=result.line_number)).result
 
 
 def level(quota, tpl="9823.53.01", year=2026) -> qpb.QuotaStatus:  # type: ignore[no-untyped-def]
@@ -192,21 +198,34 @@ def test_the_presentation_time_not_the_arrival_at_the_service_decides_the_period
 # -- the level fills ---------------------------------------------------------------------------------
 
 
-def test_claim_that_fills_the_level_is_cut_and_the_next_pays_mfn(match, quota, transmission, partner, server, transmit):
+def test_near_fill_claims_wait_for_the_cutoff_batch_which_cuts_the_one_that_fills_the_level(match, quota, server, clock, transmit):
+    """19 CFR 132.11: priority by presentation time, and the claim that fills the level is cut; QB 23-128:
+    near fill, quota entries finalize after the daily batch (20:30 Eastern)."""
     server.use_cases.references.load(small_levels("tiny-1", {"9823.53.01": "1000"}))
     transmit()
     transmit(certificate("MX26-00000002"))
-    first = claim(match, claim_line(1, quantity="150"))  # 900 SME of 1000
+    first = claim(match, claim_line(1, quantity="150"))  # 900 SME of 1000: exactly the 90% critical share
     assert first.decision == PREFERENTIAL and first.level_remaining == "100"
-    cut = claim(match, claim_line(2, quantity="50", certificate_number="MX26-00000002"))  # wants 300 SME
+    clock.advance(minutes=5)
+    # The line presented later reaches customs first; both would pass the critical share: both wait.
+    late = claim(match, claim_line(3, quantity="1", certificate_number="MX26-00000002", paid_at=NOW + dt.timedelta(minutes=2)))
+    cut = claim(match, claim_line(2, quantity="50", certificate_number="MX26-00000002", paid_at=NOW + dt.timedelta(minutes=1)))
+    assert [(r.decision, list(r.reasons)) for r in (late, cut)] == [(PENDING, ["LEVEL_ON_HOLD"])] * 2
+    assert (cut.granted_quantity, cut.certificate_remaining) == ("0", "1149")  # 1200 - 1 - 50 reserved, nothing charged
+    status = level(quota)
+    assert (status.charged, status.state) == ("900", qpb.QUOTA_STATE_ON_HOLD)
+    assert status.next_batch_at.ToDatetime(tzinfo=dt.timezone.utc) == dt.datetime(2026, 3, 3, 1, 30, tzinfo=dt.timezone.utc)  # 20:30 EST
+
+    cutoff = run_cutoff_batch(server, clock)
+    cut, late = current(match, cut), current(match, late)
     assert cut.decision == PARTIAL and list(cut.reasons) == ["LEVEL_FILLED", "PARTIAL_FILL"]
     # 100 SME left = 16 whole dozen (96 SME); the rest at MFN, the level never exceeded.
     assert (cut.granted_quantity, cut.granted_measure, cut.mfn_quantity, cut.mfn_measure) == ("16", "96", "34", "204")
-    assert cut.level_remaining == "4" and cut.certificate_remaining == "1184"
-    late = claim(match, claim_line(3, quantity="1", certificate_number="MX26-00000002"))
-    assert (late.decision, list(late.reasons)) == (MFN, ["LEVEL_FILLED"])
+    assert cut.level_remaining == "4" and cut.certificate_remaining == "1183"  # the later line's 1 still reserved then
+    assert (late.decision, list(late.reasons), late.certificate_remaining) == (MFN, ["LEVEL_FILLED"], "1184")
+    assert cut.batch_cutoff.ToDatetime(tzinfo=dt.timezone.utc) == cutoff == late.decided_at.ToDatetime(tzinfo=dt.timezone.utc)
     status = level(quota)
-    assert (status.charged, status.remaining) == ("996", "4")
+    assert (status.charged, status.remaining, status.state) == ("996", "4", qpb.QUOTA_STATE_ON_HOLD)  # past its critical share
 
 
 def aggregate_certificates(transmit):  # type: ignore[no-untyped-def]
@@ -216,23 +235,28 @@ def aggregate_certificates(transmit):  # type: ignore[no-untyped-def]
     transmit(certificate("MX26-00000005", tpl_number="9823.53.05", quantity="5000", **knit))
 
 
-def fabric_line(transaction, tpl, quantity):  # type: ignore[no-untyped-def]
+def fabric_line(transaction, tpl, quantity, **times):  # type: ignore[no-untyped-def]
     hts = "5208.12.4020" if tpl == "9823.53.04" else "6006.22.0000"
     return claim_line(transaction, tpl_number=tpl, htsus_number=hts, unit="M2", quantity=quantity,
-                      certificate_number="MX26-0000000" + tpl[-1])
+                      certificate_number="MX26-0000000" + tpl[-1], **times)
 
 
-def test_aggregate_ceiling_stops_tpl4_while_tpl5_alone_would_fit(match, quota, transmission, partner, server, transmit):
+def test_aggregate_ceiling_stops_tpl4_while_tpl5_alone_would_fit(match, quota, transmission, partner, server, clock, transmit):
     server.use_cases.references.load(
         small_levels("aggregate-1", {"9823.53.03": "1000", "9823.53.04": "800", "9823.53.05": "900"})
     )
     aggregate_certificates(transmit)
-    knit = claim(match, fabric_line(1, "9823.53.05", "900"))
+    clock.advance(minutes=5)
+    at = [NOW + dt.timedelta(minutes=n) for n in range(3)]  # three lines presented a minute apart
+    knit = claim(match, fabric_line(1, "9823.53.05", "900", paid_at=at[0]))  # past TPL 5's and TPL 3's critical share
+    woven = claim(match, fabric_line(2, "9823.53.04", "300", paid_at=at[1]))  # TPL 4 has 800 of room, TPL 3 only 100
+    blocked = claim(match, fabric_line(3, "9823.53.04", "10", paid_at=at[2]))
+    assert [r.decision for r in (knit, woven, blocked)] == [PENDING] * 3  # the aggregate is on hold for its members too
+    run_cutoff_batch(server, clock)
+    knit, woven, blocked = (current(match, r) for r in (knit, woven, blocked))
     assert knit.decision == PREFERENTIAL and (knit.level_remaining, knit.aggregate_remaining) == ("0", "100")
-    woven = claim(match, fabric_line(2, "9823.53.04", "300"))  # TPL 4 has 800 of room, TPL 3 only 100
     assert (woven.decision, list(woven.reasons)) == (PARTIAL, ["AGGREGATE_FILLED", "PARTIAL_FILL"])
     assert (woven.granted_quantity, woven.level_remaining, woven.aggregate_remaining) == ("100", "700", "0")
-    blocked = claim(match, fabric_line(3, "9823.53.04", "10"))
     assert (blocked.decision, list(blocked.reasons)) == (MFN, ["AGGREGATE_FILLED"])
     assert level(quota, "9823.53.03").charged == "1000" and level(quota, "9823.53.03").state == qpb.QUOTA_STATE_FILLED
     assert level(quota, "9823.53.04").charged == "100"
@@ -256,20 +280,29 @@ def test_check_claim_decides_the_same_way_and_records_nothing(match, server, on_
 # -- reversals and corrections ------------------------------------------------------------------------
 
 
-def test_reversal_returns_quantity_and_reopens_a_filled_level(match, quota, transmission, partner, server, transmit):
+def test_reversal_returns_quantity_and_the_next_batch_reopens_the_level(match, quota, transmission, partner, server, clock, transmit):
     server.use_cases.references.load(small_levels("tiny-2", {"9823.53.01": "600"}))
     transmit()
-    filled = claim(match, claim_line(1, quantity="100"))
-    assert filled.level_remaining == "0" and level(quota).state == qpb.QUOTA_STATE_FILLED
-    assert claim(match, claim_line(2, quantity="1")).decision == MFN
+    clock.advance(minutes=5)
+    filled = claim(match, claim_line(1, quantity="100"))  # 600 SME: the whole level, past its critical share
+    assert filled.decision == PENDING
+    run_cutoff_batch(server, clock)
+    filled = current(match, filled)
+    assert (filled.decision, filled.level_remaining) == (PREFERENTIAL, "0") and level(quota).state == qpb.QUOTA_STATE_FILLED
+    waiting = claim(match, claim_line(2, quantity="1", paid_at=clock.at - dt.timedelta(seconds=1)))
+    assert waiting.decision == PENDING
     reversed_ = match.ReverseClaim(mpb.ReverseClaimRequest(
         entry_number=filled.entry_number, line_number=1, kind=mpb.REVERSAL_KIND_CANCELED, reason="entry canceled")).reversed
-    assert reversed_.reversed and reversed_.level_remaining == "600" and reversed_.certificate_remaining == "1200"
-    assert level(quota).state == qpb.QUOTA_STATE_OPEN and level(quota).charged == "0"
+    assert reversed_.reversed and reversed_.level_remaining == "600" and reversed_.certificate_remaining == "1199"
+    # Room again, but a claim is waiting: the level stays on hold until the batch has decided it.
+    assert (level(quota).state, level(quota).charged) == (qpb.QUOTA_STATE_ON_HOLD, "0")
     again = match.ReverseClaim(mpb.ReverseClaimRequest(
         entry_number=filled.entry_number, line_number=1, kind=mpb.REVERSAL_KIND_CANCELED))
     assert again.reversed.claim_id == reversed_.claim_id and level(quota).charged == "0"  # idempotent
-    assert claim(match, claim_line(3, quantity="100")).decision == PREFERENTIAL
+    run_cutoff_batch(server, clock)
+    assert current(match, waiting).decision == PREFERENTIAL
+    assert (level(quota).state, level(quota).charged) == (qpb.QUOTA_STATE_OPEN, "6")  # nothing waits, under 90%: open again
+    assert claim(match, claim_line(3, quantity="10", paid_at=clock.at)).decision == PREFERENTIAL  # decided at once again
 
 
 def test_corrected_claim_keeps_its_original_priority(match, quota, on_file):
@@ -374,16 +407,25 @@ def test_post_importation_charges_the_original_period_and_is_refused_when_it_is_
     # During 2025 an entry took the whole 2025 level; another entry paid MFN.
     clock.at = dt.datetime(2025, 6, 1, 12, tzinfo=dt.timezone.utc)
     times = {"filed_at": clock.at, "arrived_at": clock.at, "paid_at": clock.at}
-    assert claim(match, claim_line(1, certificate_number="MX25-00000001", date_of_importation="2025-05-30", **times)).decision == PREFERENTIAL
+    first = claim(match, claim_line(1, certificate_number="MX25-00000001", date_of_importation="2025-05-30", **times))
+    assert first.decision == PENDING  # the whole level: past its critical share
+    run_cutoff_batch(server, clock)
+    assert current(match, first).decision == PREFERENTIAL
     clock.at = NOW  # 2026-03-02: the 2026 level is empty, the 2025 one full
     line = claim_line(2, certificate_number="MX25-00000002", date_of_importation="2025-05-30", **times)
     refused = post(match, line)
+    assert (refused.decision, refused.quota_year) == (PENDING, 2025)  # the 2025 level went on hold when it filled
+    run_cutoff_batch(server, clock)
+    refused = current(match, refused)
     assert (refused.decision, list(refused.reasons), refused.quota_year) == (MFN, ["LEVEL_FILLED"], 2025)
     assert level(quota, year=2026).charged == "0"
     # A reversal gives the 2025 level room again: a refund claim is charged to 2025, not 2026.
     match.ReverseClaim(mpb.ReverseClaimRequest(
         entry_number=claim_line(1).entry_number, line_number=1, kind=mpb.REVERSAL_KIND_CANCELED))
     granted = post(match, claim_line(3, certificate_number="MX25-00000002", date_of_importation="2025-05-30", **times))
+    assert granted.decision == PENDING  # the 2025 level stays on hold until a batch finds it open
+    run_cutoff_batch(server, clock)
+    granted = current(match, granted)
     assert granted.decision == PREFERENTIAL and granted.quota_year == 2025
     assert level(quota, year=2025).charged == "600" and level(quota, year=2026).charged == "0"
 
@@ -416,6 +458,7 @@ def test_opening_batch_is_prorated_with_one_rate(match, quota, transmission, par
     clock.at = dt.datetime(2027, 1, 4, 18, tzinfo=dt.timezone.utc)  # the window closed at noon Eastern
     after = dict(before, filed_at=clock.at, arrived_at=clock.at)
     late = claim(match, claim_line(4, certificate_number="MX27-00000004", quantity="10", **after))
+    assert late.decision == PENDING  # 990 of 1000 after the opening: past the critical share, the level is on hold
     decided = [match.GetClaim(mpb.GetClaimRequest(entry_number=r.entry_number, line_number=1)).result for r in queued]
     rates = {r.proration_rate for r in decided}
     assert rates == {"0.925925"}  # 1000 / 1080, one rate for all
@@ -427,7 +470,9 @@ def test_opening_batch_is_prorated_with_one_rate(match, quota, transmission, par
     opening = sum(int(r.granted_measure) for r in decided)
     assert opening == 990 <= 1000
     assert all(r.presentation_time == decided[0].presentation_time for r in decided)
-    # The late claim comes after the whole opening batch: it gets what the rounding left.
+    # The late claim comes after the whole opening batch: at the day's cutoff it gets what the rounding left.
+    run_cutoff_batch(server, clock)
+    late = current(match, late)
     assert (late.decision, late.granted_quantity) == (PARTIAL, "1")
     assert level(quota, "9823.53.01", 2027).charged == str(opening + 6)
     # Queued claims reserved their certificates; proration gave back what it did not grant.

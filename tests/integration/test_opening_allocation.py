@@ -24,7 +24,7 @@ from server.adapters.orm import CertificateRow, ClaimRow, LogEntryRow, QuotaLedg
 from server.domain.log_entry import LogEntry
 from server.service import claims as claims_service
 from server.service.audit import verify_audit_log
-from tests.factories import certificate, claim_line, envelope, small_levels
+from tests.factories import certificate, claim_line, envelope, run_cutoff_batch, small_levels
 from tests.grpc_errors import rich_error
 
 YEAR = 2027
@@ -249,11 +249,14 @@ def test_a_claim_queued_after_the_rates_were_set_never_overfills_a_level(
     monkeypatch.undo()
     clock.at = QUEUED_AT  # the lagging replica's clock
     straggler = _late_claim(match, 98, "MX27-00000003", "9823.53.02", "20", QUEUED_AT)
-    # TPL 2 was oversubscribed: the batch took all but the rounding's remainder; the straggler comes after.
+    # TPL 2 was oversubscribed: the batch took all but the rounding's remainder; the straggler comes after
+    # (past the critical share: at the day's cutoff batch).
+    assert straggler.decision == mpb.CLAIM_DECISION_PENDING
+    run_cutoff_batch(server, clock)
+    straggler = match.GetClaim(mpb.GetClaimRequest(entry_number=straggler.entry_number, line_number=1)).result
     assert straggler.decision == mpb.CLAIM_DECISION_PARTIAL
     claims = _year_claims(server)
     assert "QUEUED" not in [c["decision"] for c in claims]
-    clock.at = OPENED_AT
     assert not server.use_cases.claims.allocate_due_openings()  # nothing was left to do
     level = next(r for r in _rows(server, QuotaLevelRow, QuotaLevelRow.tpl_number) if (r["tpl_number"], r["quota_year"]) == ("9823.53.02", YEAR))
     batch = [c for c in claims if c["tpl_number"] == "9823.53.02" and c["claim_id"] != straggler.claim_id]
@@ -262,7 +265,7 @@ def test_a_claim_queued_after_the_rates_were_set_never_overfills_a_level(
     assert Decimal(straggler.granted_measure) <= level["limit"] - batch_measure
     assert level["charged"] == batch_measure + Decimal(straggler.granted_measure) <= level["limit"]
     ledger = [(r["claim_id"], r["kind"]) for r in _rows(server, QuotaLedgerRow, QuotaLedgerRow.id) if r["tpl_number"] == "9823.53.02"]
-    assert [kind for _, kind in ledger] == ["ALLOCATION"] * (len(ledger) - 1) + ["CHARGE"]
+    assert [kind for _, kind in ledger] == ["ALLOCATION"] * (len(ledger) - 1) + ["BATCH"]
     assert ledger[-1][0] == straggler.claim_id
 
 

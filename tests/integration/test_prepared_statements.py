@@ -39,6 +39,7 @@ def claim_values(claim_id: str, revision: int = 1, **changes: object) -> dict[st
         granted_measure=Decimal("120"), certificate_remaining=Decimal("0"), level_remaining=None, aggregate_remaining=None,
         presentation_time=AT, decided_at=AT + dt.timedelta(microseconds=1), post_importation=True, proration_rate="",
         reversed_at=None, reversal_kind=None, certificate_receipt_id="R-1", certificate_digest="ab" * 32, offer_expires_at=None,
+        batch_cutoff=AT + dt.timedelta(hours=6),
     )
     values.update(changes)
     return values

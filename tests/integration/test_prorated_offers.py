@@ -17,7 +17,7 @@ from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import quota_pb2 as qpb
 from ecert.v1 import transmission_pb2 as tpb
 from server.service.reconcile import reconcile_ledger
-from tests.factories import certificate, claim_line, envelope, small_levels
+from tests.factories import certificate, claim_line, envelope, run_cutoff_batch, small_levels
 from tests.grpc_errors import rich_error
 
 OFFER, PARTIAL, MFN, PREFERENTIAL = (
@@ -111,13 +111,14 @@ def test_bad_answers_are_refused_and_change_nothing(match, quota, offers, clock)
     with pytest.raises(grpc.RpcError) as caught:
         answer(match, claim_line(77).entry_number, "1")
     assert rich_error(caught.value).reason == "CLAIM_NOT_FOUND"
-    # A line decided at once (after the opening) holds no offer.
+    # A line waiting for the cutoff batch (after the opening the level is past its critical share)
+    # holds no offer.
     plain = match.MatchClaim(mpb.MatchClaimRequest(line=line(4, "1", AFTER_NOON))).result
-    assert plain.decision == PREFERENTIAL
+    assert plain.decision == mpb.CLAIM_DECISION_PENDING
     with pytest.raises(grpc.RpcError) as caught:
         answer(match, plain.entry_number, "1")
     assert (rich_error(caught.value).code, rich_error(caught.value).reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NO_OFFER")
-    assert charged(quota) == "996"
+    assert charged(quota) == "990"
 
 
 def test_an_unanswered_offer_lapses_at_its_deadline_and_its_share_goes_to_the_next_claims(server, match, quota, offers, clock):
@@ -137,6 +138,9 @@ def test_an_unanswered_offer_lapses_at_its_deadline_and_its_share_goes_to_the_ne
     at = DEADLINE + dt.timedelta(hours=1)
     clock.at = at
     nxt = match.MatchClaim(mpb.MatchClaimRequest(line=line(5, "70", at))).result
+    assert nxt.decision == mpb.CLAIM_DECISION_PENDING  # 552 + 420 would pass 90% of 1000: decided at the cutoff
+    run_cutoff_batch(server, clock)
+    nxt = match.GetClaim(mpb.GetClaimRequest(entry_number=nxt.entry_number, line_number=1)).result
     assert (nxt.decision, nxt.granted_quantity) == (PREFERENTIAL, "70")
     assert charged(quota) == "972"
     assert reconcile_ledger(server.database).drifts == []
