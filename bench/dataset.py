@@ -92,7 +92,7 @@ def load_claims(path: str, good: Good, *, count: int, certificates: tuple[int, i
                     f"C-bulk-{i:012d}", make_entry_number(filer, i + 1), 1, 1, hashlib.sha256(str(i).encode()).hexdigest(),
                     filer, IMPORTER, "MX", number, 1, good.tpl_number, quota_year, "PREFERENTIAL", "[]", "[]",
                     1 * MICRO, good.unit, 6 * MICRO, "SME", "6.0", "bulk", 1 * MICRO, 6 * MICRO, None, None, None,
-                    stamp, stamp, 0, "", None, None, f"R-bulk-{quota_year}-{first + i % how_many}", "", None,
+                    stamp, stamp, 0, "", None, None, f"R-bulk-{quota_year}-{first + i % how_many}", "", None, None,
                 ))
             connection.executemany(_insert(ClaimRow), rows)
         connection.commit()

@@ -1,8 +1,9 @@
 """An internal customs client filing entry summary lines against what the gateway certified.
 
 Used by `ecert demo`: matching claims, deliberate mismatches, a claim with no transmission, a claim
-on a canceled certificate, and two large yarn shipments that fill TPL 6 (the second is cut to what
-remains). It works from the gateway's register, as a broker works from the paper it received.
+on a canceled certificate, and two large yarn shipments that together exceed TPL 6 (the second would
+pass the level's critical share, so it waits, PENDING, for the daily cutoff batch that decides claims
+near fill in presentation order; `ecert demo --opening-day` plays such a batch on a simulated clock). It works from the gateway's register, as a broker works from the paper it received.
 """
 from __future__ import annotations
 

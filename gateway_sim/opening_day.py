@@ -17,7 +17,8 @@ filers' behalf (CustomsClient), and an administrator drives the clock (OperatorC
 4. one importer accepts part of its offer (granted, `PARTIAL` `OFFER_ACCEPTED`), one declines;
 5. past the deadline (Tuesday 12 January): the unanswered offer lapses by the service's own timer
    (polled with GetClaim) and its share returns to the level; a late answer is refused;
-6. near fill, two lines presented in one order arrive in the other: what the service decides.
+6. near fill, two lines presented in one order arrive in the other: both wait (`PENDING`), and the
+   20:30 cutoff batch decides them in presentation order.
 
 Every step states what it expects and checks it against the service's answers; the report is
 complete only if every check held. Expectations are derived from the service's own conversion
@@ -60,6 +61,7 @@ EASTERN = ZoneInfo("America/New_York")
 TPL = "9823.53.01"
 YEAR = 2027
 LEVEL = Decimal(1000)  # SME: three opening claims of 180 dozen knit shirts oversubscribe it
+CRITICAL_SHARE = Decimal("0.9")  # the service's default ECERT_CRITICAL_SHARE
 START = dt.datetime(2026, 12, 31, 15, 0, tzinfo=EASTERN)
 # The 2027 opening date is its first business day, Monday 4 January (1 January is a federal holiday,
 # then a weekend); the window runs from 00:00 to 12:00 noon Eastern (QB 24-111). An offer's deadline
@@ -459,7 +461,9 @@ def _play(world: _World, report: OpeningDayReport) -> None:
     # -- 6. near fill: presentation order against arrival order ----------------------------------------------
     room = LEVEL - charged
     whole = int(room // factor) if factor else 0
-    quantity = whole // 2 + 7  # each fits alone; the two together do not
+    # Each line fits alone, the two together do not, and either alone would take the level past its
+    # critical share: the level goes on hold and the daily cutoff decides them.
+    quantity = min(whole, max(whole // 2 + 7, int((LEVEL * CRITICAL_SHARE - charged) // factor) + 1))
     step = Step("Near fill: two lines presented in one order arrive in the other", eastern(world.now()))
     steps.append(step)
     d_presented = dt.datetime(2027, 1, 12, 9, 10, tzinfo=EASTERN)
@@ -467,18 +471,24 @@ def _play(world: _World, report: OpeningDayReport) -> None:
     d_line, e_line = world.line(imp["D"], quantity, d_presented), world.line(imp["E"], quantity, e_presented)
     first = world.customs.match_claim(e_line).result  # E, presented second, reaches the service first
     second = world.customs.match_claim(d_line).result
-    step.rows = [_row(imp["E"], first, e_presented, "arrived 1st"), _row(imp["D"], second, d_presented, "arrived 2nd")]
+    step.expect("both wait for the daily cutoff: PENDING, LEVEL_ON_HOLD (either would pass the 90% critical share)",
+                all((r.decision, r.reasons) == (ClaimDecision.PENDING, ["LEVEL_ON_HOLD"]) for r in (first, second)),
+                f"{first.decision.name} {first.reasons}, {second.decision.name} {second.reasons}")
+    cutoff = world.set_clock(dt.datetime(2027, 1, 12, 20, 31, tzinfo=EASTERN))
+    e_result, _ = world.wait_for(e_line.entry_number, lambda r: r.decision is not ClaimDecision.PENDING)
+    d_result, seconds = world.wait_for(d_line.entry_number, lambda r: r.decision is not ClaimDecision.PENDING)
+    step.rows = [_row(imp["E"], e_result, e_presented, "arrived 1st"), _row(imp["D"], d_result, d_presented, "arrived 2nd")]
     left = int((room - quantity * factor) // factor)
-    step.notes.append(f"{units(room)} {report.measure_unit} left ({whole} DOZ); each line asks {quantity} DOZ: either fits alone, not both.")
-    step.expect(f"E, presented 30 minutes after D but arriving first, is granted all {quantity} DOZ (PREFERENTIAL)",
-                (first.decision, first.granted_quantity) == (ClaimDecision.PREFERENTIAL, quantity), f"{first.decision.name} {first.granted_quantity}")
-    step.expect(f"D, presented first but arriving second, is cut to the {left} DOZ left (PARTIAL, LEVEL_FILLED)",
-                (second.decision, second.granted_quantity, second.reasons) == (ClaimDecision.PARTIAL, left, ["LEVEL_FILLED", "PARTIAL_FILL"]),
-                f"{second.decision.name} {second.granted_quantity} {second.reasons}")
+    step.notes.append(f"{units(room)} {report.measure_unit} left ({whole} DOZ); each line asks {quantity} DOZ: either fits alone, not both. "
+                      f"Decided by the 20:30 cutoff batch ({eastern(cutoff)}; the service's timer, {seconds:.1f} s).")
+    step.expect(f"D, presented first but arriving second, is granted all {quantity} DOZ (PREFERENTIAL)",
+                (d_result.decision, d_result.granted_quantity) == (ClaimDecision.PREFERENTIAL, quantity),
+                f"{d_result.decision.name} {d_result.granted_quantity}")
+    step.expect(f"E, presented 30 minutes after D though arriving first, is cut to the {left} DOZ left (PARTIAL, LEVEL_FILLED)",
+                (e_result.decision, e_result.granted_quantity, e_result.reasons) == (ClaimDecision.PARTIAL, left, ["LEVEL_FILLED", "PARTIAL_FILL"]),
+                f"{e_result.decision.name} {e_result.granted_quantity} {e_result.reasons}")
     step.notes.append(
-        "Arrival decided, not presentation: a claim that can be decided at once is decided first come, first served in the order "
-        "the service commits it (README, 'Charging'); the presentation time is recorded, not ranked. Under 19 CFR 132.11 D ranks "
-        f"first and would get {quantity} DOZ and E {left}; issue 13 item 1 (a level near fill held and decided at the daily cutoff "
-        "in presentation-time order) is not in this build."
+        "Presentation decided, not arrival: near fill the level is on hold and the daily cutoff batch decides its claims in "
+        "presentation-time order (19 CFR 132.11; QB 23-128, README 'Near fill')."
     )
     _record_level(world, report, "6. near fill")

@@ -308,6 +308,7 @@ def create_server(
     # A period that opened while no server ran is allocated now, before the first call; the timer
     # catches the next opening.
     use_cases.claims.allocate_due_openings()
+    use_cases.claims.run_due_batch()  # likewise a cutoff that passed while no server ran
     threading.Thread(target=_allocate_openings, args=(running,), name="quota-openings", daemon=True).start()
     # Entries recorded while no server ran (and the first, empty checkpoint) are integrated now; then the
     # transparency log's sequencer runs off the request path: one at a time across replicas (server/service/log.py).

@@ -2,7 +2,10 @@
 
 Two groups of claims, interleaved so that both limits are under fire at once:
 - level-bound: TPL 4 (woven fabric, M2 = SME one to one) with a 1,000 SME level and 2,000 M2 of
-  certificates; claims of 7 M2, so 142 fit whole, one is cut to 6 and the rest pay MFN;
+  certificates; claims of 7 M2, each presented a microsecond after the one before: up to the critical
+  share (900 SME) they are decided at once in whatever order they arrive (128 claims), the rest wait
+  for the daily cutoff batch, which decides them in presentation order (`after_cutoff`): 14 more fit
+  whole, one is cut to 6 and the rest pay MFN;
 - certificate-bound: TPL 1 (the packaged, large level) on certificates of 100 DOZ; claims of 10 DOZ,
   so each certificate grants exactly ten of them and refuses the rest.
 """
@@ -15,14 +18,19 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import grpc
 
 from sqlalchemy import create_engine, text
 
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import transmission_pb2 as tpb
 from server.service.reference import ReferenceStore
+from ecert.v1 import match_pb2_grpc
+from server.service.quota import QuotaCalendar
 from tests.factories import claim_line, small_levels
-from tests.processes import ROOT, Deployment, envelope_now, stub, todays_certificate
+from tests.processes import ROOT, Deployment, ServiceProcess, envelope_now, stub, todays_certificate
 
 RECHECK_SECONDS = ReferenceStore.RECHECK_SECONDS
 
@@ -67,7 +75,8 @@ def storm_lines(level_claims: int, bound_claims: int) -> list[mpb.EntrySummaryLi
     times = {"filed_at": now - dt.timedelta(minutes=30), "arrived_at": now - dt.timedelta(minutes=20), "paid_at": now}  # after the certificates were sent
     level = [
         claim_line(1000 + n, certificate_number=LEVEL_CERTIFICATES[n % 4], quantity="7", date_of_importation=today,
-                   tpl_number=LEVEL_TPL, htsus_number=FABRIC["htsus_number"], unit="M2", **times)
+                   tpl_number=LEVEL_TPL, htsus_number=FABRIC["htsus_number"], unit="M2",
+                   **{**times, "paid_at": now + dt.timedelta(microseconds=n)})  # one presentation order
         for n in range(level_claims)
     ]
     bound = [
@@ -113,6 +122,29 @@ def balances(database_url: str) -> Balances:
     finally:
         engine.dispose()
     return Balances(level, aggregate, ledger, used, claims, granted, on_level)
+
+
+def after_cutoff(deployment: Deployment, lines: list[mpb.EntrySummaryLine], timeout: float = 60) -> list[mpb.ClaimResult]:
+    """Start a replica on a clock moved just past the next daily cutoff (20:30 Eastern), let its timer run
+    that cutoff's batch, and read every line's claim back once none is PENDING any more."""
+    now = dt.datetime.now(dt.timezone.utc)
+    cutoff = QuotaCalendar(ZoneInfo("America/New_York"), Decimal("0.9")).next_cutoff(now)
+    offset = (cutoff + dt.timedelta(seconds=2) - now).total_seconds()
+    service = ServiceProcess(deployment, "after-cutoff", ECERT_CLOCK_OFFSET_SECONDS=f"{offset:.3f}").start()
+    try:
+        channel = grpc.insecure_channel(service.target)
+        match = match_pb2_grpc.MatchServiceStub(channel)
+        deadline = time.monotonic() + timeout
+        while True:
+            results = [match.GetClaim(mpb.GetClaimRequest(entry_number=line.entry_number, line_number=line.line_number), timeout=30).result
+                       for line in lines]
+            if all(r.decision != mpb.CLAIM_DECISION_PENDING for r in results):
+                return results
+            assert time.monotonic() < deadline, "the cutoff batch did not decide the pending claims"
+            time.sleep(0.5)
+    finally:
+        channel.close()
+        service.stop()
 
 
 def assert_exact(b: Balances, results: Iterable[mpb.ClaimResult], claims: int) -> None:

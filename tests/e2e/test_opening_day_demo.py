@@ -51,10 +51,11 @@ def test_the_opening_day_demo_plays_every_step_and_reports_it(tmp_path):
     # 5. Past the deadline, C's offer lapses by the service's timer; a late answer is refused.
     assert [r for r in refused if "PRORATED, OFFER_LAPSED" in r]
     assert "C answers late: FailedPrecondition OFFER_LAPSED" in out
-    # 6. Near fill: arrival order decides (E, presented later, arrives first and is granted in full).
+    # 6. Near fill (19 CFR 132.11): presentation order decides at the cutoff, not arrival. E, presented
+    # later, arrives first; both wait; D (09:10) gets all 91 dozen, E (09:40) the 15 left (94 SME).
     near = [r for r in out.splitlines() if r.startswith("│ E ") or r.startswith("│ D ")]
-    assert len(near) == 2 and "PREFERENTIAL" in near[0] and "12 Jan 09:40" in near[0]
-    assert "LEVEL_FILLED, PARTIAL_FILL" in near[1] and "12 Jan 09:10" in near[1] and "│      46 │" in near[1]
+    assert len(near) == 2 and "LEVEL_FILLED, PARTIAL_FILL" in near[0] and "12 Jan 09:40" in near[0] and "│      15 │" in near[0]
+    assert "PREFERENTIAL" in near[1] and "12 Jan 09:10" in near[1] and "│      91 │" in near[1]
     # The level after each step: reserved at noon, given back by the answers and the lapse, nearly filled.
     level = {r.split("│")[1].strip(): r.split("│")[2].strip() for r in out.splitlines() if r.startswith("│") and r.count("│") == 6}
     assert [level[k] for k in ("2. window (queued)", "3. noon batch (offers reserved)", "4. A accepts part, B declines",

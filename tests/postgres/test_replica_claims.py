@@ -1,6 +1,7 @@
 """A claim storm at two `ecert serve` replicas on one PostgreSQL: the same nearly full level, the same
-certificates. Nothing ends over its limit, everything ends exactly at it, every claim has one decision,
-a repeat at the other replica replays it, and the audit log verifies."""
+certificates. Near fill claims wait for the cutoff batch; after it nothing ends over its limit,
+everything ends exactly at it, every claim has one decision, a repeat at the other replica replays
+it, and the audit log verifies."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -9,7 +10,7 @@ import pytest
 
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import match_pb2_grpc
-from tests.claim_storm import assert_exact, audit_verifies, balances, load_small_levels, storm_lines, transmit_certificates
+from tests.claim_storm import after_cutoff, assert_exact, audit_verifies, balances, load_small_levels, storm_lines, transmit_certificates
 from tests.processes import Deployment, replicas, stub
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -38,16 +39,17 @@ def test_claim_storm_across_replicas_ends_exactly_at_the_limits(deployment: Depl
         lines = storm_lines(LEVEL_CLAIMS, BOUND_CLAIMS)  # presented after the certificates were received
         first = match_at(targets, lines)
         assert not any(r.replayed for r in first)
+        # The same lines again, each at the replica that did NOT decide it: the original answer,
+        # nothing charged or reserved twice.
         after_storm = balances(deployment.database_url)
-        assert_exact(after_storm, [r.result for r in first], len(lines))
-
-        # The same lines again, each at the replica that did NOT decide it: the original decision,
-        # nothing charged twice.
         again = match_at(list(reversed(targets)), lines)
         assert all(r.replayed for r in again)
         assert [(r.result.claim_id, r.result.decision, r.result.granted_quantity) for r in again] == [
             (r.result.claim_id, r.result.decision, r.result.granted_quantity) for r in first
         ]
         assert balances(deployment.database_url) == after_storm
+
+    decided = after_cutoff(deployment, lines)
+    assert_exact(balances(deployment.database_url), decided, len(lines))
 
     audit_verifies(deployment)
