@@ -63,7 +63,7 @@ def render(console: Console, report: DemoReport) -> None:
             quotas.add_column(column, justify="left" if column in ("TPL", "state") else "right")
         for q in report.claims.quotas:
             share = f"{float(q.fill_share or 0) * 100:.2f}%" if q.fill_share else ""
-            state = {1: "open", 2: "critical", 3: "filled", 4: "closed", 5: "on hold (pending claims: 20:30 Eastern)"}.get(q.state, "")
+            state = {1: "open", 2: "critical", 3: "filled", 4: "closed", 5: "on hold"}.get(q.state, "")
             quotas.add_row(q.label or q.tpl_number, f"{_quantity_text(q.limit)} {q.measure_unit}", _quantity_text(q.charged), share, state)
         console.print(quotas)
 

@@ -30,7 +30,7 @@ DECISIONS = {
     mpb.CLAIM_DECISION_ECERT_NOT_REQUIRED: "eCERT not required",
     mpb.CLAIM_DECISION_QUEUED: "queued",
     mpb.CLAIM_DECISION_PRORATED_OFFER: "prorated offer",
-    mpb.CLAIM_DECISION_PENDING: "pending (level on hold)",
+    mpb.CLAIM_DECISION_PENDING: "pending",
 }
 
 

@@ -7,7 +7,8 @@ year's claims. Next year's opening batch (filed at setup, and by the storm befor
 oversubscribes TPL 4, so the opening makes prorated offers (CSMS 16-000886). Seeded threads mix, at
 either replica:
 
-- claims (a nearly full TPL 4 level of this year; certificate-bound TPL 1 claims; next year's claims,
+- claims (a nearly full TPL 4 level of this year, which goes on hold: its claims wait, PENDING, for the
+  cutoff batch at midnight, the opening's instant; certificate-bound TPL 1 claims; next year's claims,
   queued before the opening and decided at it or after), and replays of earlier lines at the other
   replica;
 - cancellations, corrections, a line canceled at both replicas at once, a cancellation racing a
@@ -27,7 +28,8 @@ deadline (OFFER_LAPSED after it, by the answering replica's clock), and the repl
 give back what nobody took.
 
 Afterwards: every level and certificate within its bounds, `ecert audit reconcile` and `ecert audit
-verify` pass, no claim waits for an opening that happened, no offer is left open past its deadline,
+verify` pass, no claim waits for an opening that happened or for a cutoff batch that completed (and
+some claims were decided by one), no offer is left open past its deadline,
 every settled offer's grant is at most what was offered (and is the answer its caller was told was
 recorded), and every caller got a clean answer (a decision, or one of the refusals a client is told
 to expect: EXPECTED_REFUSALS, each offer race narrower). Nothing here is timed, except that the
@@ -155,6 +157,11 @@ class StormReport:
 # rule, first business day and a window to noon, is tested on the simulated clock and in
 # tests/integration/test_opening_allocation.py.)
 OPENING_RULE = {"date": "january-1", "window_ends": None, "before_opening": "at-opening"}
+# The daily cutoff at midnight, the opening's instant: this year's nearly full TPL 4 goes on hold during
+# the storm, and its batch decides the waiting claims while the opening allocates next year's and the
+# storm goes on (both replicas' timers race for its steps); the replicas restarted at the offers'
+# deadline run the cutoffs that passed meanwhile.
+CUTOFF = "00:00"
 
 
 def next_opening(now: dt.datetime) -> dt.datetime:
@@ -174,7 +181,7 @@ class Storm:
         offset = (self.opening - dt.timedelta(seconds=config.lead_seconds) - dt.datetime.now(dt.timezone.utc)).total_seconds()
         self.offsets = [offset, offset - config.lag_seconds]
         self.replicas = [
-            ServiceProcess(deployment, f"replica-{n}", ECERT_CLOCK_OFFSET_SECONDS=f"{o:.3f}", ECERT_WORKERS="16")
+            ServiceProcess(deployment, f"replica-{n}", ECERT_CLOCK_OFFSET_SECONDS=f"{o:.3f}", ECERT_WORKERS="16", ECERT_BATCH_CUTOFF=CUTOFF)
             for n, o in enumerate(self.offsets)
         ]
         self._transactions = itertools.count(1)
@@ -440,7 +447,7 @@ class Storm:
         offset = (deadline - dt.timedelta(seconds=c.lapse_lead_seconds) - dt.datetime.now(dt.timezone.utc)).total_seconds()
         self.offsets = [offset, offset - c.lapse_lag_seconds]
         self.replicas = [
-            ServiceProcess(self.deployment, f"replica-{n}", ECERT_CLOCK_OFFSET_SECONDS=f"{o:.3f}", ECERT_WORKERS="16")
+            ServiceProcess(self.deployment, f"replica-{n}", ECERT_CLOCK_OFFSET_SECONDS=f"{o:.3f}", ECERT_WORKERS="16", ECERT_BATCH_CUTOFF=CUTOFF)
             for n, o in enumerate(self.offsets)
         ]
         self.start()
@@ -638,6 +645,12 @@ def assert_invariants(deployment: Deployment, report: StormReport) -> dict[str, 
             out_of_bounds = c.execute(text('SELECT count(*) FROM quota_levels WHERE charged < 0 OR charged > "limit"')).scalar_one()
             overused = c.execute(text("SELECT count(*) FROM certificates WHERE used_quantity < 0 OR used_quantity > quantity")).scalar_one()
             waiting = c.execute(text("SELECT count(*) FROM claims WHERE decision = 'QUEUED' AND reversed_at IS NULL")).scalar_one()
+            # No claim left pending that a completed cutoff batch should have decided.
+            stranded = c.execute(text(
+                "SELECT count(*) FROM claims c JOIN quota_batches b ON b.completed_at IS NOT NULL AND c.presentation_time < b.cutoff_at"
+                " AND c.decided_at <= b.started_at WHERE c.decision = 'PENDING' AND c.reversed_at IS NULL")).scalar_one()
+            batches = c.execute(text("SELECT count(*) FROM quota_batches WHERE completed_at IS NOT NULL")).scalar_one()
+            held = c.execute(text("SELECT count(*) FROM claims WHERE batch_cutoff IS NOT NULL")).scalar_one()
             twice = c.execute(text("SELECT count(*) FROM (SELECT claim_id FROM quota_ledger WHERE kind = 'REVERSAL' "
                                    "GROUP BY claim_id, tpl_number HAVING count(*) > 1) AS t")).scalar_one()
             claims = c.execute(text("SELECT count(*) FROM claims")).scalar_one()
@@ -646,7 +659,8 @@ def assert_invariants(deployment: Deployment, report: StormReport) -> dict[str, 
         offers = offer_problems(engine, report)
     finally:
         engine.dispose()
-    assert (out_of_bounds, overused, waiting, twice) == (0, 0, 0, 0)
+    assert (out_of_bounds, overused, waiting, twice, stranded) == (0, 0, 0, 0, 0)
+    assert batches and held, "no cutoff batch decided a pending claim: the storm did not test the hold"
     assert offers == [], offers[:20]
     assert report.offers, "the opening made no offers: the storm did not test them"
     reconciled = cli(deployment, "audit", "reconcile", "--json")
@@ -654,4 +668,5 @@ def assert_invariants(deployment: Deployment, report: StormReport) -> dict[str, 
     assert json.loads(reconciled.stdout)["drifts"] == []
     verified = cli(deployment, "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    return {"claims": claims, "reversed": reversed_, "offers": len(report.offers), "answered": len(report.answers), "lapsed": lapsed}
+    return {"claims": claims, "reversed": reversed_, "offers": len(report.offers), "answered": len(report.answers), "lapsed": lapsed,
+            "decided_by_cutoff_batches": held}

@@ -10,18 +10,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from fractions import Fraction
 from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
-from server.adapters.claim_repository import Opening
 from server.adapters.database import Database
-from server.domain.batch import PendingClaim, critical_cap, decide_batch
+from server.domain.batch import critical_cap
 from server.domain.claims import (
     CertificateOnFile,
     LAPSED_OFFER,
@@ -32,8 +29,6 @@ from server.domain.claims import (
     answer_offer,
     check_post_importation_window,
     corrected_presentation,
-    decide_at_opening,
-    decided_in_batch,
     screen,
     status_at_presentation,
 )
@@ -47,12 +42,12 @@ from server.domain.entry import (
     validate_entry_line,
 )
 from server.domain.errors import DomainError, ErrorKind, Finding
-from server.domain.log_entry import claim_subject
 from server.domain.quantity import format_quantity, parse_quantity, storable_code
-from server.domain.quota import Level, opening_rates, rate_text
+from server.domain.quota import Level
 from server.domain.records import WAITING, ClaimRecord
-from server.service import deadline
-from server.service.allocation_writer import AllocationWriter, LostRace
+from server.service.allocation_writer import LostRace
+from server.service.batches import Batches, OpeningPending
+from server.service.claim_facts import facts, subject
 from server.service.clock import Clock, new_id
 from server.service.quota import QuotaCalendar, QuotaEventBus
 from server.service.reference import References, ReferenceStore
@@ -61,20 +56,7 @@ from server.service.unit_of_work import UnitOfWork
 
 _T = TypeVar("_T")
 MAX_ATTEMPTS = 8
-# Queued claims decided per transaction of the opening allocation: about 0.15 s of the writer on
-# this machine, which a write that queued behind a step (and shares its group commit) waits out.
-OPENING_CHUNK = 250
 CHARGED = (Decision.PREFERENTIAL.value, Decision.PARTIAL.value)
-# What the opening allocation decides of a queued claim.
-ALLOCATED_COLUMNS = (
-    "decision", "reasons", "granted_quantity", "granted_measure", "proration_rate", "certificate_remaining",
-    "decided_at", "level_remaining", "aggregate_remaining", "offer_expires_at",
-)
-# What a cutoff batch decides of a pending claim.
-BATCH_COLUMNS = (*ALLOCATED_COLUMNS, "batch_cutoff")
-# Pending claims decided per step of a cutoff batch (with the rest of the last one's instant).
-BATCH_CHUNK = 500
-FAR_FUTURE = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
 # What answering a prorated offer (or its lapse) changes of the claim.
 ANSWERED_COLUMNS = ("decision", "reasons", "granted_quantity", "granted_measure", "certificate_remaining", "level_remaining", "aggregate_remaining")
 # Lapsed offers given back per transaction.
@@ -87,14 +69,6 @@ class ReversalKind(enum.Enum):
 
 
 _LostRace = LostRace
-
-
-class _OpeningPending(Exception):
-    """The year's period has opened and its opening batch is not all decided yet."""
-
-    def __init__(self, year: int):
-        super().__init__(year)
-        self.year = year
 
 
 @dataclass(frozen=True)
@@ -134,10 +108,7 @@ class ClaimUseCases:
         self.calendar = calendar
         self.clock = clock
         self.events = events
-        self._opened_years: set[int] = set()  # whose opening allocation is complete
-        self._opening_runner = threading.Lock()
-        self._batched: set[dt.datetime] = set()  # cutoffs whose batch is complete
-        self._batch_runner = threading.Lock()
+        self.batches = Batches(database, calendar, clock, self._nudge)
 
     # -- public use cases ---------------------------------------------------------------------------
 
@@ -157,7 +128,7 @@ class ClaimUseCases:
                     metadata={"claim_id": revisions[-1].claim_id},
                 )
             self._check_entry_parties(uow, line)
-            opened = self._period_opened(uow, line.date_of_importation.year, line.tpl_number, now)
+            opened = self.batches.period_opened(uow, line.date_of_importation.year, line.tpl_number, now)
             plan = self._plan(uow, references, line, now, digest=digest, revision=1, post=False, opened=opened)
             return self._commit_plan(uow, plan, now), False
 
@@ -170,7 +141,7 @@ class ClaimUseCases:
         references = self.references.current()
         year = line.date_of_importation.year
         with UnitOfWork(self.database, write=False) as uow:
-            opened = year in self._opened_years or uow.quota.opening(year) is not None or now >= self.calendar.window_closes(year)
+            opened = year in self.batches.opened_years or uow.quota.opening(year) is not None or now >= self.calendar.window_closes(year)
             plan = self._plan(uow, references, line, now, digest=digest, revision=0, post=False, opened=opened)
         return dataclasses.replace(plan.record, claim_id="")
 
@@ -195,7 +166,7 @@ class ClaimUseCases:
                 )
             if current is None:
                 self._check_entry_parties(uow, line)
-            opened = self._period_opened(uow, line.date_of_importation.year, line.tpl_number, now)
+            opened = self.batches.period_opened(uow, line.date_of_importation.year, line.tpl_number, now)
             revision = current.revision + 1 if current else 1
             plan = self._plan(uow, references, line, now, digest=digest, revision=revision, post=True, opened=opened)
             return self._commit_plan(uow, plan, now), False
@@ -231,14 +202,14 @@ class ClaimUseCases:
                     return previous, current, True
             if current.reversed_at is not None:
                 raise DomainError("CLAIM_ALREADY_REVERSED", "the claim was already canceled", ErrorKind.PRECONDITION)
-            self._period_opened(uow, current.quota_year, current.tpl_number, now)
+            self.batches.period_opened(uow, current.quota_year, current.tpl_number, now)
             reversed_record, reversal = self._release(uow, current, now, kind, reason)
             corrected_record = None
             if corrected_line is None:
                 uow.audit.append(now, *reversal)
             else:
                 year = corrected_line.date_of_importation.year
-                opened = self._period_opened(uow, year, corrected_line.tpl_number, now)
+                opened = self.batches.period_opened(uow, year, corrected_line.tpl_number, now)
                 plan = self._plan(
                     uow, references, corrected_line, now, digest=corrected_digest, revision=current.revision + 1,
                     post=current.post_importation, opened=opened,
@@ -344,8 +315,8 @@ class ClaimUseCases:
         record = dataclasses.replace(
             record, certificate_remaining=certificate_remaining, level_remaining=balances[0], aggregate_remaining=balances[1]
         )
-        uow.audit.append(now, "OFFER_" + ("LAPSED" if kind == "LAPSE" else "ANSWERED"), _subject(record), {
-            **_facts(record), "offered": format_quantity(offer.granted_quantity), "returned_measure": format_quantity(returned_measure),
+        uow.audit.append(now, "OFFER_" + ("LAPSED" if kind == "LAPSE" else "ANSWERED"), subject(record), {
+            **facts(record), "offered": format_quantity(offer.granted_quantity), "returned_measure": format_quantity(returned_measure),
         })
         return record
 
@@ -376,18 +347,12 @@ class ClaimUseCases:
         return CertificateUsage(country, number, certificate.importer_of_record, head.unit, head.quantity, head.used_quantity, uses)
 
     def allocate_due_openings(self) -> bool:
-        """Allocate the current year's opening batch if its period has opened (a timer calls this);
-        True if this call did any of it."""
-        now = self.clock.now()
-        year = self.calendar.year_of(now)
-        if year in self._opened_years or now < self.calendar.window_closes(year):
-            return False
-        if not self._opening_runner.acquire(blocking=False):
-            return False  # a claim of that year is running it
-        try:
-            return self._run_opening_steps(year)
-        finally:
-            self._opening_runner.release()
+        """Allocate the current year's opening batch if its window has closed (a timer calls this)."""
+        return self.batches.allocate_due_openings()
+
+    def run_due_batch(self) -> bool:
+        """Run the latest passed daily cutoff's batch if it is due (a timer calls this)."""
+        return self.batches.run_due_batch()
 
     def calendar_today(self) -> dt.date:
         return self.clock.now().astimezone(self.calendar.timezone).date()
@@ -572,7 +537,7 @@ class ClaimUseCases:
             if record.decision == Decision.PENDING.value:
                 self._hold(uow, plan.levels, now)
         uow.claims.add(record)
-        uow.audit.append_many(now, [*audit_before, ("DECISION", _subject(record), _facts(record))])
+        uow.audit.append_many(now, [*audit_before, ("DECISION", subject(record), facts(record))])
         if commit:
             uow.commit()
             if record.decision in CHARGED:
@@ -633,213 +598,12 @@ class ClaimUseCases:
         record = dataclasses.replace(
             claim, certificate_remaining=certificate_remaining, level_remaining=balances[0], aggregate_remaining=balances[1]
         )
-        audit: tuple[str, str, dict[str, object]] = ("REVERSAL", _subject(record), {
+        audit: tuple[str, str, dict[str, object]] = ("REVERSAL", subject(record), {
             "claim_id": claim.claim_id, "kind": kind.value, "reason": reason,
             "returned_quantity": str(returned), "returned_measure": str(claim.granted_measure),
             "certificate": f"{claim.issuing_country}/{claim.certificate_number}@{claim.certificate_version}", "unit": claim.unit,
         })
         return record, audit  # appended by the caller, last
-
-    def _period_opened(self, uow: UnitOfWork, year: int, tpl_number: str, now: dt.datetime) -> bool:
-        """Whether the year's period has opened, decided alike by every replica whatever its clock: it
-        has once its opening allocation exists (and then nothing of the year is decided before that
-        batch is: those claims came first, 19 CFR 132.12); before anybody began it, by this replica's
-        clock. A claim that would wait for the opening share-locks its level first and looks again:
-        the opening locks the year's levels before it sums the queue, so the claim is either in that
-        sum or sees the opening (README, "Invariants")."""
-        if year in self._opened_years:
-            return True
-        opening = uow.quota.opening(year)
-        if opening is None:
-            if now >= self.calendar.window_closes(year):
-                raise _OpeningPending(year)
-            uow.quota.hold_level(tpl_number, year)
-            opening = uow.quota.opening(year)
-            if opening is None:
-                return False
-        if opening.completed_at is None:
-            raise _OpeningPending(year)
-        self._opened_years.add(year)
-        return True
-
-    def _run_opening(self, year: int) -> bool:
-        """Run the year's opening allocation to its end, one short transaction per step: first the
-        rates, then the queue a chunk at a time. Other writes go between the steps, and a step that
-        fails (a caller's deadline, a restart) leaves the steps before it done, for whoever comes
-        next to carry on. True if this call did any of it."""
-        # One thread of this process runs it (the timer, or a claim): two would only take turns at the
-        # writer. A claim that arrives meanwhile waits as long as a write waits for the database, then
-        # is told to retry (it must not hold a serving thread for the whole batch).
-        left = deadline.remaining()
-        wait = self.database.admission.wait if left is None else max(0.0, min(left, self.database.admission.wait))
-        if not self._opening_runner.acquire(timeout=wait):
-            if left is not None and left <= wait:
-                raise deadline.exceeded_error()
-            raise DomainError(
-                "OPENING_ALLOCATION_IN_PROGRESS",
-                f"the {year} opening batch is being allocated and comes first; retry with backoff",
-                ErrorKind.UNAVAILABLE,
-                metadata={"quota_year": str(year)},
-            )
-        try:
-            return self._run_opening_steps(year)
-        finally:
-            self._opening_runner.release()
-
-    def _run_opening_steps(self, year: int) -> bool:
-        worked = False
-        for _ in range(MAX_ATTEMPTS):
-            try:
-                while year not in self._opened_years:
-                    did, completed = run_in_transaction(self.database, lambda uow: self._opening_step(uow, year))
-                    worked = worked or did
-                    if completed:
-                        self._opened_years.add(year)
-                break
-            except (_LostRace, IntegrityError):
-                continue  # another replica took the step: look again
-        else:
-            raise DomainError("CONTENTION", "the opening allocation kept being interrupted; retry", ErrorKind.UNAVAILABLE)
-        if worked:
-            self._nudge()
-        return worked
-
-    def _opening_step(self, uow: UnitOfWork, year: int) -> tuple[bool, bool]:
-        """One step of the opening allocation; (did something, the allocation is complete)."""
-        now = self.clock.now()
-        opening = uow.quota.opening(year, lock=True)
-        if opening is not None and opening.completed_at is not None:
-            return False, True
-        if opening is None:
-            # The rates: one per TPL, from what the whole batch asks and the levels' room at the opening
-            # (summed by the database: this step holds the writer too).
-            rows = uow.quota.levels(year, lock=True)  # first: claims queuing now hold them (_period_opened)
-            demand = uow.claims.queued_demand(year)
-            rates = opening_rates(
-                {tpl: Fraction(measure) for tpl, measure in demand.items()},
-                {r.tpl_number: r.limit - r.charged for r in rows},
-                {r.tpl_number: r.aggregate for r in rows},
-            )
-            uow.quota.begin_opening(year, now, rates)
-            completed = not demand
-        else:
-            chunk = uow.claims.queued(year, limit=OPENING_CHUNK)
-            self._decide_queued(uow, year, chunk, opening, now)
-            completed = len(chunk) < OPENING_CHUNK
-        if completed:
-            uow.quota.complete_opening(year, now)
-        uow.commit()
-        return True, completed
-
-    def _decide_queued(self, uow: UnitOfWork, year: int, queued: list[ClaimRecord], opening: Opening, now: dt.datetime) -> None:
-        """Decide queued claims at the opening's rates, in queue order, exactly as deciding them one
-        after another would (server/service/allocation_writer.py writes them). Decided as of the
-        opening (decided_at, the ledger); logged as of now."""
-        writer = AllocationWriter(uow, uow.quota.levels(year, lock=True), opening.allocated_at, "ALLOCATION")
-        offer_expires = self.calendar.offer_expires(year)
-        for claim in queued:
-            # No rate: its TPL had no claim queued when the rates were set (see decide_at_opening).
-            rate = opening.rates.get(claim.tpl_number, Fraction(1))
-            room = min(writer.room(level, year) for level in writer.levels_of(claim))
-            decided = decide_at_opening(claim.claimed_quantity, Decimal(claim.conversion_factor), rate, room)
-            writer.decide(
-                claim, decided.grant, decision=decided.decision.value, reasons=decided.reasons,
-                proration_rate=rate_text(rate) if rate < 1 else "", decided_at=opening.allocated_at,
-                offer_expires_at=offer_expires if decided.decision is Decision.PRORATED_OFFER else None,
-            )
-        stored = uow.claims.decide_queued(writer.decided, ALLOCATED_COLUMNS)
-        writer.write(now, stored, [("ALLOCATION", _subject(r), _facts(r)) for r in writer.decided])
-
-    # -- the daily cutoff batch ------------------------------------------------------------------------
-
-    def run_due_batch(self) -> bool:
-        """Run the batch of the latest daily cutoff that has passed, if it is not complete and claims wait
-        for it or a level is on hold (its end may lift the hold); a timer calls this. True if this call
-        did any of it."""
-        cutoff = self.calendar.last_cutoff(self.clock.now())
-        if cutoff in self._batched:
-            return False
-        with UnitOfWork(self.database, write=False) as uow:
-            batch = uow.quota.batch(cutoff)
-            if batch is None and not uow.claims.any_pending(cutoff) and not any(r.held_since for r in uow.quota.all_levels()):
-                return False  # nothing waits for it, no hold to lift (a claim pending later starts it at the next check)
-        if batch is not None and batch.completed_at is not None:
-            self._batched.add(cutoff)
-            return False
-        if not self._batch_runner.acquire(blocking=False):
-            return False
-        try:
-            worked = False
-            for _ in range(MAX_ATTEMPTS):
-                try:
-                    while cutoff not in self._batched:
-                        did, completed = run_in_transaction(self.database, lambda uow: self._batch_step(uow, cutoff))
-                        worked = worked or did
-                        if completed:
-                            self._batched.add(cutoff)
-                    break
-                except (_LostRace, IntegrityError):
-                    continue  # another replica took the step: look again
-            if worked:
-                self._nudge()
-            return worked
-        finally:
-            self._batch_runner.release()
-
-    def _batch_step(self, uow: UnitOfWork, cutoff: dt.datetime) -> tuple[bool, bool]:
-        """One step of a cutoff's batch; (did something, the batch is complete). The first step only
-        records when the batch began: claims recorded after that wait for the next cutoff."""
-        now = self.clock.now()
-        batch = uow.quota.batch(cutoff, lock=True)
-        if batch is not None and batch.completed_at is not None:
-            return False, True
-        if batch is None:
-            uow.quota.begin_batch(cutoff, now)
-            uow.commit()
-            return True, False
-        chunk = uow.claims.pending(cutoff, batch.started_at, BATCH_CHUNK)
-        for year in sorted({c.quota_year for c in chunk}):
-            self._decide_pending(uow, [c for c in chunk if c.quota_year == year], year, cutoff, now)
-        completed = len(chunk) < BATCH_CHUNK
-        if completed:
-            self._lift_holds(uow)
-        uow.quota.advance_batch(cutoff, len(chunk), now if completed else None)
-        uow.commit()
-        return True, completed
-
-    def _decide_pending(self, uow: UnitOfWork, pending: list[ClaimRecord], year: int, cutoff: dt.datetime, now: dt.datetime) -> None:
-        """Decide one year's pending claims in presentation-time order against the levels as they stand
-        (locked): server/domain/batch.py decides, server/service/allocation_writer.py writes."""
-        writer = AllocationWriter(uow, uow.quota.levels(year, lock=True), cutoff, "BATCH")
-        room = {tpl: writer.room(tpl, y) for tpl, y in writer.rows if y == year}
-        aggregate_of = {tpl: row.aggregate for (tpl, y), row in writer.rows.items() if y == year}
-        decisions = decide_batch(
-            [PendingClaim(c.claim_id, c.tpl_number, c.presentation_time, c.claimed_quantity, Decimal(c.conversion_factor)) for c in pending],
-            room, aggregate_of,
-        )
-        offer_expires = self.calendar.offer_expires_after(cutoff)
-        for claim, decided in zip(pending, decisions):
-            decision, reasons = decided_in_batch(decided, claim.tpl_number)
-            writer.decide(
-                claim, decided.grant, decision=decision.value, reasons=reasons, decided_at=cutoff, batch_cutoff=cutoff,
-                proration_rate=rate_text(decided.rate) if decided.rate < 1 else "",
-                offer_expires_at=offer_expires if decision is Decision.PRORATED_OFFER else None,
-            )
-        stored = uow.claims.decide_pending(writer.decided, BATCH_COLUMNS)
-        writer.write(now, stored, [("ALLOCATION", _subject(r), _facts(r)) for r in writer.decided])
-
-    def _lift_holds(self, uow: UnitOfWork) -> None:
-        """At the end of a batch, levels on hold open again if no claim waits any more and they are back
-        within their critical share (a reversal or a lapsed offer returned quantity). Each level is
-        locked first; a claim that saw the hold share-locked it, so it is committed (and seen pending
-        here) or sees the level open."""
-        held = [row for row in uow.quota.all_levels() if row.held_since is not None]
-        for year in sorted({row.quota_year for row in held}):
-            uow.quota.levels(year, lock=True)
-        if not held or uow.claims.any_pending(FAR_FUTURE):
-            return
-        for row in held:
-            uow.quota.lift_hold(row.tpl_number, row.quota_year, critical_cap(row.limit, self.calendar.critical_share))
 
     # -- plumbing -------------------------------------------------------------------------------------
 
@@ -855,36 +619,13 @@ class ClaimUseCases:
                 return run_in_transaction(self.database, lambda uow: attempt(uow, self.clock.now(), references))
             except (_LostRace, IntegrityError):
                 continue
-            except _OpeningPending as pending:
-                self._run_opening(pending.year)  # then decide this claim after the whole batch
+            except OpeningPending as pending:
+                self.batches.run_opening(pending.year)  # then decide this claim after the whole batch
         raise DomainError("CONTENTION", "the balances kept changing; retry", ErrorKind.UNAVAILABLE)
 
     def _nudge(self) -> None:
         if self.events is not None:
             self.events.nudge()
-
-
-def _subject(record: ClaimRecord) -> str:
-    return claim_subject(record.entry_number, record.line_number, record.revision)
-
-
-def _facts(record: ClaimRecord) -> dict[str, object]:
-    return {
-        "claim_id": record.claim_id,
-        "decision": record.decision,
-        "reasons": list(record.reasons),
-        "certificate": f"{record.issuing_country}/{record.certificate_number}@{record.certificate_version}",
-        "certificate_receipt": record.certificate_receipt_id,
-        "certificate_digest": record.certificate_digest,
-        "tpl": f"{record.tpl_number}/{record.quota_year}",
-        # Canonical text ("600", never "600.0" or "6E+2"), whichever path computed or read the value.
-        "claimed": f"{format_quantity(record.claimed_quantity)} {record.unit}",
-        "granted": f"{format_quantity(record.granted_quantity)} {record.unit}",
-        "granted_measure": f"{format_quantity(record.granted_measure)} {record.measure_unit}",
-        "factor": f"{record.conversion_factor}@{record.factor_version}",
-        "presented": record.presentation_time.isoformat(),
-        "proration_rate": record.proration_rate,
-    }
 
 
 def _field_error(code: str, field: str, description: str) -> DomainError:

@@ -16,7 +16,7 @@ from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import quota_pb2 as qpb
 from ecert.v1 import transmission_pb2 as tpb
 from server.app import create_server
-from server.service.claims import ClaimUseCases
+from server.service.batches import Batches
 from tests.factories import NOW, certificate, claim_line, envelope, run_cutoff_batch, small_levels
 
 UTC = dt.timezone.utc
@@ -114,8 +114,8 @@ def test_a_batch_stopped_between_steps_is_finished_by_another_replica(server, se
     # result as in one go.
     pending = [claim(match, 10 + n, "3", NOW + dt.timedelta(minutes=1 + n), f"MX26-0000000{1 + n % 3}") for n in range(6)]
     assert {r.decision for r in pending} == {PENDING}
-    monkeypatch.setattr("server.service.claims.BATCH_CHUNK", 2)
-    decide = ClaimUseCases._decide_pending
+    monkeypatch.setattr("server.service.batches.BATCH_CHUNK", 2)
+    decide = Batches._decide_pending
     steps: list[int] = []
 
     def stops(self, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -124,13 +124,13 @@ def test_a_batch_stopped_between_steps_is_finished_by_another_replica(server, se
             raise RuntimeError("the process stopped")
         return decide(self, *args, **kwargs)
 
-    monkeypatch.setattr(ClaimUseCases, "_decide_pending", stops)
+    monkeypatch.setattr(Batches, "_decide_pending", stops)
     clock.at = CUTOFF + dt.timedelta(seconds=1)
     with pytest.raises(RuntimeError):
         server.use_cases.claims.run_due_batch()
     decided = [current(match, r).decision for r in pending]
     assert decided == [mpb.CLAIM_DECISION_PREFERENTIAL] * 2 + [PENDING] * 4  # the first step committed
-    monkeypatch.setattr(ClaimUseCases, "_decide_pending", decide)
+    monkeypatch.setattr(Batches, "_decide_pending", decide)
     replica = create_server(settings, address="127.0.0.1:0", clock=clock)  # a cutoff passed: it runs that batch as it starts
     try:
         assert not replica.use_cases.claims.run_due_batch()  # done already

@@ -22,7 +22,7 @@ from ecert.v1 import transmission_pb2 as tpb
 from server.domain.quantity import format_quantity
 from server.adapters.orm import CertificateRow, ClaimRow, LogEntryRow, QuotaLedgerRow, QuotaLevelRow
 from server.domain.log_entry import LogEntry
-from server.service import claims as claims_service
+from server.service import batches as batches_service
 from server.service.audit import verify_audit_log
 from tests.factories import certificate, claim_line, envelope, run_cutoff_batch, small_levels
 from tests.grpc_errors import rich_error
@@ -84,7 +84,7 @@ def _queue_scenario(server, match, transmission, partner, clock) -> int:  # type
 @pytest.fixture(params=[500, 2], ids=["one-chunk", "chunks-of-2"])
 def allocated(request, server, match, transmission, partner, clock, monkeypatch):  # type: ignore[no-untyped-def]
     """The scenario queued, then the opening allocated (as the timer does), in one chunk or in many."""
-    monkeypatch.setattr(claims_service, "OPENING_CHUNK", request.param)
+    monkeypatch.setattr(batches_service, "OPENING_CHUNK", request.param)
     audit_before = _queue_scenario(server, match, transmission, partner, clock)
     clock.at = OPENED_AT
     assert server.use_cases.claims.allocate_due_openings()
@@ -190,7 +190,7 @@ def test_each_allocation_is_logged_in_queue_order_and_the_log_holds(server, allo
 
 def _stop_at_chunk(server, monkeypatch, failing: int) -> None:  # type: ignore[no-untyped-def]
     """The process stops while deciding the `failing`-th chunk (counted from 1)."""
-    use_cases = server.use_cases.claims
+    use_cases = server.use_cases.claims.batches
     decide = use_cases._decide_queued
     steps = []
 
@@ -213,7 +213,7 @@ def _late_claim(match, transaction: int, certificate_number: str, tpl: str, quan
 def test_an_interrupted_allocation_keeps_its_chunks_and_the_next_claim_finishes_it(
     server, match, transmission, partner, clock, monkeypatch
 ):  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(claims_service, "OPENING_CHUNK", 3)
+    monkeypatch.setattr(batches_service, "OPENING_CHUNK", 3)
     _queue_scenario(server, match, transmission, partner, clock)
     _stop_at_chunk(server, monkeypatch, failing=2)
     clock.at = OPENED_AT
@@ -274,7 +274,7 @@ def test_a_claim_arriving_while_another_thread_allocates_is_told_to_retry(server
     the database, then hears UNAVAILABLE; once the batch is allocated, the same claim is decided."""
     _queue_scenario(server, match, transmission, partner, clock)
     clock.at = OPENED_AT
-    runner = server.use_cases.claims._opening_runner
+    runner = server.use_cases.claims.batches._opening_runner
     assert runner.acquire(blocking=False)  # the timer thread is allocating
     try:
         with pytest.raises(grpc.RpcError) as caught:
