@@ -548,8 +548,9 @@ class ClaimUseCases:
         """A claim waits for the cutoff batch: its level goes on hold, and so does any aggregate ceiling
         it also charges (else a claim of another member presented later could take the aggregate's room
         at once, ahead of this one). A level already on hold is share-locked until this claim commits,
-        so that the batch that lifts holds sees this claim pending (_lift_holds)."""
-        for level in levels:
+        so that the batch that lifts holds sees this claim pending (server/service/batches.py, _lift_holds). Levels are taken in
+        the order a batch step locks them (by TPL number), so that the two never wait for each other."""
+        for level in sorted(levels, key=lambda level: level.tpl_number):
             if level.held or not uow.quota.put_on_hold(level.tpl_number, level.quota_year, now):
                 uow.quota.hold_level(level.tpl_number, level.quota_year)
 
