@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+from contract.signing import Signer
 from ecert.v1 import transmission_pb2 as tpb
 from server.api.converters import envelope_from_proto
-from server.domain.signing import Signer
 
 
 def seal(envelope: tpb.SignedEnvelope, signer: Signer, *, sent_at: dt.datetime | None = None) -> tpb.SignedEnvelope:

@@ -14,9 +14,8 @@ import grpc
 
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import match_pb2 as mpb
-from ecert.v1 import match_pb2_grpc
+from ecert.v1 import match_pb2_grpc, quota_pb2_grpc
 from ecert.v1 import quota_pb2 as qpb
-from ecert.v1 import quota_pb2_grpc
 
 # HTSUS numbers (prefixes) of catalog goods the packaged SME conversion table converts: it maps
 # 10-digit statistical lines, so 6203.31.0010 (suit jackets) and 6204.61.9010 (wool trousers), whose
@@ -57,7 +56,7 @@ class ClaimsPlayer:
         self.report = ClaimsReport()
 
     def line(self, certificate: cpb.Certificate, **changes: str) -> mpb.EntrySummaryLine:
-        from server.domain.entry import make_entry_number
+        from contract.entry_number import make_entry_number
 
         self.transaction += 1
         now = dt.datetime.now(dt.timezone.utc)

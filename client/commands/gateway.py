@@ -49,9 +49,9 @@ def common(
 def _gateway(options: Options):  # type: ignore[no-untyped-def]
     import grpc
 
+    from contract.keys import load_public_key, load_signer
     from gateway_sim.gateway.gateway import Gateway
     from gateway_sim.gateway.register import Register
-    from server.adapters.keystore import load_public_key, load_signer
     from server.adapters.tls import secure_channel
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")

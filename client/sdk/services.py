@@ -20,9 +20,9 @@ from client.sdk.errors import from_rpc_error
 from client.sdk.models import (
     Action,
     ActivityEntry,
+    Certificate,
     CertificateStatus,
     CertificateUsage,
-    Certificate,
     ClaimOutcome,
     ClaimResult,
     EntryLine,
@@ -36,12 +36,12 @@ from client.sdk.models import (
     SubmitResult,
     ValidationReport,
 )
-from ecert.v1 import match_pb2 as mpb
-from ecert.v1 import clock_pb2_grpc, log_pb2_grpc, match_pb2_grpc, quota_pb2_grpc, transmission_pb2_grpc, usage_pb2_grpc
+from contract.signing import Signer
 from ecert.v1 import clock_pb2 as kpb
+from ecert.v1 import clock_pb2_grpc, log_pb2_grpc, match_pb2_grpc, quota_pb2_grpc, transmission_pb2_grpc, usage_pb2_grpc
+from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import quota_pb2 as qpb
 from ecert.v1 import transmission_pb2 as tpb
-from server.domain.signing import Signer
 
 T = TypeVar("T")
 

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from client.sdk.channel import REQUEST_ID_HEADER
 from client.signing import seal
+from contract.signing import Signer
 from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.relay.v1 import relay_pb2_grpc
 from ecert.v1 import certificate_pb2 as cpb
@@ -19,7 +20,6 @@ from ecert.v1 import transmission_pb2 as tpb
 from gateway_sim.gateway.generator import MISTAKES, CertificateGenerator, with_mistake
 from gateway_sim.gateway.register import Register, SendState, Sent
 from server.api.converters import envelope_from_proto, receipt_from_proto
-from server.domain.signing import Signer
 from server.observability import tracing
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from server.adapters.keystore import load_trust_store
 from server.adapters.tls import CA_FILE, CERT_FILE, KEY_FILE, _read
-from server.domain.signing import TrustStore
+from server.domain.trust_store import TrustStore
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from server.domain.identity import Identity, identity_from_uris
+from contract.identity import Identity, identity_from_uris
 
 CA_FILE, CERT_FILE, KEY_FILE = "ca.pem", "cert.pem", "key.pem"
 

@@ -5,12 +5,13 @@ import datetime as dt
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from contract.certificate import CertificateDraft, PartyDraft
+from contract.receipt import Outcome, Receipt
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
-from server.domain.certificate import Certificate, CertificateDraft, PartyDraft
+from server.domain.certificate import Certificate
 from server.domain.errors import DomainError, ErrorKind, Finding, Severity
 from server.domain.quantity import format_quantity
-from server.domain.receipt import Outcome, Receipt
 from server.domain.records import ActivityEntry, StoredVersion
 from server.domain.transmission import Action, CertificateStatus, Envelope
 

@@ -20,9 +20,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from server.domain.canonical import canonical_json
+from contract.canonical import canonical_json
+from contract.receipt import Receipt
 from server.domain.merkle import leaf_hash
-from server.domain.receipt import Receipt
 
 ENTRY_TAG = b"ecert.v1.LogEntry\n"
 RECEIPT = "RECEIPT"

@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client.pki import init_pki
 from client.witness import STATE_FILE
+from contract.identity import Role
 from ecert.v1 import log_pb2, log_pb2_grpc
 from server.adapters.tls import peer_identity, server_credentials
 from server.domain.cosignature import CosignatureError, WitnessVerifier, verify_cosignature
-from server.domain.identity import Role
 from server.domain.note import Checkpoint
 from tests.cli.conftest import ECERT, ROOT, run_ecert
 from tests.fake_log import FakeLog

@@ -7,9 +7,9 @@ import json
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from contract.receipt import Outcome, Receipt
+from contract.signing import Signer
 from server.adapters.repositories import receipt_from_json, receipt_to_json
-from server.domain.receipt import Outcome, Receipt
-from server.domain.signing import Signer
 
 UTC = dt.timezone.utc
 SIGNER = Signer("cbp-1", Ed25519PrivateKey.generate())

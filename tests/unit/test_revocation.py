@@ -12,11 +12,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from client.pki import Authority, PARTIES, issue, new_authority, pem, write_crl
-from server.adapters.keystore import load_public_key, trust_entry
+from client.pki import PARTIES, Authority, issue, new_authority, pem, write_crl
+from contract.keys import load_public_key
+from server.adapters.keystore import trust_entry
 from server.adapters.revocation import RevocationList, RevocationListInvalid, read_crl
 from server.domain.errors import DomainError
-from server.domain.signing import TrustedKey, TrustStore
+from server.domain.trust_store import TrustedKey, TrustStore
 from tests.factories import NOW, new_signer
 
 HOUR = dt.timedelta(hours=1)

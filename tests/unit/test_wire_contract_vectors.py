@@ -26,13 +26,14 @@ from client.cli import app as ecert
 from client.sdk import models as sdk
 from client.sdk.services import seal_envelope, unsigned_envelope
 from client.signing import seal
+from contract.canonical import envelope_bytes
+from contract.certificate import CertificateDraft, PartyDraft
+from contract.signing import Signer, sha256
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
 from server.api.converters import envelope_from_proto, receipt_from_proto
-from server.domain.canonical import envelope_bytes
-from server.domain.certificate import CertificateDraft, PartyDraft
 from server.domain.errors import DomainError
-from server.domain.signing import Signer, TrustedKey, TrustStore, sha256
+from server.domain.trust_store import TrustedKey, TrustStore
 
 VECTORS_PATH = pathlib.Path(__file__).resolve().parents[1] / "vectors" / "wire-contract.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
