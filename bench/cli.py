@@ -54,9 +54,8 @@ class Workspace:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         from client.pki import init_pki
-        from contract.keys import save_private_key
+        from contract.keys import save_private_key, trust_entry, write_trust_store
         from contract.signing import Signer
-        from server.adapters.keystore import trust_entry, write_trust_store
 
         self.root = root
         self.pki = init_pki(root / "pki")

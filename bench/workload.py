@@ -9,8 +9,8 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from client.signing import seal
 from contract.entry_number import make_entry_number
+from contract.envelope import seal
 from ecert.bench.v1 import echo_pb2
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import match_pb2 as mpb

@@ -1,9 +1,16 @@
 """Ed25519 keys in files, as parties exchange them: private keys in PKCS#8 PEM (written owner-only),
-public keys in SubjectPublicKeyInfo PEM. A key's id is published beside it, not inside the file."""
+public keys in SubjectPublicKeyInfo PEM. A key's id is published beside it, not inside the file.
+
+A partner's document-signing key is registered with the service in a trust store file:
+{"keys": [{key_id, partner, public_key_pem, not_before, not_after}]} (the service reads it with
+server/adapters/keystore.py, which also knows its "revoked" list)."""
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import pathlib
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -36,3 +43,19 @@ def load_signer(path: str | pathlib.Path, key_id: str) -> Signer:
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} is not an Ed25519 private key")
     return Signer(key_id, key)
+
+
+def trust_entry(signer: Signer, partner: str, not_before: dt.datetime, not_after: dt.datetime) -> dict[str, Any]:
+    return {
+        "key_id": signer.key_id,
+        "partner": partner,
+        "public_key_pem": public_key_pem(signer.public_key),
+        "not_before": not_before.isoformat(),
+        "not_after": not_after.isoformat(),
+    }
+
+
+def write_trust_store(path: str | pathlib.Path, entries: list[dict[str, Any]]) -> None:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"keys": entries}, indent=2) + "\n", encoding="utf-8")

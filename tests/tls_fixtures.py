@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 from client.pki import PkiLayout, init_pki, issue, load_authority, new_authority, write_party
+from client.tls import channel_credentials, server_credentials
 from contract.identity import Identity, Role
-from server.adapters.tls import channel_credentials, server_credentials
 from server.app import RunningServer, create_server
 from server.config import Settings
 

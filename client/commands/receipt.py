@@ -40,8 +40,8 @@ def verify(
 ) -> None:
     """Exit 0 if customs signed every receipt exactly as it reads; 1 otherwise."""
     from contract.keys import load_public_key
+    from contract.messages import receipt_from_proto
     from ecert.v1 import transmission_pb2 as tpb
-    from server.api.converters import receipt_from_proto
 
     try:
         text = sys.stdin.read() if str(receipt_file) == "-" else receipt_file.read_text(encoding="utf-8")

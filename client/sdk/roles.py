@@ -31,14 +31,13 @@ from client.sdk.services import (
     unsigned_envelope,
 )
 from client.sdk.usage import UsageFeed
+from contract.keys import load_signer
 from contract.signing import Signer
 from ecert.v1 import transmission_pb2 as tpb
 
 
 def load_document_signer(key_file: str | pathlib.Path, key_id: str = "") -> Signer:
     """A partner's Ed25519 document-signing key (PEM); its id from `key_id` or the .key-id file beside it."""
-    from contract.keys import load_signer
-
     path = pathlib.Path(key_file)
     if not key_id:
         id_file = path.with_suffix(".key-id")

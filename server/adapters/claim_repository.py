@@ -22,7 +22,7 @@ from server.adapters.orm import (
     ReferenceVersionRow,
 )
 from server.adapters.prepared import PreparedRepository, Statements
-from server.domain.log_entry import LogEntry, entry as log_entry
+from contract.log_entry import LogEntry, entry as log_entry
 from server.domain.records import ClaimRecord
 
 

@@ -70,22 +70,6 @@ def revoke_key(path: str | pathlib.Path, key_id: str, reason: str, at: dt.dateti
     return True
 
 
-def trust_entry(signer: Signer, partner: str, not_before: dt.datetime, not_after: dt.datetime) -> dict[str, Any]:
-    return {
-        "key_id": signer.key_id,
-        "partner": partner,
-        "public_key_pem": public_key_pem(signer.public_key),
-        "not_before": not_before.isoformat(),
-        "not_after": not_after.isoformat(),
-    }
-
-
-def write_trust_store(path: str | pathlib.Path, entries: list[dict[str, Any]]) -> None:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"keys": entries}, indent=2) + "\n", encoding="utf-8")
-
-
 def derived_key(signer: Signer, purpose: bytes) -> bytes:
     """A 32-byte secret for `purpose` derived from a private signing key: every replica holding the
     key derives the same one, and it reveals nothing about the key."""

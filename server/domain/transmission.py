@@ -3,19 +3,17 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import re
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
 
 from contract.canonical import envelope_bytes
 from contract.certificate import CertificateDraft
+from contract.constants import MESSAGE_ID_PATTERN
 from contract.receipt import Outcome
 from contract.signing import sha256
 from server.domain.certificate import Certificate
 from server.domain.errors import DomainError, ErrorKind, Finding, Severity
-
-MESSAGE_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class Action(enum.Enum):

@@ -45,7 +45,7 @@ from server.domain.entry import (
     validate_entry_line,
 )
 from server.domain.errors import DomainError, ErrorKind, Finding
-from server.domain.log_entry import claim_subject
+from contract.log_entry import claim_subject
 from server.domain.quantity import format_quantity, parse_quantity, storable_code
 from server.domain.quota import Level, opening_rates, rate_text
 from server.domain.records import ClaimRecord

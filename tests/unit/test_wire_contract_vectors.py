@@ -25,13 +25,14 @@ from typer.testing import CliRunner
 from client.cli import app as ecert
 from client.sdk import models as sdk
 from client.sdk.services import seal_envelope, unsigned_envelope
-from client.signing import seal
 from contract.canonical import envelope_bytes
 from contract.certificate import CertificateDraft, PartyDraft
+from contract.envelope import seal
+from contract.messages import receipt_from_proto
 from contract.signing import Signer, sha256
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
-from server.api.converters import envelope_from_proto, receipt_from_proto
+from server.api.converters import envelope_from_proto
 from server.domain.errors import DomainError
 from server.domain.trust_store import TrustedKey, TrustStore
 
