@@ -14,8 +14,9 @@ import grpc
 
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import match_pb2 as mpb
-from ecert.v1 import match_pb2_grpc, quota_pb2_grpc
+from ecert.v1 import match_pb2_grpc
 from ecert.v1 import quota_pb2 as qpb
+from ecert.v1 import quota_pb2_grpc
 
 # HTSUS numbers (prefixes) of catalog goods the packaged SME conversion table converts: it maps
 # 10-digit statistical lines, so 6203.31.0010 (suit jackets) and 6204.61.9010 (wool trousers), whose

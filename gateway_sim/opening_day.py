@@ -49,14 +49,12 @@ from client.sdk import (
     EntryLine,
     OperatorClient,
     PartnerClient,
-)
-from client.sdk import (
     Party as TradeParty,
 )
-from contract.entry_number import make_entry_number
 from gateway_sim.demo import PartyDied
 from gateway_sim.processes import Party, start_service
 from gateway_sim.reference_table import PACKAGED
+from contract.entry_number import make_entry_number
 
 EASTERN = ZoneInfo("America/New_York")
 TPL = "9823.53.01"
