@@ -54,8 +54,8 @@ class Workspace:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         from client.pki import init_pki
-        from server.adapters.keystore import save_private_key, trust_entry, write_trust_store
-        from server.domain.signing import Signer
+        from contract.keys import save_private_key, trust_entry, write_trust_store
+        from contract.signing import Signer
 
         self.root = root
         self.pki = init_pki(root / "pki")
@@ -345,7 +345,7 @@ def burst_phase(workspace: Workspace, plan: Plan) -> list[dict[str, Any]]:
 
 
 def _entry(transaction: int) -> str:
-    from server.domain.entry import make_entry_number
+    from contract.entry_number import make_entry_number
 
     return make_entry_number("B76", transaction)
 

@@ -14,8 +14,8 @@ import sqlite3
 from collections.abc import Iterator
 
 from bench.workload import EXPORTER, IMPORTER, PRODUCER, Good, certificate_number
+from contract.entry_number import make_entry_number
 from server.adapters.orm import CertificateVersionRow, ClaimRow, TransmissionRow
-from server.domain.entry import make_entry_number
 
 MICRO = 1_000_000
 CHUNK = 20_000

@@ -60,7 +60,7 @@ async def run(spec: dict[str, Any]) -> list[dict[str, Any]]:
     requests = build(spec["recipe"], now)
     options = [("grpc.max_receive_message_length", 8 * 1024 * 1024)]
     if spec["tls_dir"]:
-        from server.adapters.tls import channel_credentials
+        from client.tls import channel_credentials
 
         channel = grpc.aio.secure_channel(spec["target"], channel_credentials(spec["tls_dir"]), options=options)
     else:

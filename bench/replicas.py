@@ -48,8 +48,9 @@ class Cluster:
     def __init__(self, server_url: str, replicas: int, workdir: pathlib.Path):
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        from server.adapters.keystore import load_or_create_log_key, load_or_create_signer, trust_entry, write_trust_store
-        from server.domain.signing import Signer
+        from contract.keys import trust_entry, write_trust_store
+        from contract.signing import Signer
+        from server.adapters.keystore import load_or_create_log_key, load_or_create_signer
 
         self.admin = create_engine(make_url(server_url), isolation_level="AUTOCOMMIT")
         self.name = f"ecert_bench_{uuid.uuid4().hex[:8]}"
@@ -94,7 +95,7 @@ class Cluster:
 
 
 def transmit(cluster: Cluster) -> list[str]:
-    from client.signing import seal
+    from contract.envelope import seal
     from ecert.v1 import certificate_pb2 as cpb
     from ecert.v1 import transmission_pb2 as tpb
     from ecert.v1 import transmission_pb2_grpc
@@ -117,8 +118,8 @@ def transmit(cluster: Cluster) -> list[str]:
 
 
 def _line(index: int, numbers: list[str], base: int) -> bytes:
+    from contract.entry_number import make_entry_number
     from ecert.v1 import match_pb2 as mpb
-    from server.domain.entry import make_entry_number
 
     now = _now()
     line = mpb.EntrySummaryLine(

@@ -64,7 +64,7 @@ def main() -> None:
     settings = Settings(data_dir=pathlib.Path(args.data_dir), host="127.0.0.1", port=0, trust_store=args.trust_store)
     credentials = None
     if args.tls_dir:
-        from server.adapters.tls import server_credentials
+        from client.tls import server_credentials
 
         credentials = server_credentials(args.tls_dir)
     clock = ShiftedClock(args.clock_offset)

@@ -9,13 +9,13 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from client.signing import seal
+from contract.entry_number import make_entry_number
+from contract.envelope import seal
 from ecert.bench.v1 import echo_pb2
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import quota_pb2 as qpb
 from ecert.v1 import transmission_pb2 as tpb
-from server.domain.entry import make_entry_number
 
 IMPORTER = "12-345678900"
 EXPORTER = ("Textiles del Norte SA de CV", "Av. Juárez 100, Monterrey, NL", "TNO010101AAA")
@@ -100,7 +100,7 @@ def build(recipe: dict[str, Any], now: dt.datetime) -> Sequence[Message]:
     if kind == "quota":
         return [qpb.GetQuotaStatusRequest(tpl_number="9823.53.01", quota_year=recipe["quota_year"])]
     if kind == "submit":
-        from server.adapters.keystore import load_signer
+        from contract.keys import load_signer
 
         signer = load_signer(recipe["signing_key"], recipe["key_id"])
         good, year = GOODS["9823.53.01"], recipe["quota_year"]

@@ -1,7 +1,7 @@
 """A development PKI: a certificate authority and a TLS certificate per party, plus document keys.
 
 Roles, partner countries and importer numbers travel in subject-alternative-name URIs (see
-server/domain/identity.py). TLS keys are ECDSA P-256; the partner's document-signing key and
+contract/identity.py). TLS keys are ECDSA P-256; the partner's document-signing key and
 customs' receipt-signing key are separate Ed25519 keys, as in production.
 
 Layout written by `init_pki(DIR)`, one folder per party (each a `--tls-dir`):
@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from server.adapters.keystore import public_key_pem, save_private_key, trust_entry, write_trust_store
-from server.domain.identity import Identity, Role
-from server.domain.signing import Signer
+from contract.identity import Identity, Role
+from contract.keys import public_key_pem, save_private_key, trust_entry, write_trust_store
+from contract.signing import Signer
 
 SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
 DEFAULT_IMPORTER = "12-345678900"
@@ -168,7 +168,7 @@ class PkiLayout:
         return self.root / "gateway-mx" / "document-signing.pem"
 
     def document_signer(self) -> Signer:
-        from server.adapters.keystore import load_signer
+        from contract.keys import load_signer
 
         key_id = (self.root / "gateway-mx" / "document-signing.key-id").read_text().strip()
         return load_signer(self.document_key, key_id)

@@ -1,6 +1,6 @@
 """`ecert witness`'s machinery: its data folder (key, state file, alarms) and one polling step.
 
-The decisions are server/domain/witness.py's; here is what a witness process needs around them:
+The decisions are client/witness_rules.py's; here is what a witness process needs around them:
 
     <data folder>/witness-key.pem   the witness's Ed25519 private key (mode 0600)
     <data folder>/witness.vkey      its verifier key, to publish: name+key id+base64(0x04 || key)
@@ -30,9 +30,9 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.domain.cosignature import CosignatureError, WitnessKey, WitnessVerifier, verify_cosignature
-from server.domain.note import NoteError, NoteVerifier
-from server.domain.witness import Refusal, Witness, WitnessRefused, WitnessState
+from client.witness_rules import Refusal, Witness, WitnessRefused, WitnessState
+from contract.cosignature import CosignatureError, WitnessKey, WitnessVerifier, verify_cosignature
+from contract.note import NoteError, NoteVerifier
 
 KEY_FILE, VKEY_FILE, STATE_FILE, LOCK_FILE, ALARMS = "witness-key.pem", "witness.vkey", "state.json", ".lock", "alarms"
 STATE_VERSION = 1

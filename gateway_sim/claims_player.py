@@ -60,7 +60,7 @@ class ClaimsPlayer:
         self.report = ClaimsReport()
 
     def line(self, certificate: cpb.Certificate, **changes: str) -> mpb.EntrySummaryLine:
-        from server.domain.entry import make_entry_number
+        from contract.entry_number import make_entry_number
 
         self.transaction += 1
         now = dt.datetime.now(dt.timezone.utc)

@@ -17,22 +17,21 @@ from decimal import Decimal
 import grpc
 
 from client.pki import PkiLayout, init_pki, issue, new_authority, write_party
+from client.tls import secure_channel
+from contract.cosignature import verify_cosignature
+from contract.identity import Identity, Role
+from contract.keys import load_public_key
 from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.relay.v1 import relay_pb2_grpc
 from ecert.v1 import certificate_pb2 as cpb
-from ecert.v1 import log_pb2, log_pb2_grpc
+from ecert.v1 import log_pb2, log_pb2_grpc, transmission_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
-from ecert.v1 import transmission_pb2_grpc
 from gateway_sim.claims_player import ClaimsPlayer, ClaimsReport, serves
 from gateway_sim.gateway.gateway import Gateway
 from gateway_sim.gateway.register import Register
 from gateway_sim.processes import Party, start_relay, start_service
+from gateway_sim.reference_table import tpl_labels
 from gateway_sim.witness_party import alarms, cosigned, start_witness, witness_keygen
-from server.adapters.keystore import load_public_key
-from server.adapters.reference_files import load_reference_data
-from server.adapters.tls import secure_channel
-from server.domain.cosignature import verify_cosignature
-from server.domain.identity import Identity, Role
 
 DEMO_FAULTS = ["--drop", "0.1", "--delay-ms", "10", "--duplicate", "0.1", "--reorder", "--corrupt", "0.1", "--unavailable", "0.1"]
 
@@ -169,14 +168,13 @@ def _books(layout: PkiLayout, service: Party) -> tuple[list[tuple[str, str, int,
         token = page.next_page_token
         if not token:
             break
-    reference = load_reference_data(None)
+    labels = tpl_labels()
     rows = []
     for tpl in sorted(set(active) | set(canceled)):
         units = quantity[tpl] or {"": Decimal(0)}
-        definition = reference.tpl(tpl)
         for index, (unit, amount) in enumerate(sorted(units.items())):
             if index == 0:
-                rows.append((tpl, definition.label if definition else tpl, active[tpl], canceled[tpl], amount, unit))
+                rows.append((tpl, labels.get(tpl, tpl), active[tpl], canceled[tpl], amount, unit))
             else:  # the same TPL certified in another unit: one more line, certificates counted once
                 rows.append(("", "", 0, 0, amount, unit))
     return rows, versions
@@ -186,8 +184,8 @@ def _refusal(call) -> str:  # type: ignore[no-untyped-def]
     try:
         call()
     except grpc.RpcError as error:
-        from grpc_status import rpc_status
         from google.rpc import error_details_pb2
+        from grpc_status import rpc_status
 
         status = rpc_status.from_call(error)
         reason = ""
@@ -201,7 +199,7 @@ def _refusal(call) -> str:  # type: ignore[no-untyped-def]
 
 
 def _attacks(layout: PkiLayout, service: Party, directory: pathlib.Path) -> list[tuple[str, str]]:
-    from client.signing import seal
+    from contract.envelope import seal
 
     signer = layout.document_signer()
     certificate = cpb.Certificate(

@@ -54,8 +54,8 @@ from client.sdk import (
 )
 from gateway_sim.demo import PartyDied
 from gateway_sim.processes import Party, start_service
-from server.adapters.reference_files import PACKAGED
-from server.domain.entry import make_entry_number
+from gateway_sim.reference_table import PACKAGED
+from contract.entry_number import make_entry_number
 
 EASTERN = ZoneInfo("America/New_York")
 TPL = "9823.53.01"

@@ -248,10 +248,10 @@ class Settings:
         return pathlib.Path(self.log_key) if self.log_key else self.resolved_receipt_key().parent / "log-signing.pem"
 
     def witness_verifiers(self) -> list[Any]:
-        """The witnesses' verifier keys (C2SP tlog-cosignature, type 0x04; server/domain/cosignature.py);
+        """The witnesses' verifier keys (C2SP tlog-cosignature, type 0x04; contract/cosignature.py);
         ConfigError if one is malformed."""
-        from server.domain.cosignature import WitnessVerifier
-        from server.domain.note import NoteError
+        from contract.cosignature import WitnessVerifier
+        from contract.note import NoteError
 
         verifiers = []
         for text in (part.strip() for part in self.witness_keys.split(",")):

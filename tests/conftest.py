@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
+from contract.keys import load_signer, trust_entry, write_trust_store
+from contract.signing import Signer
 from ecert.v1 import transmission_pb2_grpc
-from server.adapters.keystore import load_signer, trust_entry, write_trust_store
 from server.app import RunningServer, create_server
 from server.config import Settings
-from server.domain.signing import Signer
 from server.service.clock import FixedClock
 from tests import databases
 from tests.factories import NOW, new_signer

@@ -5,10 +5,10 @@ import datetime as dt
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client.signing import seal
+from contract.envelope import seal
+from contract.signing import Signer
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
-from server.domain.signing import Signer
 
 NOW = dt.datetime(2026, 3, 2, 15, 0, tzinfo=dt.timezone.utc)
 CREATE = tpb.TRANSMISSION_ACTION_CREATE
@@ -69,8 +69,8 @@ def envelope(
 
 from google.protobuf.timestamp_pb2 import Timestamp  # noqa: E402
 
+from contract.entry_number import make_entry_number  # noqa: E402
 from ecert.v1 import match_pb2 as mpb  # noqa: E402
-from server.domain.entry import make_entry_number  # noqa: E402
 
 
 def stamp(at: dt.datetime) -> Timestamp:

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.domain import merkle
-from server.domain.note import Checkpoint, NoteVerifier, raw_public_key, sign_note
+from contract import merkle
+from contract.note import Checkpoint, NoteVerifier, raw_public_key, sign_note
 
 ORIGIN = "customs.example/ecert-log"
 

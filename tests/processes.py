@@ -21,11 +21,12 @@ from typing import Any
 
 import grpc
 
+from contract.keys import trust_entry, write_trust_store
+from contract.signing import Signer
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
-from server.adapters.keystore import load_or_create_log_key, load_or_create_signer, trust_entry, write_trust_store
-from server.domain.signing import Signer
+from server.adapters.keystore import load_or_create_log_key, load_or_create_signer
 from tests.factories import certificate, envelope
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -10,11 +10,10 @@ import grpc
 import pytest
 
 from client.pki import PkiLayout, init_pki, issue, load_authority, new_authority, write_party
-from server.adapters.tls import channel_credentials
+from client.tls import channel_credentials, server_credentials
+from contract.identity import Identity, Role
 from server.app import RunningServer, create_server
-from server.adapters.tls import server_credentials
 from server.config import Settings
-from server.domain.identity import Identity, Role
 
 
 @dataclass

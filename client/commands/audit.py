@@ -21,8 +21,8 @@ def log_verifier(log_key: str, origin: str = ""):  # type: ignore[no-untyped-def
     when neither is there."""
     import pathlib
 
+    from contract.note import NoteError, NoteVerifier, raw_public_key
     from server.config import Settings
-    from server.domain.note import NoteError, NoteVerifier, raw_public_key
 
     if log_key:
         path = pathlib.Path(log_key)

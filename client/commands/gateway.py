@@ -49,10 +49,10 @@ def common(
 def _gateway(options: Options):  # type: ignore[no-untyped-def]
     import grpc
 
+    from client.tls import secure_channel
+    from contract.keys import load_public_key, load_signer
     from gateway_sim.gateway.gateway import Gateway
     from gateway_sim.gateway.register import Register
-    from server.adapters.keystore import load_public_key, load_signer
-    from server.adapters.tls import secure_channel
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if not options.insecure and options.tls_dir is None:

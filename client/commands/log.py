@@ -5,8 +5,8 @@
     ecert log verify                OFFLINE: a receipt (or entry) is in the tree a signed checkpoint commits to
     ecert log verify-consistency    a later checkpoint extends an earlier one (no history rewritten)
 
-`verify` and `verify-consistency --proof` use nothing but RFC 6962 hashing (server/domain/merkle.py),
-the C2SP signed-note format (server/domain/note.py) and the entry format (server/domain/log_entry.py):
+`verify` and `verify-consistency --proof` use nothing but RFC 6962 hashing (contract/merkle.py),
+the C2SP signed-note format (contract/note.py) and the entry format (contract/log_entry.py):
 the files and the log's verifier key, published by customs, suffice.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _refused(message: str) -> typer.Exit:
 
 
 def _verifier(text: str):  # type: ignore[no-untyped-def]
-    from server.domain.note import NoteError, NoteVerifier
+    from contract.note import NoteError, NoteVerifier
 
     path = pathlib.Path(text)
     value = path.read_text(encoding="utf-8").strip() if path.is_file() else text.strip()
@@ -44,7 +44,7 @@ def _verifier(text: str):  # type: ignore[no-untyped-def]
 
 def _checkpoint(note: str, verifier, what: str):  # type: ignore[no-untyped-def]
     """The checkpoint a note signed by the log key carries; BadInput names what is wrong."""
-    from server.domain.note import Checkpoint, NoteError, open_note
+    from contract.note import Checkpoint, NoteError, open_note
 
     try:
         return Checkpoint.parse(open_note(note, [verifier]).text)
@@ -54,7 +54,7 @@ def _checkpoint(note: str, verifier, what: str):  # type: ignore[no-untyped-def]
 
 def _leaf_from(receipt: Optional[pathlib.Path], entry: Optional[pathlib.Path], leaf_hash: str) -> tuple[bytes, str]:
     """(leaf hash, what it is) from a receipt file, an entry file or a hex leaf hash."""
-    from server.domain import merkle
+    from contract import merkle
 
     given = [x for x in (receipt, entry, leaf_hash or None) if x]
     if len(given) != 1:
@@ -63,9 +63,9 @@ def _leaf_from(receipt: Optional[pathlib.Path], entry: Optional[pathlib.Path], l
         from google.protobuf import json_format
 
         from client.commands.receipt import _receipts
+        from contract.log_entry import receipt_entry
+        from contract.messages import receipt_from_proto
         from ecert.v1 import transmission_pb2 as tpb
-        from server.api.converters import receipt_from_proto
-        from server.domain.log_entry import receipt_entry
 
         found = [data for _, data in _receipts(common.load_json(receipt)) if data is not None]
         if len(found) != 1:
@@ -171,7 +171,7 @@ def verify(
 ) -> None:
     """OFFLINE: exit 0 if the entry is in the tree that the checkpoint, signed by the log key, commits to;
     1 if not; 2 for unusable input. Nothing is asked of the service."""
-    from server.domain import merkle
+    from contract import merkle
 
     verifier = _verifier(log_key)
     leaf, what = _leaf_from(receipt, entry, leaf_hash)
@@ -206,7 +206,7 @@ def verify_consistency(
 ) -> None:
     """Exit 0 if the later checkpoint's tree extends the earlier one's (the log only grew); 1 if not
     (a fork or a rollback: history was rewritten)."""
-    from server.domain import merkle
+    from contract import merkle
 
     verifier = _verifier(log_key)
     first = _checkpoint(old.read_text(encoding="utf-8"), verifier, str(old))

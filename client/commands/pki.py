@@ -24,7 +24,7 @@ def init(
 ) -> None:
     """Make a CA, TLS certificates (service, relay, gateway-mx, customs, importer, admin, witness) and Ed25519 keys."""
     from client.pki import PARTIES, init_pki
-    from server.adapters.tls import identity_of_certificate
+    from contract.identity import identity_of_certificate
 
     if (directory / "ca" / "ca.pem").exists() and not force:
         if if_missing:

@@ -39,9 +39,9 @@ def verify(
     public_key: pathlib.Path = typer.Option(..., help="customs' receipt-signing public key (PEM)"),
 ) -> None:
     """Exit 0 if customs signed every receipt exactly as it reads; 1 otherwise."""
+    from contract.keys import load_public_key
+    from contract.messages import receipt_from_proto
     from ecert.v1 import transmission_pb2 as tpb
-    from server.adapters.keystore import load_public_key
-    from server.api.converters import receipt_from_proto
 
     try:
         text = sys.stdin.read() if str(receipt_file) == "-" else receipt_file.read_text(encoding="utf-8")

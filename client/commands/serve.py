@@ -22,7 +22,6 @@ import typer
 
 from client.commands import common
 from client.commands.database import database_errors, shown
-from server.config import ConfigError, Settings
 
 log = logging.getLogger("ecert.serve")
 
@@ -84,7 +83,10 @@ _TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "pathlib.Path
 
 def setting_parameters() -> list[inspect.Parameter]:
     """One keyword parameter per setting: None unless the flag is given, so that its variable, the file or
-    the default apply."""
+    the default apply. (`ecert --help` builds them, so registering `serve` reads server/config.py, which needs
+    nothing but the standard library.)"""
+    from server.config import Settings
+
     parameters = []
     for setting in dataclasses.fields(Settings):
         if setting.name in FLAG_ONLY:
@@ -112,6 +114,8 @@ def register(app: typer.Typer) -> None:
         **flags: Any,
     ) -> None:
         """Serve ecert.v1 over gRPC, with health checking and reflection."""
+        from server.config import ConfigError, Settings
+
         try:
             settings = Settings.load(config)
             for name, value in flags.items():
@@ -150,8 +154,8 @@ def _serve(settings, *, insecure: bool, grace: float, config: object) -> None:  
         raise common.BadInput(str(exc)) from None
     credentials = None
     if not insecure:
+        from contract.tls_files import TlsMaterialMissing
         from server.adapters.reload import ReloadingTls
-        from server.adapters.tls import TlsMaterialMissing
 
         try:  # the TLS folder's files are read again when they change (server/adapters/reload.py)
             credentials = ReloadingTls(settings.resolved_tls_dir()).credentials()

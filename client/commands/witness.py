@@ -5,7 +5,7 @@
     ecert witness checkpoint [--data-dir DIR]     the last checkpoint note cosigned, for audit verify
 
 `run` polls the latest checkpoint (ecert.v1.LogService/GetCheckpoint), fetches the consistency proof
-from the size it last cosigned (GetConsistencyProof), checks both (server/domain/witness.py), records
+from the size it last cosigned (GetConsistencyProof), checks both (client/witness_rules.py), records
 the new checkpoint in its state file, and hands the cosigned note back (AddCosignature). Its log is
 JSON lines on stderr (ECERT_LOG_FORMAT=text for plain text); with --once it also prints one JSON line
 on stdout: {"action": "cosigned" | "resent" | "idle", "size", "root_hash", "cosignatures"}.
@@ -31,8 +31,8 @@ from typing import Optional
 
 import typer
 
-from client.commands.common import EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE, INSECURE, TLS_DIR, TIMEOUT, BadInput
-from server.domain.note import NoteError, NoteVerifier
+from client.commands.common import EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE, INSECURE, TIMEOUT, TLS_DIR, BadInput
+from contract.note import NoteError, NoteVerifier
 
 EXIT_ALARM = 5
 
@@ -50,7 +50,8 @@ def keygen(
     data_dir: pathlib.Path = DATA_DIR,
 ) -> None:
     """Make the witness's Ed25519 key in DIR and print its verifier key (give it to whoever checks cosignatures)."""
-    from client.witness import VKEY_FILE, WitnessSetupError, keygen as make_key
+    from client.witness import VKEY_FILE, WitnessSetupError
+    from client.witness import keygen as make_key
 
     try:
         verifier = make_key(data_dir, name)
@@ -113,7 +114,7 @@ def run(
     from client.sdk.channel import open_channel
     from client.sdk.errors import DeadlineExceeded, EcertError, Unavailable
     from client.witness import STATE_FILE, GrpcLog, StateFile, WitnessRunner, WitnessSetupError, load_key, locked
-    from server.domain.witness import Witness, WitnessRefused
+    from client.witness_rules import Witness, WitnessRefused
     from server.observability import logs
 
     logs.configure(os.environ.get("ECERT_LOG_LEVEL", "INFO").upper(), json_format=os.environ.get("ECERT_LOG_FORMAT", "json") != "text")

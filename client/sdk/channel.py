@@ -17,9 +17,10 @@ from typing import Any
 
 import grpc
 
-REQUEST_ID_HEADER = "x-request-id"
+from contract.constants import REQUEST_ID_HEADER
+from contract.tls_files import CA_FILE, CERT_FILE, KEY_FILE
+
 SERVICES = ("ecert.v1.TransmissionService", "ecert.v1.MatchService", "ecert.v1.QuotaService")
-CA_FILE, CERT_FILE, KEY_FILE = "ca.pem", "cert.pem", "key.pem"  # a --tls-dir as `ecert pki init` writes it
 
 # A request id set here (e.g. by a relay forwarding a partner's call) is sent instead of a fresh one.
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("ecert_request_id", default="")

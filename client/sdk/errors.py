@@ -13,7 +13,8 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-ERROR_DOMAIN = "ecert"
+from contract.constants import ERROR_DOMAIN as ERROR_DOMAIN  # named here for the SDK's users
+from contract.constants import REQUEST_ID_HEADER
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def from_rpc_error(error: grpc.RpcError) -> EcertError:
 
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     message = error.details() if hasattr(error, "details") else str(error)
-    fields: dict[str, Any] = {"request_id": _metadata_value(error, "x-request-id"), "cause": error}
+    fields: dict[str, Any] = {"request_id": _metadata_value(error, REQUEST_ID_HEADER), "cause": error}
     try:
         status = rpc_status.from_call(error)  # type: ignore[arg-type]
     except ValueError:  # code or message disagree with the details: keep the plain status

@@ -1,5 +1,5 @@
 """The transparency log (ecert.v1.LogService): checkpoints and proofs for every role, cosignatures for
-witnesses. Checking a proof needs nothing from here: server/domain/merkle.py and note.py (or any RFC 6962
+witnesses. Checking a proof needs nothing from here: contract/merkle.py and note.py (or any RFC 6962
 and C2SP signed-note implementation) do it offline."""
 from __future__ import annotations
 

@@ -18,27 +18,26 @@ from typing import Any
 
 from client.sdk.channel import ConnectionSettings
 from client.sdk.log import Cosigning, LogReads
-from client.sdk.usage import UsageFeed
 from client.sdk.models import Action, Certificate, SubmitResult, ValidationReport
 from client.sdk.services import (
     CertificateReads,
-    ClockDriving,
     ClaimReads,
+    ClockDriving,
     Matching,
-    UsageReads,
     QuotaReads,
     Transmitting,
+    UsageReads,
     seal_envelope,
     unsigned_envelope,
 )
+from client.sdk.usage import UsageFeed
+from contract.keys import load_signer
+from contract.signing import Signer
 from ecert.v1 import transmission_pb2 as tpb
-from server.domain.signing import Signer
 
 
 def load_document_signer(key_file: str | pathlib.Path, key_id: str = "") -> Signer:
     """A partner's Ed25519 document-signing key (PEM); its id from `key_id` or the .key-id file beside it."""
-    from server.adapters.keystore import load_signer
-
     path = pathlib.Path(key_file)
     if not key_id:
         id_file = path.with_suffix(".key-id")

@@ -20,9 +20,9 @@ from client.sdk.errors import from_rpc_error
 from client.sdk.models import (
     Action,
     ActivityEntry,
+    Certificate,
     CertificateStatus,
     CertificateUsage,
-    Certificate,
     ClaimOutcome,
     ClaimResult,
     EntryLine,
@@ -36,12 +36,14 @@ from client.sdk.models import (
     SubmitResult,
     ValidationReport,
 )
-from ecert.v1 import match_pb2 as mpb
-from ecert.v1 import clock_pb2_grpc, log_pb2_grpc, match_pb2_grpc, quota_pb2_grpc, transmission_pb2_grpc, usage_pb2_grpc
+from contract.constants import REQUEST_ID_HEADER
+from contract.envelope import seal
+from contract.signing import Signer
 from ecert.v1 import clock_pb2 as kpb
+from ecert.v1 import clock_pb2_grpc, log_pb2_grpc, match_pb2_grpc, quota_pb2_grpc, transmission_pb2_grpc, usage_pb2_grpc
+from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import quota_pb2 as qpb
 from ecert.v1 import transmission_pb2 as tpb
-from server.domain.signing import Signer
 
 T = TypeVar("T")
 
@@ -78,7 +80,7 @@ class _Connection:
 
     def call(self, method: Callable[..., T], request: Any, *, timeout: float | None = None, request_id: str = "") -> T:
         """Call a stub method with the default deadline; an RpcError becomes its EcertError subclass."""
-        metadata = (("x-request-id", request_id),) if request_id else None
+        metadata = ((REQUEST_ID_HEADER, request_id),) if request_id else None
         try:
             return method(request, timeout=timeout or self.settings.timeout_s, metadata=metadata)
         except grpc.RpcError as error:
@@ -256,8 +258,6 @@ def unsigned_envelope(
 
 
 def seal_envelope(envelope: tpb.SignedEnvelope, signer: Signer, sent_at: dt.datetime | None = None) -> tpb.SignedEnvelope:
-    from client.signing import seal
-
     return seal(envelope, signer, sent_at=sent_at)
 
 

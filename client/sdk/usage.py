@@ -1,6 +1,6 @@
 """The utilization feed (ecert.v1.UsageService): every use of the caller's certificates, in the order of
 customs' transparency log, each with the log position and entry bytes that prove it (client/sdk/log.py
-asks for the inclusion proof; server/domain/merkle.py checks it offline)."""
+asks for the inclusion proof; contract/merkle.py checks it offline)."""
 from __future__ import annotations
 
 import datetime as dt

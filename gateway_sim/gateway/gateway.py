@@ -10,21 +10,21 @@ from dataclasses import dataclass
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from client.sdk.channel import REQUEST_ID_HEADER
-from client.signing import seal
+from contract.constants import REQUEST_ID_HEADER
+from contract.envelope import digest as envelope_digest
+from contract.envelope import seal
+from contract.messages import ACTION_NAMES, receipt_from_proto
+from contract.signing import Signer
 from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.relay.v1 import relay_pb2_grpc
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
 from gateway_sim.gateway.generator import MISTAKES, CertificateGenerator, with_mistake
 from gateway_sim.gateway.register import Register, SendState, Sent
-from server.api.converters import envelope_from_proto, receipt_from_proto
-from server.domain.signing import Signer
 from server.observability import tracing
 
 log = logging.getLogger(__name__)
 
-ACTION_NAMES = {tpb.TRANSMISSION_ACTION_CREATE: "CREATE", tpb.TRANSMISSION_ACTION_REPLACE: "REPLACE", tpb.TRANSMISSION_ACTION_CANCEL: "CANCEL"}
 # Relay answers after which re-sending the same envelope cannot help.
 _FINAL_FROM_RELAY = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.PERMISSION_DENIED}
 
@@ -72,8 +72,7 @@ class Gateway:
             tpb.SignedEnvelope(message_id=message_id, sender=self.sender, action=action, certificate=certificate, replaces_version=replaces_version),
             self.signer,
         )
-        digest = envelope_from_proto(envelope).digest()
-        self.register.add(message_id, certificate.certificate_number, ACTION_NAMES[action], envelope.SerializeToString(), digest)
+        self.register.add(message_id, certificate.certificate_number, ACTION_NAMES[action], envelope.SerializeToString(), envelope_digest(envelope))
         self.send(message_id)  # registered first: a crash here still leaves it to re-send
         return message_id
 

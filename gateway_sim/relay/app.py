@@ -12,13 +12,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from client.tls import secure_channel, server_credentials
 from ecert.relay.v1 import relay_pb2, relay_pb2_grpc
 from gateway_sim.relay.faults import Faults
 from gateway_sim.relay.forwarder import Forwarder, RetryPolicy
 from gateway_sim.relay.servicer import POLICY, RelayServicer
 from gateway_sim.relay.store import RelayStore
 from server.adapters.revocation import RevocationList
-from server.adapters.tls import secure_channel, server_credentials
 from server.api.auth import Authorizer
 from server.api.interceptors import ObservabilityInterceptor
 from server.observability import tracing

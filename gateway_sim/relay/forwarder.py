@@ -19,7 +19,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from client.sdk.channel import REQUEST_ID_HEADER
+from contract.constants import REQUEST_ID_HEADER
 from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
 from gateway_sim.relay.faults import Faults

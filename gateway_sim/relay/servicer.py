@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from contract.constants import MESSAGE_ID_PATTERN
+from contract.identity import Role
 from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.relay.v1 import relay_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
@@ -15,8 +17,6 @@ from gateway_sim.relay.store import Message, MessageIdReused, RelayStore, State
 from server.api.auth import ANYONE, Rule, allow, caller, own_country
 from server.api.errors import translate_errors
 from server.domain.errors import DomainError, ErrorKind, Finding
-from server.domain.identity import Role
-from server.domain.transmission import MESSAGE_ID_PATTERN
 from server.observability import tracing
 from server.observability.logs import request_id_var
 

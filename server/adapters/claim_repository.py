@@ -23,7 +23,7 @@ from server.adapters.orm import (
     ReferenceVersionRow,
 )
 from server.adapters.prepared import PreparedRepository, Statements
-from server.domain.log_entry import LogEntry, entry as log_entry
+from contract.log_entry import LogEntry, entry as log_entry
 from server.domain.records import ClaimRecord
 
 
@@ -489,7 +489,7 @@ def recorded(made: LogEntry) -> RecordedEntry:
 
 
 class AuditRepository(_Repository):
-    """Audited facts become transparency-log entries (server/domain/log_entry.py): one INSERT each,
+    """Audited facts become transparency-log entries (contract/log_entry.py): one INSERT each,
     no lock that another writer needs (the hash chain's tip row, which every audited write of every
     replica took in turn, is gone)."""
 

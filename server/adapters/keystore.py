@@ -10,9 +10,11 @@ import pathlib
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.domain.signing import Signer, TrustedKey, TrustStore
+from contract.keys import load_public_key, load_signer, public_key_pem, save_private_key
+from contract.signing import Signer
+from server.domain.trust_store import TrustedKey, TrustStore
 
 log = logging.getLogger(__name__)
 
@@ -20,17 +22,6 @@ log = logging.getLogger(__name__)
 def _instant(text: str) -> dt.datetime:
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-
-
-def public_key_pem(key: Ed25519PublicKey) -> str:
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-
-
-def load_public_key(pem: str | bytes) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError("not an Ed25519 public key")
-    return key
 
 
 def load_trust_store(path: str | pathlib.Path) -> TrustStore:
@@ -77,38 +68,6 @@ def revoke_key(path: str | pathlib.Path, key_id: str, reason: str, at: dt.dateti
     temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     os.replace(temporary, path)
     return True
-
-
-def trust_entry(signer: Signer, partner: str, not_before: dt.datetime, not_after: dt.datetime) -> dict[str, Any]:
-    return {
-        "key_id": signer.key_id,
-        "partner": partner,
-        "public_key_pem": public_key_pem(signer.public_key),
-        "not_before": not_before.isoformat(),
-        "not_after": not_after.isoformat(),
-    }
-
-
-def write_trust_store(path: str | pathlib.Path, entries: list[dict[str, Any]]) -> None:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"keys": entries}, indent=2) + "\n", encoding="utf-8")
-
-
-def save_private_key(path: str | pathlib.Path, key: Ed25519PrivateKey) -> None:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
-def load_signer(path: str | pathlib.Path, key_id: str) -> Signer:
-    key = serialization.load_pem_private_key(pathlib.Path(path).read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} is not an Ed25519 private key")
-    return Signer(key_id, key)
 
 
 def derived_key(signer: Signer, purpose: bytes) -> bytes:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, func, insert, select, text, tuple_, update
 
+from contract.log_entry import CLAIM_KINDS, RECEIPT
 from server.adapters.orm import ClaimRow, LogCheckpointRow, LogCosignatureRow, LogEntryRow, LogNodeRow, table_of
 from server.adapters.prepared import PreparedRepository, Statements
-from server.domain.log_entry import CLAIM_KINDS, RECEIPT
 from server.domain.log_tree import Node
 
 # pg_try_advisory_xact_lock key of the sequencer: one replica integrates at a time.

@@ -326,7 +326,7 @@ class ClaimRow(Base):
 
 
 class LogEntryRow(Base):
-    """One entry of the transparency log (server/domain/log_entry.py), recorded by the transaction that
+    """One entry of the transparency log (contract/log_entry.py), recorded by the transaction that
     made it: one INSERT, no row that other writers need. The sequencer gives it its index later."""
 
     __tablename__ = "log_entries"

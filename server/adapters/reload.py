@@ -18,9 +18,9 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from contract.tls_files import CA_FILE, CERT_FILE, KEY_FILE, read_tls_dir
 from server.adapters.keystore import load_trust_store
-from server.adapters.tls import CA_FILE, CERT_FILE, KEY_FILE, _read
-from server.domain.signing import TrustStore
+from server.domain.trust_store import TrustStore
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class ReloadingTls:
         self.directory = pathlib.Path(directory)
         self.paths = [self.directory / name for name in (CA_FILE, CERT_FILE, KEY_FILE)]
         self.check_s = check_s
-        ca, cert, key = _read(self.directory)  # TlsMaterialMissing at start: nothing to fall back on
+        ca, cert, key = read_tls_dir(self.directory)  # TlsMaterialMissing at start: nothing to fall back on
         _matching_pair(cert, key)
         self._seen = file_signature(self.paths)
         self._checked = time.monotonic()
@@ -113,7 +113,7 @@ class ReloadingTls:
             if signature == self._seen:
                 return None
             try:
-                ca, cert, key = _read(self.directory)
+                ca, cert, key = read_tls_dir(self.directory)
                 x509.load_pem_x509_certificates(ca)
                 _matching_pair(cert, key)
             except Exception as exc:  # noqa: BLE001 - a half-written or wrong file: keep what is in force

@@ -8,13 +8,20 @@ from decimal import Decimal
 
 from sqlalchemy import and_, bindparam, insert, select, update
 
+from contract.receipt import Outcome, Receipt
 from server.adapters.orm import CertificateRow, CertificateVersionRow, TransmissionRow, table_of
 from server.adapters.prepared import PreparedRepository, Statements
 from server.domain.certificate import Certificate, Party
 from server.domain.errors import Finding, Severity
-from server.domain.receipt import Outcome, Receipt
 from server.domain.records import (
-    CANCELED, MATCHED, UNMATCHED, ActivityEntry, SignedEvidence, StoredVersion, TransmissionRecord, VersionOnFile,
+    CANCELED,
+    MATCHED,
+    UNMATCHED,
+    ActivityEntry,
+    SignedEvidence,
+    StoredVersion,
+    TransmissionRecord,
+    VersionOnFile,
     activity_condition,
 )
 from server.domain.transmission import CertificateHead, CertificateStatus

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import grpc
 from cryptography import x509
 
+from contract.tls_files import CA_FILE
 from server.adapters.reload import file_signature
-from server.adapters.tls import CA_FILE
 from server.domain.errors import DomainError, ErrorKind
 
 log = logging.getLogger(__name__)

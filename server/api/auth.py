@@ -21,12 +21,12 @@ from typing import Any
 import grpc
 from grpc_status import rpc_status
 
+from contract.identity import Identity, Role
 from server.adapters.revocation import RevocationList
 from server.adapters.tls import peer_identity
 from server.api.errors import status_for
 from server.api.wrapping import WrappedHandlers
 from server.domain.errors import DomainError, ErrorKind
-from server.domain.identity import Identity, Role
 
 log = logging.getLogger(__name__)
 

@@ -5,29 +5,18 @@ import datetime as dt
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from contract.messages import ACTION_NAMES, OUTCOME_TO_PROTO, SEVERITY_TO_PROTO, draft_from_proto
+from contract.receipt import Receipt
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
-from server.domain.certificate import Certificate, CertificateDraft, PartyDraft
-from server.domain.errors import DomainError, ErrorKind, Finding, Severity
+from server.domain.certificate import Certificate
+from server.domain.errors import DomainError, ErrorKind, Finding
 from server.domain.quantity import format_quantity
-from server.domain.receipt import Outcome, Receipt
 from server.domain.records import ActivityEntry, StoredVersion
 from server.domain.transmission import Action, CertificateStatus, Envelope
 
-ACTION_FROM_PROTO = {
-    tpb.TRANSMISSION_ACTION_CREATE: Action.CREATE,
-    tpb.TRANSMISSION_ACTION_REPLACE: Action.REPLACE,
-    tpb.TRANSMISSION_ACTION_CANCEL: Action.CANCEL,
-}
-ACTION_TO_PROTO = {v.value: k for k, v in ACTION_FROM_PROTO.items()}
-OUTCOME_TO_PROTO = {
-    Outcome.ACCEPTED: tpb.TRANSMISSION_OUTCOME_ACCEPTED,
-    Outcome.ACCEPTED_WITH_WARNINGS: tpb.TRANSMISSION_OUTCOME_ACCEPTED_WITH_WARNINGS,
-    Outcome.REJECTED: tpb.TRANSMISSION_OUTCOME_REJECTED,
-}
-OUTCOME_FROM_PROTO = {v: k for k, v in OUTCOME_TO_PROTO.items()}
-SEVERITY_TO_PROTO = {Severity.WARNING: tpb.SEVERITY_WARNING, Severity.ERROR: tpb.SEVERITY_ERROR}
-SEVERITY_FROM_PROTO = {v: k for k, v in SEVERITY_TO_PROTO.items()}
+ACTION_FROM_PROTO = {value: Action(name) for value, name in ACTION_NAMES.items()}
+ACTION_TO_PROTO = {name: value for value, name in ACTION_NAMES.items()}
 STATUS_TO_PROTO = {
     CertificateStatus.ACTIVE: cpb.CERTIFICATE_STATUS_ACTIVE,
     CertificateStatus.CANCELED: cpb.CERTIFICATE_STATUS_CANCELED,
@@ -54,28 +43,6 @@ def instant_from(stamp: Timestamp, field: str) -> dt.datetime:
             "TIMESTAMP_OUT_OF_RANGE", f"{field} is not a valid instant", ErrorKind.INVALID,
             [Finding("TIMESTAMP_OUT_OF_RANGE", field, "must be an instant between the years 1 and 9999")],
         ) from None
-
-
-def draft_from_proto(message: cpb.Certificate) -> CertificateDraft:
-    def party(p: cpb.Party) -> PartyDraft:
-        return PartyDraft(name=p.name, address=p.address, tax_id=p.tax_id)
-
-    return CertificateDraft(
-        certificate_number=message.certificate_number,
-        issuing_country=message.issuing_country,
-        tpl_number=message.tpl_number,
-        htsus_number=message.htsus_number,
-        goods_description=message.goods_description,
-        quantity=message.quantity,
-        unit=message.unit,
-        importer_of_record=message.importer_of_record,
-        exporter=party(message.exporter),
-        producer=party(message.producer),
-        quota_year=message.quota_year,
-        issue_date=message.issue_date,
-        last_valid_date=message.last_valid_date,
-        invoice_number=message.invoice_number,
-    )
 
 
 def envelope_from_proto(message: tpb.SignedEnvelope) -> Envelope:
@@ -137,30 +104,6 @@ def receipt_to_proto(r: Receipt) -> tpb.Receipt:
         signing_key_id=r.signing_key_id,
         signature=r.signature,
         signature_sha256=r.signature_sha256,
-    )
-
-
-def receipt_from_proto(m: tpb.Receipt) -> Receipt:
-    """For offline verification: rebuild the domain receipt from what a sender kept."""
-    action = next((a for a, p in ACTION_TO_PROTO.items() if p == m.action), "UNSPECIFIED")
-    return Receipt(
-        receipt_id=m.receipt_id,
-        message_id=m.message_id,
-        sender=m.sender,
-        recipient=m.recipient,
-        digest=m.digest_sha256,
-        received_at=m.received_at.ToDatetime(tzinfo=dt.timezone.utc),
-        outcome=OUTCOME_FROM_PROTO.get(m.outcome, Outcome.REJECTED),
-        issues=tuple(
-            Finding(i.code, i.field, i.description, SEVERITY_FROM_PROTO.get(i.severity, Severity.ERROR)) for i in m.issues
-        ),
-        action=action,
-        certificate_number=m.certificate_number,
-        certificate_version=m.certificate_version,
-        signing_key_id=m.signing_key_id,
-        signature=m.signature,
-        signature_sha256=m.signature_sha256,
-        received_at_nanos=m.received_at.nanos,  # verified as carried, not rounded to microseconds
     )
 
 

@@ -12,11 +12,11 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from contract.constants import ERROR_DOMAIN
 from server.domain.errors import DomainError, ErrorKind
 
 log = logging.getLogger(__name__)
 
-ERROR_DOMAIN = "ecert"
 INTERNAL_MESSAGE = "internal error; the incident was logged"
 
 STATUS_OF_KIND: dict[ErrorKind, tuple[grpc.StatusCode, int]] = {

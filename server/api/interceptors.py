@@ -20,9 +20,10 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
+from contract.constants import REQUEST_ID_HEADER
 from server.api.wrapping import Idle, WrappedHandlers
 from server.observability import tracing
-from server.observability.logs import REQUEST_ID_HEADER, REQUEST_ID_PATTERN, accept_request_id, request_id_var
+from server.observability.logs import REQUEST_ID_PATTERN, accept_request_id, request_id_var
 from server.observability.metrics import ServiceMetrics
 
 log = logging.getLogger("ecert.rpc")

@@ -5,12 +5,12 @@ from collections.abc import Sequence
 
 import grpc
 
+from contract.log_entry import CLAIM_KINDS, claim_subject
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import match_pb2_grpc
+from server.adapters.claim_repository import RecordedEntry
 from server.api import claim_converters as conv
 from server.api.errors import translate_errors
-from server.adapters.claim_repository import RecordedEntry
-from server.domain.log_entry import CLAIM_KINDS, claim_subject
 from server.domain.records import ClaimRecord
 from server.service.claims import ClaimUseCases
 from server.service.log import LogUseCases

@@ -40,14 +40,13 @@ from typing import Any
 import grpc
 from grpc_status import rpc_status
 
-from server.adapters.tls import identity_of_certificate
+from contract.constants import REQUEST_ID_HEADER
+from contract.identity import Identity, Role, identity_of_certificate
 from server.api.auth import refusal_before_request
 from server.api.errors import status_for
 from server.api.limits import CallAdmission, retry_info
 from server.api.wrapping import Idle
 from server.domain.errors import DomainError, ErrorKind
-from server.domain.identity import Identity, Role
-from server.observability.logs import REQUEST_ID_HEADER
 
 log = logging.getLogger(__name__)
 

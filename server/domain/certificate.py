@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
+from contract.certificate import CertificateDraft
 from server.domain.errors import Finding, Severity
 from server.domain.quantity import parse_quantity
 from server.domain.quota import quota_period
@@ -24,33 +25,6 @@ COUNTRY_PATTERN = re.compile(r"[A-Z]{2}")
 MAX_TEXT = 512  # longest free-text element accepted
 EARLIEST_QUOTA_YEAR = 2020  # USMCA entered into force on 2020-07-01
 LATEST_QUOTA_YEAR = 2100
-
-
-@dataclass(frozen=True)
-class PartyDraft:
-    name: str = ""
-    address: str = ""
-    tax_id: str = ""
-
-
-@dataclass(frozen=True)
-class CertificateDraft:
-    """A certificate exactly as transmitted: text, unparsed. Validation turns it into a Certificate."""
-
-    certificate_number: str = ""
-    issuing_country: str = ""
-    tpl_number: str = ""
-    htsus_number: str = ""
-    goods_description: str = ""
-    quantity: str = ""
-    unit: str = ""
-    importer_of_record: str = ""
-    exporter: PartyDraft = field(default_factory=PartyDraft)
-    producer: PartyDraft = field(default_factory=PartyDraft)
-    quota_year: int = 0
-    issue_date: str = ""
-    last_valid_date: str = ""
-    invoice_number: str = ""
 
 
 @dataclass(frozen=True)

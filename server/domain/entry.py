@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from dataclasses import dataclass, fields
 from decimal import Decimal
 
-import hashlib
+from contract.canonical import canonical_json
 
-from server.domain.canonical import canonical_json
+# The entry number's format and check digit are the wire contract's; the claim rules are here. Named again
+# for the use cases, which read them with the rest of an entry's rules.
+from contract.entry_number import ENTRY_NUMBER_PATTERN
+from contract.entry_number import canonical_entry_number as canonical_entry_number
 from server.domain.certificate import HTSUS_PATTERN, normalize_htsus, parse_iso_date
 from server.domain.errors import Finding
 from server.domain.quantity import QuantityTooLarge, QuantityTooPrecise, parse_quantity
 from server.domain.reference import EntryTypes
 
-ENTRY_NUMBER_PATTERN = re.compile(r"([0-9A-Z]{3})-?([0-9]{7})-?([0-9])")
 # CBP's listed filer-code patterns (ACE CATAIR Appendix E): every mix of letters and digits except
 # an all-digit code of 000.
 FILER_CODE_PATTERN = re.compile(r"[0-9A-Z]{3}")
@@ -29,40 +32,6 @@ LAST_DATE = dt.date(9997, 12, 31)
 # How far in the future an instant of a claim may lie: it is meant to absorb differences between the
 # clocks of customs' own systems, not to let a claim reserve a place in the queue ahead of time.
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
-# Letters take digit values for the check digit: A-I -> 1-9, J-R -> 1-9, S-Z -> 2-9.
-_LETTER_VALUE = {chr(ord("A") + i): (i % 9) + 1 for i in range(18)} | {chr(ord("S") + i): i + 2 for i in range(8)}
-
-
-def check_digit(first_ten: str) -> int:
-    """Modulus-10 check digit over filer code + transaction number (letters mapped to digits).
-
-    Every second digit from the right is doubled and its digits summed (Luhn); the check digit
-    brings the total to a multiple of ten.
-    """
-    digits = [int(c) if c.isdigit() else _LETTER_VALUE[c] for c in first_ten]
-    total = 0
-    for position, digit in enumerate(reversed(digits)):
-        if position % 2 == 0:
-            digit *= 2
-            digit = digit - 9 if digit > 9 else digit
-        total += digit
-    return (10 - total % 10) % 10
-
-
-def canonical_entry_number(text: str) -> str | None:
-    """`XXX-NNNNNNN-C` if `text` is a well-formed entry number with a correct check digit."""
-    match = ENTRY_NUMBER_PATTERN.fullmatch(text)
-    if match is None:
-        return None
-    filer, transaction, check = match.groups()
-    if filer == "000" or check_digit(filer + transaction) != int(check):
-        return None
-    return f"{filer}-{transaction}-{check}"
-
-
-def make_entry_number(filer: str, transaction: int) -> str:
-    digits = f"{transaction:07d}"
-    return f"{filer}-{digits}-{check_digit(filer + digits)}"
 
 
 @dataclass(frozen=True)

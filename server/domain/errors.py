@@ -8,6 +8,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+# Findings are part of the wire contract (a receipt signs them); the domain reports with them.
+from contract.findings import Finding as Finding
+from contract.findings import Severity as Severity
+
 
 class ErrorKind(enum.Enum):
     INVALID = "invalid"  # the request itself is malformed
@@ -20,21 +24,6 @@ class ErrorKind(enum.Enum):
     UNAVAILABLE = "unavailable"
     UNAUTHENTICATED = "unauthenticated"  # no verifiable caller identity
     DEADLINE = "deadline"  # the caller's deadline passed before the work could be committed
-
-
-class Severity(enum.Enum):
-    WARNING = "warning"
-    ERROR = "error"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One coded observation about one field of a request."""
-
-    code: str
-    field: str
-    description: str
-    severity: Severity = Severity.ERROR
 
 
 @dataclass

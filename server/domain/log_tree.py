@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from server.domain.merkle import EMPTY_ROOT, node_hash
+from contract.merkle import EMPTY_ROOT, node_hash
 
 Node = tuple[int, int]  # (level, index)
 Range = tuple[int, int]  # leaves [start, end)

@@ -5,8 +5,8 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
+from contract.receipt import Receipt
 from server.domain.certificate import Certificate
-from server.domain.receipt import Receipt
 from server.domain.transmission import CertificateHead, CertificateStatus
 
 

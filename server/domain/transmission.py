@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import re
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
 
-from server.domain.canonical import envelope_bytes
-from server.domain.certificate import Certificate, CertificateDraft
-from server.domain.errors import DomainError, ErrorKind, Finding
-from server.domain.signing import sha256
-
-MESSAGE_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+from contract.canonical import envelope_bytes
+from contract.certificate import CertificateDraft
+from contract.constants import MESSAGE_ID_PATTERN
+from contract.receipt import Outcome
+from contract.signing import sha256
+from server.domain.certificate import Certificate
+from server.domain.errors import DomainError, ErrorKind, Finding, Severity
 
 
 class Action(enum.Enum):
@@ -211,3 +211,10 @@ def plan_transition(
                 metadata={"used_quantity": str(head.used_quantity)},
             )
     return Transition(head.version + 1, CertificateStatus.ACTIVE)
+
+
+def outcome_for(findings: list[Finding]) -> Outcome:
+    """A receipt's outcome: rejected on any error, accepted with warnings on warnings only."""
+    if any(f.severity is Severity.ERROR for f in findings):
+        return Outcome.REJECTED
+    return Outcome.ACCEPTED_WITH_WARNINGS if findings else Outcome.ACCEPTED

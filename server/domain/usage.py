@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from server.domain.log_entry import CLAIM_KINDS, LogEntry
+from contract.log_entry import CLAIM_KINDS, LogEntry
 from server.domain.quantity import format_quantity
 
 _CERTIFICATE = re.compile(r"(?P<country>[^/]+)/(?P<number>.+)@(?P<version>[0-9]+)")

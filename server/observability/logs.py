@@ -18,7 +18,6 @@ from typing import Any
 
 from opentelemetry import trace
 
-REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("ecert_request_id", default="")
 

@@ -17,13 +17,13 @@ from typing import Any
 
 from sqlalchemy import select
 
+from contract import merkle
+from contract.log_entry import RECEIPT, LogEntry, claim_subject, receipt_entry
+from contract.note import Checkpoint, NoteError, NoteVerifier, open_note
 from server.adapters.database import Database
 from server.adapters.orm import ClaimRow, TransmissionRow
 from server.adapters.repositories import receipt_from_json
-from server.domain import merkle
-from server.domain.log_entry import RECEIPT, LogEntry, claim_subject, receipt_entry
 from server.domain.log_tree import CompactRange
-from server.domain.note import Checkpoint, NoteError, NoteVerifier, open_note
 from server.domain.quantity import format_quantity
 from server.service.unit_of_work import UnitOfWork
 

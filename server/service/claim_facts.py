@@ -1,7 +1,7 @@
-"""What a claim's transparency-log entries say about it (DECISION, ALLOCATION; server/domain/log_entry.py)."""
+"""What a claim's transparency-log entries say about it (DECISION, ALLOCATION; contract/log_entry.py)."""
 from __future__ import annotations
 
-from server.domain.log_entry import claim_subject
+from contract.log_entry import claim_subject
 from server.domain.quantity import format_quantity
 from server.domain.records import ClaimRecord
 

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from contract.cosignature import CosignatureError, WitnessVerifier, verify_cosignature
+from contract.log_entry import claim_subject
+from contract.merkle import HASH_SIZE
+from contract.note import Checkpoint, NoteError, NoteVerifier, open_note, raw_public_key, sign_note
 from server.adapters.database import Database
 from server.adapters.log_repository import StoredCheckpoint
 from server.domain import log_tree
 from server.domain.errors import DomainError, ErrorKind, Finding
-from server.domain.log_entry import claim_subject
-from server.domain.cosignature import CosignatureError, WitnessVerifier, verify_cosignature
-from server.domain.merkle import HASH_SIZE
-from server.domain.note import Checkpoint, NoteError, NoteVerifier, open_note, raw_public_key, sign_note
 from server.domain.records import ClaimRecord
 from server.service.clock import Clock
 from server.service.transactions import run_in_transaction

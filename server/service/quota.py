@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from contract.identity import Identity, Role
 from server.adapters.claim_repository import LevelRow
 from server.adapters.database import Database
 from server.domain.business_days import add_business_days, first_business_day
 from server.domain.errors import DomainError, ErrorKind, Finding
-from server.domain.identity import Identity, Role
-from server.domain.reference import OpeningRule
 from server.domain.quota import Level, QuotaEventKind, QuotaState, event_between, quota_period
+from server.domain.reference import OpeningRule
 from server.service.clock import Clock
 from server.service.unit_of_work import UnitOfWork
 

@@ -2,22 +2,22 @@
 from __future__ import annotations
 
 import builtins
-
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
+from contract.log_entry import receipt_entry
+from contract.receipt import Outcome, Receipt
+from contract.signing import Signer, sha256
 from server.adapters.claim_repository import RecordedEntry, recorded
 from server.adapters.database import Database
 from server.domain.certificate import Certificate, validate_certificate
 from server.domain.errors import DomainError, ErrorKind, Finding, Severity, errors_only
-from server.domain.log_entry import receipt_entry
-from server.domain.receipt import Outcome, Receipt, outcome_for
 from server.domain.records import ActivityEntry, StoredVersion, TransmissionRecord
 from server.domain.reference import ReferenceData
-from server.domain.signing import Signer, TrustStore, sha256
-from server.domain.transmission import Action, CertificateStatus, Envelope, check_envelope, plan_transition
+from server.domain.transmission import Action, CertificateStatus, Envelope, check_envelope, outcome_for, plan_transition
+from server.domain.trust_store import TrustStore
 from server.service.clock import Clock, new_id
 from server.service.pagination import PageTokens, page_size
 from server.service.transactions import run_in_transaction
@@ -43,7 +43,7 @@ class SubmitResult:
     receipt: Receipt
     certificate: StoredVersion
     replayed: bool
-    # The receipt's leaf hash in the transparency log (server/domain/log_entry.py receipt_entry).
+    # The receipt's leaf hash in the transparency log (contract/log_entry.py receipt_entry).
     log_leaf_hash: bytes = b""
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from contract.identity import Identity, Role
+from contract.log_entry import LogEntry
 from server.adapters.database import Database
 from server.domain.errors import DomainError, ErrorKind, Finding
-from server.domain.identity import Identity, Role
-from server.domain.log_entry import LogEntry
 from server.domain.usage import REVERSAL, CertificateRef, UsageEvent, claim_id_of, parse_certificate, parse_cursor, usage_event
 from server.service.unit_of_work import UnitOfWork
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from server.adapters.keystore import save_private_key
+from contract.keys import save_private_key
 from server.service.clock import SystemClock
 from tests.factories import certificate
 

@@ -8,8 +8,8 @@ import subprocess
 import pytest
 from google.protobuf import json_format
 
+from contract.entry_number import make_entry_number
 from ecert.v1 import transmission_pb2 as tpb
-from server.domain.entry import make_entry_number
 from tests.cli.conftest import ECERT, ROOT, write_json
 from tests.factories import claim_line, envelope, small_levels
 

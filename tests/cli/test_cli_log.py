@@ -54,7 +54,7 @@ def test_a_receipt_is_proved_in_the_log_offline_and_tampering_is_refused(ecert, 
         bad = tmp_path / "bad-proof.json"
         bad.write_text(json.dumps(document))
         assert ecert("log", "verify", "--proof", str(bad), "--receipt", str(receipt), "--log-key", str(key)).code == 1
-    from server.domain.note import NoteVerifier
+    from contract.note import NoteVerifier
 
     stranger = NoteVerifier(server.use_cases.log.origin, bytes(32)).text()
     assert ecert("log", "verify", "--proof", str(proof), "--receipt", str(receipt), "--log-key", stranger).code == 1

@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import json_format
 
+from contract.keys import public_key_pem
 from ecert.v1 import transmission_pb2 as tpb
-from server.adapters.keystore import public_key_pem
 from tests.factories import envelope
 
 

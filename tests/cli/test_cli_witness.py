@@ -20,12 +20,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client.pki import init_pki
+from client.tls import server_credentials
 from client.witness import STATE_FILE
+from contract.cosignature import CosignatureError, WitnessVerifier, verify_cosignature
+from contract.identity import Role
+from contract.note import Checkpoint
 from ecert.v1 import log_pb2, log_pb2_grpc
-from server.adapters.tls import peer_identity, server_credentials
-from server.domain.cosignature import CosignatureError, WitnessVerifier, verify_cosignature
-from server.domain.identity import Role
-from server.domain.note import Checkpoint
+from server.adapters.tls import peer_identity
 from tests.cli.conftest import ECERT, ROOT, run_ecert
 from tests.fake_log import FakeLog
 

@@ -9,6 +9,10 @@ import grpc
 import pytest
 
 from client.pki import PkiLayout, issue, load_authority, write_party
+from client.tls import secure_channel
+from contract.identity import Identity, Role
+from contract.keys import load_public_key
+from contract.messages import receipt_from_proto
 from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.relay.v1 import relay_pb2_grpc
 from ecert.v1 import certificate_pb2 as cpb
@@ -16,10 +20,6 @@ from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
 from gateway_sim.claims_player import CONVERTIBLE, ClaimsPlayer
-from server.adapters.keystore import load_public_key
-from server.adapters.tls import secure_channel
-from server.api.converters import receipt_from_proto
-from server.domain.identity import Identity, Role
 from tests.factories import envelope
 
 pytestmark = pytest.mark.slow

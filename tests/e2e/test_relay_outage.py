@@ -17,13 +17,13 @@ from collections.abc import Iterator
 import pytest
 
 from client.pki import PkiLayout, init_pki
+from client.tls import secure_channel
+from contract.keys import load_public_key
+from contract.messages import receipt_from_proto
 from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.relay.v1 import relay_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
 from gateway_sim.processes import Party, start_relay, start_service
-from server.adapters.keystore import load_public_key
-from server.adapters.tls import secure_channel
-from server.api.converters import receipt_from_proto
 from tests.factories import certificate, envelope
 
 pytestmark = pytest.mark.slow

@@ -23,12 +23,12 @@ import grpc
 import pytest
 
 from client.pki import PkiLayout
+from client.tls import secure_channel
+from contract.cosignature import WitnessVerifier, verify_cosignature
+from contract.note import Checkpoint
 from ecert.v1 import log_pb2, log_pb2_grpc, transmission_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
 from gateway_sim.processes import start_service
-from server.adapters.tls import secure_channel
-from server.domain.cosignature import WitnessVerifier, verify_cosignature
-from server.domain.note import Checkpoint
 from tests.factories import certificate, envelope
 
 pytestmark = [

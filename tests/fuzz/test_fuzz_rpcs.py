@@ -13,16 +13,17 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import MethodDescriptor
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import inspect, text
 
 import ecert.v1.match_pb2  # noqa: F401 - registers the descriptors of every ecert.v1 service
 import ecert.v1.quota_pb2  # noqa: F401
+from contract.log_entry import LogEntry
 from ecert.v1 import transmission_pb2 as tpb
 from server.app import SERVICE_NAMES
 from tests.factories import NOW, REPLACE, certificate, envelope
 from tests.fuzz import hostile
-from server.domain.log_entry import LogEntry
 from tests.grpc_errors import rich_error
 
 EXAMPLES = int(os.environ.get("ECERT_FUZZ_EXAMPLES", "30"))

@@ -8,9 +8,9 @@ import sys
 
 from sqlalchemy import text
 
+from contract.log_entry import LogEntry
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import transmission_pb2 as tpb
-from server.domain.log_entry import LogEntry
 from server.service.audit import verify_audit_log
 from tests.factories import claim_line, envelope, small_levels
 

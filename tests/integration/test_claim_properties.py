@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from sqlalchemy import text
 
+from contract.keys import trust_entry, write_trust_store
 from ecert.v1 import certificate_pb2 as cpb
-from server.adapters.keystore import trust_entry, write_trust_store
+from server.adapters.database import Database
 from server.api.claim_converters import line_from_proto
 from server.api.converters import envelope_from_proto
 from server.app import build_use_cases
-from server.adapters.database import Database
 from server.config import Settings
 from server.domain.errors import DomainError
 from server.service.claims import ReversalKind

@@ -12,26 +12,25 @@ import time
 
 import grpc
 import pytest
-
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from client.sdk import OperatorClient
+from client.tls import server_credentials
+from contract.canonical import ENVELOPE_TAG
+from contract.messages import receipt_from_proto
 from ecert.bench.v1 import echo_pb2, echo_pb2_grpc
 from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import match_pb2 as mpb
-from ecert.v1 import match_pb2_grpc
+from ecert.v1 import match_pb2_grpc, quota_pb2_grpc
 from ecert.v1 import quota_pb2 as qpb
-from ecert.v1 import quota_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
 from gateway_sim.gateway.gateway import Gateway
 from gateway_sim.gateway.register import Register, SendState
-from server.adapters.tls import server_credentials
-from server.api.converters import envelope_from_proto, receipt_from_proto
+from server.api.converters import envelope_from_proto
 from server.app import RunningServer, create_server
 from server.config import Settings
-from server.domain.canonical import ENVELOPE_TAG
 from tests.factories import certificate, claim_line, envelope
 from tests.grpc_errors import rich_error
 from tests.integration.test_security_usage import USAGE, certified  # noqa: F401  (fixture)

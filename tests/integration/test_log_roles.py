@@ -6,10 +6,10 @@ import grpc
 import pytest
 
 from client.pki import issue, load_authority, write_party
+from client.tls import channel_credentials
+from contract.identity import Identity, Role
 from ecert.v1 import log_pb2 as lpb
 from ecert.v1 import log_pb2_grpc
-from server.adapters.tls import channel_credentials
-from server.domain.identity import Identity, Role
 from tests.grpc_errors import rich_error
 from tests.tls_fixtures import channel_as, pki, secure_server  # noqa: F401 - fixtures
 

@@ -14,11 +14,11 @@ import sqlalchemy as sa
 from alembic import command
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from contract import merkle
+from contract.log_entry import LogEntry, receipt_entry
+from contract.note import Checkpoint, open_note
 from server.adapters.database import Database
 from server.adapters.repositories import receipt_to_json
-from server.domain import merkle
-from server.domain.log_entry import LogEntry, receipt_entry
-from server.domain.note import Checkpoint, open_note
 from server.service.audit import verify_audit_log
 from server.service.clock import FixedClock
 from server.service.log import LogUseCases

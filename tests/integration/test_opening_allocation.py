@@ -17,11 +17,11 @@ import grpc
 import pytest
 from sqlalchemy import select
 
+from contract.log_entry import LogEntry
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import transmission_pb2 as tpb
-from server.domain.quantity import format_quantity
 from server.adapters.orm import CertificateRow, ClaimRow, LogEntryRow, QuotaLedgerRow, QuotaLevelRow
-from server.domain.log_entry import LogEntry
+from server.domain.quantity import format_quantity
 from server.service import batches as batches_service
 from server.service.audit import verify_audit_log
 from tests.factories import certificate, claim_line, envelope, run_cutoff_batch, small_levels

@@ -10,14 +10,14 @@ import grpc
 import pytest
 from sqlalchemy import text
 
+from contract.keys import load_signer
+from contract.messages import receipt_from_proto
 from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.relay.v1 import relay_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
 from gateway_sim.relay.app import RelaySettings, RunningRelay, create_relay
 from gateway_sim.relay.faults import Faults
 from gateway_sim.relay.forwarder import RetryPolicy
-from server.adapters.keystore import load_signer
-from server.api.converters import receipt_from_proto
 from tests.factories import certificate, envelope
 from tests.grpc_errors import rich_error
 from tests.tls_fixtures import DevPki, channel_as, pki, secure_server  # noqa: F401  (fixtures)

@@ -18,13 +18,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 
 from client.pki import PkiLayout, init_pki, load_authority, new_authority, write_crl
+from client.tls import channel_credentials, server_credentials
+from contract.keys import load_signer
+from contract.messages import receipt_from_proto
 from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
 from gateway_sim.relay.app import RelaySettings, create_relay
-from server.adapters.keystore import load_signer
 from server.adapters.revocation import RevocationListInvalid
-from server.adapters.tls import channel_credentials, server_credentials
-from server.api.converters import receipt_from_proto
 from server.app import RunningServer, create_server
 from server.config import Settings
 from tests.factories import certificate, envelope

@@ -11,9 +11,9 @@ from dataclasses import replace
 import grpc
 import pytest
 
+from client.tls import server_credentials
 from ecert.v1 import quota_pb2 as qpb
 from ecert.v1 import quota_pb2_grpc
-from server.adapters.tls import server_credentials
 from server.api.quota_servicer import WATCH_ENDED_KEY, WATCH_ENDED_MAX_DURATION
 from server.app import RunningServer, create_server
 from server.service.clock import FixedClock

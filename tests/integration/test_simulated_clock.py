@@ -15,13 +15,11 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from client.tls import server_credentials
 from ecert.v1 import clock_pb2 as kpb
-from ecert.v1 import clock_pb2_grpc
+from ecert.v1 import clock_pb2_grpc, match_pb2_grpc, transmission_pb2_grpc
 from ecert.v1 import match_pb2 as mpb
-from ecert.v1 import match_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
-from ecert.v1 import transmission_pb2_grpc
-from server.adapters.tls import server_credentials
 from server.app import RunningServer, create_server
 from server.config import ConfigError, Settings
 from tests.factories import certificate, claim_line, envelope

@@ -8,9 +8,9 @@ import pytest
 from google.protobuf import json_format
 from sqlalchemy import text
 
+from contract.messages import receipt_from_proto
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
-from server.api.converters import receipt_from_proto
 from tests.factories import CANCEL, CREATE, NOW, REPLACE, certificate, envelope
 from tests.grpc_errors import rich_error
 

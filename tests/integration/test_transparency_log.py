@@ -13,14 +13,14 @@ import grpc
 import pytest
 from sqlalchemy import text
 
+from contract import merkle
+from contract.log_entry import LogEntry, receipt_entry
+from contract.messages import receipt_from_proto
+from contract.note import Checkpoint, NoteVerifier, open_note, sign_note
 from ecert.v1 import log_pb2 as lpb
 from ecert.v1 import log_pb2_grpc
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import transmission_pb2 as tpb
-from server.api.converters import receipt_from_proto
-from server.domain import merkle
-from server.domain.log_entry import LogEntry, receipt_entry
-from server.domain.note import Checkpoint, NoteVerifier, open_note, sign_note
 from server.service.audit import verify_audit_log
 from tests.factories import NOW, certificate, claim_line, envelope
 from tests.grpc_errors import rich_error
@@ -169,8 +169,8 @@ def test_a_configured_witness_cosignature_is_stored_and_served(server, transmiss
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from server.domain.cosignature import WitnessVerifier
-    from server.domain.note import raw_public_key
+    from contract.cosignature import WitnessVerifier
+    from contract.note import raw_public_key
 
     key = Ed25519PrivateKey.generate()
     name = "witness.mx.example/w1"

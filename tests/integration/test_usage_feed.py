@@ -16,19 +16,16 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from client.tls import server_credentials
+from contract import merkle
+from contract.log_entry import LogEntry
 from ecert.v1 import log_pb2 as lpb
-from ecert.v1 import log_pb2_grpc
+from ecert.v1 import log_pb2_grpc, match_pb2_grpc, transmission_pb2_grpc, usage_pb2_grpc
 from ecert.v1 import match_pb2 as mpb
-from ecert.v1 import match_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
-from ecert.v1 import transmission_pb2_grpc
 from ecert.v1 import usage_pb2 as upb
-from ecert.v1 import usage_pb2_grpc
-from server.adapters.tls import server_credentials
 from server.api.quota_servicer import WATCH_ENDED_KEY, WATCH_ENDED_MAX_DURATION
 from server.app import RunningServer, create_server
-from server.domain import merkle
-from server.domain.log_entry import LogEntry
 from tests.factories import claim_line, envelope
 from tests.grpc_errors import rich_error
 from tests.tls_fixtures import channel_as, pki  # noqa: F401 - fixtures

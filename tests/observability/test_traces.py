@@ -15,13 +15,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from contract.keys import load_signer
 from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
 from gateway_sim.gateway.gateway import Gateway
 from gateway_sim.gateway.register import Register
 from gateway_sim.relay.store import RelayStore
-from server.adapters.keystore import load_signer
 from server.observability import tracing
 from server.observability.logs import JsonFormatter
 from tests.factories import certificate, envelope

@@ -14,11 +14,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client.pki import init_pki
+from client.tls import channel_credentials
+from contract.keys import trust_entry, write_trust_store
 from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
-from server.adapters.keystore import trust_entry, write_trust_store
 from server.adapters.reload import ReloadingTls
-from server.adapters.tls import channel_credentials
 from server.app import RunningServer, create_server
 from server.config import Settings
 from server.service.clock import FixedClock

@@ -16,9 +16,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client.pki import PkiLayout, load_authority, write_crl
+from client.tls import channel_credentials
 from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
-from server.adapters.tls import channel_credentials
 from tests.factories import envelope
 from tests.grpc_errors import rich_error
 from tests.operators.conftest import ROOT, clean_env, ecert

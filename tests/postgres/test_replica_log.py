@@ -11,13 +11,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, text
 
+from contract import merkle
+from contract.note import Checkpoint, NoteVerifier, open_note, raw_public_key
 from ecert.v1 import log_pb2 as lpb
 from ecert.v1 import log_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
 from server.adapters.database import Database
 from server.adapters.keystore import load_or_create_log_key
-from server.domain import merkle
-from server.domain.note import Checkpoint, NoteVerifier, open_note, raw_public_key
 from server.service.audit import verify_audit_log
 from server.service.clock import FixedClock
 from server.service.log import LogUseCases

@@ -21,9 +21,8 @@ from client.sdk import (
     QuotaEventKind,
     QuotaState,
 )
-from server.domain.entry import make_entry_number
+from contract.entry_number import make_entry_number
 from tests.factories import certificate, claim_line, small_levels
-
 
 PRESENTED = [dt.datetime.now(dt.timezone.utc)]  # set by the `customs` fixture once its certificate is on file
 

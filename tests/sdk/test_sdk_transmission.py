@@ -17,15 +17,15 @@ from client.sdk import (
     ConnectionSettings,
     InvalidArgument,
     NotFound,
+    OperatorClient,
     Outcome,
     PartnerClient,
-    OperatorClient,
     RelayClient,
     RetryPolicy,
     Unavailable,
 )
 from client.sdk.errors import ERROR_CLASSES
-from server.api.converters import receipt_from_proto
+from contract.messages import receipt_from_proto
 from tests.factories import certificate, envelope
 
 

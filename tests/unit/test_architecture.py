@@ -1,6 +1,7 @@
 """What must never import what (docs/architecture.md): checked on the source, so a new import that
 crosses a layer fails here, not in review. The rules are the server's layers (DESIGN.md section 5):
-app -> api -> service -> adapters -> domain, the domain pure.
+app -> api -> service -> adapters -> domain, the domain pure; and the wire contract (contract/), which
+every party imports and which imports none of them.
 """
 from __future__ import annotations
 
@@ -14,24 +15,50 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # Top-level packages each layer may import, besides the standard library and its own layer.
 RULES = {
-    # Pure: no gRPC, no SQLAlchemy, no protobuf, no other layer.
-    "server/domain": {"server.domain", "cryptography", "holidays"},
+    # The wire contract: the standard library, cryptography, protobuf and the generated protos; no party.
+    "contract": {"contract", "cryptography", "ecert", "google.protobuf"},
+    # Pure: no gRPC, no SQLAlchemy, no protobuf, no other layer; the contract's protobuf-free modules.
+    "server/domain": {"server.domain", "contract", "cryptography", "holidays"},
     # Storage and files: the domain, SQLAlchemy; never the use cases or the API.
-    "server/adapters": {"server.domain", "server.adapters", "sqlalchemy", "cryptography", "grpc", "alembic"},
+    "server/adapters": {"server.domain", "server.adapters", "contract", "sqlalchemy", "cryptography", "grpc", "alembic"},
     # Use cases: the domain and the adapters; never gRPC or the generated protos (servicers translate).
-    "server/service": {"server.domain", "server.adapters", "server.service", "server.observability", "sqlalchemy", "cryptography"},
+    "server/service": {
+        "server.domain", "server.adapters", "server.service", "server.observability", "contract", "sqlalchemy", "cryptography",
+    },
 }
+# Layers that may import only the contract modules that need no protobuf (directly or through another).
+PROTOBUF_FREE_LAYERS = ("server/domain", "server/service")
 FORBIDDEN_EVERYWHERE_IN_SERVER = {"client", "gateway_sim", "tests", "bench"}
+
+
+def _imported(node: ast.AST) -> list[str]:
+    """The modules an import statement names: `from package import module` names package.module."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        package = ROOT.joinpath(*node.module.split("."))
+        submodules = [f"{node.module}.{a.name}" for a in node.names if (package / f"{a.name}.py").is_file()]
+        return submodules if len(submodules) == len(node.names) else [node.module, *submodules]
+    return []
 
 
 def _imports(path: pathlib.Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module)
+    return {module for node in ast.walk(tree) for module in _imported(node)}
+
+
+def _imports_by_place(path: pathlib.Path) -> set[tuple[str, bool]]:
+    """(module, inside a function) for every import of the file: a function's imports run when it is called,
+    the others when the module is imported."""
+    found: set[tuple[str, bool]] = set()
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for module in _imported(node):
+            found.add((module, in_function))
+        for child in ast.iter_child_nodes(node):
+            visit(child, in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+    visit(ast.parse(path.read_text(encoding="utf-8"), str(path)), False)
     return found
 
 
@@ -55,6 +82,30 @@ def test_each_layer_imports_only_what_it_may(layer: str):
     assert offenders == [], "imports across the layers (docs/architecture.md):\n" + "\n".join(offenders)
 
 
+def _protobuf_free_contract_modules() -> set[str]:
+    """Contract modules importing only the standard library, cryptography and each other (a fixed point)."""
+    modules = {f"contract.{p.stem}": _imports(p) for p in (ROOT / "contract").glob("*.py") if p.stem != "__init__"}
+    free = set(modules)
+    while True:
+        kept = {m for m in free if all(_allowed(i, {"cryptography"} | free) for i in modules[m])}
+        if kept == free:
+            return free
+        free = kept
+
+
+@pytest.mark.parametrize("layer", PROTOBUF_FREE_LAYERS)
+def test_the_domain_and_the_use_cases_import_only_protobuf_free_contract_modules(layer: str):
+    free = _protobuf_free_contract_modules()
+    assert {"contract.canonical", "contract.findings", "contract.receipt", "contract.signing"} <= free
+    offenders = [
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in sorted((ROOT / layer).rglob("*.py"))
+        for module in sorted(_imports(path))
+        if module.split(".")[0] == "contract" and module != "contract" and module not in free
+    ]
+    assert offenders == [], "contract modules that pull in protobuf:\n" + "\n".join(offenders)
+
+
 def test_the_server_imports_no_client_simulator_or_test_code():
     offenders = [
         f"{path.relative_to(ROOT)}: {module}"
@@ -70,3 +121,96 @@ def test_a_forbidden_import_is_caught(tmp_path: pathlib.Path):
     module = tmp_path / "bad.py"
     module.write_text("from sqlalchemy import select\nimport grpc\n", encoding="utf-8")
     assert {m for m in _imports(module) if not _allowed(m, RULES["server/domain"])} == {"sqlalchemy", "grpc"}
+
+
+# -- the parties around the service ------------------------------------------------------------------------
+# The SDK, the simulated partner and relay, and the contract import no server code; the `ecert` command
+# does only in the server's own commands, inside their functions, so that `ecert` stays one command.
+
+SERVER_FREE = ("client/sdk", "gateway_sim", "contract")
+SERVER_COMMANDS = {"serve", "db", "database", "audit", "reference", "reconcile", "pki"}
+# What still imports server code from outside it (docs/architecture.md, "What is left"): the relay is
+# built on the service's serving stack (role rules, interceptors, error translation, revocation list),
+# and the gateway, the relay and the witness share the service's logs and traces. Exact pairs, so that
+# the list can only shrink: a new import fails, and a fixed one must leave the list.
+KNOWN_DEBT = {
+    ("client/cli.py", "server.observability.logs"),
+    ("client/cli.py", "server.observability.tracing"),
+    ("client/commands/relay.py", "server.adapters.revocation"),
+    ("client/commands/relay.py", "server.observability.logs"),
+    ("client/commands/relay.py", "server.observability.tracing"),
+    ("client/commands/witness.py", "server.observability.logs"),
+    ("gateway_sim/gateway/gateway.py", "server.observability.tracing"),
+    ("gateway_sim/relay/app.py", "server.adapters.revocation"),
+    ("gateway_sim/relay/app.py", "server.api.auth"),
+    ("gateway_sim/relay/app.py", "server.api.interceptors"),
+    ("gateway_sim/relay/app.py", "server.observability.http"),
+    ("gateway_sim/relay/app.py", "server.observability.metrics"),
+    ("gateway_sim/relay/app.py", "server.observability.tracing"),
+    ("gateway_sim/relay/forwarder.py", "server.observability.logs"),
+    ("gateway_sim/relay/forwarder.py", "server.observability.metrics"),
+    ("gateway_sim/relay/forwarder.py", "server.observability.tracing"),
+    ("gateway_sim/relay/servicer.py", "server.api.auth"),
+    ("gateway_sim/relay/servicer.py", "server.api.errors"),
+    ("gateway_sim/relay/servicer.py", "server.domain.errors"),
+    ("gateway_sim/relay/servicer.py", "server.observability.logs"),
+    ("gateway_sim/relay/servicer.py", "server.observability.tracing"),
+}
+
+
+def _server_imports(root: pathlib.Path, folder: str) -> set[tuple[str, str, bool]]:
+    """(file, server module, inside a function) for every import of server code under `folder`."""
+    return {
+        (path.relative_to(root).as_posix(), module, lazy)
+        for path in sorted((root / folder).rglob("*.py"))
+        for module, lazy in _imports_by_place(path)
+        if module.split(".")[0] == "server"
+    }
+
+
+def _misplaced_server_imports(root: pathlib.Path) -> list[str]:
+    found = set().union(*(_server_imports(root, folder) for folder in ("client", "gateway_sim", "contract")))
+    offenders = []
+    for file, module, lazy in sorted(found):
+        command = file.removeprefix("client/commands/").removesuffix(".py")
+        if (file, module) in KNOWN_DEBT:
+            continue
+        if file.startswith(SERVER_FREE):
+            offenders.append(f"{file}: {module} (imports no server code at all)")
+        elif not lazy:
+            offenders.append(f"{file}: {module} (at import time)")
+        elif not (file.startswith("client/commands/") and command in SERVER_COMMANDS):
+            offenders.append(f"{file}: {module} (only the server's own commands may, inside their functions)")
+    return offenders
+
+
+def test_the_sdk_the_simulator_and_the_contract_import_no_server_code_and_the_cli_only_in_server_commands():
+    assert _misplaced_server_imports(ROOT) == [], "docs/architecture.md, 'Parties'"
+
+
+def test_the_known_debt_is_still_there():
+    """A pair of KNOWN_DEBT that no longer imports server code must leave the list (it may only shrink)."""
+    found = {(file, module) for folder in ("client", "gateway_sim") for file, module, _ in _server_imports(ROOT, folder)}
+    assert KNOWN_DEBT - found == set()
+
+
+def test_server_imports_outside_the_server_are_caught(tmp_path: pathlib.Path):
+    # The check itself, on a copy of the layout: a lazy import in the SDK, a module-level one in a server
+    # command, a lazy one in a command that is not the server's; a lazy one in `ecert serve` is allowed.
+    files = {
+        "client/sdk/bad.py": "def f():\n    from server.domain.errors import DomainError\n",
+        "client/commands/serve.py": "import server.config\n\ndef serve():\n    from server.app import create_server\n",
+        "client/commands/submit.py": "def submit():\n    from server.adapters.keystore import load_trust_store\n",
+        "gateway_sim/gateway/bad.py": "from server.domain.transmission import Envelope\n",
+        "contract/bad.py": "import server\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    assert _misplaced_server_imports(tmp_path) == [
+        "client/commands/serve.py: server.config (at import time)",
+        "client/commands/submit.py: server.adapters.keystore (only the server's own commands may, inside their functions)",
+        "client/sdk/bad.py: server.domain.errors (imports no server code at all)",
+        "contract/bad.py: server (imports no server code at all)",
+        "gateway_sim/gateway/bad.py: server.domain.transmission (imports no server code at all)",
+    ]

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from contract.entry_number import check_digit, make_entry_number
 from server.adapters.reference_files import PACKAGED, load_reference_data, parse_reference_data
 from server.domain.business_days import add_business_days, first_business_day, is_business_day
 from server.domain.certificate import Certificate, Party
@@ -23,7 +24,7 @@ from server.domain.claims import (
     status_at_presentation,
 )
 from server.domain.conversion import Category, ConversionTable, convert
-from server.domain.entry import EntryLineDraft, canonical_entry_number, check_digit, make_entry_number, validate_entry_line
+from server.domain.entry import EntryLineDraft, canonical_entry_number, validate_entry_line
 from server.domain.errors import DomainError
 from server.domain.quota import Level, grant_first_come
 from server.domain.reference import OpeningRule, Partner

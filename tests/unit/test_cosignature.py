@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.domain.cosignature import (
+from contract.cosignature import (
     CosignatureError,
     WitnessKey,
     WitnessVerifier,
@@ -20,7 +20,7 @@ from server.domain.cosignature import (
     verify_cosignature,
     with_cosignatures,
 )
-from server.domain.note import Checkpoint, NoteError, NoteVerifier, open_note, sign_note
+from contract.note import Checkpoint, NoteError, NoteVerifier, open_note, sign_note
 
 # A checkpoint of Google's staging CT log arche2025h1 as served with the cosignatures of four
 # witnesses of the public witness network (collected in 2026), and those witnesses' published

@@ -6,8 +6,9 @@ import hashlib
 
 import pytest
 
-from server.domain import log_tree, merkle
-from server.domain.log_entry import LogEntry, entry, receipt_entry
+from contract import merkle
+from contract.log_entry import LogEntry, entry, receipt_entry
+from server.domain import log_tree
 
 MAX = 300
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.domain import merkle
+from contract import merkle
 
 LEAVES = [bytes.fromhex(h) for h in ("", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f")]
 ROOTS = [bytes.fromhex(h) for h in (  # by tree size 1..8

@@ -8,8 +8,8 @@ import base64
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.domain import merkle
-from server.domain.note import Checkpoint, NoteError, NoteVerifier, open_note, raw_public_key, sign_note
+from contract import merkle
+from contract.note import Checkpoint, NoteError, NoteVerifier, open_note, raw_public_key, sign_note
 
 SIGNER = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 VERIFIER = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"

@@ -7,9 +7,9 @@ import json
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from contract.receipt import Outcome, Receipt
+from contract.signing import Signer
 from server.adapters.repositories import receipt_from_json, receipt_to_json
-from server.domain.receipt import Outcome, Receipt
-from server.domain.signing import Signer
 
 UTC = dt.timezone.utc
 SIGNER = Signer("cbp-1", Ed25519PrivateKey.generate())
@@ -41,7 +41,8 @@ def test_a_receipt_stored_before_the_field_existed_still_verifies():
 
 
 def test_the_instant_is_verified_at_the_precision_it_is_carried():
-    from server.api.converters import receipt_from_proto, receipt_to_proto
+    from contract.messages import receipt_from_proto
+    from server.api.converters import receipt_to_proto
 
     carried = receipt_to_proto(receipt())
     assert carried.received_at.nanos == 123456000 and receipt_from_proto(carried).verify(SIGNER.public_key)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from contract.signing import Signer
 from gateway_sim.relay.faults import Faults
 from gateway_sim.relay.forwarder import RetryPolicy
-from server.domain.signing import Signer
 from tests.factories import envelope
 
 

@@ -1,5 +1,5 @@
 """The revocation list's checks (server/adapters/revocation.py) and revoked keys in the trust store
-(server/domain/signing.py), on real CRLs and keys made by the project's PKI code."""
+(server/domain/trust_store.py), on real CRLs and keys made by the project's PKI code."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from client.pki import Authority, PARTIES, issue, new_authority, pem, write_crl
-from server.adapters.keystore import load_public_key, trust_entry
+from client.pki import PARTIES, Authority, issue, new_authority, pem, write_crl
+from contract.keys import load_public_key, trust_entry
 from server.adapters.revocation import RevocationList, RevocationListInvalid, read_crl
 from server.domain.errors import DomainError
-from server.domain.signing import TrustedKey, TrustStore
+from server.domain.trust_store import TrustedKey, TrustStore
 from tests.factories import NOW, new_signer
 
 HOUR = dt.timedelta(hours=1)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
+from contract.identity import Identity, Role, identity_from_uris
 from ecert.v1 import transmission_pb2 as tpb
 from server.api.auth import POLICY, rule_for
 from server.domain.errors import DomainError
-from server.domain.identity import Identity, Role, identity_from_uris
 
 
 def test_uris_round_trip():

@@ -10,13 +10,15 @@ from decimal import Decimal
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from contract.certificate import CertificateDraft, PartyDraft
+from contract.receipt import Outcome, Receipt
+from contract.signing import Signer
 from server.adapters.reference_files import load_reference_data
-from server.domain.certificate import CertificateDraft, PartyDraft, validate_certificate
+from server.domain.certificate import validate_certificate
 from server.domain.errors import DomainError, ErrorKind, Severity
 from server.domain.quantity import format_quantity, parse_quantity
-from server.domain.receipt import Outcome, Receipt
-from server.domain.signing import Signer, TrustedKey, TrustStore
 from server.domain.transmission import Action, CertificateHead, CertificateStatus, Envelope, check_envelope, plan_transition
+from server.domain.trust_store import TrustedKey, TrustStore
 
 REFERENCE = load_reference_data()
 TODAY = dt.date(2026, 3, 2)

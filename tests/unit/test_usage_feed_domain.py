@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from server.domain.log_entry import entry
+from contract.log_entry import entry
 from server.domain.usage import CertificateRef, parse_certificate, parse_cursor, usage_event
 
 AT = dt.datetime(2026, 3, 2, 15, 0, tzinfo=dt.timezone.utc)

@@ -1,11 +1,13 @@
 """Every Python implementation of the wire contract reproduces tests/vectors/wire-contract.json byte for byte.
 
-The file is the contract (generated once, see tests/vectors/generate.py; these tests only read it): the
-server's canonical bytes, digest and signature checks (server/domain), the partner simulator's sealing
-(client.signing.seal, through the SDK's unsigned_envelope/seal_envelope as gateway_sim's PartnerClient
-does), the SDK's check of a stored certificate's signature, and receipt verification both in the server's
-domain and offline in `ecert receipt verify` fed the SDK's receipt JSON. Each vector also has a negative
-case: one byte of one field changed gives another digest and a signature that no longer verifies.
+The file is the contract's test (generated once, see tests/vectors/generate.py; these tests only read it). The
+implementation is the contract package: canonical bytes, digests, sealing and signature checks of envelopes
+(contract.envelope, contract.canonical), receipts' bytes and verification (contract.receipt, read off the wire
+by contract.messages). Its users are checked on the same vectors: the server reading an envelope off the wire
+and judging its signature with the partners' trust store, the simulated partner (gateway_sim's Gateway seals
+with the contract; the SDK's PartnerClient goes through unsigned_envelope/seal_envelope), the SDK's check of a
+stored certificate's signature, and `ecert receipt verify` fed the SDK's receipt JSON. Each vector also has a
+negative case: one byte of one field changed gives another digest and a signature that no longer verifies.
 """
 from __future__ import annotations
 
@@ -25,14 +27,17 @@ from typer.testing import CliRunner
 from client.cli import app as ecert
 from client.sdk import models as sdk
 from client.sdk.services import seal_envelope, unsigned_envelope
-from client.signing import seal
+from contract.canonical import envelope_bytes
+from contract.certificate import CertificateDraft, PartyDraft
+from contract import envelope
+from contract.envelope import seal
+from contract.messages import receipt_from_proto
+from contract.signing import Signer, sha256
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
-from server.api.converters import envelope_from_proto, receipt_from_proto
-from server.domain.canonical import envelope_bytes
-from server.domain.certificate import CertificateDraft, PartyDraft
+from server.api.converters import envelope_from_proto
 from server.domain.errors import DomainError
-from server.domain.signing import Signer, TrustedKey, TrustStore, sha256
+from server.domain.trust_store import TrustedKey, TrustStore
 
 VECTORS_PATH = pathlib.Path(__file__).resolve().parents[1] / "vectors" / "wire-contract.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
@@ -61,6 +66,13 @@ def _tweak(text: str) -> str:
     """The same text with one byte of its last (ASCII) character changed."""
     assert text and text[-1].isascii()
     return text[:-1] + chr(ord(text[-1]) ^ 1)
+
+
+def _one_byte_changed(envelope_input: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an envelope vector's input with one byte of its certificate number changed."""
+    data = json.loads(json.dumps(envelope_input))
+    data["certificate"]["certificate_number"] = _tweak(data["certificate"]["certificate_number"])
+    return data
 
 
 def _expected(vector: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
@@ -127,7 +139,34 @@ def test_the_file_covers_what_the_contract_promises():
     assert all(not v["canonical_text"].isascii() for v in ENVELOPES if v["input"]["certificate"].get("exporter"))
 
 
-# -- envelopes: the server ---------------------------------------------------------------------------------
+# -- envelopes: the contract -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", ENVELOPES, ids=_ids(ENVELOPES))
+def test_the_contracts_canonical_bytes_digest_and_signature_check_reproduce_the_vector(vector):
+    canonical, digest, signature = _expected(vector)
+    data = vector["input"]
+    carried = _envelope_proto(data, signature)
+    assert envelope.signed_bytes(carried) == canonical
+    assert envelope.digest(carried) == digest == hashlib.sha256(canonical).digest()
+    assert envelope.signature_ok(carried, _public("partner"))
+    direct = envelope_bytes(message_id=data["message_id"], sender=data["sender"], sent_at_seconds=data["sent_at"]["seconds"],
+                            sent_at_nanos=data["sent_at"]["nanos"], action=data["action"], replaces_version=data["replaces_version"],
+                            key_id=data["key_id"], certificate=_draft(data["certificate"]))
+    assert direct == canonical
+    assert PARTNER.sign(canonical) == signature  # Ed25519 is deterministic: the same bytes, the same signature
+
+
+@pytest.mark.parametrize("vector", ENVELOPES, ids=_ids(ENVELOPES))
+def test_the_contract_refuses_an_envelope_with_one_changed_byte(vector):
+    canonical, digest, signature = _expected(vector)
+    tampered = _envelope_proto(_one_byte_changed(vector["input"]), signature)
+    assert len(envelope.signed_bytes(tampered)) == len(canonical) and envelope.signed_bytes(tampered) != canonical
+    assert envelope.digest(tampered) != digest
+    assert not envelope.signature_ok(tampered, _public("partner"))
+
+
+# -- envelopes: the server, as its servicer reads them off the wire ----------------------------------------
 
 
 @pytest.mark.parametrize("vector", ENVELOPES, ids=_ids(ENVELOPES))
@@ -139,19 +178,12 @@ def test_the_servers_canonical_bytes_digest_and_signature_check_reproduce_the_ve
     assert received.digest() == digest == hashlib.sha256(canonical).digest()
     assert _trust_store().verify(sender=received.sender, key_id=received.key_id, signature=received.signature,
                                  data=received.signed_bytes(), signed_at=received.sent_at).key_id == PARTNER.key_id
-    direct = envelope_bytes(message_id=data["message_id"], sender=data["sender"], sent_at_seconds=data["sent_at"]["seconds"],
-                            sent_at_nanos=data["sent_at"]["nanos"], action=data["action"], replaces_version=data["replaces_version"],
-                            key_id=data["key_id"], certificate=_draft(data["certificate"]))
-    assert direct == canonical
-    assert PARTNER.sign(canonical) == signature  # Ed25519 is deterministic: the same bytes, the same signature
 
 
 @pytest.mark.parametrize("vector", ENVELOPES, ids=_ids(ENVELOPES))
 def test_one_changed_byte_changes_the_envelope_digest_and_fails_the_signature(vector):
     canonical, digest, signature = _expected(vector)
-    data = json.loads(json.dumps(vector["input"]))
-    data["certificate"]["certificate_number"] = _tweak(data["certificate"]["certificate_number"])
-    tampered = envelope_from_proto(_envelope_proto(data, signature))
+    tampered = envelope_from_proto(_envelope_proto(_one_byte_changed(vector["input"]), signature))
     assert len(tampered.signed_bytes()) == len(canonical) and tampered.signed_bytes() != canonical
     assert tampered.digest() != digest
     with pytest.raises(DomainError) as refused:
@@ -164,12 +196,19 @@ def test_one_changed_byte_changes_the_envelope_digest_and_fails_the_signature(ve
 
 
 @pytest.mark.parametrize("vector", ENVELOPES, ids=_ids(ENVELOPES))
-def test_the_simulators_seal_produces_the_same_bytes_and_signature(vector):
+def test_the_contracts_seal_produces_the_same_bytes_and_signature(vector):
     canonical, digest, signature = _expected(vector)
     unsigned = _envelope_proto({**vector["input"], "key_id": ""})  # seal sets the key id; sent_at is kept as given
     sealed = seal(unsigned, PARTNER)
     assert sealed.key_id == PARTNER.key_id and sealed.signature == signature
-    assert envelope_from_proto(sealed).signed_bytes() == canonical
+    assert envelope.signed_bytes(sealed) == canonical and envelope_from_proto(sealed).signed_bytes() == canonical
+
+
+def test_the_simulated_partner_seals_and_digests_with_the_contract_only():
+    """gateway_sim's Gateway has no sealing path of its own: what it sends is what the vectors above check."""
+    from gateway_sim.gateway import gateway
+
+    assert gateway.seal is envelope.seal and gateway.envelope_digest is envelope.digest
 
 
 SDK_SEALABLE = [v for v in ENVELOPES if v["input"]["action"] != "UNSPECIFIED" and v["input"]["sent_at"]["nanos"] % 1000 == 0]
@@ -207,7 +246,7 @@ def test_the_sdks_stored_certificate_check_accepts_the_vector_and_refuses_one_ch
 
 
 @pytest.mark.parametrize("vector", RECEIPTS, ids=_ids(RECEIPTS))
-def test_the_servers_receipt_bytes_and_verification_reproduce_the_vector(vector):
+def test_the_contracts_receipt_bytes_and_verification_reproduce_the_vector(vector):
     canonical, digest, signature = _expected(vector)
     carried = receipt_from_proto(_receipt_proto(vector["input"], signature))
     assert carried.signing_bytes() == canonical and sha256(canonical) == digest
@@ -216,7 +255,7 @@ def test_the_servers_receipt_bytes_and_verification_reproduce_the_vector(vector)
 
 
 @pytest.mark.parametrize("vector", RECEIPTS, ids=_ids(RECEIPTS))
-def test_one_changed_byte_of_a_receipt_changes_its_hash_and_fails_verification(vector):
+def test_one_changed_byte_of_a_receipt_changes_its_hash_and_fails_the_contracts_verification(vector):
     canonical, digest, signature = _expected(vector)
     data = {**vector["input"], "receipt_id": _tweak(vector["input"]["receipt_id"])}
     tampered = receipt_from_proto(_receipt_proto(data, signature))

@@ -1,4 +1,4 @@
-"""The witness's decisions (server/domain/witness.py) and its data folder and polling step
+"""The witness's decisions (client/witness_rules.py) and its data folder and polling step
 (client/witness.py), against a log in memory: extending trees are cosigned; a rollback, a fork, a
 proof that does not verify and a checkpoint not signed by the log are refused and leave the state
 as it was, including across a restart from the state file."""
@@ -25,10 +25,10 @@ from client.witness import (
     locked,
     write_atomic,
 )
-from server.domain import merkle
-from server.domain.cosignature import WitnessKey, verify_cosignature
-from server.domain.note import Checkpoint, sign_note
-from server.domain.witness import Refusal, Witness, WitnessRefused, WitnessState
+from client.witness_rules import Refusal, Witness, WitnessRefused, WitnessState
+from contract import merkle
+from contract.cosignature import WitnessKey, verify_cosignature
+from contract.note import Checkpoint, sign_note
 from tests.fake_log import FakeLog
 
 NOW = 1_780_000_000

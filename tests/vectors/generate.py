@@ -1,4 +1,5 @@
-"""Writes tests/vectors/wire-contract.json from the server's own code. Run ONCE; the file is the contract.
+"""Writes tests/vectors/wire-contract.json from the contract package (contract/; the server's code when the file
+was generated, moved there since, byte for byte the same). Run ONCE; the file is the contract.
 
     python -m tests.vectors.generate > tests/vectors/wire-contract.json
 
@@ -16,11 +17,11 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.domain.canonical import envelope_bytes
-from server.domain.certificate import CertificateDraft, PartyDraft
-from server.domain.errors import Finding, Severity
-from server.domain.receipt import Outcome, Receipt
-from server.domain.signing import Signer, sha256
+from contract.canonical import envelope_bytes
+from contract.certificate import CertificateDraft, PartyDraft
+from contract.findings import Finding, Severity
+from contract.receipt import Outcome, Receipt
+from contract.signing import Signer, sha256
 
 # RFC 8032 section 7.1, TEST 1 and TEST 3: published keys, so that anyone can re-check the signatures.
 PARTNER_SECRET = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"

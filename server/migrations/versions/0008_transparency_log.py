@@ -99,7 +99,7 @@ def upgrade() -> None:
     # Then the receipt of every stored transmission, in the order they were stored, made from the
     # receipt as customs signed it (server/domain/log_entry.py receipt_entry).
     from server.adapters.repositories import receipt_from_json
-    from server.domain.log_entry import receipt_entry
+    from contract.log_entry import receipt_entry
 
     after = 0
     while True:

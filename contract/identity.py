@@ -10,8 +10,12 @@ certificates would carry the same URIs. One URI per fact, so a certificate can b
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 URN_PREFIX = "urn:ecert:"
 
@@ -61,3 +65,17 @@ def identity_from_uris(subject: str, uris: Iterable[str]) -> Identity:
     if len(roles) == 1:
         role = next((r for r in Role if r.value == next(iter(roles))), None)
     return Identity(subject, role, frozenset(countries), frozenset(importers))
+
+
+@functools.lru_cache(maxsize=1024)
+def identity_of_certificate(pem: bytes) -> Identity:
+    """Read role, countries and importer numbers from a certificate's SAN URIs (the URIs above)."""
+    certificate = x509.load_pem_x509_certificate(pem)
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    subject = str(names[0].value) if names else certificate.subject.rfc4514_string()
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    return identity_from_uris(subject, uris)

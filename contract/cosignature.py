@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from server.domain.note import SIGNATURE_PREFIX, Checkpoint, NoteError, raw_public_key
+from contract.note import SIGNATURE_PREFIX, Checkpoint, NoteError, raw_public_key
 
 ALGORITHM = b"\x04"  # signed-note signature type: timestamped Ed25519 checkpoint cosignature
 HEADER = "cosignature/v1\n"
@@ -162,7 +162,7 @@ def _parse_line(line: str) -> tuple[str, bytes]:
 def cosign(note: str, key: WitnessKey, timestamp: int) -> str:
     """The cosignature line (no trailing newline) of `key` on the checkpoint `note` at `timestamp`
     (POSIX seconds). `note` is the signed checkpoint as the log serves it (its signatures are not
-    checked here: a witness checks them first, see server/domain/witness.py) or its bare text."""
+    checked here: a witness checks them first, see client/witness_rules.py) or its bare text."""
     body = split_note(note)[0] if "\n\n" in note else note
     _checkpoint(body)  # origin, size and root hash lines
     signature = key.private_key.sign(signed_message(body, timestamp))

@@ -2,12 +2,12 @@
 
 The witness remembers one thing per log: the last checkpoint it cosigned (its note). Offered a new
 checkpoint note and a consistency proof from the remembered size to the new one, it
-1. opens the note with the log's key (server/domain/note.py): no valid log signature, no decision;
+1. opens the note with the log's key (contract/note.py): no valid log signature, no decision;
 2. refuses a smaller tree (rollback), a tree of the same size with another root (fork), and a
-   larger one whose consistency proof does not verify (RFC 6962 / RFC 9162, server/domain/merkle.py):
+   larger one whose consistency proof does not verify (RFC 6962 / RFC 9162, contract/merkle.py):
    each is a checkpoint the log signed that contradicts one the witness already vouched for, so each
    is an alarm, and the state is left as it was;
-3. otherwise cosigns it (server/domain/cosignature.py) and returns the new state, which the caller
+3. otherwise cosigns it (contract/cosignature.py) and returns the new state, which the caller
    persists BEFORE handing the cosignature out: a witness that handed out a cosignature and then
    forgot it could be led to cosign a rolled-back tree after a restart.
 The first checkpoint a witness sees is trusted as it is (every tree extends the empty one). Pure: the
@@ -20,16 +20,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from server.domain import merkle
-from server.domain.cosignature import (
-    CosignatureError,
-    WitnessKey,
-    cosign,
-    split_note,
-    verify_cosignature,
-    with_cosignatures,
-)
-from server.domain.note import Checkpoint, NoteError, NoteVerifier, open_note
+from contract import merkle
+from contract.cosignature import CosignatureError, WitnessKey, cosign, split_note, verify_cosignature, with_cosignatures
+from contract.note import Checkpoint, NoteError, NoteVerifier, open_note
 
 
 class Refusal(enum.Enum):

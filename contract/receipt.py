@@ -1,16 +1,18 @@
-"""Receipts: customs' signed statement of what it received, from whom, when, and what it decided."""
+"""Receipts: customs' signed statement of what it received, from whom, when, and what it decided.
+
+Its canonical bytes, its signature by customs' receipt key, and the offline check any sender can run
+with customs' published public key."""
 from __future__ import annotations
 
 import datetime as dt
 import enum
 from dataclasses import dataclass, field, replace
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from server.domain.canonical import RECEIPT_TAG, canonical_json, instant
-from server.domain.errors import Finding, Severity
-from server.domain.signing import Signer
+from contract.canonical import RECEIPT_TAG, canonical_json, instant
+from contract.findings import Finding
+from contract.signing import Signer, signature_valid
 
 
 class Outcome(enum.Enum):
@@ -72,14 +74,5 @@ class Receipt:
         return replace(unsigned, signature=signer.sign(unsigned.signing_bytes()))
 
     def verify(self, public_key: Ed25519PublicKey) -> bool:
-        try:
-            public_key.verify(self.signature, self.signing_bytes())
-        except InvalidSignature:
-            return False
-        return True
+        return signature_valid(public_key, self.signature, self.signing_bytes())
 
-
-def outcome_for(findings: list[Finding]) -> Outcome:
-    if any(f.severity is Severity.ERROR for f in findings):
-        return Outcome.REJECTED
-    return Outcome.ACCEPTED_WITH_WARNINGS if findings else Outcome.ACCEPTED

@@ -1,7 +1,7 @@
 """The transparency log's entries: the exact bytes each leaf of the Merkle tree hashes.
 
 An entry is the domain tag "ecert.v1.LogEntry" and a newline, then the canonical JSON (keys sorted, no
-insignificant whitespace, UTF-8; server/domain/canonical.py) of an object with four members:
+insignificant whitespace, UTF-8; contract/canonical.py) of an object with four members:
 
     {"at": "<ISO 8601 UTC instant>", "facts": {...}, "kind": "<KIND>", "subject": "<what it is about>"}
 
@@ -20,9 +20,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from server.domain.canonical import canonical_json
-from server.domain.merkle import leaf_hash
-from server.domain.receipt import Receipt
+from contract.canonical import canonical_json
+from contract.merkle import leaf_hash
+from contract.receipt import Receipt
 
 ENTRY_TAG = b"ecert.v1.LogEntry\n"
 RECEIPT = "RECEIPT"

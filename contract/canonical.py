@@ -12,7 +12,7 @@ from dataclasses import fields, is_dataclass
 from functools import cache
 from typing import Any
 
-from server.domain.certificate import CertificateDraft
+from contract.certificate import CertificateDraft
 
 ENVELOPE_TAG = b"ecert.v1.SignedEnvelope\n"
 RECEIPT_TAG = b"ecert.v1.Receipt\n"

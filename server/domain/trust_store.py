@@ -1,19 +1,15 @@
-"""Document signatures (Ed25519): partners sign envelopes, customs signs receipts."""
+"""The partners' registered document-signing keys and the rules an envelope's signature must meet:
+a known key, the sender's own, not revoked, valid when the envelope was sent, and a signature that checks."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from contract.signing import signature_valid
 from server.domain.errors import DomainError, ErrorKind, Finding
-
-
-def sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
 
 
 @dataclass(frozen=True)
@@ -58,23 +54,6 @@ class TrustStore:
             raise reject("SIGNING_KEY_NOT_SENDERS", "key_id", "the signing key belongs to another partner")
         if not key.not_before <= signed_at <= key.not_after:
             raise reject("SIGNING_KEY_EXPIRED", "key_id", "the signing key was not valid when the envelope was sent")
-        try:
-            key.public_key.verify(signature, data)
-        except InvalidSignature:
-            raise reject("SIGNATURE_INVALID", "signature", "the signature does not match the envelope's content") from None
+        if not signature_valid(key.public_key, signature, data):
+            raise reject("SIGNATURE_INVALID", "signature", "the signature does not match the envelope's content")
         return key
-
-
-@dataclass(frozen=True)
-class Signer:
-    """A private signing key with the id under which its public half is published."""
-
-    key_id: str
-    private_key: Ed25519PrivateKey
-
-    def sign(self, data: bytes) -> bytes:
-        return self.private_key.sign(data)
-
-    @property
-    def public_key(self) -> Ed25519PublicKey:
-        return self.private_key.public_key()
