@@ -99,7 +99,9 @@ def test_quota_reads_and_watch(server, customs):
         events = broker.watch_quotas(("9823.53.01",))
         snapshot = next(events)
         assert snapshot.kind is QuotaEventKind.SNAPSHOT and snapshot.status.state is QuotaState.CRITICAL
-        customs.match_claim(line(2, quantity="20"))  # cut to what remains: filled
+        waiting = customs.match_claim(line(2, quantity="20")).result  # would pass 90%: waits for the cutoff batch
         changes = list(itertools.islice(events, 1))
         events.close()
-    assert changes[0].status.charged > Decimal(900)
+    assert waiting.decision is ClaimDecision.PENDING and waiting.reasons == ["LEVEL_ON_HOLD"]
+    assert (changes[0].kind, changes[0].status.state, changes[0].status.charged) == (QuotaEventKind.ON_HOLD, QuotaState.ON_HOLD, Decimal(900))
+    assert changes[0].status.held_since is not None and changes[0].status.next_batch_at is not None
