@@ -25,7 +25,7 @@ def test_the_opening_day_demo_plays_every_step_and_reports_it(tmp_path):
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     # Every step's expectations held, and the ledger reconciles afterwards.
-    assert "✗" not in out and out.count("  ✓ ") == 20
+    assert "✗" not in out and out.count("  ✓ ") == 21
     assert out.strip().splitlines()[-1].startswith("OK in ")
     assert "ecert audit reconcile: ledger balanced" in out
     assert "tpls version ecert-demo-opening-day.1 loaded" in out  # by the operator command, into the service's database
