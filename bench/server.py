@@ -4,6 +4,7 @@ Started by bench/cli.py as `python -m bench.server ...`. It prints `port N` once
 commands on stdin, one a line, and answers each with one line:
   shift SECONDS   moves the service's clock (the opening-day burst jumps over the opening moment)
   rss             the process's peak resident memory in MiB (VmHWM)
+  cpu             the process's user + system CPU seconds so far, all threads (getrusage)
 End of stdin stops the server gracefully.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import datetime as dt
 import logging
 import pathlib
+import resource
 import sys
 import threading
 
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--tls-dir", default="", help="the service's ca.pem, cert.pem, key.pem; plaintext without")
     parser.add_argument("--clock-offset", type=float, default=0.0, help="seconds added to the real time")
     parser.add_argument("--log-file", default="")
+    parser.add_argument("--database-url", default="", help="the service's database (default: SQLite in --data-dir)")
     args = parser.parse_args()
 
     from server.observability import logs, tracing
@@ -61,7 +64,8 @@ def main() -> None:
         handler = logging.getLogger().handlers[0]
         handler.setStream(open(args.log_file, "a", encoding="utf-8"))  # noqa: SIM115 - lives as long as the process
 
-    settings = Settings(data_dir=pathlib.Path(args.data_dir), host="127.0.0.1", port=0, trust_store=args.trust_store)
+    settings = Settings(data_dir=pathlib.Path(args.data_dir), host="127.0.0.1", port=0, trust_store=args.trust_store,
+                        database_url=args.database_url)
     credentials = None
     if args.tls_dir:
         from server.adapters.tls import server_credentials
@@ -79,6 +83,9 @@ def main() -> None:
                 print("ok", flush=True)
             elif command == "rss":
                 print(f"{peak_rss_mib():.1f}", flush=True)
+            elif command == "cpu":
+                used = resource.getrusage(resource.RUSAGE_SELF)
+                print(f"{used.ru_utime + used.ru_stime:.6f}", flush=True)
             elif command:
                 print(f"unknown command {command!r}", flush=True)
     finally:
