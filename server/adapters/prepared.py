@@ -14,7 +14,7 @@ callers and the retry policy see one kind of exception whichever path ran the st
 On psycopg (PostgreSQL) the driver's own per-call work was the larger part of a claim's CPU: a new
 cursor per statement, the %(name)s query converted to PostgreSQL's $1 form on every call, and a
 statement sent unprepared five times on each pooled connection before psycopg prepares it. Here the
-statement is rewritten to $n placeholders once, run on one raw cursor per connection, and prepared
+statement is rewritten to $n placeholders once, run on a raw cursor kept per connection, and prepared
 on the server the first time a connection runs it (prepare=True): one parse and plan per connection
 and statement, then only the statement's name and its parameters travel.
 """
@@ -34,7 +34,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 Processor = Callable[[Any], Any] | None
 # A pyformat placeholder, or an escaped percent sign, in SQL compiled for psycopg.
 _PYFORMAT = re.compile(r"%\((?P<name>[^)]+)\)s|%%|%")
-# Where a connection's raw cursor is kept: the pool's record of the connection (lives as long as it).
+# Where a connection's raw cursors are kept: the pool's record of the connection (lives as long as it).
 _CURSOR_KEY = "ecert.prepared_cursor"
 
 
@@ -139,18 +139,23 @@ class Prepared:
         return cursor
 
     def _raw_cursor(self, connection: Connection):  # type: ignore[no-untyped-def]
-        """The connection's one raw cursor (made on first use): statements of a transaction run one
-        after the other on its connection, and each reads its results before the next runs."""
+        """This statement's raw cursor on this connection, made on first use and kept with it: a
+        cursor that runs the same query again keeps its adaptation state (psycopg rebuilds it when
+        the query changes). A transaction's statements run one after the other on its connection and
+        each reads its results before the next runs."""
         record = connection.connection
         driver = record.driver_connection
-        kept = record.info.get(_CURSOR_KEY)
-        if kept is None or kept.connection is not driver or kept.closed:
-            kept = self._raw_cursor_class(driver)
-            record.info[_CURSOR_KEY] = kept
+        cursors = record.info.get(_CURSOR_KEY)
+        if cursors is None or cursors[0] is not driver:
+            cursors = (driver, {})
+            record.info[_CURSOR_KEY] = cursors
+        kept = cursors[1].get(self)
+        if kept is None or kept.closed:
+            kept = cursors[1][self] = self._raw_cursor_class(driver)
         return kept
 
     def _done(self, cursor: Any) -> None:
-        if self._raw is None:  # a raw cursor stays with its connection for the next statement
+        if self._raw is None:  # a raw cursor stays with its connection for the next run
             cursor.close()
 
     def execute(self, connection: Connection, values: dict[str, Any] | None = None) -> int:
