@@ -21,6 +21,7 @@ import pathlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -60,6 +61,41 @@ def _postgresql_engine(url: str, *, pool_size: int, timeout: float) -> Engine:
                 raise DisconnectionError(f"the connection failed its ping: {error}") from error
 
     return engine
+
+
+def begin_on_driver(connection: Connection, *, snapshot: bool, statement_timeout_ms: int | None) -> bool:
+    """PostgreSQL (psycopg): open the transaction now, in one round trip with what a unit of work sets
+    in it: "BEGIN[ ISOLATION LEVEL REPEATABLE READ, READ ONLY][; SELECT set_config('statement_timeout',
+    ms, true)]", sent as one message on libpq's connection. psycopg sees the transaction open and sends
+    no BEGIN of its own; it would have sent BEGIN and then each setting, a round trip apiece. False
+    (nothing open, nothing set) when this cannot be done here: the caller then does it the ordinary way."""
+    if connection.dialect.driver != "psycopg":
+        return False
+    driver: Any = connection.connection.driver_connection
+    pgconn = getattr(driver, "pgconn", None)
+    if pgconn is None or pgconn.pipeline_status != 0 or driver.autocommit:
+        return False
+    if driver.isolation_level is not None or driver.read_only is not None or driver.deferrable is not None:
+        return False  # psycopg's own BEGIN would say more than BEGIN
+    from psycopg import pq
+
+    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        return False
+    sql = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY" if snapshot else "BEGIN"
+    if statement_timeout_ms is not None:
+        sql += f"; SELECT set_config('statement_timeout', '{int(statement_timeout_ms)}', true)"
+    try:
+        result = pgconn.exec_(sql.encode())
+    except Exception:  # noqa: BLE001 - the ordinary path meets the same failure and reports it
+        return False
+    if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK) and pgconn.transaction_status == pq.TransactionStatus.INTRANS:
+        return True
+    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        try:
+            pgconn.exec_(b"ROLLBACK")
+        except Exception:  # noqa: BLE001 - as above
+            pass
+    return False
 
 
 def rollback_keeping_statements(connection: Connection) -> None:

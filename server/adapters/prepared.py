@@ -145,7 +145,7 @@ class Prepared:
         each reads its results before the next runs."""
         record = connection.connection
         driver = record.driver_connection
-        cursors = record.info.get(_CURSOR_KEY)
+        cursors: tuple[Any, dict[Prepared, Any]] | None = record.info.get(_CURSOR_KEY)
         if cursors is None or cursors[0] is not driver:
             cursors = (driver, {})
             record.info[_CURSOR_KEY] = cursors
