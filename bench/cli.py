@@ -36,9 +36,8 @@ MAIN_EPOCH = dt.datetime(2026, 6, 15, 12, tzinfo=dt.timezone.utc)
 # opening date (its first business day), an hour before the opening window closes at noon.
 BURST_EPOCH = dt.datetime(2027, 1, 4, 16, tzinfo=dt.timezone.utc)
 KEY_ID = "mx-se-bench-1"
-# The engines phase: claims spread over this many certificates, measured at these numbers in flight.
+# The engines phase: claims spread over this many certificates.
 ENGINE_CERTIFICATES = 50
-ENGINE_IN_FLIGHT = (1, 16)
 
 
 @dataclass(frozen=True)
@@ -47,10 +46,11 @@ class Plan:
     warmup_s: float
     growth: tuple[int, ...]
     burst_claims: int
+    engine_in_flight: tuple[int, ...]  # the engines phase's measurements
 
 
-FULL = Plan(duration_s=5.0, warmup_s=1.0, growth=(10_000, 1_000_000), burst_claims=50_000)
-QUICK = Plan(duration_s=1.0, warmup_s=0.2, growth=(10_000, 100_000), burst_claims=1_000)
+FULL = Plan(duration_s=5.0, warmup_s=1.0, growth=(10_000, 1_000_000), burst_claims=50_000, engine_in_flight=(1, 16))
+QUICK = Plan(duration_s=1.0, warmup_s=0.2, growth=(10_000, 100_000), burst_claims=1_000, engine_in_flight=(16,))
 
 
 class Workspace:
@@ -294,19 +294,19 @@ def engines_phase(workspace: Workspace, plan: Plan, postgres_url: str | None) ->
             load(workspace, server, {"rpc": "submit", "signing_key": str(workspace.signing_key), "key_id": KEY_ID, "quota_year": 2026,
                                      "quantity": "1000000", "first": 1, "count": ENGINE_CERTIFICATES},
                  in_flight=(16,), duration_s=None, warmup_s=0)
-            count = int((plan.duration_s + plan.warmup_s) * len(ENGINE_IN_FLIGHT) * 1500) + 200
+            count = int((plan.duration_s + plan.warmup_s) * len(plan.engine_in_flight) * 1500) + 200
             # Presented now by the service's clock: after the certificates were transmitted, so each claim charges.
             presented = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=server.offset)
             recipe = {"rpc": "match", "quota_year": 2026, "certificates": {"9823.53.01": [1, ENGINE_CERTIFICATES]},
                       "quantity": {"9823.53.01": "1"}, "imported": "2026-06-01", "presented": presented.isoformat(),
                       "first_entry": 1, "count": count}
-            results = load(workspace, server, recipe, in_flight=ENGINE_IN_FLIGHT, duration_s=plan.duration_s, warmup_s=plan.warmup_s)
-            for n, measured in zip(ENGINE_IN_FLIGHT, results):
+            results = load(workspace, server, recipe, in_flight=plan.engine_in_flight, duration_s=plan.duration_s, warmup_s=plan.warmup_s)
+            for n, measured in zip(plan.engine_in_flight, results):
                 rows.append(_row("match", n, measured, tls=False, engine=engine))
                 _say(f"  engine {engine}: match x{n}: {measured['calls_per_s']:.0f}/s, "
                      f"{measured['server_cpu_ms_per_call']} CPU ms per claim {measured['outcomes']}")
     by_engine = {(r["engine"], r["in_flight"]): r["server_cpu_ms_per_call"] for r in rows}
-    for n in ENGINE_IN_FLIGHT:
+    for n in plan.engine_in_flight:
         sqlite, postgres = by_engine.get(("sqlite", n)), by_engine.get(("postgresql", n))
         if sqlite and postgres:
             _say(f"  engines x{n}: PostgreSQL / SQLite CPU per claim = {postgres / sqlite:.2f}")
