@@ -47,10 +47,11 @@ class Plan:
     growth: tuple[int, ...]
     burst_claims: int
     engine_in_flight: tuple[int, ...]  # the engines phase's measurements
+    claim_cpu_claims: int  # and its claims matched without gRPC (bench/claim_cpu.py)
 
 
-FULL = Plan(duration_s=5.0, warmup_s=1.0, growth=(10_000, 1_000_000), burst_claims=50_000, engine_in_flight=(1, 16))
-QUICK = Plan(duration_s=1.0, warmup_s=0.2, growth=(10_000, 100_000), burst_claims=1_000, engine_in_flight=(16,))
+FULL = Plan(duration_s=5.0, warmup_s=1.0, growth=(10_000, 1_000_000), burst_claims=50_000, engine_in_flight=(1, 16), claim_cpu_claims=1000)
+QUICK = Plan(duration_s=1.0, warmup_s=0.2, growth=(10_000, 100_000), burst_claims=1_000, engine_in_flight=(16,), claim_cpu_claims=300)
 
 
 class Workspace:
@@ -305,13 +306,23 @@ def engines_phase(workspace: Workspace, plan: Plan, postgres_url: str | None) ->
                 rows.append(_row("match", n, measured, tls=False, engine=engine))
                 _say(f"  engine {engine}: match x{n}: {measured['calls_per_s']:.0f}/s, "
                      f"{measured['server_cpu_ms_per_call']} CPU ms per claim {measured['outcomes']}")
-    by_engine = {(r["engine"], r["in_flight"]): r["server_cpu_ms_per_call"] for r in rows}
-    for n in plan.engine_in_flight:
-        sqlite, postgres = by_engine.get(("sqlite", n)), by_engine.get(("postgresql", n))
+        # The claim path alone (no gRPC), one claim after another, in a process of its own on a fresh database.
+        with contextlib.ExitStack() as stack:
+            url = stack.enter_context(_postgres_database(server_url)) if server_url else ""
+            done = subprocess.run([sys.executable, "-m", "bench.claim_cpu", "--database-url", url, "--claims", str(plan.claim_cpu_claims)],
+                                  capture_output=True, text=True, check=True)
+            alone = json.loads(done.stdout)
+            rows.append({"rpc": "ClaimUseCases.match (no gRPC)", "in_flight": 1, "calls_per_s": None, "p50_ms": None, "p99_ms": None,
+                         "ratio_to_baseline": None, "server_cpu_ms_per_call": alone["process_cpu_ms_per_claim"], "tls": False,
+                         "engine": engine, "calls": alone["claims"], "errors": {}, "outcomes": alone["outcomes"]})
+            _say(f"  engine {engine}: the claim path alone: {alone['process_cpu_ms_per_claim']} CPU ms per claim {alone['outcomes']}")
+    by_engine = {(r["rpc"], r["engine"], r["in_flight"]): r["server_cpu_ms_per_call"] for r in rows}
+    for rpc, n in {(r["rpc"], r["in_flight"]) for r in rows}:
+        sqlite, postgres = by_engine.get((rpc, "sqlite", n)), by_engine.get((rpc, "postgresql", n))
         if sqlite and postgres:
-            _say(f"  engines x{n}: PostgreSQL / SQLite CPU per claim = {postgres / sqlite:.2f}")
+            _say(f"  engines, {rpc} x{n}: PostgreSQL / SQLite CPU per claim = {postgres / sqlite:.2f}")
             for row in rows:
-                if row["in_flight"] == n and row["engine"] == "postgresql":
+                if (row["rpc"], row["in_flight"], row["engine"]) == (rpc, n, "postgresql"):
                     row["cpu_ratio_to_sqlite"] = round(postgres / sqlite, 2)
     return rows
 
@@ -501,7 +512,7 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
             notes.append(f"slowest {row['max_ms']:,.0f} ms")
         table.add_row(
             row["rpc"], "on" if row.get("tls") else "off", "" if row["in_flight"] is None else str(row["in_flight"]),
-            f"{row['stored_rows']:,}" if row.get("stored_rows") else "", f"{row['calls_per_s']:,.0f}",
+            f"{row['stored_rows']:,}" if row.get("stored_rows") else "", "" if row["calls_per_s"] is None else f"{row['calls_per_s']:,.0f}",
             "" if row["p50_ms"] is None else f"{row['p50_ms']:.1f}", "" if row["p99_ms"] is None else f"{row['p99_ms']:.1f}",
             "" if row["ratio_to_baseline"] is None else f"{row['ratio_to_baseline']:.2f}",
             "" if row.get("server_cpu_ms_per_call") is None else f"{row['server_cpu_ms_per_call']:.2f}",
