@@ -69,7 +69,7 @@ def begin_on_driver(connection: Connection, *, snapshot: bool, statement_timeout
     ms, true)]", sent as one message on libpq's connection. psycopg sees the transaction open and sends
     no BEGIN of its own; it would have sent BEGIN and then each setting, a round trip apiece. False
     (nothing open, nothing set) when this cannot be done here: the caller then does it the ordinary way."""
-    if connection.dialect.driver != "psycopg":
+    if connection.dialect.driver != "psycopg" or connection.invalidated or connection.closed:
         return False
     driver: Any = connection.connection.driver_connection
     pgconn = getattr(driver, "pgconn", None)
@@ -77,7 +77,7 @@ def begin_on_driver(connection: Connection, *, snapshot: bool, statement_timeout
         return False
     if driver.isolation_level is not None or driver.read_only is not None or driver.deferrable is not None:
         return False  # psycopg's own BEGIN would say more than BEGIN
-    from psycopg import pq
+    pq = connection.dialect.loaded_dbapi.pq  # psycopg's libpq wrapper, as the dialect loaded it
 
     if pgconn.transaction_status != pq.TransactionStatus.IDLE:
         return False
@@ -105,14 +105,15 @@ def rollback_keeping_statements(connection: Connection) -> None:
     forgets every statement prepared on the connection (DEALLOCATE ALL, another round trip), so the
     next transactions prepared all of theirs again. Statements prepared on a session survive a
     ROLLBACK in PostgreSQL, and units of work run no DDL. Anything unusual (not in a transaction,
-    a pipeline, the ROLLBACK failing): nothing is done here and SQLAlchemy's rollback does it all."""
-    if connection.dialect.driver != "psycopg":
+    a pipeline, an invalidated connection, the ROLLBACK failing): nothing is done here and SQLAlchemy's
+    rollback does it all."""
+    if connection.dialect.driver != "psycopg" or connection.invalidated or connection.closed:
         return
     driver = connection.connection.driver_connection
     pgconn = getattr(driver, "pgconn", None)
     if pgconn is None or pgconn.pipeline_status != 0:
         return
-    from psycopg import pq
+    pq = connection.dialect.loaded_dbapi.pq
 
     if pgconn.transaction_status not in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
         return
