@@ -4,7 +4,6 @@ Started by bench/cli.py as `python -m bench.server ...`. It prints `port N` once
 commands on stdin, one a line, and answers each with one line:
   shift SECONDS   moves the service's clock (the opening-day burst jumps over the opening moment)
   rss             the process's peak resident memory in MiB (VmHWM)
-  cpu             the process's user + system CPU seconds so far, all threads (getrusage)
 End of stdin stops the server gracefully.
 """
 from __future__ import annotations
@@ -13,7 +12,6 @@ import argparse
 import datetime as dt
 import logging
 import pathlib
-import resource
 import sys
 import threading
 
@@ -83,9 +81,6 @@ def main() -> None:
                 print("ok", flush=True)
             elif command == "rss":
                 print(f"{peak_rss_mib():.1f}", flush=True)
-            elif command == "cpu":
-                used = resource.getrusage(resource.RUSAGE_SELF)
-                print(f"{used.ru_utime + used.ru_stime:.6f}", flush=True)
             elif command:
                 print(f"unknown command {command!r}", flush=True)
     finally:
