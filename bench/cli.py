@@ -8,6 +8,7 @@ load generator is another process (bench/load.py), so neither shares the other's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
@@ -18,6 +19,8 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -33,6 +36,8 @@ MAIN_EPOCH = dt.datetime(2026, 6, 15, 12, tzinfo=dt.timezone.utc)
 # opening date (its first business day), an hour before the opening window closes at noon.
 BURST_EPOCH = dt.datetime(2027, 1, 4, 16, tzinfo=dt.timezone.utc)
 KEY_ID = "mx-se-bench-1"
+# The engines phase: claims spread over this many certificates.
+ENGINE_CERTIFICATES = 50
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,12 @@ class Plan:
     warmup_s: float
     growth: tuple[int, ...]
     burst_claims: int
+    engine_in_flight: tuple[int, ...]  # the engines phase's measurements
+    claim_cpu_claims: int  # and its claims matched without gRPC (bench/claim_cpu.py)
 
 
-FULL = Plan(duration_s=5.0, warmup_s=1.0, growth=(10_000, 1_000_000), burst_claims=50_000)
-QUICK = Plan(duration_s=1.0, warmup_s=0.2, growth=(10_000, 100_000), burst_claims=1_000)
+FULL = Plan(duration_s=5.0, warmup_s=1.0, growth=(10_000, 1_000_000), burst_claims=50_000, engine_in_flight=(1, 16), claim_cpu_claims=1000)
+QUICK = Plan(duration_s=1.0, warmup_s=0.2, growth=(10_000, 100_000), burst_claims=1_000, engine_in_flight=(16,), claim_cpu_claims=300)
 
 
 class Workspace:
@@ -75,14 +82,14 @@ class Workspace:
 class ServerProcess:
     """bench/server.py in a subprocess, controlled through its stdin."""
 
-    def __init__(self, workspace: Workspace, name: str, *, tls: bool, epoch: dt.datetime):
+    def __init__(self, workspace: Workspace, name: str, *, tls: bool, epoch: dt.datetime, database_url: str = ""):
         self.data_dir = workspace.root / name
         self.data_dir.mkdir(exist_ok=True)
         self.tls = tls
         self.offset = (epoch - dt.datetime.now(dt.timezone.utc)).total_seconds()
         command = [
             sys.executable, "-m", "bench.server", "--data-dir", str(self.data_dir), "--trust-store", str(workspace.trust_store),
-            "--clock-offset", str(self.offset), "--log-file", str(self.data_dir / "server.log"),
+            "--clock-offset", str(self.offset), "--log-file", str(self.data_dir / "server.log"), "--database-url", database_url,
         ]
         if tls:
             command += ["--tls-dir", str(workspace.pki.party("service"))]
@@ -249,6 +256,74 @@ def growth_phase(workspace: Workspace, plan: Plan, baseline: dict[int, float]) -
         for row in rows[-2:]:
             row["peak_rss_mb"] = rss
             row["ratio_to_baseline"] = round(row["calls_per_s"] / baseline[row["in_flight"]], 3) if baseline.get(row["in_flight"]) else None
+    return rows
+
+
+@contextlib.contextmanager
+def _postgres_database(server_url: str) -> Iterator[str]:
+    """A fresh database on that PostgreSQL server, dropped afterwards: its URL."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(make_url(server_url), isolation_level="AUTOCOMMIT")
+    name = f"ecert_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def engines_phase(workspace: Workspace, plan: Plan, postgres_url: str | None) -> list[dict[str, Any]]:
+    """The service's CPU milliseconds per MatchClaim on SQLite and on PostgreSQL, same workload: each
+    claim charges a certificate and the TPL 1 level and records its log entry. CPU time of the server
+    process (all its threads, the log's sequencer included), not wall time: the figure holds on a
+    machine shared with other work; the load generator and PostgreSQL's own processes are not in it."""
+    engines: list[tuple[str, str | None]] = [("sqlite", None)]
+    if postgres_url:
+        engines.append(("postgresql", postgres_url))
+    else:
+        _say("  engines: PostgreSQL skipped (set ECERT_BENCH_POSTGRES_URL or pass --postgres-url)")
+    rows: list[dict[str, Any]] = []
+    for engine, server_url in engines:
+        with contextlib.ExitStack() as stack:
+            url = stack.enter_context(_postgres_database(server_url)) if server_url else ""
+            server = stack.enter_context(ServerProcess(workspace, f"engine-{engine}", tls=False, epoch=MAIN_EPOCH, database_url=url))
+            load(workspace, server, {"rpc": "submit", "signing_key": str(workspace.signing_key), "key_id": KEY_ID, "quota_year": 2026,
+                                     "quantity": "1000000", "first": 1, "count": ENGINE_CERTIFICATES},
+                 in_flight=(16,), duration_s=None, warmup_s=0)
+            count = int((plan.duration_s + plan.warmup_s) * len(plan.engine_in_flight) * 1500) + 200
+            # Presented now by the service's clock: after the certificates were transmitted, so each claim charges.
+            presented = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=server.offset)
+            recipe = {"rpc": "match", "quota_year": 2026, "certificates": {"9823.53.01": [1, ENGINE_CERTIFICATES]},
+                      "quantity": {"9823.53.01": "1"}, "imported": "2026-06-01", "presented": presented.isoformat(),
+                      "first_entry": 1, "count": count}
+            results = load(workspace, server, recipe, in_flight=plan.engine_in_flight, duration_s=plan.duration_s, warmup_s=plan.warmup_s)
+            for n, measured in zip(plan.engine_in_flight, results):
+                rows.append(_row("match", n, measured, tls=False, engine=engine))
+                _say(f"  engine {engine}: match x{n}: {measured['calls_per_s']:.0f}/s, "
+                     f"{measured['server_cpu_ms_per_call']} CPU ms per claim {measured['outcomes']}")
+        # The claim path alone (no gRPC), one claim after another, in a process of its own on a fresh database.
+        with contextlib.ExitStack() as stack:
+            url = stack.enter_context(_postgres_database(server_url)) if server_url else ""
+            done = subprocess.run([sys.executable, "-m", "bench.claim_cpu", "--database-url", url, "--claims", str(plan.claim_cpu_claims)],
+                                  capture_output=True, text=True, check=True)
+            alone = json.loads(done.stdout)
+            rows.append({"rpc": "ClaimUseCases.match (no gRPC)", "in_flight": 1, "calls_per_s": None, "p50_ms": None, "p99_ms": None,
+                         "ratio_to_baseline": None, "server_cpu_ms_per_call": alone["process_cpu_ms_per_claim"], "tls": False,
+                         "engine": engine, "calls": alone["claims"], "errors": {}, "outcomes": alone["outcomes"]})
+            _say(f"  engine {engine}: the claim path alone: {alone['process_cpu_ms_per_claim']} CPU ms per claim {alone['outcomes']}")
+    by_engine = {(r["rpc"], r["engine"], r["in_flight"]): r["server_cpu_ms_per_call"] for r in rows}
+    for rpc, n in {(r["rpc"], r["in_flight"]) for r in rows}:
+        sqlite, postgres = by_engine.get((rpc, "sqlite", n)), by_engine.get((rpc, "postgresql", n))
+        if sqlite and postgres:
+            _say(f"  engines, {rpc} x{n}: PostgreSQL / SQLite CPU per claim = {postgres / sqlite:.2f}")
+            for row in rows:
+                if (row["rpc"], row["in_flight"], row["engine"]) == (rpc, n, "postgresql"):
+                    row["cpu_ratio_to_sqlite"] = round(postgres / sqlite, 2)
     return rows
 
 
@@ -427,6 +502,8 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
         table.add_column(column, justify="left" if column in ("rpc", "notes") else "right")
     for row in rows:
         notes = []
+        if row.get("engine"):
+            notes.append(f"on {row['engine']}" + (f", CPU {row['cpu_ratio_to_sqlite']:.2f} x SQLite's" if row.get("cpu_ratio_to_sqlite") else ""))
         if row.get("errors"):
             notes.append("errors " + ", ".join(f"{k} {v}" for k, v in row["errors"].items()))
         if row.get("allocation_s") is not None:
@@ -435,7 +512,7 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
             notes.append(f"slowest {row['max_ms']:,.0f} ms")
         table.add_row(
             row["rpc"], "on" if row.get("tls") else "off", "" if row["in_flight"] is None else str(row["in_flight"]),
-            f"{row['stored_rows']:,}" if row.get("stored_rows") else "", f"{row['calls_per_s']:,.0f}",
+            f"{row['stored_rows']:,}" if row.get("stored_rows") else "", "" if row["calls_per_s"] is None else f"{row['calls_per_s']:,.0f}",
             "" if row["p50_ms"] is None else f"{row['p50_ms']:.1f}", "" if row["p99_ms"] is None else f"{row['p99_ms']:.1f}",
             "" if row["ratio_to_baseline"] is None else f"{row['ratio_to_baseline']:.2f}",
             "" if row.get("server_cpu_ms_per_call") is None else f"{row['server_cpu_ms_per_call']:.2f}",
@@ -448,10 +525,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs, small data (CI; under two minutes)")
     parser.add_argument("--json", type=pathlib.Path, help="also write the results to this file")
-    parser.add_argument("--only", choices=("rpcs", "growth", "burst"), action="append", help="run only these phases")
+    parser.add_argument("--only", choices=("rpcs", "growth", "burst", "engines"), action="append", help="run only these phases")
+    parser.add_argument("--postgres-url", default=os.environ.get("ECERT_BENCH_POSTGRES_URL") or os.environ.get("ECERT_TEST_POSTGRES_URL"),
+                        help="a PostgreSQL server for the engines phase (a database is created on it and dropped)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
-    phases = set(args.only or ("rpcs", "growth", "burst"))
+    phases = set(args.only or ("rpcs", "growth", "burst", "engines"))
     began = time.perf_counter()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ecert-bench-") as folder:
@@ -468,6 +547,9 @@ def main(argv: list[str] | None = None) -> None:
         if "burst" in phases:
             _say("opening-day burst")
             rows += burst_phase(workspace, plan)
+        if "engines" in phases:
+            _say("CPU per claim on each engine")
+            rows += engines_phase(workspace, plan, args.postgres_url)
     elapsed = time.perf_counter() - began
     machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
     print_table(rows, f"ecert bench{' --quick' if args.quick else ''}: {machine}, {elapsed:.0f} s")

@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--tls-dir", default="", help="the service's ca.pem, cert.pem, key.pem; plaintext without")
     parser.add_argument("--clock-offset", type=float, default=0.0, help="seconds added to the real time")
     parser.add_argument("--log-file", default="")
+    parser.add_argument("--database-url", default="", help="the service's database (default: SQLite in --data-dir)")
     args = parser.parse_args()
 
     from server.observability import logs, tracing
@@ -61,7 +62,8 @@ def main() -> None:
         handler = logging.getLogger().handlers[0]
         handler.setStream(open(args.log_file, "a", encoding="utf-8"))  # noqa: SIM115 - lives as long as the process
 
-    settings = Settings(data_dir=pathlib.Path(args.data_dir), host="127.0.0.1", port=0, trust_store=args.trust_store)
+    settings = Settings(data_dir=pathlib.Path(args.data_dir), host="127.0.0.1", port=0, trust_store=args.trust_store,
+                        database_url=args.database_url)
     credentials = None
     if args.tls_dir:
         from client.tls import server_credentials

@@ -6,18 +6,26 @@ writer connections would sleep and retry on SQLite's file lock and give long tai
 writer connection queues them in the pool instead. Reads use a separate pool and never block.
 
 PostgreSQL: one pool for reads and writes; correctness under concurrency comes from atomic
-conditional updates and row locks, not from the pool (README, "Isolation and locking").
+conditional updates and row locks, not from the pool (README, "Isolation and locking"). The pool hands
+out the connection used last (LIFO), so the connections in use stay warm (their prepared statements,
+server/adapters/prepared.py) and the rest sit idle; a connection is checked with a round trip (a
+ping) only when it sat idle longer than PING_AFTER_IDLE, not on every checkout: under load the ping
+was one more round trip per transaction. A connection the driver knows is broken or closed is replaced
+at checkout whatever its idle time.
 
 Both: at most `max_transactions` transactions run at once (server/adapters/admission.py).
 """
 from __future__ import annotations
 
 import pathlib
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 from server.adapters.admission import Admission
 from server.adapters.group_commit import GroupCommitter
@@ -26,6 +34,93 @@ from server.domain.errors import DomainError, ErrorKind
 MIGRATIONS = pathlib.Path(__file__).resolve().parent.parent / "migrations"
 # pg_advisory_xact_lock key held while migrating, so that replicas starting together migrate once.
 MIGRATION_LOCK_KEY = 0x6563657274  # "ecert"
+
+
+# Seconds a pooled PostgreSQL connection may sit idle and still be handed out without a ping.
+PING_AFTER_IDLE = 2.0
+_CHECKED_IN = "ecert.checked_in"
+
+
+def _postgresql_engine(url: str, *, pool_size: int, timeout: float) -> Engine:
+    engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=timeout, pool_use_lifo=True)
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection, record):  # type: ignore[no-untyped-def]
+        record.info[_CHECKED_IN] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection, record, _proxy):  # type: ignore[no-untyped-def]
+        # DisconnectionError: the pool discards this connection and hands out (or opens) another.
+        if dbapi_connection.closed or getattr(dbapi_connection, "broken", False):
+            raise DisconnectionError("the connection was closed")
+        since = record.info.get(_CHECKED_IN)
+        if since is not None and time.monotonic() - since > PING_AFTER_IDLE:
+            try:
+                engine.dialect.do_ping(dbapi_connection)
+            except engine.dialect.loaded_dbapi.Error as error:
+                raise DisconnectionError(f"the connection failed its ping: {error}") from error
+
+    return engine
+
+
+def begin_on_driver(connection: Connection, *, snapshot: bool, statement_timeout_ms: int | None) -> bool:
+    """PostgreSQL (psycopg): open the transaction now, in one round trip with what a unit of work sets
+    in it: "BEGIN[ ISOLATION LEVEL REPEATABLE READ, READ ONLY][; SELECT set_config('statement_timeout',
+    ms, true)]", sent as one message on libpq's connection. psycopg sees the transaction open and sends
+    no BEGIN of its own; it would have sent BEGIN and then each setting, a round trip apiece. False
+    (nothing open, nothing set) when this cannot be done here: the caller then does it the ordinary way."""
+    if connection.dialect.driver != "psycopg" or connection.invalidated or connection.closed:
+        return False
+    driver: Any = connection.connection.driver_connection
+    pgconn = getattr(driver, "pgconn", None)
+    if pgconn is None or pgconn.pipeline_status != 0 or driver.autocommit:
+        return False
+    if driver.isolation_level is not None or driver.read_only is not None or driver.deferrable is not None:
+        return False  # psycopg's own BEGIN would say more than BEGIN
+    pq = connection.dialect.loaded_dbapi.pq  # psycopg's libpq wrapper, as the dialect loaded it
+
+    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        return False
+    sql = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY" if snapshot else "BEGIN"
+    if statement_timeout_ms is not None:
+        sql += f"; SELECT set_config('statement_timeout', '{int(statement_timeout_ms)}', true)"
+    try:
+        result = pgconn.exec_(sql.encode())
+    except Exception:  # noqa: BLE001 - the ordinary path meets the same failure and reports it
+        return False
+    if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK) and pgconn.transaction_status == pq.TransactionStatus.INTRANS:
+        return True
+    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        try:
+            pgconn.exec_(b"ROLLBACK")
+        except Exception:  # noqa: BLE001 - as above
+            pass
+    return False
+
+
+def rollback_keeping_statements(connection: Connection) -> None:
+    """PostgreSQL (psycopg): end the connection's transaction with a ROLLBACK sent on libpq's own
+    connection, then let SQLAlchemy finish (psycopg finds no transaction left and sends nothing).
+    Same ROLLBACK, same round trip; what it spares is psycopg's reaction to its own rollback(): it
+    forgets every statement prepared on the connection (DEALLOCATE ALL, another round trip), so the
+    next transactions prepared all of theirs again. Statements prepared on a session survive a
+    ROLLBACK in PostgreSQL, and units of work run no DDL. Anything unusual (not in a transaction,
+    a pipeline, an invalidated connection, the ROLLBACK failing): nothing is done here and SQLAlchemy's
+    rollback does it all."""
+    if connection.dialect.driver != "psycopg" or connection.invalidated or connection.closed:
+        return
+    driver = connection.connection.driver_connection
+    pgconn = getattr(driver, "pgconn", None)
+    if pgconn is None or pgconn.pipeline_status != 0:
+        return
+    pq = connection.dialect.loaded_dbapi.pq
+
+    if pgconn.transaction_status not in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
+        return
+    try:
+        pgconn.exec_(b"ROLLBACK")
+    except Exception:  # noqa: BLE001 - the ordinary rollback below reports and handles it
+        return
 
 
 def _sqlite_engine(url: str, *, writer: bool, pool_size: int, timeout: float) -> Engine:
@@ -81,9 +176,7 @@ class Database:
             self.write_engine = _sqlite_engine(url, writer=True, pool_size=pool_size, timeout=timeout)
             self.read_engine = _sqlite_engine(url, writer=False, pool_size=pool_size, timeout=timeout)
         else:
-            self.write_engine = create_engine(
-                url, pool_size=pool_size, max_overflow=0, pool_timeout=timeout, pool_pre_ping=True
-            )
+            self.write_engine = _postgresql_engine(url, pool_size=pool_size, timeout=timeout)
             self.read_engine = self.write_engine
         # SQLite only: write units of work queued for the single writer share one fsync (group_commit.py).
         self.group_commit = (

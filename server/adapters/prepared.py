@@ -10,9 +10,17 @@ processors: it writes and reads exactly what the ORM writes and reads, in the sa
 
 Driver errors are wrapped the way SQLAlchemy wraps them (IntegrityError, OperationalError, ...), so
 callers and the retry policy see one kind of exception whichever path ran the statement.
+
+On psycopg (PostgreSQL) the driver's own per-call work was the larger part of a claim's CPU: a new
+cursor per statement, the %(name)s query converted to PostgreSQL's $1 form on every call, and a
+statement sent unprepared five times on each pooled connection before psycopg prepares it. Here the
+statement is rewritten to $n placeholders once, run on a raw cursor kept per connection, and prepared
+on the server the first time a connection runs it (prepare=True): one parse and plan per connection
+and statement, then only the statement's name and its parameters travel.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
@@ -24,6 +32,38 @@ from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
 Processor = Callable[[Any], Any] | None
+# A pyformat placeholder, or an escaped percent sign, in SQL compiled for psycopg.
+_PYFORMAT = re.compile(r"%\((?P<name>[^)]+)\)s|%%|%")
+# Where a connection's raw cursors are kept: the pool's record of the connection (lives as long as it).
+_CURSOR_KEY = "ecert.prepared_cursor"
+
+
+def _numbered(sql: str) -> tuple[str, tuple[str, ...]] | None:
+    """SQL compiled for psycopg's pyformat, rewritten with $1, $2, ... (PostgreSQL's own placeholders,
+    what psycopg would send) and the parameter names in number order; a name used twice keeps one
+    number. None if the SQL holds anything else with a percent sign (then the statement takes the
+    ordinary path)."""
+    names: list[str] = []
+    numbers: dict[str, int] = {}
+    unexpected = False
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal unexpected
+        name = match.group("name")
+        if name is None:
+            if match.group(0) == "%%":
+                return "%"
+            unexpected = True
+            return match.group(0)
+        if name not in numbers:
+            names.append(name)
+            numbers[name] = len(names)
+        return f"${numbers[name]}"
+
+    rewritten = _PYFORMAT.sub(replace, sql)
+    if unexpected or "POSTCOMPILE" in sql:
+        return None
+    return rewritten, tuple(names)
 
 
 class Prepared:
@@ -50,12 +90,20 @@ class Prepared:
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in returned
         )
         self._error_class = dialect.loaded_dbapi.Error
+        # psycopg: the statement in $n form for a raw cursor, prepared on the server at its first run.
+        self._raw: str | None = None
+        if dialect.driver == "psycopg" and not self._positional:
+            numbered = _numbered(self.sql)
+            if numbered is not None:
+                self._raw = numbered[0]
+                self._order = tuple((name, self._bind[name]) for name in numbered[1])
+                self._raw_cursor_class = dialect.loaded_dbapi.RawCursor
 
     def parameters(self, values: dict[str, Any]) -> Any:
         # Plain loops: this runs a dozen times a claim, and a call per value showed in the profile.
         if self._fixed:
             values = {**self._fixed, **values}
-        if self._positional:  # a name used twice (e.g. the amount in SET and WHERE) is sent twice
+        if self._positional or self._raw is not None:  # a positional name used twice is sent twice
             ordered = []
             for name, process in self._order:
                 value = values[name]
@@ -75,6 +123,13 @@ class Prepared:
 
     def _run(self, connection: Connection, values: dict[str, Any]):  # type: ignore[no-untyped-def]
         parameters = self.parameters(values)
+        if self._raw is not None:
+            cursor = self._raw_cursor(connection)
+            try:
+                cursor.execute(self._raw, parameters, prepare=True)
+            except self._error_class as error:
+                raise DBAPIError.instance(self.sql, parameters, error, self._error_class, dialect=self._dialect) from error
+            return cursor
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(self.sql, parameters)
@@ -83,11 +138,31 @@ class Prepared:
             raise DBAPIError.instance(self.sql, parameters, error, self._error_class, dialect=self._dialect) from error
         return cursor
 
+    def _raw_cursor(self, connection: Connection):  # type: ignore[no-untyped-def]
+        """This statement's raw cursor on this connection, made on first use and kept with it: a
+        cursor that runs the same query again keeps its adaptation state (psycopg rebuilds it when
+        the query changes). A transaction's statements run one after the other on its connection and
+        each reads its results before the next runs."""
+        record = connection.connection
+        driver = record.driver_connection
+        cursors: tuple[Any, dict[Prepared, Any]] | None = record.info.get(_CURSOR_KEY)
+        if cursors is None or cursors[0] is not driver:
+            cursors = (driver, {})
+            record.info[_CURSOR_KEY] = cursors
+        kept = cursors[1].get(self)
+        if kept is None or kept.closed:
+            kept = cursors[1][self] = self._raw_cursor_class(driver)
+        return kept
+
+    def _done(self, cursor: Any) -> None:
+        if self._raw is None:  # a raw cursor stays with its connection for the next run
+            cursor.close()
+
     def execute(self, connection: Connection, values: dict[str, Any] | None = None) -> int:
         """Run a statement that returns no rows; the number of rows it changed."""
         cursor = self._run(connection, values or {})
         count: int = cursor.rowcount
-        cursor.close()
+        self._done(cursor)
         return count
 
     def execute_many(self, connection: Connection, rows: Sequence[dict[str, Any]]) -> int:
@@ -96,14 +171,15 @@ class Prepared:
         if not rows:
             return 0
         parameters = [self.parameters(values) for values in rows]
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        raw = self._raw is not None
+        cursor = self._raw_cursor(connection) if raw else connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(self.sql, parameters)
+            cursor.executemany(self._raw if raw else self.sql, parameters)
             count: int = cursor.rowcount
         except self._error_class as error:
             raise DBAPIError.instance(self.sql, parameters[0], error, self._error_class, dialect=self._dialect) from error
         finally:
-            cursor.close()
+            self._done(cursor)
         return count
 
     def all(self, connection: Connection, values: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -113,7 +189,7 @@ class Prepared:
         except self._error_class as error:
             raise DBAPIError.instance(self.sql, None, error, self._error_class, dialect=self._dialect) from error
         finally:
-            cursor.close()
+            self._done(cursor)
 
     def first(self, connection: Connection, values: dict[str, Any] | None = None) -> tuple[Any, ...] | None:
         """The first row, or None (an UPDATE ... RETURNING that matched nothing)."""

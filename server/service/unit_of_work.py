@@ -16,7 +16,7 @@ from sqlalchemy import Connection, RootTransaction, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from server.adapters.database import Database, translate_pool_timeout
+from server.adapters.database import Database, begin_on_driver, rollback_keeping_statements, translate_pool_timeout
 from server.adapters.group_commit import Batch, GroupCommitter
 from server.adapters.claim_repository import (
     AuditRepository,
@@ -26,6 +26,7 @@ from server.adapters.claim_repository import (
     ReferenceRepository,
 )
 from server.adapters.log_repository import LogRepository
+from server.adapters.prepared import Statements
 from server.adapters.repositories import CertificateRepository, TransmissionRepository
 from server.observability import tracing
 from server.service import deadline
@@ -47,6 +48,7 @@ def collect_committed_entries() -> Iterator[list[Any]]:
         yield found
     finally:
         _committed_entries.reset(token)
+_STATEMENT_TIMEOUT = Statements(set=text("SELECT set_config('statement_timeout', :ms, true)"))
 STATEMENT_BOUND_BELOW = 60.0  # seconds: deadlines shorter than this bound each statement too
 
 
@@ -97,9 +99,8 @@ class UnitOfWork:
                     opening.callback(self.connection.close)
                     self._transaction = self.connection.begin()
                     opening.callback(self._close_session)
-                    if self._snapshot and not self._database.is_sqlite:
-                        self.connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            self._bound_by_deadline()
+            if not self._database.is_sqlite:
+                self._begin_postgresql()
             self._resources = opening.pop_all()
         return self
 
@@ -126,13 +127,19 @@ class UnitOfWork:
     references: cached_property[ReferenceRepository] = cached_property(ReferenceRepository)
     log: cached_property[LogRepository] = cached_property(LogRepository)
 
-    def _bound_by_deadline(self) -> None:
-        """On PostgreSQL no statement (a lock wait included) may outlive the caller's deadline."""
+    def _begin_postgresql(self) -> None:
+        """The transaction's settings: a snapshot's isolation, and a bound on each statement (a lock
+        wait included) so that none outlives the caller's deadline. Sent with the BEGIN, in one round
+        trip (server/adapters/database.py, begin_on_driver), else one statement each."""
         left = deadline.remaining()
-        if left is None or left > STATEMENT_BOUND_BELOW or self._database.is_sqlite:
-            return  # long deadlines: the commit check suffices, spare the round trip
-        milliseconds = max(1, int(left * 1000))
-        self.connection.execute(text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(milliseconds)})
+        # Long deadlines: the commit check suffices, spare the setting.
+        milliseconds = None if left is None or left > STATEMENT_BOUND_BELOW else max(1, int(left * 1000))
+        if begin_on_driver(self.connection, snapshot=self._snapshot, statement_timeout_ms=milliseconds):
+            return
+        if self._snapshot:
+            self.connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        if milliseconds is not None:
+            _STATEMENT_TIMEOUT.get("set", self.connection.dialect).execute(self.connection, {"ms": str(milliseconds)})
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -146,6 +153,8 @@ class UnitOfWork:
 
     def _exit(self, exc: BaseException | None) -> None:
         try:
+            if self._transaction is not None and self._transaction.is_active and not self._database.is_sqlite:
+                rollback_keeping_statements(self.connection)  # first: the session's rollback below would end it too
             if self._session is not None:
                 self._session.rollback()
             if self._transaction is not None and self._transaction.is_active:

@@ -116,3 +116,80 @@ def test_every_claim_record_field_is_a_column():
     from server.domain.records import ClaimRecord
 
     assert [f.name for f in dataclasses.fields(ClaimRecord)] == [c.name for c in claims.columns]
+
+
+def test_pyformat_sql_is_numbered_once_per_name_and_anything_else_takes_the_ordinary_path():
+    from server.adapters.prepared import _numbered
+
+    sql = "UPDATE t SET a = %(amount)s WHERE b LIKE 'x%%' AND a + %(amount)s <= %(limit)s"
+    assert _numbered(sql) == ("UPDATE t SET a = $1 WHERE b LIKE 'x%' AND a + $1 <= $2", ("amount", "limit"))
+    assert _numbered("SELECT 5 % 2") is None
+    assert _numbered("SELECT x FROM t WHERE y IN (__[POSTCOMPILE_ys])") is None
+
+
+def _prepared_on_server(connection) -> set[str]:  # type: ignore[no-untyped-def]
+    return {row[0] for row in connection.exec_driver_sql("SELECT statement FROM pg_prepared_statements")}
+
+
+@pytest.mark.postgres
+def test_postgresql_statements_are_prepared_once_per_connection_and_survive_a_unit_of_work_rolled_back(postgres_url):
+    from server.service.unit_of_work import UnitOfWork
+
+    database = Database(postgres_url, pool_size=1)
+    database.upgrade()
+    try:
+        read = Prepared(select(claims.c.claim_id).where(claims.c.quota_year == bindparam("year")), database.write_engine.dialect)
+        with UnitOfWork(database, write=True) as uow:
+            uow.connection.execute(insert(claims), claim_values("A"))
+            uow.commit()
+        with UnitOfWork(database, write=False) as uow:
+            assert read.all(uow.connection, {"year": 2026}) == [("A",)]  # prepared at its first run, not its sixth
+            assert any("$1" in statement and "claims.quota_year" in statement for statement in _prepared_on_server(uow.connection))
+        for write in (True, False):  # neither commits: both roll back
+            with UnitOfWork(database, write=write) as uow:
+                uow.connection.execute(insert(claims), claim_values("B", line_number=2))
+                assert read.all(uow.connection, {"year": 2026}) == [("A",), ("B",)]
+        with UnitOfWork(database, write=False) as uow:  # the same (only) connection: the statement is still prepared
+            prepared = _prepared_on_server(uow.connection)
+            assert any("claims.quota_year" in statement for statement in prepared)
+            assert read.all(uow.connection, {"year": 2026}) == [("A",)]  # and nothing of the rolled-back units was kept
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgres
+def test_a_postgresql_connection_closed_while_pooled_is_replaced_at_checkout(postgres_url):
+    database = Database(postgres_url, pool_size=1)
+    try:
+        with database.connect(write=True) as connection:
+            first = connection.connection.driver_connection
+            pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            connection.rollback()
+            first.close()  # e.g. the server went away: the driver knows the connection is closed
+        with database.connect(write=True) as connection:
+            assert connection.connection.driver_connection is not first
+            assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("snapshot", [False, True])
+def test_a_postgresql_unit_of_work_opens_with_its_settings_in_force(postgres_url, snapshot):
+    from server.service import deadline
+    from server.service.unit_of_work import UnitOfWork
+
+    database = Database(postgres_url, pool_size=1)
+    try:
+        with deadline.deadline_in(30.0):
+            with UnitOfWork(database, write=False, snapshot=snapshot) as uow:
+                timeout = uow.connection.exec_driver_sql("SHOW statement_timeout").scalar()
+                isolation = uow.connection.exec_driver_sql("SHOW transaction_isolation").scalar()
+                read_only = uow.connection.exec_driver_sql("SHOW transaction_read_only").scalar()
+        assert timeout is not None and timeout.endswith("s") and 25 <= int(timeout.rstrip("ms")) / (1000 if timeout.endswith("ms") else 1) <= 30
+        assert (isolation, read_only) == (("repeatable read", "on") if snapshot else ("read committed", "off"))
+        with UnitOfWork(database, write=False) as uow:  # the setting was the transaction's only; no deadline now
+            assert uow.connection.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+            assert uow.connection.exec_driver_sql("SHOW transaction_isolation").scalar() == "read committed"
+    finally:
+        database.dispose()

@@ -17,21 +17,25 @@ from sqlalchemy import text
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import transmission_pb2 as tpb
 from server.service.reconcile import reconcile_ledger
-from tests.factories import certificate, claim_line, envelope, small_levels
+from tests.factories import certificate, claim_line, envelope, run_cutoff_batch, small_levels
 from tests.processes import ROOT
 
 FABRIC = {"tpl_number": "9823.53.04", "htsus_number": "5208.12.4020", "unit": "M2"}
 
 
 @pytest.fixture
-def ledger(server, match, transmission, partner):  # type: ignore[no-untyped-def]
+def ledger(server, match, transmission, partner, clock):  # type: ignore[no-untyped-def]
     server.use_cases.references.load(small_levels("reconcile", {"9823.53.04": "100", "9823.53.03": "100000"}))
     for n, number in enumerate(["MX26-00000001", "MX26-00000002"]):
         cert = certificate(number, quantity="80", **FABRIC)
         transmission.SubmitCertificate(tpb.SubmitCertificateRequest(envelope=envelope(partner.signer, cert, message_id=f"r-{n}")))
     lines = [claim_line(n + 1, certificate_number=f"MX26-0000000{n % 2 + 1}", quantity="30", **FABRIC) for n in range(4)]
     decisions = [match.MatchClaim(mpb.MatchClaimRequest(line=line)).result.decision for line in lines]
-    assert decisions == [mpb.CLAIM_DECISION_PREFERENTIAL] * 3 + [mpb.CLAIM_DECISION_PARTIAL]  # 30+30+30+10 of 100
+    assert decisions == [mpb.CLAIM_DECISION_PREFERENTIAL] * 3 + [mpb.CLAIM_DECISION_PENDING]  # 90 of 100: the fourth waits
+    assert reconcile_ledger(server.database).drifts == []  # a pending claim's reservation is accounted for
+    run_cutoff_batch(server, clock)
+    fourth = match.GetClaim(mpb.GetClaimRequest(entry_number=lines[3].entry_number, line_number=1)).result
+    assert (fourth.decision, fourth.granted_quantity) == (mpb.CLAIM_DECISION_PARTIAL, "10")  # 30+30+30+10 of 100
     match.ReverseClaim(mpb.ReverseClaimRequest(entry_number=lines[0].entry_number, line_number=1, kind=mpb.REVERSAL_KIND_CANCELED))
     assert reconcile_ledger(server.database).drifts == []
     return server
