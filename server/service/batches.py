@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from server.adapters.claim_repository import Opening
 from server.adapters.database import Database
-from server.domain.batch import PendingClaim, critical_cap, decide_batch
+from server.domain.batch import BatchOutcome, PendingClaim, critical_cap, decide_batch
 from server.domain.claims import Decision, decide_at_opening, decided_in_batch
 from server.domain.errors import DomainError, ErrorKind
 from server.domain.quota import opening_rates, rate_text
@@ -256,7 +256,7 @@ class Batches:
             decision, reasons = decided_in_batch(decided, claim.tpl_number)
             writer.decide(
                 claim, decided.grant, decision=decision.value, reasons=reasons, decided_at=cutoff, batch_cutoff=cutoff,
-                proration_rate=rate_text(decided.rate) if decided.rate < 1 else "",
+                proration_rate=rate_text(decided.rate) if decided.outcome is BatchOutcome.OFFERED else "",  # a cut is not prorated
                 offer_expires_at=offer_expires if decision is Decision.PRORATED_OFFER else None,
             )
         stored = uow.claims.decide_pending(writer.decided, BATCH_COLUMNS)

@@ -68,7 +68,7 @@ def test_simultaneous_claims_at_the_cutoff_share_what_is_left_as_offers(server, 
         # Five business days after Monday 2 March (3, 4, 5, 6 and 9 March), to midnight: 10 March 00:00 EDT.
         assert offer.offer_expires_at.ToDatetime(tzinfo=UTC) == dt.datetime(2026, 3, 10, 4, tzinfo=UTC)
         assert offer.batch_cutoff.ToDatetime(tzinfo=UTC) == CUTOFF
-    assert (z.decision, list(z.reasons), z.granted_quantity) == (mpb.CLAIM_DECISION_MFN_REQUIRED, ["LEVEL_FILLED"], "0")
+    assert (z.decision, list(z.reasons), z.granted_quantity, z.proration_rate) == (mpb.CLAIM_DECISION_MFN_REQUIRED, ["LEVEL_FILLED"], "0", "")
     assert charged(quota) == "996"  # the offers are reserved on the level
     # An offer of a cutoff batch is answered like the opening's: the accepted part is granted.
     answered = match.AnswerProratedOffer(mpb.AnswerProratedOfferRequest(entry_number=x.entry_number, line_number=1, accepted_quantity="5"))
