@@ -68,8 +68,6 @@ class ReversalKind(enum.Enum):
     CORRECTED = "CORRECTED"
 
 
-_LostRace = LostRace
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -279,7 +277,7 @@ class ClaimUseCases:
 
             try:
                 count = run_in_transaction(self.database, step)
-            except (_LostRace, IntegrityError):
+            except (LostRace, IntegrityError):
                 continue  # another replica settled one of them first: look again
             lapsed += count
             if count < LAPSE_CHUNK:
@@ -297,7 +295,7 @@ class ClaimUseCases:
             granted_quantity=answer.grant.quantity, granted_measure=answer.grant.measure,
         )
         if uow.claims.answer_offers([record], ANSWERED_COLUMNS) != 1:
-            raise _LostRace
+            raise LostRace
         certificate_remaining = offer.certificate_remaining
         if returned > 0:
             entries = 1 if answer.grant.quantity == 0 else 0
@@ -520,7 +518,7 @@ class ClaimUseCases:
                 record.issuing_country, record.certificate_number, record.granted_quantity, entries=1, version=plan.head_version
             )
             if remaining is None:
-                raise _LostRace
+                raise LostRace
             level_remaining, aggregate_remaining = self._charge_levels(uow, plan.levels, record.granted_measure, record.claim_id, now, "CHARGE")
             record = dataclasses.replace(
                 record, certificate_remaining=remaining, level_remaining=level_remaining, aggregate_remaining=aggregate_remaining
@@ -532,7 +530,7 @@ class ClaimUseCases:
                 record.issuing_country, record.certificate_number, record.claimed_quantity, entries=1, version=plan.head_version
             )
             if remaining is None:
-                raise _LostRace
+                raise LostRace
             record = dataclasses.replace(record, certificate_remaining=remaining)
             if record.decision == Decision.PENDING.value:
                 self._hold(uow, plan.levels, now)
@@ -565,7 +563,7 @@ class ClaimUseCases:
         for level in levels:
             remaining = uow.quota.charge_open(level.tpl_number, level.quota_year, measure, critical_cap(level.limit, share))
             if remaining is None:
-                raise _LostRace
+                raise LostRace
             uow.quota.record(level.tpl_number, level.quota_year, now, measure, claim_id, kind)
             balances.append(remaining)
         return balances[0], balances[1] if len(balances) > 1 else None
@@ -579,7 +577,7 @@ class ClaimUseCases:
         conditional on the balance it changes."""
         claim = uow.claims.mark_reversed(read, now, kind.value)
         if claim is None:
-            raise _LostRace
+            raise LostRace
         returned = claim.held_on_certificate
         certificate_remaining = claim.certificate_remaining
         if returned > 0:
@@ -618,7 +616,7 @@ class ClaimUseCases:
             references = self.references.current()
             try:
                 return run_in_transaction(self.database, lambda uow: attempt(uow, self.clock.now(), references))
-            except (_LostRace, IntegrityError):
+            except (LostRace, IntegrityError):
                 continue
             except OpeningPending as pending:
                 self.batches.run_opening(pending.year)  # then decide this claim after the whole batch
