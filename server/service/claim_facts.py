@@ -11,7 +11,7 @@ def subject(record: ClaimRecord) -> str:
 
 
 def facts(record: ClaimRecord) -> dict[str, object]:
-    return {
+    named: dict[str, object] = {
         "claim_id": record.claim_id,
         "decision": record.decision,
         "reasons": list(record.reasons),
@@ -27,3 +27,6 @@ def facts(record: ClaimRecord) -> dict[str, object]:
         "presented": record.presentation_time.isoformat(),
         "proration_rate": record.proration_rate,
     }
+    if record.batch_cutoff is not None:
+        named["batch_cutoff"] = record.batch_cutoff.isoformat()  # which daily batch decided it (README "Near fill")
+    return named

@@ -11,10 +11,14 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select
+
+from contract.log_entry import LogEntry
 
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import quota_pb2 as qpb
 from ecert.v1 import transmission_pb2 as tpb
+from server.adapters.orm import LogEntryRow
 from server.app import create_server
 from server.service.batches import Batches
 from tests.factories import NOW, certificate, claim_line, envelope, run_cutoff_batch, small_levels
@@ -70,6 +74,11 @@ def test_simultaneous_claims_at_the_cutoff_share_what_is_left_as_offers(server, 
         assert offer.batch_cutoff.ToDatetime(tzinfo=UTC) == CUTOFF
     assert (z.decision, list(z.reasons), z.granted_quantity, z.proration_rate) == (mpb.CLAIM_DECISION_MFN_REQUIRED, ["LEVEL_FILLED"], "0", "")
     assert charged(quota) == "996"  # the offers are reserved on the level
+    # The log entry of each decision names the batch that made it, for outsiders to check.
+    with server.database.read_engine.connect() as connection:
+        rows = connection.execute(select(LogEntryRow.entry).where(
+            LogEntryRow.kind == "ALLOCATION", LogEntryRow.subject == f"entry:{x.entry_number}/1#1")).scalars().all()
+    assert [LogEntry.decode(r).facts["batch_cutoff"] for r in rows] == [CUTOFF.isoformat()]
     # An offer of a cutoff batch is answered like the opening's: the accepted part is granted.
     answered = match.AnswerProratedOffer(mpb.AnswerProratedOfferRequest(entry_number=x.entry_number, line_number=1, accepted_quantity="5"))
     assert (answered.result.decision, answered.result.granted_quantity) == (mpb.CLAIM_DECISION_PARTIAL, "5")
