@@ -40,6 +40,7 @@ from server.config import Settings
 from server.observability import logs, wiring
 from server.observability.http import MetricsHttpServer
 from server.observability.metrics import ServiceMetrics
+from server.service.allotments import Allotments
 from server.service.claims import ClaimUseCases
 from server.service.clock import Clock, SimulatedClock, clock_with_offset
 from server.service.clock_control import ClockControl
@@ -134,12 +135,17 @@ def build_use_cases(settings: Settings, database: Database, clock: Clock) -> Use
         # Replicas share the receipt-signing key, so each accepts the page tokens of the others.
         page_token_key=derived_key(receipt_signer, b"page tokens"),
     )
+    allotments = Allotments(
+        database, clock, enabled=settings.allotments == "on" or (settings.allotments == "auto" and not database.is_sqlite),
+        share=Decimal(settings.allotment_share), critical_share=calendar.critical_share,
+    )
     claims = ClaimUseCases(
         database,
         references=references,
         calendar=calendar,
         clock=clock,
         events=events,
+        allotments=allotments,
     )
     log_key = load_log_key(settings.resolved_log_key(), create_if_missing=settings.create_missing_receipt_key)
     transparency = LogUseCases(database, key=log_key, origin=settings.log_origin, clock=clock, witnesses=settings.witness_verifiers())
@@ -157,8 +163,8 @@ def freeze_startup_heap() -> None:
 
 def _allocate_openings(running: RunningServer) -> None:
     """Allocates each opening batch soon after its window closes, even if no claim arrives to do it,
-    gives back the prorated offers whose deadline passed unanswered, and runs each daily cutoff's
-    batch of claims pending near fill."""
+    gives back the prorated offers whose deadline passed unanswered, runs each daily cutoff's batch
+    of claims pending near fill, and folds idle allotments back into their levels."""
     while not running._stopping.wait(OPENING_CHECK_SECONDS):
         try:
             running.use_cases.claims.allocate_due_openings()
@@ -172,6 +178,10 @@ def _allocate_openings(running: RunningServer) -> None:
             running.use_cases.claims.run_due_batch()
         except Exception:
             log.exception("the cutoff batch failed; retrying at the next check")
+        try:
+            running.use_cases.claims.allotments.return_idle()
+        except Exception:
+            log.exception("returning idle allotments failed; retrying at the next check")
 
 
 def _service_clock(settings: Settings) -> Clock:

@@ -79,6 +79,10 @@ class Settings:
     # The daily cutoff (HH:MM in the quota time zone) at which claims pending near fill are decided in
     # presentation-time order (CBP: 20:30 Eastern, QB 23-128).
     batch_cutoff: str = field(default_factory=lambda: _env("BATCH_CUTOFF", "20:30"))
+    # Per-replica allotments of open levels (server/service/allotments.py): auto (on with PostgreSQL, off
+    # with SQLite's single writer), on or off; and the share of a level's limit carved at a time.
+    allotments: str = field(default_factory=lambda: _env("ALLOTMENTS", "auto"))
+    allotment_share: str = field(default_factory=lambda: _env("ALLOTMENT_SHARE", "0.01"))
     # Quota periods are calendar years opening at midnight in this zone.
     quota_timezone: str = field(default_factory=lambda: _env("QUOTA_TIMEZONE", "America/New_York"))
     # How long after a period ends an ordinary entry may still be charged to it.
@@ -208,6 +212,14 @@ class Settings:
             raise ConfigError(f"critical share {self.critical_share!r}: a decimal fraction such as 0.9") from None
         if not Decimal(0) < share <= Decimal(1):
             raise ConfigError(f"critical share {self.critical_share}: above 0 and at most 1")
+        if self.allotments not in ("auto", "on", "off"):
+            raise ConfigError(f"allotments {self.allotments!r}: auto, on or off")
+        try:
+            allotment_share = Decimal(self.allotment_share)
+        except ArithmeticError:
+            raise ConfigError(f"allotment share {self.allotment_share!r}: a decimal fraction such as 0.01") from None
+        if not Decimal(0) < allotment_share <= Decimal("0.1"):
+            raise ConfigError(f"allotment share {self.allotment_share}: above 0 and at most 0.1 (of a level's limit)")
         for name in ("workers", "db_pool_size", "max_transactions", "max_concurrent_rpcs", "calls_per_identity",
                      "request_arrival_ms", "max_streams_per_connection", "keepalive_time_ms", "keepalive_timeout_ms"):
             if getattr(self, name) < 1:

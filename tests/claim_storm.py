@@ -109,8 +109,8 @@ def balances(database_url: str) -> Balances:
             def micro(sql: str, **params: object) -> Decimal:
                 return Decimal(int(c.execute(text(sql), params).scalar_one() or 0)) / MICRO
 
-            level = micro("SELECT charged FROM quota_levels WHERE tpl_number = :t AND quota_year = :y", t=LEVEL_TPL, y=year)
-            aggregate = micro("SELECT charged FROM quota_levels WHERE tpl_number = :t AND quota_year = :y", t=AGGREGATE_TPL, y=year)
+            level = micro("SELECT charged FROM quota_usage WHERE tpl_number = :t AND quota_year = :y", t=LEVEL_TPL, y=year)
+            aggregate = micro("SELECT charged FROM quota_usage WHERE tpl_number = :t AND quota_year = :y", t=AGGREGATE_TPL, y=year)
             ledger = micro("SELECT sum(delta) FROM quota_ledger WHERE tpl_number = :t AND quota_year = :y", t=LEVEL_TPL, y=year)
             used = {n: Decimal(u) / MICRO for n, u in c.execute(text("SELECT certificate_number, used_quantity FROM certificates"))}
             claims = int(c.execute(text("SELECT count(*) FROM claims")).scalar_one())

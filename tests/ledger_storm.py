@@ -642,7 +642,7 @@ def assert_invariants(deployment: Deployment, report: StormReport) -> dict[str, 
     engine = create_engine(deployment.database_url)
     try:
         with engine.connect() as c:
-            out_of_bounds = c.execute(text('SELECT count(*) FROM quota_levels WHERE charged < 0 OR charged > "limit"')).scalar_one()
+            out_of_bounds = c.execute(text('SELECT count(*) FROM quota_levels WHERE charged < 0 OR escrowed < 0 OR charged + escrowed > "limit"')).scalar_one()
             overused = c.execute(text("SELECT count(*) FROM certificates WHERE used_quantity < 0 OR used_quantity > quantity")).scalar_one()
             waiting = c.execute(text("SELECT count(*) FROM claims WHERE decision = 'QUEUED' AND reversed_at IS NULL")).scalar_one()
             # No claim left pending that a completed cutoff batch should have decided.

@@ -16,6 +16,7 @@ from server.adapters.orm import (
     EntryRow,
     ExactQuantity,
     LogEntryRow,
+    QuotaAllotmentRow,
     QuotaLedgerRow,
     QuotaBatchRow,
     QuotaLevelRow,
@@ -70,6 +71,7 @@ class LevelRow:
     charged: Decimal
     aggregate: str | None
     held_since: dt.datetime | None = None
+    escrowed: Decimal = Decimal(0)  # room and unfolded charges of its allotments (server/service/allotments.py)
 
 
 # The claim path's statements, written once as Core statements on the mapped tables and run as
@@ -84,7 +86,19 @@ _quantity = bindparam("amount", type_=ExactQuantity())
 _certificate_key = (_certificates.c.issuing_country == bindparam("country"), _certificates.c.certificate_number == bindparam("number"))
 _level_key = (_levels.c.tpl_number == bindparam("tpl"), _levels.c.quota_year == bindparam("year"))
 _CLAIM_COLUMNS = tuple(f.name for f in dataclasses.fields(ClaimRecord))
-_level_columns = select(*(_levels.c[f.name] for f in dataclasses.fields(LevelRow)))
+_allotments = table_of(QuotaAllotmentRow)
+# A level's charged total: what is folded into its row plus what its allotments' claims charged since.
+_allotted_use = (
+    select(func.coalesce(func.sum(_allotments.c.used), 0))
+    .where(_allotments.c.tpl_number == _levels.c.tpl_number, _allotments.c.quota_year == _levels.c.quota_year)
+    .scalar_subquery()
+)
+_level_columns = select(*(
+    type_coerce(_levels.c.charged + _allotted_use, ExactQuantity()).label("charged") if f.name == "charged" else _levels.c[f.name]
+    for f in dataclasses.fields(LevelRow)
+))
+# What a level has given out: charges and the room carved into allotments (never above its limit).
+_committed = _levels.c.charged + _levels.c.escrowed
 # A claim is reversed once: the UPDATE matches only a live claim with the decision the reversal read
 # (a queued claim decided meanwhile by the opening is read again, with what it now holds).
 _MARK_REVERSED = (
@@ -109,7 +123,7 @@ STATEMENTS = Statements(
         _claims.c.decision == "PRORATED_OFFER", _claims.c.reversed_at.is_(None),
         _claims.c.offer_expires_at <= bindparam("now", type_=_claims.c.offer_expires_at.type),
     )
-    .order_by(_claims.c.claim_id)
+    .order_by(_claims.c.offer_expires_at, _claims.c.claim_id)
     .limit(bindparam("limit"))
     .with_for_update(),
     # A batch's claims, locked until its step commits (PostgreSQL): a reversal of one waits, then sees it decided.
@@ -165,20 +179,20 @@ STATEMENTS = Statements(
     lock_year_levels=_level_columns.where(_levels.c.quota_year == bindparam("year")).order_by(_levels.c.tpl_number).with_for_update(),
     all_levels=_level_columns,
     charge_level=update(_levels)
-    .where(*_level_key, _levels.c.charged + _quantity <= _levels.c.limit)
+    .where(*_level_key, _committed + _quantity <= _levels.c.limit)
     .values(charged=_levels.c.charged + _quantity)
     .returning(_levels.c.limit, _levels.c.charged),
     # A claim decided at once (its level not on hold): conditional on the level still not being on hold
     # and on the charge staying within its critical share, as read (else the claim must wait).
     charge_open_level=update(_levels)
-    .where(*_level_key, _levels.c.held_since.is_(None), _levels.c.charged + _quantity <= bindparam("cap", type_=ExactQuantity()),
-           _levels.c.charged + _quantity <= _levels.c.limit)
+    .where(*_level_key, _levels.c.held_since.is_(None), _committed + _quantity <= bindparam("cap", type_=ExactQuantity()),
+           _committed + _quantity <= _levels.c.limit)
     .values(charged=_levels.c.charged + _quantity)
     .returning(_levels.c.limit, _levels.c.charged),
     put_on_hold=update(_levels).where(*_level_key, _levels.c.held_since.is_(None))
     .values(held_since=bindparam("at", type_=_levels.c.held_since.type)),
     # Open again: only while what is charged stays within the critical share (the batch locked the row).
-    lift_hold=update(_levels).where(*_level_key, _levels.c.charged <= bindparam("cap", type_=ExactQuantity())).values(held_since=None),
+    lift_hold=update(_levels).where(*_level_key, _committed <= bindparam("cap", type_=ExactQuantity())).values(held_since=None),
     release_level=update(_levels)
     .where(*_level_key, _levels.c.charged >= _quantity)
     .values(charged=_levels.c.charged - _quantity)
@@ -186,7 +200,7 @@ STATEMENTS = Statements(
     # A new limit is written only if what is charged fits under it, judged on the row as it is when
     # the update runs (it waits for any charge in flight), never on an earlier read.
     set_limit=update(_levels)
-    .where(*_level_key, _levels.c.charged <= bindparam("new_limit", type_=ExactQuantity()))
+    .where(*_level_key, _committed <= bindparam("new_limit", type_=ExactQuantity()))
     .values(limit=bindparam("new_limit", type_=ExactQuantity()), label=bindparam("new_label"),
             measure_unit=bindparam("new_unit"), aggregate=bindparam("new_aggregate"))
     .returning(_levels.c.charged),
@@ -289,7 +303,7 @@ class ClaimRepository(_Repository):
         return self._decide_while("PRORATED_OFFER", records, columns)
 
     def offers_due(self, now: dt.datetime, limit: int) -> list[ClaimRecord]:
-        """Live offers whose deadline has passed, oldest claim id first."""
+        """Live offers whose deadline has passed, earliest deadline (then claim id) first."""
         return [_record(row) for row in self._all("offers_due", {"now": now, "limit": limit})]
 
     def _decide_while(self, decision: str, records: list[ClaimRecord], columns: tuple[str, ...]) -> int:

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import case, func, select, type_coerce
 
-from server.adapters.orm import MICRO, CertificateRow, ClaimRow, QuotaLedgerRow, QuotaLevelRow
+from server.adapters.orm import MICRO, CertificateRow, ClaimRow, QuotaAllotmentRow, QuotaLedgerRow, QuotaLevelRow
 from server.adapters.prepared import PreparedRepository, Statements
 from server.domain.records import WAITING
 from server.domain.reconciliation import CertificateBalance, CertificateKey, LevelBalance, LevelKey
@@ -26,8 +26,15 @@ class LedgerTotals(PreparedRepository):
     statements = Statements()
 
     def levels(self) -> list[LevelBalance]:
+        # The charged total: the level row's own, plus what its allotments charged and did not fold back yet.
+        allotted = (
+            select(func.coalesce(func.sum(QuotaAllotmentRow.used), 0))
+            .where(QuotaAllotmentRow.tpl_number == QuotaLevelRow.tpl_number, QuotaAllotmentRow.quota_year == QuotaLevelRow.quota_year)
+            .scalar_subquery()
+        )
         rows = self.session.execute(select(
-            QuotaLevelRow.tpl_number, QuotaLevelRow.quota_year, QuotaLevelRow.limit, QuotaLevelRow.charged, QuotaLevelRow.aggregate,
+            QuotaLevelRow.tpl_number, QuotaLevelRow.quota_year, QuotaLevelRow.limit,
+            type_coerce(QuotaLevelRow.charged + allotted, QuotaLevelRow.charged.type), QuotaLevelRow.aggregate,
         ))
         return [LevelBalance(*row) for row in rows]
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -193,7 +194,9 @@ class QuotaLevelRow(Base):
     __tablename__ = "quota_levels"
     __table_args__ = (
         CheckConstraint('charged >= 0', name="charged_not_negative"),
-        CheckConstraint('charged <= "limit"', name="charged_within_limit"),
+        # Charges plus the room carved out into allotments never pass the limit, at any instant.
+        CheckConstraint('charged + escrowed <= "limit"', name="charged_within_limit"),
+        CheckConstraint("escrowed >= 0", name="escrowed_not_negative"),
     )
 
     tpl_number: Mapped[str] = mapped_column(String(16), primary_key=True)
@@ -206,6 +209,28 @@ class QuotaLevelRow(Base):
     # Since when the level is on hold near fill (its claims wait for the cutoff batch); NULL: claims that
     # fit below the critical share are decided at once.
     held_since: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The room and the charges of its allotments not folded back yet (their sum over QuotaAllotmentRow):
+    # the level's charged total is `charged` plus what its allotments used (the quota_usage view).
+    escrowed: Mapped[Decimal] = mapped_column(ExactQuantity(), default=Decimal(0), server_default="0")
+
+
+class QuotaAllotmentRow(Base):
+    """Room carved from an open level for one serving process (escrow): its claims charge this row, not
+    the level's, so claims at different replicas share no lock (server/service/allotments.py)."""
+
+    __tablename__ = "quota_allotments"
+    __table_args__ = (
+        CheckConstraint("room >= 0", name="room_not_negative"),
+        CheckConstraint("used >= 0", name="used_not_negative"),
+        ForeignKeyConstraint(["tpl_number", "quota_year"], ["quota_levels.tpl_number", "quota_levels.quota_year"]),
+    )
+
+    tpl_number: Mapped[str] = mapped_column(String(16), primary_key=True)
+    quota_year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(40), primary_key=True)
+    room: Mapped[Decimal] = mapped_column(ExactQuantity())  # carved and not charged yet
+    used: Mapped[Decimal] = mapped_column(ExactQuantity())  # charged by its claims, not folded into the level yet
+    touched_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
 
 
 class QuotaBatchRow(Base):
@@ -266,6 +291,7 @@ class EntryRow(Base):
 
 LIVE_HOLD = text("reversed_at IS NULL AND decision IN ('PREFERENTIAL', 'PARTIAL', 'QUEUED', 'PENDING', 'PRORATED_OFFER')")
 PENDING = text("decision = 'PENDING'")
+OFFERED = text("decision = 'PRORATED_OFFER'")
 
 
 class ClaimRow(Base):
@@ -275,7 +301,10 @@ class ClaimRow(Base):
     __table_args__ = (
         UniqueConstraint("entry_number", "line_number", "revision", name="uq_claims_entry_line_revision"),
         Index("ix_claims_certificate", "issuing_country", "certificate_number"),
-        Index("ix_claims_queue", "quota_year", "decision"),
+        # What the opening allocation reads: the year's queued claims in claim-id order, a chunk at a time.
+        Index("ix_claims_queue", "quota_year", "decision", "claim_id"),
+        # What the offers timer reads: open offers by deadline.
+        Index("ix_claims_offers", "offer_expires_at", "claim_id", sqlite_where=OFFERED, postgresql_where=OFFERED),
         # What a cutoff batch reads: the pending claims in presentation-time order.
         Index("ix_claims_pending", "presentation_time", "claim_id", sqlite_where=PENDING, postgresql_where=PENDING),
         # One live claim that holds quantity per entry line: a correction reverses the old revision

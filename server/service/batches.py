@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
-from server.adapters.claim_repository import Opening
+from server.adapters.claim_repository import LevelRow, Opening
 from server.adapters.database import Database
 from server.domain.batch import BatchOutcome, PendingClaim, critical_cap, decide_batch
 from server.domain.claims import Decision, decide_at_opening, decided_in_batch
@@ -46,6 +46,16 @@ BATCH_COLUMNS = (*ALLOCATED_COLUMNS, "batch_cutoff")
 # Pending claims decided per step of a cutoff batch (with the rest of the last one's instant).
 BATCH_CHUNK = 500
 FAR_FUTURE = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+
+
+def locked_levels(uow: UnitOfWork, year: int) -> list[LevelRow]:
+    """The year's levels, locked, with any allotment folded back first (server/service/allotments.py):
+    a batch charges the level rows themselves, by their exact balances."""
+    rows = uow.quota.levels(year, lock=True)
+    escrowing = [row for row in rows if row.escrowed]
+    for row in escrowing:
+        uow.allotments.fold(row.tpl_number, row.quota_year)
+    return uow.quota.levels(year, lock=True) if escrowing else rows
 
 
 class OpeningPending(Exception):
@@ -160,7 +170,7 @@ class Batches:
         if opening is None:
             # The rates: one per TPL, from what the whole batch asks and the levels' room at the opening
             # (summed by the database: this step holds the writer too).
-            rows = uow.quota.levels(year, lock=True)  # first: claims queuing now hold them (period_opened)
+            rows = locked_levels(uow, year)  # first: claims queuing now hold them (period_opened)
             demand = uow.claims.queued_demand(year)
             rates = opening_rates(
                 {tpl: Fraction(measure) for tpl, measure in demand.items()},
@@ -182,7 +192,7 @@ class Batches:
         """Decide queued claims at the opening's rates, in queue order, exactly as deciding them one
         after another would (server/service/allocation_writer.py writes them). Decided as of the
         opening (decided_at, the ledger); logged as of now."""
-        writer = AllocationWriter(uow, uow.quota.levels(year, lock=True), opening.allocated_at, "ALLOCATION")
+        writer = AllocationWriter(uow, locked_levels(uow, year), opening.allocated_at, "ALLOCATION")
         offer_expires = self.calendar.offer_expires(year)
         for claim in queued:
             # No rate: its TPL had no claim queued when the rates were set (see decide_at_opening).
@@ -244,7 +254,7 @@ class Batches:
     def _decide_pending(self, uow: UnitOfWork, pending: list[ClaimRecord], year: int, cutoff: dt.datetime, now: dt.datetime) -> None:
         """Decide one year's pending claims in presentation-time order against the levels as they stand
         (locked): server/domain/batch.py decides, server/service/allocation_writer.py writes."""
-        writer = AllocationWriter(uow, uow.quota.levels(year, lock=True), cutoff, "BATCH")
+        writer = AllocationWriter(uow, locked_levels(uow, year), cutoff, "BATCH")
         room = {tpl: writer.room(tpl, y) for tpl, y in writer.rows if y == year}
         aggregate_of = {tpl: row.aggregate for (tpl, y), row in writer.rows.items() if y == year}
         decisions = decide_batch(

@@ -46,6 +46,7 @@ from server.domain.quantity import format_quantity, parse_quantity, storable_cod
 from server.domain.quota import Level
 from server.domain.records import WAITING, ClaimRecord
 from server.service.allocation_writer import LostRace
+from server.service.allotments import DIRECT, Allotments, NeedsAllotment
 from server.service.batches import Batches, OpeningPending
 from server.service.claim_facts import facts, subject
 from server.service.clock import Clock, new_id
@@ -100,8 +101,12 @@ class ClaimUseCases:
         calendar: QuotaCalendar,
         clock: Clock,
         events: QuotaEventBus | None = None,
+        allotments: Allotments | None = None,
     ):
         self.database = database
+        self.allotments = allotments or Allotments(
+            database, clock, enabled=False, share=Decimal("0.01"), critical_share=calendar.critical_share
+        )
         self.references = references
         self.calendar = calendar
         self.clock = clock
@@ -304,6 +309,7 @@ class ClaimUseCases:
                 raise LookupError(f"certificate {offer.issuing_country}/{offer.certificate_number} holds less than {returned}")
         balances: list[Decimal | None] = [offer.level_remaining, offer.aggregate_remaining]
         if returned_measure > 0:
+            self.allotments.fold(uow, [(offer.tpl_number, offer.quota_year), *self._aggregate_key(uow, offer)])
             for n, level in enumerate(self._levels(uow, offer.tpl_number, offer.quota_year)):
                 balances[n] = uow.quota.release(level.tpl_number, level.quota_year, returned_measure)
                 if balances[n] is None:
@@ -392,6 +398,11 @@ class ClaimUseCases:
             found.certificate, found.version, status_at_presentation(found.status, head.status), head.remaining_quantity,
             found.receipt_id, found.digest, head.version,
         ), False
+
+    @staticmethod
+    def _aggregate_key(uow: UnitOfWork, claim: ClaimRecord) -> list[tuple[str, int]]:
+        row = uow.quota.level(claim.tpl_number, claim.quota_year)
+        return [(row.aggregate, claim.quota_year)] if row is not None and row.aggregate else []
 
     def _levels(self, uow: UnitOfWork, tpl_number: str, year: int) -> list[Level]:
         row = uow.quota.level(tpl_number, year)
@@ -548,9 +559,15 @@ class ClaimUseCases:
         at once, ahead of this one). A level already on hold is share-locked until this claim commits,
         so that the batch that lifts holds sees this claim pending (server/service/batches.py, _lift_holds). Levels are taken in
         the order a batch step locks them (by TPL number), so that the two never wait for each other."""
+        put: list[Level] = []
         for level in sorted(levels, key=lambda level: level.tpl_number):
             if level.held or not uow.quota.put_on_hold(level.tpl_number, level.quota_year, now):
                 uow.quota.hold_level(level.tpl_number, level.quota_year)
+            else:
+                put.append(level)
+        # No claim charges an allotment of a level on hold: whoever puts it on hold folds them back (no
+        # room is carved while it is on hold). Only then: a share lock is never upgraded (deadlock).
+        self.allotments.fold(uow, put)
 
     def _charge_levels(
         self, uow: UnitOfWork, levels: list[Level], measure: Decimal, claim_id: str, now: dt.datetime, kind: str
@@ -560,12 +577,21 @@ class ClaimUseCases:
         the aggregate's remaining or None)."""
         balances: list[Decimal] = []
         share = self.calendar.critical_share
+        if self.allotments.charge(uow, levels, measure, now):
+            # Charged to this process's allotments (server/service/allotments.py): the balances as now read.
+            for level in levels:
+                row = uow.quota.level(level.tpl_number, level.quota_year)
+                assert row is not None
+                balances.append(row.limit - row.charged)
+        else:
+            self.allotments.fold(uow, levels)  # the level rows then hold every charge and no carved room
+            for level in levels:
+                remaining = uow.quota.charge_open(level.tpl_number, level.quota_year, measure, critical_cap(level.limit, share))
+                if remaining is None:
+                    raise LostRace
+                balances.append(remaining)
         for level in levels:
-            remaining = uow.quota.charge_open(level.tpl_number, level.quota_year, measure, critical_cap(level.limit, share))
-            if remaining is None:
-                raise LostRace
             uow.quota.record(level.tpl_number, level.quota_year, now, measure, claim_id, kind)
-            balances.append(remaining)
         return balances[0], balances[1] if len(balances) > 1 else None
 
     def _release(
@@ -586,6 +612,7 @@ class ClaimUseCases:
                 raise LookupError(f"certificate {claim.issuing_country}/{claim.certificate_number} holds less than {returned}")
         balances: list[Decimal | None] = [claim.level_remaining, claim.aggregate_remaining]
         if claim.granted_measure > 0:
+            self.allotments.fold(uow, [(claim.tpl_number, claim.quota_year), *self._aggregate_key(uow, claim)])
             levels = self._levels(uow, claim.tpl_number, claim.quota_year)
             for n, level in enumerate(levels):
                 balances[n] = uow.quota.release(level.tpl_number, level.quota_year, claim.granted_measure)
@@ -612,14 +639,25 @@ class ClaimUseCases:
 
         The reference tables are read before the transaction opens: a unit of work never opens
         another inside itself (that would take a second admission slot while holding one)."""
-        for _ in range(MAX_ATTEMPTS):
-            references = self.references.current()
-            try:
-                return run_in_transaction(self.database, lambda uow: attempt(uow, self.clock.now(), references))
-            except (LostRace, IntegrityError):
-                continue
-            except OpeningPending as pending:
-                self.batches.run_opening(pending.year)  # then decide this claim after the whole batch
+        direct = DIRECT.set(False)
+        try:
+            for _ in range(MAX_ATTEMPTS):
+                references = self.references.current()
+                try:
+                    return run_in_transaction(self.database, lambda uow: attempt(uow, self.clock.now(), references))
+                except (LostRace, IntegrityError):
+                    continue
+                except NeedsAllotment as short:
+                    # One refill a call: if the room is gone again (or none could be spared), charge the
+                    # levels themselves, so that a claim never chases its own process's allotment.
+                    if DIRECT.get() is None or not self.allotments.refill(short.levels, short.measure):
+                        DIRECT.set(True)
+                    else:
+                        DIRECT.set(None)
+                except OpeningPending as pending:
+                    self.batches.run_opening(pending.year)  # then decide this claim after the whole batch
+        finally:
+            DIRECT.reset(direct)
         raise DomainError("CONTENTION", "the balances kept changing; retry", ErrorKind.UNAVAILABLE)
 
     def _nudge(self) -> None:

@@ -162,7 +162,10 @@ class ReferenceStore:
     @staticmethod
     def _set_levels(uow: UnitOfWork, reference: ReferenceData) -> int:
         count = 0
-        # Members before their aggregate ceiling: the order in which a claim locks them (no deadlock).
+        # Every level of the table locked first, by TPL number (the order claims, refills and holds lock
+        # them: no deadlock), its allotments folded back: each limit is judged on the exact balance.
+        for tpl_number, year in sorted((t.tpl_number, y) for t in reference.tpls.values() for y in t.annual_limits):
+            uow.allotments.fold(tpl_number, year)
         aggregates = {tpl.aggregate for tpl in reference.tpls.values() if tpl.aggregate}
         for tpl in sorted(reference.tpls.values(), key=lambda t: t.tpl_number in aggregates):
             for year, limit in tpl.annual_limits.items():

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, RootTransaction, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from server.adapters.allotment_repository import AllotmentRepository
 from server.adapters.database import Database, begin_on_driver, rollback_keeping_statements, translate_pool_timeout
 from server.adapters.group_commit import Batch, GroupCommitter
 from server.adapters.claim_repository import (
@@ -126,6 +127,7 @@ class UnitOfWork:
     audit: cached_property[AuditRepository] = cached_property(AuditRepository)
     references: cached_property[ReferenceRepository] = cached_property(ReferenceRepository)
     log: cached_property[LogRepository] = cached_property(LogRepository)
+    allotments: cached_property[AllotmentRepository] = cached_property(AllotmentRepository)
 
     def _begin_postgresql(self) -> None:
         """The transaction's settings: a snapshot's isolation, and a bound on each statement (a lock

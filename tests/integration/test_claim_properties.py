@@ -127,7 +127,7 @@ class ClaimLedger(RuleBasedStateMachine):
         if not hasattr(self, "database"):
             return
         with self.database.read_engine.connect() as c:
-            charged, limit = c.execute(text("SELECT charged, \"limit\" FROM quota_levels WHERE tpl_number='9823.53.01' AND quota_year=2026")).one()
+            charged, limit = c.execute(text("SELECT charged, \"limit\" FROM quota_usage WHERE tpl_number='9823.53.01' AND quota_year=2026")).one()
             granted = c.execute(text("SELECT coalesce(sum(granted_measure), 0) FROM claims WHERE reversed_at IS NULL AND tpl_number='9823.53.01'")).scalar_one()
             ledger = c.execute(text("SELECT coalesce(sum(delta), 0) FROM quota_ledger WHERE tpl_number='9823.53.01' AND quota_year=2026")).scalar_one()
             assert 0 <= charged <= limit

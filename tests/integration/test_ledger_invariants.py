@@ -108,7 +108,7 @@ def test_a_claim_canceled_twice_at_once_is_released_once(server, match, transmis
         # Both callers are answered with the one reversal: the winner's, and its replay.
         assert not isinstance(first, grpc.RpcError) and not isinstance(second, grpc.RpcError), (first, second)
         assert first.reversed.claim_id == second.reversed.claim_id and first.reversed.reversed
-    assert scalar(server, "SELECT charged FROM quota_levels WHERE tpl_number = :t AND quota_year = 2026", t=TPL1) == 0
+    assert scalar(server, "SELECT charged FROM quota_usage WHERE tpl_number = :t AND quota_year = 2026", t=TPL1) == 0
     reversals = scalar(server, "SELECT count(*) FROM quota_ledger WHERE kind = 'REVERSAL' AND tpl_number = :t", t=TPL1)
     assert reversals == ROUNDS
     assert scalar(server, "SELECT used_quantity FROM certificates") == 0
@@ -135,7 +135,7 @@ def test_a_cancellation_racing_a_correction_leaves_one_live_claim_charged_once(s
         live = scalar(server, "SELECT count(*) FROM claims WHERE entry_number = :e AND reversed_at IS NULL", e=line.entry_number)
         assert live == 0  # either way, the cancellation came last
     assert sum(outcomes.values()) == ROUNDS
-    assert scalar(server, "SELECT charged FROM quota_levels WHERE tpl_number = :t AND quota_year = 2026", t=TPL1) == 0
+    assert scalar(server, "SELECT charged FROM quota_usage WHERE tpl_number = :t AND quota_year = 2026", t=TPL1) == 0
     assert_balanced(server)
 
 
@@ -167,7 +167,7 @@ def test_a_limit_lowered_while_claims_flow_never_ends_below_what_is_charged(serv
     assert sum(loads.values()) == 12
     limit, charged = map(Decimal, (
         scalar(server, 'SELECT "limit" FROM quota_levels WHERE tpl_number = :t AND quota_year = 2026', t=tpl4),
-        scalar(server, "SELECT charged FROM quota_levels WHERE tpl_number = :t AND quota_year = 2026", t=tpl4),
+        scalar(server, "SELECT charged FROM quota_usage WHERE tpl_number = :t AND quota_year = 2026", t=tpl4),
     ))
     assert 0 <= charged <= limit * 1_000_000  # raw micro-units
     assert sum(Decimal(r.granted_measure) for r in results) * 1_000_000 == charged
@@ -219,7 +219,7 @@ def test_next_years_level_is_not_charged_before_it_opens(server, match, transmis
     result = match.MatchClaim(mpb.MatchClaimRequest(line=early)).result
     assert (result.decision, list(result.reasons), result.granted_quantity) == (MFN, ["PRESENTED_BEFORE_OPENING"], "0")
     assert scalar(server, "SELECT count(*) FROM quota_ledger WHERE quota_year = 2027") == 0
-    assert scalar(server, "SELECT coalesce(sum(charged), 0) FROM quota_levels WHERE quota_year = 2027") == 0
+    assert scalar(server, "SELECT coalesce(sum(charged), 0) FROM quota_usage WHERE quota_year = 2027") == 0
     # A post-importation claim for goods not yet entered is refused, not charged.
     with pytest.raises(grpc.RpcError) as caught:
         match.FilePostImportationClaim(mpb.FilePostImportationClaimRequest(line=claim_line(
@@ -305,7 +305,7 @@ def test_a_lagging_replica_neither_strands_queued_claims_nor_races_the_opening(s
     assert scalar(server, "SELECT count(*) FROM claims WHERE decision = 'QUEUED' AND reversed_at IS NULL") == 0
     # (After the opening the level is past its critical share: late claims may wait for the cutoff batch.)
     assert all(r.decision in (PREFERENTIAL, PARTIAL, MFN, QUEUED, mpb.CLAIM_DECISION_PENDING) for r in late)
-    charged = scalar(server, "SELECT charged FROM quota_levels WHERE tpl_number = :t AND quota_year = 2027", t=TPL1)
+    charged = scalar(server, "SELECT charged FROM quota_usage WHERE tpl_number = :t AND quota_year = 2027", t=TPL1)
     assert 0 <= charged <= 6000 * 1_000_000
     # A claim canceled while it waited was allocated nothing; one canceled after the batch gave back all.
     unbalanced = scalar(server, "SELECT count(*) FROM (SELECT l.claim_id FROM quota_ledger l JOIN claims c ON c.claim_id = l.claim_id"

@@ -27,6 +27,8 @@ from server.adapters.orm import Base
 SAMPLE_VALUES: dict[str, Any] = {  # "table.column" or "column"
     "status": "ACTIVE",
     "action": "CREATE",
+    # charged + escrowed <= limit (migration 0011): nothing carved out in the sample level.
+    "quota_levels.escrowed": 0,
 }
 
 

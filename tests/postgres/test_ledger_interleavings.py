@@ -203,7 +203,7 @@ def test_two_sessions_never_break_a_bound_in_any_interleaving(database_url: str)
         @invariant()
         def committed_state_is_the_model_and_within_bounds(self) -> None:
             with engine.connect() as c:
-                limit, charged = c.execute(text('SELECT "limit", charged FROM quota_levels WHERE tpl_number = :t'), {"t": TPL}).one()
+                limit, charged = c.execute(text('SELECT "limit", charged FROM quota_usage WHERE tpl_number = :t'), {"t": TPL}).one()
                 quantity, used = c.execute(text("SELECT quantity, used_quantity FROM certificates")).one()
                 reversed_at = c.execute(text("SELECT reversed_at FROM claims WHERE claim_id = 'C-1'")).scalar_one()
             micro = Decimal(1_000_000)
