@@ -1,4 +1,8 @@
-"""From domain errors to gRPC statuses: one table, rich details (AIP-193), nothing else leaks."""
+"""From errors to gRPC statuses: one table, rich details (AIP-193), nothing else leaks.
+
+The errors are the wire contract's (contract/errors.py); a status carries the reason in an ErrorInfo of
+the contract's error domain, the findings as BadRequest field violations.
+"""
 from __future__ import annotations
 
 import functools
@@ -13,7 +17,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from contract.constants import ERROR_DOMAIN
-from server.domain.errors import DomainError, ErrorKind
+from contract.errors import DomainError, ErrorKind
 
 log = logging.getLogger(__name__)
 

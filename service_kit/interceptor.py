@@ -5,7 +5,12 @@ wraps the handler's behaviour: it sees the request, the response or the exceptio
 code the servicer set (abort_with_status leaves it on the context). It is the outermost
 interceptor, so refusals by the authorizer are logged and counted too.
 
-When the process is traced (server/observability/tracing.py) each call is a SERVER span, a child of
+What it counts is the process's own (the service's ServiceMetrics, server/observability/metrics.py):
+anything with an `in_flight` gauge and an `observe_call` method. The rich details it unpacks from an
+error status are ErrorInfo and BadRequest, and whatever message types the process names besides (the
+service: the Receipt of a rejected transmission).
+
+When the process is traced (service_kit/tracing.py) each call is a SERVER span, a child of
 the caller's when its metadata carries W3C trace context, and the call's request id is the trace id
 unless the caller sent its own `x-request-id`: one grep of it finds every hop of a traced request.
 """
@@ -13,36 +18,43 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from contract.constants import REQUEST_ID_HEADER
-from server.api.wrapping import Idle, WrappedHandlers
-from server.observability import tracing
-from server.observability.logs import REQUEST_ID_PATTERN, accept_request_id, request_id_var
-from server.observability.metrics import ServiceMetrics
+from service_kit import tracing
+from service_kit.logs import REQUEST_ID_PATTERN, accept_request_id, request_id_var
+from service_kit.wrapping import Idle, WrappedHandlers
 
 log = logging.getLogger("ecert.rpc")
 
 SERVER_FAULTS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS, grpc.StatusCode.UNAVAILABLE}
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+DETAIL_TYPES: tuple[type[Message], ...] = (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest)
 
 
-def _details(context: grpc.ServicerContext) -> list[Message]:
-    """The rich error details the servicer attached (ErrorInfo, BadRequest, Receipt), unpacked."""
-    from ecert.v1 import transmission_pb2 as tpb
+class CallMetrics(Protocol):
+    """What the interceptor reports to: RPCs in flight, and each finished call."""
 
+    @property
+    def in_flight(self) -> Any: ...  # a prometheus_client Gauge
+
+    def observe_call(self, method: str, code: str, seconds: float, response: Any, details: list[Any]) -> None: ...
+
+
+def _details(context: grpc.ServicerContext, kinds: Sequence[type[Message]]) -> list[Message]:
+    """The rich error details the servicer attached (ErrorInfo, BadRequest, ...), unpacked."""
     raw = next((v for k, v in (context.trailing_metadata() or ()) if k == STATUS_DETAILS_KEY), None)
     if raw is None:
         return []
     status = status_pb2.Status.FromString(raw)
     found: list[Message] = []
     for any_detail in status.details:
-        for kind in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest, tpb.Receipt):
+        for kind in kinds:
             if any_detail.Is(kind.DESCRIPTOR):
                 message = kind()
                 any_detail.Unpack(message)
@@ -67,16 +79,17 @@ def _request_id(metadata: Any, call: tracing.ServerCall | None) -> str:
     return accept_request_id(incoming if isinstance(incoming, str) else None)
 
 
-class ObservabilityInterceptor(grpc.ServerInterceptor):
-    def __init__(self, metrics: ServiceMetrics | None = None):
+class ObservabilityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
+    def __init__(self, metrics: CallMetrics | None = None, *, detail_types: Sequence[type[Message]] = ()):
         self.metrics = metrics
+        self.detail_types = (*DETAIL_TYPES, *detail_types)
         self._wrapped = WrappedHandlers(self._wrap)
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        # The request id is read from the call's own metadata when it runs (server/api/wrapping.py).
+        # The request id is read from the call's own metadata when it runs (service_kit/wrapping.py).
         return self._wrapped(handler, handler_call_details.method)
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
@@ -89,9 +102,9 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
 
     def refused(self, method: str, metadata: Any, peer: str, caller: str, code: grpc.StatusCode,
                 info: error_details_pb2.ErrorInfo, seconds: float) -> str:
-        """A call the serving layer answered before any worker ran it (server/api/serving.py: a caller
-        over its share, a role that may not call the method, a request that never arrived): counted
-        and logged like every other call. Returns the call's request id, for its trailers."""
+        """A call the serving layer answered before any worker ran it (the service's server/api/serving.py:
+        a caller over its share, a role that may not call the method, a request that never arrived):
+        counted and logged like every other call. Returns the call's request id, for its trailers."""
         request_id = _request_id(metadata, None)
         if self.metrics:
             self.metrics.observe_call(method, code.name, seconds, None, [info])
@@ -125,7 +138,7 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
                 grpc.StatusCode.CANCELLED if cancelled else grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
             )
             seconds = time.perf_counter() - started
-            details = _details(context) if code != grpc.StatusCode.OK else []
+            details = _details(context, self.detail_types) if code != grpc.StatusCode.OK else []
             if self.metrics:
                 self.metrics.in_flight.dec()
                 self.metrics.observe_call(method, code.name, seconds, response if code == grpc.StatusCode.OK else None, details)
@@ -183,7 +196,7 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
             items = _Steps(traced)
             try:
                 for item in items.run(lambda: behaviour(request, context)):
-                    if not isinstance(item, Idle):  # a pause, not a message (server/api/serving.py)
+                    if not isinstance(item, Idle):  # a pause, not a message (service_kit/wrapping.py)
                         sent += 1
                     yield item
                 failed = False

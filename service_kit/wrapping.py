@@ -34,9 +34,10 @@ class WrappedHandlers:
 
 
 class Idle:
-    """Yielded by a synchronous response stream that has nothing to send yet (server/api/serving.py):
-    the serving layer hands its worker back and steps the stream again after `seconds`, or sooner
-    when the call context's `wake()` is called (from any thread). Never sent to the client."""
+    """Yielded by a synchronous response stream that has nothing to send yet: a serving layer that
+    knows it (the service's, server/api/serving.py) hands its worker back and steps the stream again
+    after `seconds`, or sooner when the call context's `wake()` is called (from any thread). Never
+    sent to the client; the observability interceptor does not count it as a message."""
 
     __slots__ = ("seconds",)
 
