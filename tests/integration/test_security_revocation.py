@@ -1,4 +1,4 @@
-"""Revocation without a restart: a CRL of TLS client certificates (server/adapters/revocation.py) and
+"""Revocation without a restart: a CRL of TLS client certificates (service_kit/revocation.py) and
 revoked document-signing keys in the trust store. Real servers on real ports, a real PKI, the CRL and
 the trust store rewritten by `ecert pki revoke` as an operator would, on SQLite and PostgreSQL."""
 from __future__ import annotations

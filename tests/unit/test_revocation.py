@@ -1,4 +1,4 @@
-"""The revocation list's checks (server/adapters/revocation.py) and revoked keys in the trust store
+"""The revocation list's checks (service_kit/revocation.py) and revoked keys in the trust store
 (server/domain/trust_store.py), on real CRLs and keys made by the project's PKI code."""
 from __future__ import annotations
 
