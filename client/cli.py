@@ -52,7 +52,7 @@ def _gateway_party() -> None:
     own logging.basicConfig then finds the root logger configured and leaves it be."""
     import logging
 
-    from server.observability import logs, tracing
+    from service_kit import logs, tracing
 
     logs.configure(os.environ.get("ECERT_LOG_LEVEL", "INFO").upper(), json_format=os.environ.get("ECERT_LOG_FORMAT", "json") != "text")
     try:

@@ -8,6 +8,7 @@ and the Node.js client's included, must reproduce it.
     canonical      canonical bytes: the JSON rule and the domain tags of signed documents
     certificate    a certificate exactly as transmitted: text, unparsed
     findings       coded observations (issues) on a document's fields, as receipts carry them
+    errors         errors as every party reports them: a reason code and a kind (DomainError, ErrorKind)
     signing        Ed25519 signers, signature checks, SHA-256
     keys           Ed25519 keys in PEM files and trust-store entries, as parties exchange them
     envelope       a signed envelope's bytes, digest, sealing and checking

@@ -25,7 +25,7 @@ from ecert.v1 import log_pb2, log_pb2_grpc, usage_pb2, usage_pb2_grpc
 from server.adapters.database import Database
 from server.adapters.keystore import LogKeyMissing, ReceiptKeyMissing, derived_key, load_log_key, load_receipt_signer, load_trust_store
 from server.adapters.reload import TrustStoreWatcher
-from server.adapters.revocation import RevocationList
+from service_kit.revocation import RevocationList
 from server.api.auth import Authorizer
 from server.api.clock_servicer import ClockServicer
 from server.api.log_servicer import LogServicer

@@ -39,8 +39,8 @@ def register(app: typer.Typer) -> None:
         from gateway_sim.relay.app import RelaySettings, create_relay
         from gateway_sim.relay.faults import Faults
         from gateway_sim.relay.forwarder import RetryPolicy
-
-        from server.observability import logs, tracing
+        from service_kit import logs, tracing
+        from service_kit.revocation import RevocationListInvalid
 
         # Like `ecert serve`: JSON lines with request ids (ECERT_LOG_FORMAT=text for plain text), traced.
         logs.configure(logging.INFO, json_format=os.environ.get("ECERT_LOG_FORMAT", "json") != "text")
@@ -62,8 +62,6 @@ def register(app: typer.Typer) -> None:
             metrics_port=metrics_port,
             revocation_list=revocation_list,
         )
-        from server.adapters.revocation import RevocationListInvalid
-
         try:
             running = create_relay(settings)
         except RevocationListInvalid as exc:

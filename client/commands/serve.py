@@ -176,7 +176,7 @@ def _serve(settings, *, insecure: bool, grace: float, config: object) -> None:  
         signal.signal(signum, on_signal)
     started = time.monotonic()
     from server.adapters.keystore import SigningKeyMissing
-    from server.adapters.revocation import RevocationListInvalid
+    from service_kit.revocation import RevocationListInvalid
     from server.app import ListenError
 
     try:

@@ -115,7 +115,7 @@ def run(
     from client.sdk.errors import DeadlineExceeded, EcertError, Unavailable
     from client.witness import STATE_FILE, GrpcLog, StateFile, WitnessRunner, WitnessSetupError, load_key, locked
     from client.witness_rules import Witness, WitnessRefused
-    from server.observability import logs
+    from service_kit import logs
 
     logs.configure(os.environ.get("ECERT_LOG_LEVEL", "INFO").upper(), json_format=os.environ.get("ECERT_LOG_FORMAT", "json") != "text")
     try:

@@ -21,7 +21,7 @@ from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
 from gateway_sim.gateway.generator import MISTAKES, CertificateGenerator, with_mistake
 from gateway_sim.gateway.register import Register, SendState, Sent
-from server.observability import tracing
+from service_kit import tracing
 
 log = logging.getLogger(__name__)
 

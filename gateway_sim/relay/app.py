@@ -16,12 +16,14 @@ from client.tls import secure_channel, server_credentials
 from ecert.relay.v1 import relay_pb2, relay_pb2_grpc
 from gateway_sim.relay.faults import Faults
 from gateway_sim.relay.forwarder import Forwarder, RetryPolicy
+from gateway_sim.relay.metrics import RelayMetrics
 from gateway_sim.relay.servicer import POLICY, RelayServicer
 from gateway_sim.relay.store import RelayStore
-from server.adapters.revocation import RevocationList
-from server.api.auth import Authorizer
-from server.api.interceptors import ObservabilityInterceptor
-from server.observability import tracing
+from service_kit import tracing
+from service_kit.authorization import Authorizer
+from service_kit.interceptor import ObservabilityInterceptor
+from service_kit.metrics_http import MetricsHttpServer
+from service_kit.revocation import RevocationList
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = relay_pb2.DESCRIPTOR.services_by_name["RelayService"].full_name
@@ -37,7 +39,7 @@ class RelaySettings:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     workers: int = 16
     metrics_port: int | None = None  # /metrics (Prometheus) on this port; None: off
-    # The CRL of its clients' certificates (server/adapters/revocation.py); None: crl.pem in tls_dir once it exists.
+    # The CRL of its clients' certificates (service_kit/revocation.py); None: crl.pem in tls_dir once it exists.
     revocation_list: pathlib.Path | None = None
 
 
@@ -74,8 +76,6 @@ def create_relay(settings: RelaySettings) -> RunningRelay:
     channel = tracing.traced_channel(raw)  # forwarded calls carry the trace of the call that handed the envelope over
     metrics = None
     if settings.metrics_port is not None:
-        from server.observability.metrics import RelayMetrics
-
         metrics = RelayMetrics()
         metrics.queue_depth.set_function(store.pending_count)
     forwarder = Forwarder(store, channel, policy=settings.policy, faults=settings.faults, metrics=metrics)
@@ -106,7 +106,5 @@ def create_relay(settings: RelaySettings) -> RunningRelay:
     log.info("relay on port %d forwarding to %s (faults: %s)", port, settings.service, settings.faults if settings.faults.any else "none")
     http = None
     if metrics is not None:
-        from server.observability.http import MetricsHttpServer
-
-        http = MetricsHttpServer(metrics.registry, port=settings.metrics_port or 0).start()
+        http = MetricsHttpServer(metrics.registry, port=settings.metrics_port or 0, title="eCERT relay").start()
     return RunningRelay(server, port, store, forwarder, health_servicer, channel, stopping, http)

@@ -24,11 +24,11 @@ from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
 from gateway_sim.relay.faults import Faults
 from gateway_sim.relay.store import Message, RelayStore, State, digest_of
-from server.observability import tracing
-from server.observability.logs import request_id_var
+from service_kit import tracing
+from service_kit.logs import request_id_var
 
 if TYPE_CHECKING:
-    from server.observability.metrics import RelayMetrics
+    from gateway_sim.relay.metrics import RelayMetrics
 
 log = logging.getLogger(__name__)
 

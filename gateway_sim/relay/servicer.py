@@ -10,15 +10,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from contract.constants import MESSAGE_ID_PATTERN
 from contract.identity import Role
+from contract.errors import DomainError, ErrorKind
+from contract.findings import Finding
 from ecert.relay.v1 import relay_pb2 as rpb
 from ecert.relay.v1 import relay_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
 from gateway_sim.relay.store import Message, MessageIdReused, RelayStore, State
-from server.api.auth import ANYONE, Rule, allow, caller, own_country
-from server.api.errors import translate_errors
-from server.domain.errors import DomainError, ErrorKind, Finding
-from server.observability import tracing
-from server.observability.logs import request_id_var
+from service_kit import tracing
+from service_kit.authorization import ANYONE, Rule, allow, caller, own_country
+from service_kit.error_status import translate_errors
+from service_kit.logs import request_id_var
 
 _RELAY = "/ecert.relay.v1.RelayService/"
 POLICY: dict[str, Rule] = {

@@ -8,11 +8,10 @@ certificate without its key): the error is logged, and the file is read again on
 from __future__ import annotations
 
 import logging
-import os
 import pathlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import grpc
 from cryptography import x509
@@ -21,24 +20,9 @@ from cryptography.hazmat.primitives import serialization
 from contract.tls_files import CA_FILE, CERT_FILE, KEY_FILE, read_tls_dir
 from server.adapters.keystore import load_trust_store
 from server.domain.trust_store import TrustStore
+from service_kit.watched_files import file_signature
 
 log = logging.getLogger(__name__)
-
-Signature = tuple[tuple[int, int, int] | None, ...]
-
-
-def file_signature(paths: Sequence[pathlib.Path]) -> Signature:
-    """What changes when a file is rewritten or replaced: its inode, size and modification time."""
-    result: list[tuple[int, int, int] | None] = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            result.append(None)
-        else:
-            result.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(result)
-
 
 class TrustStoreWatcher:
     """Reads the trust store again whenever its file changes and hands the new one to `apply`."""

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the service, and a helper for the relay's.
+"""Prometheus metrics of the service.
 
 Each server owns its registry (several servers may live in one test process). Names:
 
@@ -13,8 +13,8 @@ Each server owns its registry (several servers may live in one test process). Na
     ecert_claim_reversals_total{kind}                                       canceled, corrected
     ecert_quota_limit / _charged / _fill_ratio{tpl_number, label, quota_year, measure_unit}
                                                                             read from the ledger at scrape time
-The relay's (RelayMetrics): ecert_relay_queue_depth, ecert_relay_forwarded_total{outcome},
-ecert_relay_retries_total{reason}.
+ServiceMetrics is what the kit's observability interceptor reports to (service_kit/interceptor.py);
+the relay's metrics are its own (gateway_sim/relay/metrics.py).
 """
 from __future__ import annotations
 
@@ -163,23 +163,3 @@ _OBSERVERS: dict[str, Callable[[ServiceMetrics, Any, list[Any]], None]] = {
     "/ecert.v1.MatchService/FilePostImportationClaim": _on_claim("post_importation"),
     "/ecert.v1.MatchService/ReverseClaim": _on_reverse,
 }
-
-
-class RelayMetrics:
-    """For the network-provider relay (gateway_sim): register on its registry, serve with MetricsHttpServer.
-
-        metrics = RelayMetrics()
-        metrics.queue_depth.set_function(lambda: store.pending_count())   # or .set(n) as it changes
-        metrics.forwarded.labels("accepted").inc()
-        metrics.retries.labels("unavailable").inc()
-        MetricsHttpServer(metrics.registry, port=9102).start()
-    """
-
-    def __init__(self, registry: CollectorRegistry | None = None):
-        self.registry = registry or CollectorRegistry()
-        self.queue_depth = Gauge("ecert_relay_queue_depth", "Transmissions stored by the relay, not yet acknowledged by customs",
-                                 registry=self.registry)
-        self.forwarded = Counter("ecert_relay_forwarded_total", "Forwarding attempts by result (accepted, rejected, error)",
-                                 ("outcome",), registry=self.registry)
-        self.retries = Counter("ecert_relay_retries_total", "Forwarding retries, by the reason of the failed attempt",
-                               ("reason",), registry=self.registry)

@@ -26,7 +26,7 @@ from contract.cosignature import CosignatureError, WitnessVerifier, verify_cosig
 from contract.identity import Role
 from contract.note import Checkpoint
 from ecert.v1 import log_pb2, log_pb2_grpc
-from server.adapters.tls import peer_identity
+from service_kit.peer import peer_identity
 from tests.cli.conftest import ECERT, ROOT, run_ecert
 from tests.fake_log import FakeLog
 

@@ -1,4 +1,4 @@
-"""Revocation without a restart: a CRL of TLS client certificates (server/adapters/revocation.py) and
+"""Revocation without a restart: a CRL of TLS client certificates (service_kit/revocation.py) and
 revoked document-signing keys in the trust store. Real servers on real ports, a real PKI, the CRL and
 the trust store rewritten by `ecert pki revoke` as an operator would, on SQLite and PostgreSQL."""
 from __future__ import annotations
@@ -24,7 +24,7 @@ from contract.messages import receipt_from_proto
 from ecert.v1 import transmission_pb2 as tpb
 from ecert.v1 import transmission_pb2_grpc
 from gateway_sim.relay.app import RelaySettings, create_relay
-from server.adapters.revocation import RevocationListInvalid
+from service_kit.revocation import RevocationListInvalid
 from server.app import RunningServer, create_server
 from server.config import Settings
 from tests.factories import certificate, envelope
@@ -147,7 +147,7 @@ def test_a_revoked_client_certificate_is_refused_on_its_open_connection_while_ot
 
 
 def test_a_crl_from_another_authority_or_expired_is_refused_and_the_one_in_force_stays(layout, tmp_path, database_url, crl, caplog):
-    caplog.set_level(logging.INFO, logger="server.adapters.revocation")
+    caplog.set_level(logging.INFO, logger="service_kit.revocation")
     revoke(layout, "--cert", str(layout.party("relay") / "cert.pem"), "--crl", str(crl))
     server = start(layout, tmp_path, database_url, crl)
     relay, admin = Party(layout, "relay", server.port), Party(layout, "admin", server.port)

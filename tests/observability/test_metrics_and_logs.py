@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from ecert.v1 import transmission_pb2 as tpb
-from server.observability.logs import JsonFormatter, accept_request_id
+from service_kit.logs import JsonFormatter, accept_request_id
 from tests.factories import certificate, envelope
 from tests.observability.conftest import http_get, http_json
 
@@ -86,7 +86,7 @@ def test_one_log_line_per_call_with_the_callers_request_id(server, transmission,
 
 
 def test_request_id_is_set_on_every_record_during_the_call():
-    from server.observability.logs import request_id_var
+    from service_kit.logs import request_id_var
 
     token = request_id_var.set("abc-1")
     try:
@@ -169,7 +169,7 @@ def reference_line(record: logging.LogRecord) -> str:
     """The JSON line as the formatter first wrote it (a plain datetime, vars() and json.dumps each time)."""
     import datetime as dt
 
-    from server.observability.logs import _STANDARD, request_id_var
+    from service_kit.logs import _STANDARD, request_id_var
 
     entry = {
         "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),

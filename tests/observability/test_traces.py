@@ -22,8 +22,8 @@ from ecert.v1 import transmission_pb2_grpc
 from gateway_sim.gateway.gateway import Gateway
 from gateway_sim.gateway.register import Register
 from gateway_sim.relay.store import RelayStore
-from server.observability import tracing
-from server.observability.logs import JsonFormatter
+from service_kit import tracing
+from service_kit.logs import JsonFormatter
 from tests.factories import certificate, envelope
 from tests.integration.test_relay import now, relay, stub, wait_finished  # noqa: F401 (fixture)
 from tests.tls_fixtures import channel_as, pki, secure_server  # noqa: F401 (fixtures)

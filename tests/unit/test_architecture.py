@@ -1,7 +1,8 @@
 """What must never import what (docs/architecture.md): checked on the source, so a new import that
 crosses a layer fails here, not in review. The rules are the server's layers (DESIGN.md section 5):
-app -> api -> service -> adapters -> domain, the domain pure; and the wire contract (contract/), which
-every party imports and which imports none of them.
+app -> api -> service -> adapters -> domain, the domain pure; the wire contract (contract/), which
+every party imports and which imports none of them; and the service kit (service_kit/), the gRPC
+plumbing every party may run, which imports only the contract.
 """
 from __future__ import annotations
 
@@ -17,10 +18,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 RULES = {
     # The wire contract: the standard library, cryptography, protobuf and the generated protos; no party.
     "contract": {"contract", "cryptography", "ecert", "google.protobuf"},
+    # The service kit: the contract, gRPC, OpenTelemetry, Prometheus, cryptography; no party (nor the
+    # generated protos: a party names the message types of its own that the kit should know).
+    "service_kit": {
+        "service_kit", "contract", "grpc", "grpc_status", "google.protobuf", "google.rpc", "opentelemetry", "prometheus_client",
+        "cryptography",
+    },
     # Pure: no gRPC, no SQLAlchemy, no protobuf, no other layer; the contract's protobuf-free modules.
     "server/domain": {"server.domain", "contract", "cryptography", "holidays"},
-    # Storage and files: the domain, SQLAlchemy; never the use cases or the API.
-    "server/adapters": {"server.domain", "server.adapters", "contract", "sqlalchemy", "cryptography", "grpc", "alembic"},
+    # Storage and files: the domain, SQLAlchemy, the kit's watched files; never the use cases or the API.
+    "server/adapters": {
+        "server.domain", "server.adapters", "contract", "sqlalchemy", "cryptography", "grpc", "alembic", "service_kit.watched_files",
+    },
     # Use cases: the domain and the adapters; never gRPC or the generated protos (servicers translate).
     "server/service": {
         "server.domain", "server.adapters", "server.service", "server.observability", "contract", "sqlalchemy", "cryptography",
@@ -29,6 +38,8 @@ RULES = {
 # Layers that may import only the contract modules that need no protobuf (directly or through another).
 PROTOBUF_FREE_LAYERS = ("server/domain", "server/service")
 FORBIDDEN_EVERYWHERE_IN_SERVER = {"client", "gateway_sim", "tests", "bench"}
+# The server's layers that may use the kit like a library (the adapters: only its watched files, above).
+SERVICE_KIT_USERS = ("server/api", "server/observability", "server/app.py")
 
 
 def _imported(node: ast.AST) -> list[str]:
@@ -106,6 +117,18 @@ def test_the_domain_and_the_use_cases_import_only_protobuf_free_contract_modules
     assert offenders == [], "contract modules that pull in protobuf:\n" + "\n".join(offenders)
 
 
+def test_only_the_api_the_app_and_observability_use_the_service_kit():
+    offenders = [
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in sorted((ROOT / "server").rglob("*.py"))
+        for module in sorted(_imports(path))
+        if module.split(".")[0] == "service_kit"
+        and not path.relative_to(ROOT).as_posix().startswith(SERVICE_KIT_USERS)
+        and not (path.relative_to(ROOT).as_posix().startswith("server/adapters/") and module == "service_kit.watched_files")
+    ]
+    assert offenders == [], "docs/architecture.md, 'The service kit'"
+
+
 def test_the_server_imports_no_client_simulator_or_test_code():
     offenders = [
         f"{path.relative_to(ROOT)}: {module}"
@@ -124,38 +147,13 @@ def test_a_forbidden_import_is_caught(tmp_path: pathlib.Path):
 
 
 # -- the parties around the service ------------------------------------------------------------------------
-# The SDK, the simulated partner and relay, and the contract import no server code; the `ecert` command
-# does only in the server's own commands, inside their functions, so that `ecert` stays one command.
+# The SDK, the simulated partner and relay, the contract and the service kit import no server code; the
+# `ecert` command does only in the server's own commands, inside their functions, so that `ecert` stays
+# one command. What the relay, the gateway and the witness share with the service (logs, traces, the
+# interceptor, the authorizer, the revocation list, error statuses) is the service kit's.
 
-SERVER_FREE = ("client/sdk", "gateway_sim", "contract")
+SERVER_FREE = ("client/sdk", "gateway_sim", "contract", "service_kit")
 SERVER_COMMANDS = {"serve", "db", "database", "audit", "reference", "reconcile", "pki"}
-# What still imports server code from outside it (docs/architecture.md, "What is left"): the relay is
-# built on the service's serving stack (role rules, interceptors, error translation, revocation list),
-# and the gateway, the relay and the witness share the service's logs and traces. Exact pairs, so that
-# the list can only shrink: a new import fails, and a fixed one must leave the list.
-KNOWN_DEBT = {
-    ("client/cli.py", "server.observability.logs"),
-    ("client/cli.py", "server.observability.tracing"),
-    ("client/commands/relay.py", "server.adapters.revocation"),
-    ("client/commands/relay.py", "server.observability.logs"),
-    ("client/commands/relay.py", "server.observability.tracing"),
-    ("client/commands/witness.py", "server.observability.logs"),
-    ("gateway_sim/gateway/gateway.py", "server.observability.tracing"),
-    ("gateway_sim/relay/app.py", "server.adapters.revocation"),
-    ("gateway_sim/relay/app.py", "server.api.auth"),
-    ("gateway_sim/relay/app.py", "server.api.interceptors"),
-    ("gateway_sim/relay/app.py", "server.observability.http"),
-    ("gateway_sim/relay/app.py", "server.observability.metrics"),
-    ("gateway_sim/relay/app.py", "server.observability.tracing"),
-    ("gateway_sim/relay/forwarder.py", "server.observability.logs"),
-    ("gateway_sim/relay/forwarder.py", "server.observability.metrics"),
-    ("gateway_sim/relay/forwarder.py", "server.observability.tracing"),
-    ("gateway_sim/relay/servicer.py", "server.api.auth"),
-    ("gateway_sim/relay/servicer.py", "server.api.errors"),
-    ("gateway_sim/relay/servicer.py", "server.domain.errors"),
-    ("gateway_sim/relay/servicer.py", "server.observability.logs"),
-    ("gateway_sim/relay/servicer.py", "server.observability.tracing"),
-}
 
 
 def _server_imports(root: pathlib.Path, folder: str) -> set[tuple[str, str, bool]]:
@@ -169,12 +167,10 @@ def _server_imports(root: pathlib.Path, folder: str) -> set[tuple[str, str, bool
 
 
 def _misplaced_server_imports(root: pathlib.Path) -> list[str]:
-    found = set().union(*(_server_imports(root, folder) for folder in ("client", "gateway_sim", "contract")))
+    found = set().union(*(_server_imports(root, folder) for folder in ("client", "gateway_sim", "contract", "service_kit")))
     offenders = []
     for file, module, lazy in sorted(found):
         command = file.removeprefix("client/commands/").removesuffix(".py")
-        if (file, module) in KNOWN_DEBT:
-            continue
         if file.startswith(SERVER_FREE):
             offenders.append(f"{file}: {module} (imports no server code at all)")
         elif not lazy:
@@ -188,12 +184,6 @@ def test_the_sdk_the_simulator_and_the_contract_import_no_server_code_and_the_cl
     assert _misplaced_server_imports(ROOT) == [], "docs/architecture.md, 'Parties'"
 
 
-def test_the_known_debt_is_still_there():
-    """A pair of KNOWN_DEBT that no longer imports server code must leave the list (it may only shrink)."""
-    found = {(file, module) for folder in ("client", "gateway_sim") for file, module, _ in _server_imports(ROOT, folder)}
-    assert KNOWN_DEBT - found == set()
-
-
 def test_server_imports_outside_the_server_are_caught(tmp_path: pathlib.Path):
     # The check itself, on a copy of the layout: a lazy import in the SDK, a module-level one in a server
     # command, a lazy one in a command that is not the server's; a lazy one in `ecert serve` is allowed.
@@ -203,6 +193,7 @@ def test_server_imports_outside_the_server_are_caught(tmp_path: pathlib.Path):
         "client/commands/submit.py": "def submit():\n    from server.adapters.keystore import load_trust_store\n",
         "gateway_sim/gateway/bad.py": "from server.domain.transmission import Envelope\n",
         "contract/bad.py": "import server\n",
+        "service_kit/bad.py": "def f():\n    from server.api.auth import POLICY\n",
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -213,4 +204,5 @@ def test_server_imports_outside_the_server_are_caught(tmp_path: pathlib.Path):
         "client/sdk/bad.py: server.domain.errors (imports no server code at all)",
         "contract/bad.py: server (imports no server code at all)",
         "gateway_sim/gateway/bad.py: server.domain.transmission (imports no server code at all)",
+        "service_kit/bad.py: server.api.auth (imports no server code at all)",
     ]

@@ -1,5 +1,5 @@
 """The interceptors wrap a method's handler once and reuse the wrapping, but only while the handler
-they are given is the same object: a handler made afresh per call is the one used (server/api/wrapping.py)."""
+they are given is the same object: a handler made afresh per call is the one used (service_kit/wrapping.py)."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""The revocation list's checks (server/adapters/revocation.py) and revoked keys in the trust store
+"""The revocation list's checks (service_kit/revocation.py) and revoked keys in the trust store
 (server/domain/trust_store.py), on real CRLs and keys made by the project's PKI code."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 
 from client.pki import PARTIES, Authority, issue, new_authority, pem, write_crl
 from contract.keys import load_public_key, trust_entry
-from server.adapters.revocation import RevocationList, RevocationListInvalid, read_crl
+from service_kit.revocation import RevocationList, RevocationListInvalid, read_crl
 from server.domain.errors import DomainError
 from server.domain.trust_store import TrustedKey, TrustStore
 from tests.factories import NOW, new_signer
@@ -76,7 +76,7 @@ def test_a_list_past_its_next_update_stays_in_force_with_one_warning(authority, 
     revocations = RevocationList(tmp_path / "crl.pem", tmp_path / "ca.pem", required=True, clock=lambda: clock[0])
     assert revocations.revocation_reason(pem(leaf.certificate)) == "keyCompromise"
     clock[0] += dt.timedelta(days=2)
-    with caplog.at_level(logging.WARNING, logger="server.adapters.revocation"):
+    with caplog.at_level(logging.WARNING, logger="service_kit.revocation"):
         assert not revocations.check() and not revocations.check()
     assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) == 1
     assert "passed its nextUpdate" in caplog.text and "stay in force" in caplog.text

@@ -4,7 +4,7 @@ to the service.
 
 A process turns tracing on with `configure(name)` (`ecert serve`, `ecert relay`, `ecert gateway`,
 the bench's server): spans are then recorded, and the trace id of the call being served becomes its
-request id in the logs unless the caller named one (server/api/interceptors.py). Nothing leaves the
+request id in the logs unless the caller named one (service_kit/interceptor.py). Nothing leaves the
 process unless an exporter is asked for with the standard variables: OTEL_TRACES_EXPORTER=otlp (or
 console), or an OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; the OTLP exporter
 is the optional `otlp` extra. OTEL_SDK_DISABLED=true turns tracing off altogether: no spans, request
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import grpc  # type: ignore[import-untyped]  # grpcio ships no type hints
+import grpc  # grpcio ships no type hints: Any (pyproject.toml, [tool.mypy])
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject

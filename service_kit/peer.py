@@ -1,6 +1,6 @@
 """Who the caller of a mutual-TLS call is: its certificate's identity (contract/identity.py's URIs).
 
-The material itself is read by contract/tls_files.py; the service's credentials are server/adapters/reload.py's."""
+The material itself is read by contract/tls_files.py; the service's reloading credentials are server/adapters/reload.py's."""
 from __future__ import annotations
 
 import grpc

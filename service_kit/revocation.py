@@ -1,8 +1,8 @@
 """The certificate revocation list (CRL) of TLS client certificates, followed while a server runs.
 
 The operator keeps one X.509 CRL (PEM) signed by the authority in the server's `ca.pem` (`ecert pki
-revoke` writes one). gRPC Python cannot check a CRL during the handshake, so the authorizer
-(server/api/auth.py) asks `RevocationList.refusal` on every call: a client whose certificate is on the
+revoke` writes one); the service and the relay each follow theirs. gRPC Python cannot check a CRL during
+the handshake, so the authorizer (service_kit/authorization.py) asks `RevocationList.refusal` on every call: a client whose certificate is on the
 list is refused UNAUTHENTICATED with the reason CERTIFICATE_REVOKED, on new and already open connections
 alike, within about a second of the file's change.
 
@@ -13,8 +13,8 @@ fall back on: a CRL that is configured but missing or invalid stops the start (R
 A CRL in force whose nextUpdate passes stays in force (its serials stay refused) with one WARNING line
 asking for a new one.
 
-Revoked document-signing keys are not here: they are listed in the partners' trust store
-(server/adapters/keystore.py, "revoked"), which is followed by its own watcher.
+Revoked document-signing keys are not here: they are listed in the partners' trust store (the
+service's server/adapters/keystore.py, "revoked"), which is followed by its own watcher.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ import grpc
 from cryptography import x509
 
 from contract.tls_files import CA_FILE
-from server.adapters.reload import file_signature
-from server.domain.errors import DomainError, ErrorKind
+from contract.errors import DomainError, ErrorKind
+from service_kit.watched_files import file_signature
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The id comes from the caller's `x-request-id` metadata (or is made up when absent or unusable), is
 set for the duration of the call by the RPC interceptor, and appears on every record logged
 meanwhile, so one grep follows a transmission from the partner's client through the relay here.
-In a traced process (server/observability/tracing.py) the id is the trace id unless the caller sent
+In a traced process (service_kit/tracing.py) the id is the trace id unless the caller sent
 its own, in which case a line logged while a span is current names the trace id too (`trace_id`).
 """
 from __future__ import annotations
