@@ -5,11 +5,11 @@ import datetime as dt
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from contract.messages import ACTION_NAMES, OUTCOME_TO_PROTO, SEVERITY_TO_PROTO, draft_from_proto
+from contract.messages import ACTION_NAMES, OUTCOME_TO_PROTO, SEVERITY_TO_PROTO, draft_from_proto, draft_to_proto
 from contract.receipt import Receipt
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
-from server.domain.certificate import Certificate
+from server.domain.certificate import Certificate, draft_of
 from server.domain.errors import DomainError, ErrorKind, Finding
 from server.domain.quantity import format_quantity
 from server.domain.records import ActivityEntry, StoredVersion
@@ -60,22 +60,7 @@ def envelope_from_proto(message: tpb.SignedEnvelope) -> Envelope:
 
 
 def certificate_to_proto(c: Certificate) -> cpb.Certificate:
-    return cpb.Certificate(
-        certificate_number=c.certificate_number,
-        issuing_country=c.issuing_country,
-        tpl_number=c.tpl_number,
-        htsus_number=c.htsus_number,
-        goods_description=c.goods_description,
-        quantity=format_quantity(c.quantity),
-        unit=c.unit,
-        importer_of_record=c.importer_of_record,
-        exporter=cpb.Party(name=c.exporter.name, address=c.exporter.address, tax_id=c.exporter.tax_id),
-        producer=cpb.Party(name=c.producer.name, address=c.producer.address, tax_id=c.producer.tax_id),
-        quota_year=c.quota_year,
-        issue_date=c.issue_date.isoformat(),
-        last_valid_date=c.last_valid_date.isoformat(),
-        invoice_number=c.invoice_number,
-    )
+    return draft_to_proto(draft_of(c))
 
 
 def issue_to_proto(finding: Finding, prefix: str = "") -> tpb.TransmissionIssue:
