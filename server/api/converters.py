@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from decimal import Decimal
+from typing import Any, TypeVar
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from contract.messages import ACTION_NAMES, OUTCOME_TO_PROTO, SEVERITY_TO_PROTO, draft_from_proto, draft_to_proto
@@ -45,6 +49,31 @@ def instant_from(stamp: Timestamp, field: str) -> dt.datetime:
         ) from None
 
 
+M = TypeVar("M", bound=Message)
+
+
+def message_from(kind: type[M], source: object, **differing: Any) -> M:
+    """A `kind` message whose every field is the same-named attribute of `source`, written for the wire
+    (a quantity as its canonical text, an instant as a Timestamp), but for the fields given in `differing`:
+    those named or typed otherwise in the domain. A field the source lacks is an AttributeError, never a
+    silent default."""
+    values = {name: _wire(getattr(source, name)) for name in _field_names(kind) if name not in differing}
+    return kind(**values, **differing)
+
+
+@functools.cache
+def _field_names(kind: type[Message]) -> tuple[str, ...]:
+    return tuple(f.name for f in kind.DESCRIPTOR.fields)
+
+
+def _wire(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format_quantity(value)
+    if isinstance(value, dt.datetime):
+        return timestamp(value)
+    return value
+
+
 def envelope_from_proto(message: tpb.SignedEnvelope) -> Envelope:
     return Envelope(
         message_id=message.message_id,
@@ -74,48 +103,23 @@ def issue_to_proto(finding: Finding, prefix: str = "") -> tpb.TransmissionIssue:
 
 def receipt_to_proto(r: Receipt) -> tpb.Receipt:
     # Receipt issues keep the domain's field paths: they are part of what customs signed.
-    return tpb.Receipt(
-        receipt_id=r.receipt_id,
-        message_id=r.message_id,
-        sender=r.sender,
-        recipient=r.recipient,
+    return message_from(
+        tpb.Receipt, r,
         digest_sha256=r.digest,
-        received_at=timestamp(r.received_at),
         outcome=OUTCOME_TO_PROTO[r.outcome],
         issues=[issue_to_proto(f) for f in r.issues],
         action=ACTION_TO_PROTO.get(r.action, tpb.TRANSMISSION_ACTION_UNSPECIFIED),
-        certificate_number=r.certificate_number,
-        certificate_version=r.certificate_version,
-        signing_key_id=r.signing_key_id,
-        signature=r.signature,
-        signature_sha256=r.signature_sha256,
     )
 
 
 def stored_to_proto(s: StoredVersion) -> cpb.StoredCertificate:
-    return cpb.StoredCertificate(
+    return message_from(
+        cpb.StoredCertificate, s,
         certificate=certificate_to_proto(s.certificate),
-        version=s.version,
         status=STATUS_TO_PROTO[s.status],
-        remaining_quantity=format_quantity(s.remaining_quantity),
-        received_at=timestamp(s.received_at),
-        message_id=s.message_id,
-        receipt_id=s.receipt_id,
         digest_sha256=s.digest,
-        sender=s.sender,
-        current=s.current,
     )
 
 
 def activity_to_proto(e: ActivityEntry) -> tpb.ActivityReportEntry:
-    return tpb.ActivityReportEntry(
-        certificate_number=e.certificate_number,
-        condition=e.condition,
-        version=e.version,
-        tpl_number=e.tpl_number,
-        quota_year=e.quota_year,
-        quantity=format_quantity(e.quantity),
-        remaining_quantity=format_quantity(e.remaining_quantity),
-        unit=e.unit,
-        importer_of_record=e.importer_of_record,
-    )
+    return message_from(tpb.ActivityReportEntry, e)
