@@ -5,8 +5,10 @@ No rules here: text passes through exactly as transmitted, since signatures cove
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
-from contract.certificate import CertificateDraft, PartyDraft
+from contract.certificate import PARTY_FIELDS, PARTY_ROLES, SCALAR_FIELDS, CertificateDraft, PartyDraft
 from contract.findings import Finding, Severity
 from contract.protos import certificate_pb2 as cpb
 from contract.protos import transmission_pb2 as tpb
@@ -34,26 +36,29 @@ def action_name(value: int) -> str:
     return ACTION_NAMES.get(value, UNSPECIFIED_ACTION)
 
 
-def draft_from_proto(message: cpb.Certificate) -> CertificateDraft:
-    def party(p: cpb.Party) -> PartyDraft:
-        return PartyDraft(name=p.name, address=p.address, tax_id=p.tax_id)
+def _certificate_fields(source: Any, party: Callable[..., Any]) -> dict[str, Any]:
+    """A certificate's fields read off `source` (a proto certificate or a draft) by the contract's one list
+    of them, each party built by `party` from its own fields: keyword arguments for the other side."""
+    values: dict[str, Any] = {name: getattr(source, name) for name in SCALAR_FIELDS}
+    for role in PARTY_ROLES:
+        named = getattr(source, role)
+        values[role] = party(**{name: getattr(named, name) for name in PARTY_FIELDS})
+    return values
 
-    return CertificateDraft(
-        certificate_number=message.certificate_number,
-        issuing_country=message.issuing_country,
-        tpl_number=message.tpl_number,
-        htsus_number=message.htsus_number,
-        goods_description=message.goods_description,
-        quantity=message.quantity,
-        unit=message.unit,
-        importer_of_record=message.importer_of_record,
-        exporter=party(message.exporter),
-        producer=party(message.producer),
-        quota_year=message.quota_year,
-        issue_date=message.issue_date,
-        last_valid_date=message.last_valid_date,
-        invoice_number=message.invoice_number,
-    )
+
+def certificate_values(message: cpb.Certificate) -> dict[str, Any]:
+    """The proto certificate as keyword arguments for a CertificateDraft (or a subclass, like the SDK's
+    Certificate): text as carried, parties as PartyDraft."""
+    return _certificate_fields(message, PartyDraft)
+
+
+def draft_from_proto(message: cpb.Certificate) -> CertificateDraft:
+    return CertificateDraft(**certificate_values(message))
+
+
+def draft_to_proto(draft: CertificateDraft) -> cpb.Certificate:
+    """The draft as the proto certificate (the inverse of draft_from_proto)."""
+    return cpb.Certificate(**_certificate_fields(draft, cpb.Party))
 
 
 def receipt_from_proto(m: tpb.Receipt) -> Receipt:

@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from contract.certificate import CertificateDraft, PartyDraft
+from contract.messages import certificate_values, draft_to_proto
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import quota_pb2 as qpb
@@ -110,31 +112,19 @@ def to_plain(value: Any) -> Any:
 # -- certificates and transmissions --------------------------------------------------------------
 
 
-@dataclass
-class Party:
-    name: str = ""
-    address: str = ""
-    tax_id: str = ""
+# A party named on a certificate: the contract's, text as transmitted.
+Party = PartyDraft
 
 
-@dataclass
-class Certificate:
-    """A certificate of eligibility as the partner issues it; every field is text as transmitted."""
+@dataclass(frozen=True)
+class Certificate(CertificateDraft):
+    """A certificate of eligibility as the partner issues it; every field is text as transmitted.
+
+    Its fields are the contract's (contract/certificate.py), the proto's by name: only the number is
+    required here, and the issuing country defaults to Mexico's."""
 
     certificate_number: str
     issuing_country: str = "MX"
-    tpl_number: str = ""
-    htsus_number: str = ""
-    goods_description: str = ""
-    quantity: str = ""
-    unit: str = ""
-    importer_of_record: str = ""
-    exporter: Party = field(default_factory=Party)
-    producer: Party = field(default_factory=Party)
-    quota_year: int = 0
-    issue_date: str = ""
-    last_valid_date: str = ""
-    invoice_number: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Certificate:
@@ -144,23 +134,10 @@ class Certificate:
 
     @classmethod
     def from_proto(cls, m: cpb.Certificate) -> Certificate:
-        return cls(
-            certificate_number=m.certificate_number, issuing_country=m.issuing_country, tpl_number=m.tpl_number,
-            htsus_number=m.htsus_number, goods_description=m.goods_description, quantity=m.quantity, unit=m.unit,
-            importer_of_record=m.importer_of_record,
-            exporter=Party(m.exporter.name, m.exporter.address, m.exporter.tax_id),
-            producer=Party(m.producer.name, m.producer.address, m.producer.tax_id),
-            quota_year=m.quota_year, issue_date=m.issue_date, last_valid_date=m.last_valid_date,
-            invoice_number=m.invoice_number,
-        )
+        return cls(**certificate_values(m))
 
     def to_proto(self) -> cpb.Certificate:
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("exporter", "producer")}
-        return cpb.Certificate(
-            **values,
-            exporter=cpb.Party(**vars(self.exporter)),
-            producer=cpb.Party(**vars(self.producer)),
-        )
+        return draft_to_proto(self)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ecert.v1 import match_pb2 as mpb
 from ecert.v1 import quota_pb2 as qpb
-from server.api.converters import instant_from, timestamp
+from server.api.converters import instant_from, message_from, timestamp
 from server.domain.claims import Decision
 from server.domain.entry import EntryLineDraft
 from server.domain.quantity import format_quantity
@@ -112,23 +112,11 @@ def claim_to_proto(c: ClaimRecord) -> mpb.ClaimResult:
 
 
 def usage_to_proto(u: CertificateUsage) -> mpb.GetCertificateUsageResponse:
-    return mpb.GetCertificateUsageResponse(
-        issuing_country=u.issuing_country,
-        certificate_number=u.certificate_number,
-        importer_of_record=u.importer_of_record,
-        unit=u.unit,
-        quantity=_q(u.quantity),
-        used_quantity=_q(u.used_quantity),
+    return message_from(
+        mpb.GetCertificateUsageResponse, u,
         remaining_quantity=_q(u.quantity - u.used_quantity),
         uses=[
-            mpb.CertificateUse(
-                entry_number=c.entry_number,
-                line_number=c.line_number,
-                importer_of_record=c.importer_of_record,
-                granted_quantity=_q(c.held_on_certificate),
-                decided_at=timestamp(c.decided_at),
-                reversed=c.reversed_at is not None,
-            )
+            message_from(mpb.CertificateUse, c, granted_quantity=_q(c.held_on_certificate), reversed=c.reversed_at is not None)
             for c in u.uses
         ],
     )

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from decimal import Decimal
+from typing import Any, TypeVar
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from contract.messages import ACTION_NAMES, OUTCOME_TO_PROTO, SEVERITY_TO_PROTO, draft_from_proto
+from contract.messages import ACTION_NAMES, OUTCOME_TO_PROTO, SEVERITY_TO_PROTO, draft_from_proto, draft_to_proto
 from contract.receipt import Receipt
 from ecert.v1 import certificate_pb2 as cpb
 from ecert.v1 import transmission_pb2 as tpb
-from server.domain.certificate import Certificate
+from server.domain.certificate import Certificate, draft_of
 from server.domain.errors import DomainError, ErrorKind, Finding
 from server.domain.quantity import format_quantity
 from server.domain.records import ActivityEntry, StoredVersion
@@ -45,6 +49,31 @@ def instant_from(stamp: Timestamp, field: str) -> dt.datetime:
         ) from None
 
 
+M = TypeVar("M", bound=Message)
+
+
+def message_from(kind: type[M], source: object, **differing: Any) -> M:
+    """A `kind` message whose every field is the same-named attribute of `source`, written for the wire
+    (a quantity as its canonical text, an instant as a Timestamp), but for the fields given in `differing`:
+    those named or typed otherwise in the domain. A field the source lacks is an AttributeError, never a
+    silent default."""
+    values = {name: _wire(getattr(source, name)) for name in _field_names(kind) if name not in differing}
+    return kind(**values, **differing)
+
+
+@functools.cache
+def _field_names(kind: type[Message]) -> tuple[str, ...]:
+    return tuple(f.name for f in kind.DESCRIPTOR.fields)
+
+
+def _wire(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format_quantity(value)
+    if isinstance(value, dt.datetime):
+        return timestamp(value)
+    return value
+
+
 def envelope_from_proto(message: tpb.SignedEnvelope) -> Envelope:
     return Envelope(
         message_id=message.message_id,
@@ -60,22 +89,7 @@ def envelope_from_proto(message: tpb.SignedEnvelope) -> Envelope:
 
 
 def certificate_to_proto(c: Certificate) -> cpb.Certificate:
-    return cpb.Certificate(
-        certificate_number=c.certificate_number,
-        issuing_country=c.issuing_country,
-        tpl_number=c.tpl_number,
-        htsus_number=c.htsus_number,
-        goods_description=c.goods_description,
-        quantity=format_quantity(c.quantity),
-        unit=c.unit,
-        importer_of_record=c.importer_of_record,
-        exporter=cpb.Party(name=c.exporter.name, address=c.exporter.address, tax_id=c.exporter.tax_id),
-        producer=cpb.Party(name=c.producer.name, address=c.producer.address, tax_id=c.producer.tax_id),
-        quota_year=c.quota_year,
-        issue_date=c.issue_date.isoformat(),
-        last_valid_date=c.last_valid_date.isoformat(),
-        invoice_number=c.invoice_number,
-    )
+    return draft_to_proto(draft_of(c))
 
 
 def issue_to_proto(finding: Finding, prefix: str = "") -> tpb.TransmissionIssue:
@@ -89,48 +103,23 @@ def issue_to_proto(finding: Finding, prefix: str = "") -> tpb.TransmissionIssue:
 
 def receipt_to_proto(r: Receipt) -> tpb.Receipt:
     # Receipt issues keep the domain's field paths: they are part of what customs signed.
-    return tpb.Receipt(
-        receipt_id=r.receipt_id,
-        message_id=r.message_id,
-        sender=r.sender,
-        recipient=r.recipient,
+    return message_from(
+        tpb.Receipt, r,
         digest_sha256=r.digest,
-        received_at=timestamp(r.received_at),
         outcome=OUTCOME_TO_PROTO[r.outcome],
         issues=[issue_to_proto(f) for f in r.issues],
         action=ACTION_TO_PROTO.get(r.action, tpb.TRANSMISSION_ACTION_UNSPECIFIED),
-        certificate_number=r.certificate_number,
-        certificate_version=r.certificate_version,
-        signing_key_id=r.signing_key_id,
-        signature=r.signature,
-        signature_sha256=r.signature_sha256,
     )
 
 
 def stored_to_proto(s: StoredVersion) -> cpb.StoredCertificate:
-    return cpb.StoredCertificate(
+    return message_from(
+        cpb.StoredCertificate, s,
         certificate=certificate_to_proto(s.certificate),
-        version=s.version,
         status=STATUS_TO_PROTO[s.status],
-        remaining_quantity=format_quantity(s.remaining_quantity),
-        received_at=timestamp(s.received_at),
-        message_id=s.message_id,
-        receipt_id=s.receipt_id,
         digest_sha256=s.digest,
-        sender=s.sender,
-        current=s.current,
     )
 
 
 def activity_to_proto(e: ActivityEntry) -> tpb.ActivityReportEntry:
-    return tpb.ActivityReportEntry(
-        certificate_number=e.certificate_number,
-        condition=e.condition,
-        version=e.version,
-        tpl_number=e.tpl_number,
-        quota_year=e.quota_year,
-        quantity=format_quantity(e.quantity),
-        remaining_quantity=format_quantity(e.remaining_quantity),
-        unit=e.unit,
-        importer_of_record=e.importer_of_record,
-    )
+    return message_from(tpb.ActivityReportEntry, e)

@@ -5,10 +5,11 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
-from contract.certificate import CertificateDraft
+from contract.certificate import CERTIFICATE_FIELDS, CertificateDraft, PartyDraft
 from server.domain.errors import Finding, Severity
-from server.domain.quantity import parse_quantity
+from server.domain.quantity import format_quantity, parse_quantity
 from server.domain.quota import quota_period
 from server.domain.reference import Partner, ReferenceData
 
@@ -27,15 +28,14 @@ EARLIEST_QUOTA_YEAR = 2020  # USMCA entered into force on 2020-07-01
 LATEST_QUOTA_YEAR = 2100
 
 
-@dataclass(frozen=True)
-class Party:
-    name: str
-    address: str
-    tax_id: str
+# A party's elements are text that validation checks but never parses: the draft's party as transmitted.
+Party = PartyDraft
 
 
 @dataclass(frozen=True)
 class Certificate:
+    """A valid certificate: the draft's fields (contract/certificate.py), those with a type parsed."""
+
     certificate_number: str
     issuing_country: str
     tpl_number: str
@@ -185,20 +185,20 @@ def validate_certificate(
     if any(f.severity is Severity.ERROR for f in findings):
         return None, findings
     assert quantity is not None and issued is not None and last_valid is not None
-    certificate = Certificate(
-        certificate_number=draft.certificate_number,
-        issuing_country=draft.issuing_country,
-        tpl_number=draft.tpl_number,
-        htsus_number=htsus,
-        goods_description=draft.goods_description,
-        quantity=quantity,
-        unit=draft.unit,
-        importer_of_record=draft.importer_of_record,
-        exporter=Party(draft.exporter.name, draft.exporter.address, draft.exporter.tax_id),
-        producer=Party(draft.producer.name, draft.producer.address, draft.producer.tax_id),
-        quota_year=draft.quota_year,
-        issue_date=issued,
-        last_valid_date=last_valid,
-        invoice_number=draft.invoice_number,
-    )
-    return certificate, findings
+    as_transmitted = {name: getattr(draft, name) for name in CERTIFICATE_FIELDS}
+    parsed: dict[str, Any] = {"htsus_number": htsus, "quantity": quantity, "issue_date": issued, "last_valid_date": last_valid}
+    return Certificate(**{**as_transmitted, **parsed}), findings
+
+
+def draft_of(certificate: Certificate) -> CertificateDraft:
+    """The certificate's elements written as the wire carries them: quantities in their canonical form,
+    dates YYYY-MM-DD, the HTSUS number as stored (digits only)."""
+    return CertificateDraft(**{name: _written(getattr(certificate, name)) for name in CERTIFICATE_FIELDS})
+
+
+def _written(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format_quantity(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
