@@ -52,6 +52,8 @@ HELP: dict[str, tuple[str, str]] = {
     "max_watch_seconds": ("how long one WatchQuotas watch lasts", "3600"),
     "critical_share": ("fill share at which a level turns CRITICAL; a claim that would pass it puts the level on hold", "0.9"),
     "batch_cutoff": ("daily cutoff (HH:MM, quota time zone) deciding claims pending near fill in presentation order", "20:30"),
+    "allotments": ("per-replica allotments of open levels: auto (on with PostgreSQL), on or off", "auto"),
+    "allotment_share": ("share of a level's limit carved into an allotment at a time (at most 0.1)", "0.01"),
     "quota_timezone": ("quota periods open on their first business day, 00:00 to 12:00 noon here", "America/New_York"),
     "workers": ("worker threads running the handlers (a call waiting for its request holds none)", "16"),
     "db_pool_size": ("database connections", "16"),
