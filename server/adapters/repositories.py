@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from sqlalchemy import and_, bindparam, insert, select, update
 
+from contract.certificate import CERTIFICATE_FIELDS, PARTY_FIELDS, PARTY_ROLES, SCALAR_FIELDS
 from contract.receipt import Outcome, Receipt
 from server.adapters.orm import CertificateRow, CertificateVersionRow, TransmissionRow, table_of
 from server.adapters.prepared import PreparedRepository, Statements
@@ -68,22 +69,19 @@ def receipt_from_json(text: str, signature: bytes) -> Receipt:
 
 
 def _certificate(row: CertificateVersionRow) -> Certificate:
+    """The certificate a stored version holds: the contract's field table names each column (a party's
+    columns are its role, then its own field: exporter_name)."""
     return Certificate(
-        certificate_number=row.certificate_number,
-        issuing_country=row.issuing_country,
-        tpl_number=row.tpl_number,
-        htsus_number=row.htsus_number,
-        goods_description=row.goods_description,
-        quantity=row.quantity,
-        unit=row.unit,
-        importer_of_record=row.importer_of_record,
-        exporter=Party(row.exporter_name, row.exporter_address, row.exporter_tax_id),
-        producer=Party(row.producer_name, row.producer_address, row.producer_tax_id),
-        quota_year=row.quota_year,
-        issue_date=row.issue_date,
-        last_valid_date=row.last_valid_date,
-        invoice_number=row.invoice_number,
+        **{name: getattr(row, name) for name in SCALAR_FIELDS},
+        **{role: Party(*(getattr(row, f"{role}_{name}") for name in PARTY_FIELDS)) for role in PARTY_ROLES},
     )
+
+
+def _certificate_values(c: Certificate) -> dict[str, object]:
+    """A certificate's columns, by the same table."""
+    return {name: getattr(c, name) for name in SCALAR_FIELDS} | {
+        f"{role}_{name}": getattr(getattr(c, role), name) for role in PARTY_ROLES for name in PARTY_FIELDS
+    }
 
 
 _transmissions = table_of(TransmissionRow)
@@ -148,10 +146,11 @@ class TransmissionRepository(PreparedRepository):
         return int(row[0])
 
 
-_VERSION_COLUMNS = (
-    "certificate_number", "issuing_country", "tpl_number", "htsus_number", "goods_description", "quantity", "unit",
-    "importer_of_record", "exporter_name", "exporter_address", "exporter_tax_id", "producer_name", "producer_address",
-    "producer_tax_id", "quota_year", "issue_date", "last_valid_date", "invoice_number",
+# A stored version's certificate columns, in the contract's field order (a party: one column per field).
+_VERSION_COLUMNS = tuple(
+    column
+    for name in CERTIFICATE_FIELDS
+    for column in ((f"{name}_{field}" for field in PARTY_FIELDS) if name in PARTY_ROLES else (name,))
 )
 # Reads like a CertificateVersionRow. (mypy wants a literal field list; the columns' one source is the tuple.)
 _VersionColumns = collections.namedtuple("_VersionColumns", _VERSION_COLUMNS)  # type: ignore[misc]
@@ -293,24 +292,7 @@ class CertificateRepository(PreparedRepository):
         this transaction: None inserts it (a twin inserting it too fails on the primary key)."""
         c = certificate
         values = {
-            "issuing_country": c.issuing_country,
-            "certificate_number": c.certificate_number,
-            "tpl_number": c.tpl_number,
-            "htsus_number": c.htsus_number,
-            "goods_description": c.goods_description,
-            "quantity": c.quantity,
-            "unit": c.unit,
-            "importer_of_record": c.importer_of_record,
-            "exporter_name": c.exporter.name,
-            "exporter_address": c.exporter.address,
-            "exporter_tax_id": c.exporter.tax_id,
-            "producer_name": c.producer.name,
-            "producer_address": c.producer.address,
-            "producer_tax_id": c.producer.tax_id,
-            "quota_year": c.quota_year,
-            "issue_date": c.issue_date,
-            "last_valid_date": c.last_valid_date,
-            "invoice_number": c.invoice_number,
+            **_certificate_values(c),
             "version": version,
             "status": status.value,
             "transmission_id": transmission_id,
