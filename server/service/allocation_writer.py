@@ -15,11 +15,8 @@ from decimal import Decimal
 from server.adapters.claim_repository import LedgerEntry, LevelRow
 from server.domain.quota import Grant
 from server.domain.records import ClaimRecord
+from server.service.transactions import LostRace
 from server.service.unit_of_work import UnitOfWork
-
-
-class LostRace(Exception):
-    """A conditional write matched fewer rows than it should: another transaction got there first."""
 
 
 class AllocationWriter:

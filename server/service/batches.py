@@ -24,15 +24,14 @@ from server.domain.errors import DomainError, ErrorKind
 from server.domain.quota import opening_rates, rate_text
 from server.domain.records import ClaimRecord
 from server.service import deadline
-from server.service.allocation_writer import AllocationWriter, LostRace
+from server.service.allocation_writer import AllocationWriter
 from server.service.claim_facts import facts, subject
 from server.service.clock import Clock
 from server.service.quota import QuotaCalendar
-from server.service.transactions import run_in_transaction
+from server.service.transactions import LostRace, run_in_transaction
 from server.service.unit_of_work import UnitOfWork
 
 _K = TypeVar("_K")
-MAX_ATTEMPTS = 8
 # Queued claims decided per transaction of the opening allocation: about 0.15 s of the writer on
 # this machine, which a write that queued behind a step (and shares its group commit) waits out.
 OPENING_CHUNK = 250
@@ -145,18 +144,15 @@ class Batches:
         joins `completed`); a step another replica took first is looked at again. True if this call
         did any of it."""
         worked = False
-        for _ in range(MAX_ATTEMPTS):
+        while key not in completed:
             try:
-                while key not in completed:
-                    did, finished = run_in_transaction(self.database, step)
-                    worked = worked or did
-                    if finished:
-                        completed.add(key)
-                break
+                # A step another replica took first (a lost race, or its begin row's key) is looked at again.
+                did, finished = run_in_transaction(self.database, step, between=lambda error: isinstance(error, IntegrityError))
             except (LostRace, IntegrityError):
-                continue  # another replica took the step: look again
-        else:
-            raise DomainError("CONTENTION", f"the {what} kept being interrupted; retry", ErrorKind.UNAVAILABLE)
+                raise DomainError("CONTENTION", f"the {what} kept being interrupted; retry", ErrorKind.UNAVAILABLE) from None
+            worked = worked or did
+            if finished:
+                completed.add(key)
         if worked:
             self._nudge()
         return worked

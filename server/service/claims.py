@@ -45,18 +45,16 @@ from server.domain.errors import DomainError, ErrorKind, Finding
 from server.domain.quantity import format_quantity, parse_quantity, storable_code
 from server.domain.quota import Level
 from server.domain.records import WAITING, ClaimRecord
-from server.service.allocation_writer import LostRace
 from server.service.allotments import DIRECT, Allotments, NeedsAllotment
 from server.service.batches import Batches, OpeningPending
 from server.service.claim_facts import facts, subject
 from server.service.clock import Clock, new_id
 from server.service.quota import QuotaCalendar, QuotaEventBus
 from server.service.reference import References, ReferenceStore
-from server.service.transactions import run_in_transaction
+from server.service.transactions import LostRace, run_in_transaction
 from server.service.unit_of_work import UnitOfWork
 
 _T = TypeVar("_T")
-MAX_ATTEMPTS = 8
 CHARGED = (Decision.PREFERENTIAL.value, Decision.PARTIAL.value)
 # What answering a prorated offer (or its lapse) changes of the claim.
 ANSWERED_COLUMNS = ("decision", "reasons", "granted_quantity", "granted_measure", "certificate_remaining", "level_remaining", "aggregate_remaining")
@@ -280,10 +278,8 @@ class ClaimUseCases:
                 uow.commit()
                 return len(due)
 
-            try:
-                count = run_in_transaction(self.database, step)
-            except (LostRace, IntegrityError):
-                continue  # another replica settled one of them first: look again
+            # Another replica settled one of them first (a lost race): the step looks again.
+            count = run_in_transaction(self.database, step, between=lambda error: isinstance(error, IntegrityError))
             lapsed += count
             if count < LAPSE_CHUNK:
                 break
@@ -639,26 +635,30 @@ class ClaimUseCases:
 
         The reference tables are read before the transaction opens: a unit of work never opens
         another inside itself (that would take a second admission slot while holding one)."""
+        references = [self.references.current()]
+
+        def before_next_attempt(error: Exception) -> bool:
+            if isinstance(error, NeedsAllotment):
+                # One refill a call: if the room is gone again (or none could be spared), charge the
+                # levels themselves, so that a claim never chases its own process's allotment.
+                refilled = DIRECT.get() is False and self.allotments.refill(error.levels, error.measure)
+                DIRECT.set(None if refilled else True)
+            elif isinstance(error, OpeningPending):
+                self.batches.run_opening(error.year)  # then decide this claim after the whole batch
+            elif not isinstance(error, (LostRace, IntegrityError)):  # another transaction got there first
+                return False
+            references[0] = self.references.current()  # outside any unit of work
+            return True
+
         direct = DIRECT.set(False)
         try:
-            for _ in range(MAX_ATTEMPTS):
-                references = self.references.current()
-                try:
-                    return run_in_transaction(self.database, lambda uow: attempt(uow, self.clock.now(), references))
-                except (LostRace, IntegrityError):
-                    continue
-                except NeedsAllotment as short:
-                    # One refill a call: if the room is gone again (or none could be spared), charge the
-                    # levels themselves, so that a claim never chases its own process's allotment.
-                    if DIRECT.get() is None or not self.allotments.refill(short.levels, short.measure):
-                        DIRECT.set(True)
-                    else:
-                        DIRECT.set(None)
-                except OpeningPending as pending:
-                    self.batches.run_opening(pending.year)  # then decide this claim after the whole batch
+            return run_in_transaction(
+                self.database, lambda uow: attempt(uow, self.clock.now(), references[0]), between=before_next_attempt
+            )
+        except (LostRace, IntegrityError, NeedsAllotment, OpeningPending):
+            raise DomainError("CONTENTION", "the balances kept changing; retry", ErrorKind.UNAVAILABLE) from None
         finally:
             DIRECT.reset(direct)
-        raise DomainError("CONTENTION", "the balances kept changing; retry", ErrorKind.UNAVAILABLE)
 
     def _nudge(self) -> None:
         if self.events is not None:

@@ -10,6 +10,12 @@ a transaction fail harmlessly, and both are retried here, never reported as lost
 - a unique-key race (23505) between two transactions inserting the same key: the loser runs again
   and now sees the winner's row (a retried message then replays, a second CREATE is refused).
 
+A third is the service's own: a conditional write that matched fewer rows than it should
+(`LostRace`: another transaction changed the row since it was read); the unit runs again and reads
+what is there now. A caller may name more (`between`): anything it can act on before the next
+attempt, e.g. refilling an allotment or running a quota opening first. This is the one retry
+policy of every unit of work: the same attempt budget and backoff for all of them.
+
 The work function must therefore be safe to run again: it reads what it needs inside the
 transaction and does nothing outside it (no sending, no counters) before `uow.commit()`.
 """
@@ -49,6 +55,10 @@ def is_retryable(error: BaseException, *, unique_races: bool) -> bool:
     return state in RETRIED_SQLSTATES or (unique_races and state == UNIQUE_VIOLATION)
 
 
+class LostRace(Exception):
+    """A conditional write matched fewer rows than it should: another transaction got there first."""
+
+
 def run_in_transaction(
     database: Database,
     work: Callable[[UnitOfWork], T],
@@ -56,18 +66,26 @@ def run_in_transaction(
     write: bool = True,
     retries: int = 8,
     unique_races: bool = True,
+    between: Callable[[Exception], bool] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """`work(uow)` in a fresh unit of work, retried with jittered backoff on the failures above."""
+    """`work(uow)` in a fresh unit of work, retried with jittered backoff on the failures above;
+    `between(error)` says whether another exception is retried too (it may act first). After the
+    last attempt the last failure is raised."""
     attempt = 0
     while True:
         try:
             with UnitOfWork(database, write=write) as uow:
                 return work(uow)
-        except DBAPIError as error:
-            if attempt >= retries or not is_retryable(error, unique_races=unique_races):
+        except Exception as error:
+            if attempt >= retries:
+                raise
+            retry = isinstance(error, LostRace) or is_retryable(error, unique_races=unique_races)
+            if between is not None:
+                retry = between(error) or retry
+            if not retry:
                 raise
             attempt += 1
-            log.info("transaction retried (attempt %d): SQLSTATE %s", attempt, sqlstate(error))
+            log.info("transaction retried (attempt %d): %s", attempt, sqlstate(error) or type(error).__name__)
             # Jitter, so that transactions that collided do not collide again in lockstep.
             sleep(random.uniform(0, 0.002 * 2**min(attempt, 6)))
