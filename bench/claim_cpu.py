@@ -53,7 +53,7 @@ def main() -> None:
             requests = build({"rpc": "match", "quota_year": 2026, "certificates": {"9823.53.01": [1, 50]},
                               "quantity": {"9823.53.01": "1"}, "imported": "2026-06-01", "presented": presented.isoformat(),
                               "first_entry": 1, "count": WARMUP_CLAIMS + args.claims}, presented)
-            drafts = [conv.line_from_proto(request.line) for request in requests]  # type: ignore[attr-defined]
+            drafts = [conv.line_from_proto(request.line) for request in requests]
             claims = running.use_cases.claims
             for draft in drafts[:WARMUP_CLAIMS]:
                 claims.match(draft)

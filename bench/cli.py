@@ -94,7 +94,7 @@ class ServerProcess:
         if tls:
             command += ["--tls-dir", str(workspace.pki.party("service"))]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        first = self.process.stdout.readline()  # type: ignore[union-attr]
+        first = self.process.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE, so stdout is set
         if not first.startswith("port "):
             self.process.kill()
             raise RuntimeError(f"the bench server did not start (said {first!r}); see {self.data_dir / 'server.log'}")

@@ -27,8 +27,8 @@ def _instant(at: dt.datetime) -> str:
 
 def _insert(row: type) -> str:
     """INSERT naming every column in the mapping's order (the tuples below follow it)."""
-    columns = [c.name for c in row.__table__.columns]  # type: ignore[attr-defined]
-    return f"INSERT INTO {row.__tablename__} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"  # type: ignore[attr-defined]
+    columns = [c.name for c in row.__table__.columns]  # type: ignore[attr-defined]  # row is a SQLAlchemy mapped class
+    return f"INSERT INTO {row.__tablename__} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"  # type: ignore[attr-defined]  # ORM class
 
 
 def _chunks(total: int) -> Iterator[range]:

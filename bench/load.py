@@ -26,7 +26,7 @@ from ecert.bench.v1 import echo_pb2_grpc
 from ecert.v1 import match_pb2_grpc, quota_pb2_grpc, transmission_pb2_grpc
 
 
-def _method(channel: grpc.aio.Channel, rpc: str):  # type: ignore[no-untyped-def]
+def _method(channel: grpc.aio.Channel, rpc: str):  # type: ignore[no-untyped-def]  # returns an untyped grpc stub method
     if rpc == "echo":
         return echo_pb2_grpc.EchoServiceStub(channel).Echo
     if rpc == "submit":

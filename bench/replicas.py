@@ -79,7 +79,7 @@ class Cluster:
                 if time.monotonic() > deadline or self.processes[-1].poll() is not None:
                     raise RuntimeError(f"replica {n} did not start:\n{log.read_text()}")
                 time.sleep(0.05)
-            self.targets.append(f"127.0.0.1:{SERVING.search(log.read_text()).group(2)}")  # type: ignore[union-attr]
+            self.targets.append(f"127.0.0.1:{SERVING.search(log.read_text()).group(2)}")  # type: ignore[union-attr]  # waited for SERVING above
 
     def close(self) -> None:
         for process in self.processes:

@@ -7,7 +7,7 @@ from rich.table import Table
 from gateway_sim.demo import DemoReport
 
 
-def _quantity(value) -> str:  # type: ignore[no-untyped-def]
+def _quantity(value) -> str:  # type: ignore[no-untyped-def]  # `value` is any number the view formats
     return f"{value:,.0f}"
 
 

@@ -62,7 +62,7 @@ class DemoReport:
     ok: bool = True
 
 
-def run_demo(directory: pathlib.Path, *, count: int = 60, seed: int = 2026, log=print) -> DemoReport:  # type: ignore[no-untyped-def]
+def run_demo(directory: pathlib.Path, *, count: int = 60, seed: int = 2026, log=print) -> DemoReport:  # type: ignore[no-untyped-def]  # `log` prints
     started = time.monotonic()
     report = DemoReport(directory)
     log(f"[1/6] development PKI in {directory / 'pki'}")
@@ -104,7 +104,7 @@ def run_demo(directory: pathlib.Path, *, count: int = 60, seed: int = 2026, log=
         if serves(customs_channel, "ecert.v1.MatchService"):
             log("[5/6] an internal customs client files matching and mismatching claims")
             by_number = {cpb.Certificate.FromString(b).certificate_number: cpb.Certificate.FromString(b) for b in register.certificates("ACTIVE")}
-            large_numbers = {register.get(m).certificate_number for m in large}  # type: ignore[union-attr]
+            large_numbers = {register.get(m).certificate_number for m in large}  # type: ignore[union-attr]  # each message in `large` was registered
             report.claims = ClaimsPlayer(customs_channel).play(
                 [c for n, c in sorted(by_number.items()) if n not in large_numbers],
                 [cpb.Certificate.FromString(b) for b in register.certificates("CANCELED")],
@@ -180,7 +180,7 @@ def _books(layout: PkiLayout, service: Party) -> tuple[list[tuple[str, str, int,
     return rows, versions
 
 
-def _refusal(call) -> str:  # type: ignore[no-untyped-def]
+def _refusal(call) -> str:  # type: ignore[no-untyped-def]  # `call` is a zero-argument RPC call
     try:
         call()
     except grpc.RpcError as error:
@@ -217,7 +217,7 @@ def _attacks(layout: PkiLayout, service: Party, directory: pathlib.Path) -> list
     impostor = write_party(directory / "impostor", stranger, issue(stranger, Identity("fake Mexico gateway", Role.PARTNER, frozenset({"MX"}))))
     (impostor / "ca.pem").write_bytes((layout.party("gateway-mx") / "ca.pem").read_bytes())  # it knows whom to call
 
-    def submit_as(party_dir: pathlib.Path, env: tpb.SignedEnvelope):  # type: ignore[no-untyped-def]
+    def submit_as(party_dir: pathlib.Path, env: tpb.SignedEnvelope):  # type: ignore[no-untyped-def]  # returns a zero-argument RPC call
         stub = transmission_pb2_grpc.TransmissionServiceStub(secure_channel(service.address, party_dir))
         return lambda: stub.SubmitCertificate(tpb.SubmitCertificateRequest(envelope=env), timeout=5)
 

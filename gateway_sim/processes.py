@@ -20,7 +20,7 @@ _LISTENING = re.compile(r"(?:serving|listening) on [^\s:]+:(\d+)")
 @dataclass
 class Party:
     name: str
-    process: subprocess.Popen  # type: ignore[type-arg]
+    process: subprocess.Popen  # type: ignore[type-arg]  # text or binary, as the party's process was started
     log: pathlib.Path
     port: int = 0
 

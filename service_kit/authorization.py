@@ -129,7 +129,7 @@ class Authorizer(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc is untyp
         self.revocations = revocations  # revoked client certificates (service_kit/revocation.py)
         self._guarded = WrappedHandlers(self._guard)
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]  # grpc interceptor hook: grpc is untyped
         handler = continuation(handler_call_details)
         if handler is None:
             return None
@@ -151,7 +151,7 @@ class Authorizer(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc is untyp
                 rule.check(identity, request, method)
             except DomainError as error:
                 refuse(error, context, identity)
-            return identity  # type: ignore[return-value]
+            return identity  # type: ignore[return-value]  # refuse() aborts the call, so identity is set here
 
         def answer_guard(identity: Identity, response: Any, context: grpc.ServicerContext) -> None:
             try:
@@ -176,7 +176,7 @@ def _guarded(
     if handler.unary_unary:
         inner_uu = handler.unary_unary
 
-        def unary_unary(request, context):  # type: ignore[no-untyped-def]
+        def unary_unary(request, context):  # type: ignore[no-untyped-def]  # a grpc method handler: grpc is untyped
             identity = guard(request, context)
             response = inner_uu(request, context)
             answer_guard(identity, response, context)
@@ -186,7 +186,7 @@ def _guarded(
     if handler.unary_stream:
         inner_us = handler.unary_stream
 
-        def unary_stream(request, context):  # type: ignore[no-untyped-def]
+        def unary_stream(request, context):  # type: ignore[no-untyped-def]  # a grpc method handler: grpc is untyped
             guard(request, context)
             return inner_us(request, context)
 
@@ -194,14 +194,14 @@ def _guarded(
     if handler.stream_unary:
         inner_su = handler.stream_unary
 
-        def stream_unary(requests, context):  # type: ignore[no-untyped-def]
+        def stream_unary(requests, context):  # type: ignore[no-untyped-def]  # a grpc method handler: grpc is untyped
             guard(None, context)
             return inner_su(requests, context)
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **serializers)
     inner_ss = handler.stream_stream
 
-    def stream_stream(requests, context):  # type: ignore[no-untyped-def]
+    def stream_stream(requests, context):  # type: ignore[no-untyped-def]  # a grpc method handler: grpc is untyped
         guard(None, context)
         return inner_ss(requests, context)
 

@@ -77,6 +77,6 @@ def translate_errors(field_prefix: str = "", evidence: Callable[[DomainError], l
                 log.exception("unhandled error in %s", method.__qualname__)
                 context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper  # type: ignore[return-value]  # functools.wraps keeps the handler's signature
 
     return decorate

@@ -85,7 +85,7 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  #
         self.detail_types = (*DETAIL_TYPES, *detail_types)
         self._wrapped = WrappedHandlers(self._wrap)
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]  # grpc interceptor hook: grpc is untyped
         handler = continuation(handler_call_details)
         if handler is None:
             return None

@@ -84,7 +84,7 @@ def read_crl(path: pathlib.Path, ca_path: pathlib.Path, now: dt.datetime) -> Rev
     if not issuers:
         raise RevocationListInvalid(f"revocation list {path}: issued by {crl.issuer.rfc4514_string()!r}, "
                                     f"not by an authority in {ca_path}")
-    if not any(_may_sign_crls(ca) and crl.is_signature_valid(ca.public_key()) for ca in issuers):  # type: ignore[arg-type]
+    if not any(_may_sign_crls(ca) and crl.is_signature_valid(ca.public_key()) for ca in issuers):  # type: ignore[arg-type]  # CA keys are signing keys
         raise RevocationListInvalid(f"revocation list {path}: its signature does not verify against "
                                     f"{crl.issuer.rfc4514_string()!r} in {ca_path}")
     next_update = crl.next_update_utc

@@ -70,7 +70,7 @@ def _exporter() -> Any:
         if protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]  # HTTP in place of gRPC
     except ImportError:
         raise ValueError("the OTLP exporter is not installed: pip install 'ecert[otlp]'") from None
     return OTLPSpanExporter()  # endpoint, headers, timeout: from the OTEL_EXPORTER_OTLP_* variables
@@ -185,7 +185,7 @@ class ServerCall:
 
     @staticmethod
     def detach(token: object) -> None:
-        otel_context.detach(token)  # type: ignore[arg-type]
+        otel_context.detach(token)  # type: ignore[arg-type]  # the token is the one attach() returned
 
     def end(self, code: grpc.StatusCode, error: BaseException | None = None) -> None:
         self.span.set_attribute("rpc.grpc.status_code", code.value[0])

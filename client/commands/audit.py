@@ -15,7 +15,7 @@ from client.commands.database import database_errors, open_existing
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 
 
-def log_verifier(log_key: str, origin: str = ""):  # type: ignore[no-untyped-def]
+def log_verifier(log_key: str, origin: str = ""):  # type: ignore[no-untyped-def]  # returns a NoteVerifier or None, imported lazily inside
     """The log's note verifier: from `log_key` (the verifier key text, or a file holding it, as
     `ecert log checkpoint` prints it), else from the service's own log-signing key and origin; None
     when neither is there."""

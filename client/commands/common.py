@@ -104,7 +104,7 @@ def handle_errors(command: F) -> F:
             err.print(f"error: {message}", markup=False)
             raise typer.Exit(EXIT_BAD_INPUT) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the command's signature for typer
 
 
 def load_json(path: pathlib.Path) -> Any:

@@ -35,7 +35,7 @@ def shown(url: str) -> str:
         return url
 
 
-def open_existing(database_url: str):  # type: ignore[no-untyped-def]
+def open_existing(database_url: str):  # type: ignore[no-untyped-def]  # returns a Database, imported lazily inside
     """The database to read, which must already exist: an SQLite file that is not there is reported,
     not created empty (a read in the wrong folder would otherwise leave an empty database behind)."""
     from sqlalchemy.engine import make_url
@@ -85,4 +85,4 @@ def database_errors(command: F) -> F:
                 raise typer.Exit(common.EXIT_UNREACHABLE) from None
             raise
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the command's signature for typer

@@ -46,7 +46,7 @@ def common(
     ctx.obj = Options(relay, tls_dir, insecure, register, signing_key, key_id, customs_key, seed, resend_after, wait, as_json)
 
 
-def _gateway(options: Options):  # type: ignore[no-untyped-def]
+def _gateway(options: Options):  # type: ignore[no-untyped-def]  # returns a Gateway, imported lazily inside
     import grpc
 
     from client.tls import secure_channel
@@ -63,7 +63,7 @@ def _gateway(options: Options):  # type: ignore[no-untyped-def]
         typer.echo("error: no document-signing key (--signing-key)", err=True)
         raise typer.Exit(2)
     key_id = options.key_id or key_path.with_suffix(".key-id").read_text().strip()
-    channel = grpc.insecure_channel(options.relay) if options.insecure else secure_channel(options.relay, options.tls_dir)  # type: ignore[arg-type]
+    channel = grpc.insecure_channel(options.relay) if options.insecure else secure_channel(options.relay, options.tls_dir)  # type: ignore[arg-type]  # checked above
     customs = load_public_key(options.customs_key.read_bytes()) if options.customs_key else None
     if customs is None:
         typer.echo("warning: no --customs-key: receipts' signatures are not checked (counted as unverified_receipts)", err=True)
@@ -73,7 +73,7 @@ def _gateway(options: Options):  # type: ignore[no-untyped-def]
     )
 
 
-def _finish(options: Options, gateway, started: float) -> None:  # type: ignore[no-untyped-def]
+def _finish(options: Options, gateway, started: float) -> None:  # type: ignore[no-untyped-def]  # `gateway` is a Gateway, imported lazily
     settled = gateway.settle(options.wait)
     summary = {
         "settled": settled,

@@ -31,7 +31,7 @@ def _refused(message: str) -> typer.Exit:
     return typer.Exit(common.EXIT_REFUSED)
 
 
-def _verifier(text: str):  # type: ignore[no-untyped-def]
+def _verifier(text: str):  # type: ignore[no-untyped-def]  # returns a NoteVerifier, imported lazily inside
     from contract.note import NoteError, NoteVerifier
 
     path = pathlib.Path(text)
@@ -42,7 +42,7 @@ def _verifier(text: str):  # type: ignore[no-untyped-def]
         raise common.BadInput(f"--log-key: not a note verifier key ({exc})") from None
 
 
-def _checkpoint(note: str, verifier, what: str):  # type: ignore[no-untyped-def]
+def _checkpoint(note: str, verifier, what: str):  # type: ignore[no-untyped-def]  # returns a Checkpoint; `verifier` is a NoteVerifier
     """The checkpoint a note signed by the log key carries; BadInput names what is wrong."""
     from contract.note import Checkpoint, NoteError, open_note
 

@@ -97,7 +97,7 @@ def _watch(client: OperatorClient, tpls: tuple[str, ...], year: int, max_events:
     except KeyboardInterrupt:
         pass
     finally:
-        events.close()  # type: ignore[attr-defined]
+        events.close()  # type: ignore[attr-defined]  # a generator typed as Iterator: close() ends the stream
 
 
 class _Nothing:

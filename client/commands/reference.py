@@ -11,7 +11,7 @@ from client.commands.database import database_errors, resolved_url
 app = typer.Typer(help="Reference data: TPL levels and partners; SME conversion factors.", no_args_is_help=True)
 
 
-def _store(database_url: str):  # type: ignore[no-untyped-def]
+def _store(database_url: str):  # type: ignore[no-untyped-def]  # returns a Database and its ReferenceStore, imported lazily inside
     from server.adapters.database import Database
     from server.service.clock import SystemClock
     from server.service.reference import ReferenceStore

@@ -138,12 +138,12 @@ def register(app: typer.Typer) -> None:
     kinds = {"config": Optional[pathlib.Path], "insecure": bool, "allow_insecure_remote": bool, "create_receipt_key": bool, "grace": float}
     fixed = [p.replace(annotation=kinds[p.name]) for p in fixed]
     parameters = [*fixed, *setting_parameters()]
-    serve.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    serve.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]  # typer reads the signature set on the function
     serve.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
     app.command()(database_errors(serve))
 
 
-def _serve(settings, *, insecure: bool, grace: float, config: object) -> None:  # type: ignore[no-untyped-def]
+def _serve(settings, *, insecure: bool, grace: float, config: object) -> None:  # type: ignore[no-untyped-def]  # `settings` is the server's Settings
     from server.app import create_server, freeze_startup_heap
     from server.observability import logs, tracing
 

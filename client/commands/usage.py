@@ -19,7 +19,7 @@ from client.commands import common
 app = typer.Typer(help="The utilization feed: every use of your certificates, with its log position.", no_args_is_help=True)
 
 
-def event_line(event) -> str:  # type: ignore[no-untyped-def]
+def event_line(event) -> str:  # type: ignore[no-untyped-def]  # `event` is a UsageEvent
     what = f"{event.decision} granted {event.granted_quantity} {event.unit}" if event.kind != "REVERSAL" else \
         f"returned {event.returned_quantity} {event.unit}"
     return (f"{event.cursor} {event.at.isoformat()} {event.kind} {event.issuing_country}/{event.certificate_number}"
@@ -27,7 +27,7 @@ def event_line(event) -> str:  # type: ignore[no-untyped-def]
             f"leaf {event.leaf_hash.hex()}")
 
 
-def event_json(event) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def event_json(event) -> dict[str, object]:  # type: ignore[no-untyped-def]  # `event` is a UsageEvent
     return {
         "cursor": event.cursor, "log_index": event.log_index, "leaf_hash": event.leaf_hash.hex(), "kind": event.kind,
         "at": event.at.isoformat(), "claim_id": event.claim_id, "entry_number": event.entry_number, "line_number": event.line_number,
@@ -72,5 +72,5 @@ def watch(
         except KeyboardInterrupt:
             pass
         finally:
-            events.close()  # type: ignore[attr-defined]
+            events.close()  # type: ignore[attr-defined]  # a generator typed as Iterator: close() ends the stream
     common.err.print(f"resume with: --since {cursor}" if cursor else "no events yet: start again without --since", markup=False)

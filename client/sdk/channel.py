@@ -121,10 +121,10 @@ class _RequestIdInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamCl
         return _CallDetails(details.method, details.timeout, metadata, details.credentials,
                             getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
 
-    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]  # grpc is untyped
         return continuation(self._with_id(client_call_details), request)
 
-    def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+    def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]  # grpc is untyped
         return continuation(self._with_id(client_call_details), request)
 
 

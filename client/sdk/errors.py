@@ -162,7 +162,7 @@ def from_rpc_error(error: grpc.RpcError) -> EcertError:
     message = error.details() if hasattr(error, "details") else str(error)
     fields: dict[str, Any] = {"request_id": _metadata_value(error, REQUEST_ID_HEADER), "cause": error}
     try:
-        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        status = rpc_status.from_call(error)
     except ValueError:  # code or message disagree with the details: keep the plain status
         status = None
     violations: list[FieldViolation] = []
@@ -181,5 +181,5 @@ def from_rpc_error(error: grpc.RpcError) -> EcertError:
             receipt = tpb.Receipt()
             detail.Unpack(receipt)
             fields["receipt"] = Receipt.from_proto(receipt)
-    cls = ERROR_CLASSES.get(code, Unknown)  # type: ignore[arg-type]
+    cls = ERROR_CLASSES.get(code, Unknown)
     return cls(message or "", field_violations=violations, **fields)

@@ -58,7 +58,7 @@ class _ProtoEnum(enum.Enum):
 def _mirror(name: str, wrapper: Any) -> Any:
     prefix = wrapper.DESCRIPTOR.values[0].name.removesuffix("UNSPECIFIED")
     members = [v.name.removeprefix(prefix) for v in wrapper.DESCRIPTOR.values]
-    cls = _ProtoEnum(name, [(m, m) for m in members], module=__name__)  # type: ignore[call-overload]
+    cls = _ProtoEnum(name, [(m, m) for m in members], module=__name__)
     _WRAPPERS[cls] = wrapper
     return cls
 

@@ -44,7 +44,7 @@ class Faults:
         with self._lock:
             return self._rng.uniform(low, high)
 
-    def shuffle(self, items: list) -> None:  # type: ignore[type-arg]
+    def shuffle(self, items: list) -> None:  # type: ignore[type-arg]  # shuffles a list of any items
         with self._lock:
             self._rng.shuffle(items)
 

@@ -70,7 +70,7 @@ class _Lost(Exception):
 
 def _answer_of(error: grpc.RpcError) -> Answer:
     reason, receipt = "", None
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     for detail in status.details if status else []:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()

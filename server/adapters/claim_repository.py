@@ -210,7 +210,7 @@ STATEMENTS = Statements(
 )
 
 
-def _set_claim_while(decision: str, columns: tuple[str, ...]):  # type: ignore[no-untyped-def]
+def _set_claim_while(decision: str, columns: tuple[str, ...]):  # type: ignore[no-untyped-def]  # a SQLAlchemy Update statement
     """UPDATE of these columns of one claim that still has `decision` and is not reversed."""
     return (
         update(_claims)
@@ -221,7 +221,7 @@ def _set_claim_while(decision: str, columns: tuple[str, ...]):  # type: ignore[n
 
 
 
-def _record(row: tuple) -> ClaimRecord:  # type: ignore[type-arg]
+def _record(row: tuple) -> ClaimRecord:  # type: ignore[type-arg]  # a row of the claim query's columns, of mixed types
     """A claim from a row of its columns in _CLAIM_COLUMNS order."""
     values = dict(zip(_CLAIM_COLUMNS, row))
     values["reasons"] = tuple(json.loads(values["reasons"]))
@@ -558,4 +558,4 @@ class ReferenceRepository(_Repository):
                 ReferenceVersionRow.digest, ReferenceVersionRow.loaded_at,
             ).order_by(ReferenceVersionRow.id)
         )
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]  # type: ignore[misc]  # each row holds the five columns selected, in the declared order

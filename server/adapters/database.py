@@ -45,11 +45,11 @@ def _postgresql_engine(url: str, *, pool_size: int, timeout: float) -> Engine:
     engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=timeout, pool_use_lifo=True)
 
     @event.listens_for(engine, "checkin")
-    def _checked_in(_dbapi_connection, record):  # type: ignore[no-untyped-def]
+    def _checked_in(_dbapi_connection, record):  # type: ignore[no-untyped-def]  # a SQLAlchemy pool event listener: its arguments are untyped
         record.info[_CHECKED_IN] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
-    def _checkout(dbapi_connection, record, _proxy):  # type: ignore[no-untyped-def]
+    def _checkout(dbapi_connection, record, _proxy):  # type: ignore[no-untyped-def]  # a SQLAlchemy pool event listener: its arguments are untyped
         # DisconnectionError: the pool discards this connection and hands out (or opens) another.
         if dbapi_connection.closed or getattr(dbapi_connection, "broken", False):
             raise DisconnectionError("the connection was closed")
@@ -133,7 +133,7 @@ def _sqlite_engine(url: str, *, writer: bool, pool_size: int, timeout: float) ->
     )
 
     @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+    def _configure(dbapi_connection, _record):  # type: ignore[no-untyped-def]  # a SQLAlchemy pool event listener: its arguments are untyped
         # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite would defer it).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -146,7 +146,7 @@ def _sqlite_engine(url: str, *, writer: bool, pool_size: int, timeout: float) ->
     begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
 
     @event.listens_for(engine, "begin")
-    def _begin(connection):  # type: ignore[no-untyped-def]
+    def _begin(connection):  # type: ignore[no-untyped-def]  # a SQLAlchemy connection event listener: its argument is untyped
         # On the driver: through exec_driver_sql this was a quarter of a one-read call's database CPU.
         connection.connection.driver_connection.execute(begin)
 

@@ -128,4 +128,4 @@ class GroupCommitter:
 
 
 def _driver_execute(connection: Connection, sql: str) -> None:
-    connection.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+    connection.connection.driver_connection.execute(sql)  # type: ignore[union-attr]  # a checked-out connection has its driver connection

@@ -19,7 +19,7 @@ def _sum(column: Any) -> Any:
 
 
 def _units(micro: object) -> Decimal:
-    return (Decimal(int(micro or 0)) / MICRO).normalize()  # type: ignore[call-overload]
+    return (Decimal(int(micro or 0)) / MICRO).normalize()  # type: ignore[call-overload]  # micro: the summed column's int, Decimal or None
 
 
 class LedgerTotals(PreparedRepository):

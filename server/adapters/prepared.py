@@ -121,7 +121,7 @@ class Prepared:
             converted.append(value if process is None or value is None else process(value))
         return tuple(converted)
 
-    def _run(self, connection: Connection, values: dict[str, Any]):  # type: ignore[no-untyped-def]
+    def _run(self, connection: Connection, values: dict[str, Any]):  # type: ignore[no-untyped-def]  # returns the driver's untyped cursor
         parameters = self.parameters(values)
         if self._raw is not None:
             cursor = self._raw_cursor(connection)
@@ -130,7 +130,7 @@ class Prepared:
             except self._error_class as error:
                 raise DBAPIError.instance(self.sql, parameters, error, self._error_class, dialect=self._dialect) from error
             return cursor
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]  # a checked-out connection has its driver connection
         try:
             cursor.execute(self.sql, parameters)
         except self._error_class as error:
@@ -138,7 +138,7 @@ class Prepared:
             raise DBAPIError.instance(self.sql, parameters, error, self._error_class, dialect=self._dialect) from error
         return cursor
 
-    def _raw_cursor(self, connection: Connection):  # type: ignore[no-untyped-def]
+    def _raw_cursor(self, connection: Connection):  # type: ignore[no-untyped-def]  # returns the driver's untyped cursor
         """This statement's raw cursor on this connection, made on first use and kept with it: a
         cursor that runs the same query again keeps its adaptation state (psycopg rebuilds it when
         the query changes). A transaction's statements run one after the other on its connection and
@@ -172,7 +172,7 @@ class Prepared:
             return 0
         parameters = [self.parameters(values) for values in rows]
         raw = self._raw is not None
-        cursor = self._raw_cursor(connection) if raw else connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = self._raw_cursor(connection) if raw else connection.connection.driver_connection.cursor()  # type: ignore[union-attr]  # see above
         try:
             cursor.executemany(self._raw if raw else self.sql, parameters)
             count: int = cursor.rowcount

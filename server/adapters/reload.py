@@ -86,7 +86,7 @@ class ReloadingTls:
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(self.initial, self.fetch, require_client_authentication=True)
 
-    def fetch(self):  # type: ignore[no-untyped-def]
+    def fetch(self):  # type: ignore[no-untyped-def]  # grpc's certificate-configuration fetcher: grpc is untyped
         """gRPC's certificate-configuration fetcher: a new configuration, or None to keep the current one."""
         with self._lock:
             now = time.monotonic()

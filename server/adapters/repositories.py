@@ -153,7 +153,7 @@ _VERSION_COLUMNS = tuple(
     for column in ((f"{name}_{field}" for field in PARTY_FIELDS) if name in PARTY_ROLES else (name,))
 )
 # Reads like a CertificateVersionRow. (mypy wants a literal field list; the columns' one source is the tuple.)
-_VersionColumns = collections.namedtuple("_VersionColumns", _VERSION_COLUMNS)  # type: ignore[misc]
+_VersionColumns = collections.namedtuple("_VersionColumns", _VERSION_COLUMNS)  # type: ignore[misc]  # mypy wants a literal field list (see above)
 _HEAD_COLUMNS = ("current_version", "status", "tpl_number", "quota_year", "unit", "quantity", "used_quantity")
 _STORED_COLUMNS = (
     *(_versions.c[n] for n in _VERSION_COLUMNS), _versions.c.version, _versions.c.status,
@@ -224,7 +224,7 @@ CERTIFICATE_STATEMENTS = Statements(
 )
 
 
-def _head(country: str, number: str, row: tuple) -> CertificateHead:  # type: ignore[type-arg]
+def _head(country: str, number: str, row: tuple) -> CertificateHead:  # type: ignore[type-arg]  # a row of the head query's columns, of mixed types
     """A CertificateHead from a row of _HEAD_COLUMNS."""
     version, status, tpl_number, quota_year, unit, quantity, used = row
     return CertificateHead(country, number, version, CertificateStatus(status), tpl_number, quota_year, unit, quantity, used)
@@ -232,21 +232,21 @@ def _head(country: str, number: str, row: tuple) -> CertificateHead:  # type: ig
 
 def _stored_version(row: tuple[object, ...]) -> StoredVersion:
     """A StoredVersion from a row of _STORED_COLUMNS."""
-    certificate = _certificate(_VersionColumns(*row[: len(_VERSION_COLUMNS)]))  # type: ignore[arg-type]
+    certificate = _certificate(_VersionColumns(*row[: len(_VERSION_COLUMNS)]))  # type: ignore[arg-type]  # row values are typed object
     (version, status, received_at, message_id, receipt_id, digest, sender,
      current_version, head_quantity, used_quantity) = row[len(_VERSION_COLUMNS):]
     current = version == current_version
     return StoredVersion(
         certificate=certificate,
-        version=version,  # type: ignore[arg-type]
+        version=version,  # type: ignore[arg-type]  # row values are object; the column order gives their types
         status=CertificateStatus(status),
         # Usage is tracked on the certificate, not per version: older versions show what it had.
-        remaining_quantity=(head_quantity - used_quantity) if current else certificate.quantity,  # type: ignore[operator]
-        received_at=received_at,  # type: ignore[arg-type]
-        message_id=message_id,  # type: ignore[arg-type]
-        receipt_id=receipt_id,  # type: ignore[arg-type]
-        digest=digest,  # type: ignore[arg-type]
-        sender=sender,  # type: ignore[arg-type]
+        remaining_quantity=(head_quantity - used_quantity) if current else certificate.quantity,  # type: ignore[operator]  # Decimals, typed object
+        received_at=received_at,  # type: ignore[arg-type]  # row values are object; the column order gives their types
+        message_id=message_id,  # type: ignore[arg-type]  # row values are object; the column order gives their types
+        receipt_id=receipt_id,  # type: ignore[arg-type]  # row values are object; the column order gives their types
+        digest=digest,  # type: ignore[arg-type]  # row values are object; the column order gives their types
+        sender=sender,  # type: ignore[arg-type]  # row values are object; the column order gives their types
         current=current,
     )
 
@@ -259,7 +259,7 @@ class CertificateRepository(PreparedRepository):
         row = self._first("on_file", {"country": country, "number": number})
         if row is None:
             return None
-        certificate = _certificate(_VersionColumns(*row[: len(_VERSION_COLUMNS)]))  # type: ignore[arg-type]
+        certificate = _certificate(_VersionColumns(*row[: len(_VERSION_COLUMNS)]))  # type: ignore[arg-type]  # row values are typed object
         return certificate, _head(country, number, row[len(_VERSION_COLUMNS):])
 
     def on_file_at(self, country: str, number: str, presented: dt.datetime) -> VersionOnFile | None:
@@ -267,7 +267,7 @@ class CertificateRepository(PreparedRepository):
         row = self._first("on_file_at", {"country": country, "number": number, "presented": presented})
         if row is None:
             return None
-        certificate = _certificate(_VersionColumns(*row[: len(_VERSION_COLUMNS)]))  # type: ignore[arg-type]
+        certificate = _certificate(_VersionColumns(*row[: len(_VERSION_COLUMNS)]))  # type: ignore[arg-type]  # row values are typed object
         version, status, receipt_id, digest = row[len(_VERSION_COLUMNS): len(_VERSION_COLUMNS) + 4]
         head = _head(country, number, row[len(_VERSION_COLUMNS) + 4:])
         return VersionOnFile(certificate, version, CertificateStatus(status), receipt_id, bytes(digest).hex(), head)

@@ -71,7 +71,7 @@ def line_from_proto(m: mpb.EntrySummaryLine, prefix: str = "line") -> EntryLineD
     )
 
 
-def _q(value) -> str:  # type: ignore[no-untyped-def]
+def _q(value) -> str:  # type: ignore[no-untyped-def]  # `value` is a quantity (Decimal) or None
     return "" if value is None else format_quantity(value)
 
 

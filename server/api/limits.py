@@ -209,7 +209,7 @@ class RequestGuard(grpc.ServerInterceptor):
     def __init__(self) -> None:
         self._guarded = WrappedHandlers(self._guard)
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]  # grpc interceptor hook: grpc is untyped
         handler = continuation(handler_call_details)
         if handler is None or handler.request_streaming:
             return handler

@@ -10,7 +10,7 @@ from server.api.errors import translate_errors
 from server.service.log import LogUseCases
 
 
-def _stamp(at) -> Timestamp:  # type: ignore[no-untyped-def]
+def _stamp(at) -> Timestamp:  # type: ignore[no-untyped-def]  # `at` is a datetime, left unannotated
     stamp = Timestamp()
     stamp.FromDatetime(at)
     return stamp

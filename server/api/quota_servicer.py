@@ -73,7 +73,7 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
             self.events.unsubscribe(subscription)
 
     @translate_errors()
-    def _subscribe(self, request: qpb.WatchQuotasRequest, context: grpc.ServicerContext):  # type: ignore[no-untyped-def]
+    def _subscribe(self, request: qpb.WatchQuotasRequest, context: grpc.ServicerContext):  # type: ignore[no-untyped-def]  # an untyped event stream
         year = request.quota_year or self.quota.calendar.year_of(self.quota.clock.now())
         return self.events.subscribe(frozenset(request.tpl_numbers), year, watcher_for(caller(context)))
 
@@ -87,4 +87,4 @@ def _wake_on_delivery(events: queue.Queue[Any], wake: Callable[[], None]) -> Non
         put(item)
         wake()
 
-    events.put_nowait = put_and_wake  # type: ignore[method-assign]
+    events.put_nowait = put_and_wake  # type: ignore[method-assign]  # wraps put_nowait so each event also wakes the stream

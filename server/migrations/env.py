@@ -20,7 +20,7 @@ def run() -> None:
         _migrate(connection)
 
 
-def _migrate(connection) -> None:  # type: ignore[no-untyped-def]
+def _migrate(connection) -> None:  # type: ignore[no-untyped-def]  # alembic hands over an untyped connection
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

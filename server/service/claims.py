@@ -495,13 +495,13 @@ class ClaimUseCases:
                 reasons=screening.reasons,
                 mismatches=tuple((m.field, m.claimed, m.transmitted) for m in screening.mismatches),
             )
-            return Plan(ClaimRecord(**base), levels, on_file.head_version if on_file else 0)  # type: ignore[arg-type]
+            return Plan(ClaimRecord(**base), levels, on_file.head_version if on_file else 0)  # type: ignore[arg-type]  # base: ClaimRecord fields
         if unconvertible is not None:
             raise unconvertible
         assert tpl is not None and conversion is not None
         if not levels:
             base.update(decision=Decision.MFN_REQUIRED.value, reasons=("PERIOD_CLOSED", "NO_LEVEL_FOR_YEAR"))
-            return Plan(ClaimRecord(**base), levels, on_file.head_version if on_file else 0)  # type: ignore[arg-type]
+            return Plan(ClaimRecord(**base), levels, on_file.head_version if on_file else 0)  # type: ignore[arg-type]  # base: ClaimRecord fields
         allocation = allocate(line, conversion, QuotaContext(levels, now, opened, post, self.calendar.critical_share), presented)
         base.update(
             decision=allocation.decision.value,
@@ -510,7 +510,7 @@ class ClaimUseCases:
             granted_measure=allocation.grant.measure,
             presentation_time=allocation.presentation_time,
         )
-        return Plan(ClaimRecord(**base), levels, on_file.head_version if on_file else 0)  # type: ignore[arg-type]
+        return Plan(ClaimRecord(**base), levels, on_file.head_version if on_file else 0)  # type: ignore[arg-type]  # base: ClaimRecord fields
 
     # -- charging -------------------------------------------------------------------------------------
 

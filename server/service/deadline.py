@@ -23,7 +23,7 @@ NO_DEADLINE_BEYOND = 86_400.0
 def deadline_in(seconds: float | None) -> Iterator[None]:
     """Within this block, work must finish within `seconds` (None: no deadline)."""
     bounded = seconds is not None and seconds < NO_DEADLINE_BEYOND
-    token = _deadline.set(time.monotonic() + seconds if bounded else None)  # type: ignore[operator]
+    token = _deadline.set(time.monotonic() + seconds if bounded else None)  # type: ignore[operator]  # bounded implies seconds is not None
     try:
         yield
     finally:
