@@ -5,6 +5,7 @@ import collections
 import datetime as dt
 import json
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import and_, bindparam, insert, select, update
 
@@ -71,10 +72,9 @@ def receipt_from_json(text: str, signature: bytes) -> Receipt:
 def _certificate(row: CertificateVersionRow) -> Certificate:
     """The certificate a stored version holds: the contract's field table names each column (a party's
     columns are its role, then its own field: exporter_name)."""
-    return Certificate(
-        **{name: getattr(row, name) for name in SCALAR_FIELDS},
-        **{role: Party(*(getattr(row, f"{role}_{name}") for name in PARTY_FIELDS)) for role in PARTY_ROLES},
-    )
+    values: dict[str, Any] = {name: getattr(row, name) for name in SCALAR_FIELDS}
+    values.update({role: Party(*(getattr(row, f"{role}_{name}") for name in PARTY_FIELDS)) for role in PARTY_ROLES})
+    return Certificate(**values)
 
 
 def _certificate_values(c: Certificate) -> dict[str, object]:
