@@ -26,15 +26,19 @@ class LedgerTotals(PreparedRepository):
     statements = Statements()
 
     def levels(self) -> list[LevelBalance]:
-        # The charged total: the level row's own, plus what its allotments charged and did not fold back yet.
-        allotted = (
-            select(func.coalesce(func.sum(QuotaAllotmentRow.used), 0))
-            .where(QuotaAllotmentRow.tpl_number == QuotaLevelRow.tpl_number, QuotaAllotmentRow.quota_year == QuotaLevelRow.quota_year)
-            .scalar_subquery()
-        )
+        def allotments(column: Any) -> Any:
+            return (
+                select(func.coalesce(func.sum(column), 0))
+                .where(QuotaAllotmentRow.tpl_number == QuotaLevelRow.tpl_number, QuotaAllotmentRow.quota_year == QuotaLevelRow.quota_year)
+                .scalar_subquery()
+            )
+
+        exact = QuotaLevelRow.charged.type
         rows = self.session.execute(select(
             QuotaLevelRow.tpl_number, QuotaLevelRow.quota_year, QuotaLevelRow.limit,
-            type_coerce(QuotaLevelRow.charged + allotted, QuotaLevelRow.charged.type), QuotaLevelRow.aggregate,
+            # The charged total: the level row's own, plus what its allotments charged and did not fold back yet.
+            type_coerce(QuotaLevelRow.charged + allotments(QuotaAllotmentRow.used), exact), QuotaLevelRow.aggregate,
+            QuotaLevelRow.escrowed, type_coerce(allotments(QuotaAllotmentRow.room), exact), type_coerce(allotments(QuotaAllotmentRow.used), exact),
         ))
         return [LevelBalance(*row) for row in rows]
 

@@ -24,6 +24,11 @@ class LevelBalance:
     limit: Decimal
     charged: Decimal
     aggregate: str | None  # the aggregate ceiling its members' grants also charge
+    # Per-replica allotments (escrow): what the level's row escrows, and the room and unfolded charges
+    # its allotment rows hold (`charged` above includes those charges).
+    escrowed: Decimal = Decimal(0)
+    allotted_room: Decimal = Decimal(0)
+    allotted_used: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ class CertificateBalance:
 
 @dataclass(frozen=True)
 class Drift:
-    kind: str  # LEVEL_OUT_OF_BOUNDS, LEVEL_LEDGER_DRIFT, LEVEL_CLAIMS_DRIFT, CERTIFICATE_*, LINE_HELD_TWICE
+    kind: str  # LEVEL_OUT_OF_BOUNDS, LEVEL_LEDGER_DRIFT, LEVEL_CLAIMS_DRIFT, LEVEL_ESCROW_DRIFT, CERTIFICATE_*, LINE_HELD_TWICE
     subject: str  # "level:9823.53.01/2026", "certificate:MX/MX26-00000001", "entry:B76-0000001-4/1"
     stored: str
     expected: str
@@ -66,8 +71,11 @@ def level_drifts(
     for level in levels:
         key = (level.tpl_number, level.quota_year)
         subject = f"level:{level.tpl_number}/{level.quota_year}"
-        if not Decimal(0) <= level.charged <= level.limit:
-            drifts.append(Drift("LEVEL_OUT_OF_BOUNDS", subject, _q(level.charged), f"0..{_q(level.limit)}"))
+        if not Decimal(0) <= level.charged + level.allotted_room <= level.limit:
+            # Charges plus the room carved out for replicas never pass the limit.
+            drifts.append(Drift("LEVEL_OUT_OF_BOUNDS", subject, _q(level.charged + level.allotted_room), f"0..{_q(level.limit)}"))
+        if level.escrowed != level.allotted_room + level.allotted_used:
+            drifts.append(Drift("LEVEL_ESCROW_DRIFT", subject, _q(level.escrowed), _q(level.allotted_room + level.allotted_used)))
         if level.charged != ledger_sums.get(key, Decimal(0)):
             drifts.append(Drift("LEVEL_LEDGER_DRIFT", subject, _q(level.charged), _q(ledger_sums.get(key, Decimal(0)))))
         if level.charged != granted.get(key, Decimal(0)):

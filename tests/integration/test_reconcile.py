@@ -75,6 +75,22 @@ def test_a_certificates_use_changed_alone_is_found(ledger):  # type: ignore[no-u
     assert kinds(ledger) == {("CERTIFICATE_USE_DRIFT", "certificate:MX/MX26-00000001")}
 
 
+def test_room_given_to_a_replica_that_the_level_does_not_escrow_is_found(ledger):  # type: ignore[no-untyped-def]
+    # Per-replica allotments (server/service/allotments.py): an insider carving room for a replica
+    # without the level row escrowing it would let that replica charge past the limit.
+    tamper(ledger, "INSERT INTO quota_allotments (tpl_number, quota_year, holder, room, used, touched_at) "
+                   "VALUES ('9823.53.04', 2026, 'R-insider', 5000000, 0, CURRENT_TIMESTAMP)")
+    assert kinds(ledger) == {("LEVEL_ESCROW_DRIFT", "level:9823.53.04/2026")}
+
+
+def test_a_charge_made_up_in_an_allotment_is_found(ledger):  # type: ignore[no-untyped-def]
+    # Escrowed (so the level's own balance stays consistent) but charged by no claim and no ledger row.
+    tamper(ledger, "UPDATE quota_levels SET escrowed = escrowed + 5000000 WHERE tpl_number = '9823.53.04' AND quota_year = 2026")
+    tamper(ledger, "INSERT INTO quota_allotments (tpl_number, quota_year, holder, room, used, touched_at) "
+                   "VALUES ('9823.53.04', 2026, 'R-insider', 0, 5000000, CURRENT_TIMESTAMP)")
+    assert kinds(ledger) == {("LEVEL_LEDGER_DRIFT", "level:9823.53.04/2026"), ("LEVEL_CLAIMS_DRIFT", "level:9823.53.04/2026")}
+
+
 def test_the_command_prints_one_line_per_drift_and_exits_1(ledger, settings):  # type: ignore[no-untyped-def]
     url = settings.resolved_database_url()
     run = lambda: subprocess.run([sys.executable, "-m", "client.cli", "audit", "reconcile", "--database-url", url],  # noqa: E731
