@@ -27,6 +27,9 @@ def facts(record: ClaimRecord) -> dict[str, object]:
         "presented": record.presentation_time.isoformat(),
         "proration_rate": record.proration_rate,
     }
+    if record.offer_expires_at is not None:
+        # An offer's deadline (CSMS 16-000886: five business days): proof of when its lapse was due.
+        named["offer_expires"] = record.offer_expires_at.isoformat()
     if record.batch_cutoff is not None:
         named["batch_cutoff"] = record.batch_cutoff.isoformat()  # which daily batch decided it (README "Near fill")
     return named

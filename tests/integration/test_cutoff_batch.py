@@ -79,6 +79,8 @@ def test_simultaneous_claims_at_the_cutoff_share_what_is_left_as_offers(server, 
         rows = connection.execute(select(LogEntryRow.entry).where(
             LogEntryRow.kind == "ALLOCATION", LogEntryRow.subject == f"entry:{x.entry_number}/1#1")).scalars().all()
     assert [LogEntry.decode(r).facts["batch_cutoff"] for r in rows] == [CUTOFF.isoformat()]
+    # ... and the offer's deadline, five business days on (CSMS 16-000886).
+    assert [LogEntry.decode(r).facts["offer_expires"] for r in rows] == [x.offer_expires_at.ToDatetime(tzinfo=UTC).isoformat()]
     # An offer of a cutoff batch is answered like the opening's: the accepted part is granted.
     answered = match.AnswerProratedOffer(mpb.AnswerProratedOfferRequest(entry_number=x.entry_number, line_number=1, accepted_quantity="5"))
     assert (answered.result.decision, answered.result.granted_quantity) == (mpb.CLAIM_DECISION_PARTIAL, "5")
