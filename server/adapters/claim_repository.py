@@ -113,7 +113,10 @@ STATEMENTS = Statements(
     .where(_claims.c.entry_number == bindparam("entry"), _claims.c.line_number == bindparam("line"))
     .order_by(_claims.c.revision),
     # Locked until the step commits (PostgreSQL): a reversal of one of them waits, then sees it decided.
-    queued_claims=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
+    # With each claim's certificate balance (its row locked too): the step reads them all at once.
+    queued_claims=select(*(_claims.c[name] for name in _CLAIM_COLUMNS), _certificates.c.quantity, _certificates.c.used_quantity)
+    .join(_certificates, (_certificates.c.issuing_country == _claims.c.issuing_country)
+          & (_certificates.c.certificate_number == _claims.c.certificate_number))
     .where(_claims.c.quota_year == bindparam("year"), _claims.c.decision == "QUEUED", _claims.c.reversed_at.is_(None))
     .order_by(_claims.c.claim_id)
     .limit(bindparam("limit"))
@@ -268,10 +271,16 @@ class ClaimRepository(_Repository):
             {"id": claim_id, "new_certificate_remaining": certificate, "new_level_remaining": level, "new_aggregate_remaining": aggregate},
         )
 
-    def queued(self, quota_year: int, limit: int) -> list[ClaimRecord]:
+    def queued(self, quota_year: int, limit: int) -> tuple[list[ClaimRecord], dict[tuple[str, str], tuple[Decimal, Decimal]]]:
         """The first `limit` of the year's QUEUED claims, in a stable order (claim id): the allocation
-        treats them as simultaneous, and decides them in this order."""
-        return [_record(row) for row in self._all("queued_claims", {"year": quota_year, "limit": limit})]
+        treats them as simultaneous, and decides them in this order; and the (quantity, used quantity)
+        of their certificates, each row locked until this transaction ends (PostgreSQL), as `held` reads."""
+        claims, held = [], {}
+        for row in self._all("queued_claims", {"year": quota_year, "limit": limit}):
+            claim = _record(row)
+            claims.append(claim)
+            held[(claim.issuing_country, claim.certificate_number)] = (row[-2], row[-1])
+        return claims, held
 
     def pending(self, cutoff: dt.datetime, started: dt.datetime, limit: int) -> list[ClaimRecord]:
         """The first `limit` claims pending before `cutoff` and recorded by `started`, in presentation-time

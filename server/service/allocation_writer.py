@@ -34,6 +34,11 @@ class AllocationWriter:
         self._held: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}  # certificate -> (quantity, used) so far
         self._returns: list[tuple[str, str, Decimal, int]] = []
 
+    def knowing(self, held: dict[tuple[str, str], tuple[Decimal, Decimal]]) -> "AllocationWriter":
+        """Certificates' (quantity, used quantity) already read (and locked) with the step's claims."""
+        self._held.update(held)
+        return self
+
     def levels_of(self, claim: ClaimRecord) -> tuple[str, ...]:
         """The levels a claim charges: its TPL, then any aggregate ceiling."""
         member = self.rows[(claim.tpl_number, claim.quota_year)]

@@ -176,19 +176,22 @@ class Batches:
             uow.quota.begin_opening(year, now, rates)
             completed = not demand
         else:
-            chunk = uow.claims.queued(year, limit=OPENING_CHUNK)
-            self._decide_queued(uow, year, chunk, opening, now)
+            chunk, held = uow.claims.queued(year, limit=OPENING_CHUNK)
+            self._decide_queued(uow, year, chunk, held, opening, now)
             completed = len(chunk) < OPENING_CHUNK
         if completed:
             uow.quota.complete_opening(year, now)
         uow.commit()
         return True, completed
 
-    def _decide_queued(self, uow: UnitOfWork, year: int, queued: list[ClaimRecord], opening: Opening, now: dt.datetime) -> None:
+    def _decide_queued(
+        self, uow: UnitOfWork, year: int, queued: list[ClaimRecord], held: dict[tuple[str, str], tuple[Decimal, Decimal]],
+        opening: Opening, now: dt.datetime,
+    ) -> None:
         """Decide queued claims at the opening's rates, in queue order, exactly as deciding them one
         after another would (server/service/allocation_writer.py writes them). Decided as of the
         opening (decided_at, the ledger); logged as of now."""
-        writer = AllocationWriter(uow, locked_levels(uow, year), opening.allocated_at, "ALLOCATION")
+        writer = AllocationWriter(uow, locked_levels(uow, year), opening.allocated_at, "ALLOCATION").knowing(held)
         offer_expires = self.calendar.offer_expires(year)
         for claim in queued:
             # No rate: its TPL had no claim queued when the rates were set (see decide_at_opening).
