@@ -1,7 +1,7 @@
 """Claims per second on PostgreSQL with one and with several `ecert serve` replicas.
 
     python -m bench.replicas --postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
-                             [--replicas 1 2] [--claims 3000] [--in-flight 16] [--clients 2] [--quick] [--json FILE]
+                             [--replicas 1 2] [--claims 3000] [--in-flight 16] [--clients 2] [--allotments auto|on|off] [--quick] [--json FILE]
 
 For each replica count: a fresh database on that server (dropped afterwards), the replicas started
 as real processes (plaintext, loopback), 20 certificates transmitted, then MatchClaim calls on the
@@ -45,7 +45,7 @@ def _now() -> dt.datetime:
 class Cluster:
     """A fresh database and R service processes sharing it, its trust store and receipt key."""
 
-    def __init__(self, server_url: str, replicas: int, workdir: pathlib.Path):
+    def __init__(self, server_url: str, replicas: int, workdir: pathlib.Path, allotments: str = "auto"):
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         from contract.keys import trust_entry, write_trust_store
@@ -64,7 +64,7 @@ class Cluster:
         load_or_create_log_key(workdir / "log-signing.pem")  # the replicas' one log key, beside the receipt key
         env = {k: v for k, v in os.environ.items() if not k.startswith("ECERT_")}
         env.update(ECERT_DATABASE_URL=self.url, ECERT_TRUST_STORE=str(workdir / "partner-keys.json"),
-                   ECERT_RECEIPT_KEY=str(workdir / "receipt.pem"), ECERT_LOG_FORMAT="json")
+                   ECERT_RECEIPT_KEY=str(workdir / "receipt.pem"), ECERT_LOG_FORMAT="json", ECERT_ALLOTMENTS=allotments)
         self.processes: list[subprocess.Popen[bytes]] = []
         self.targets: list[str] = []
         for n in range(replicas):
@@ -184,6 +184,8 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--clients", type=int, default=int(os.environ.get("BENCH_CLIENTS") or CLIENT_PROCESSES),
                         help="load-generating processes (each with in-flight / clients threads)")
+    parser.add_argument("--allotments", choices=("auto", "on", "off"), default="auto",
+                        help="the replicas' per-replica allotments (ECERT_ALLOTMENTS; auto: on with PostgreSQL)")
     parser.add_argument("--quick", action="store_true", help="300 claims per run")
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args()
@@ -194,14 +196,15 @@ def main() -> None:
     results = []
     for replicas in args.replicas:
         with tempfile.TemporaryDirectory(prefix="ecert-bench-") as workdir:
-            cluster = Cluster(args.postgres_url, replicas, pathlib.Path(workdir))
+            cluster = Cluster(args.postgres_url, replicas, pathlib.Path(workdir), args.allotments)
             try:
                 numbers = transmit(cluster)
                 measure(cluster, numbers, min(200, claims), args.in_flight, base=1_000_000, clients=args.clients)  # warm-up
                 row = measure(cluster, numbers, claims, args.in_flight, base=2_000_000, clients=args.clients)
             finally:
                 cluster.close()
-        results.append({"rpc": "MatchClaim", "replicas": replicas, "in_flight": args.in_flight, "clients": args.clients, **row})
+        results.append({"rpc": "MatchClaim", "replicas": replicas, "in_flight": args.in_flight, "clients": args.clients,
+                        "allotments": args.allotments, **row})
     baseline = results[0]["calls_per_s"]
     print(f"{'rpc':<12}{'replicas':>9}{'in_flight':>10}{'calls/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>7}")
     for row in results:

@@ -574,11 +574,9 @@ class ClaimUseCases:
         balances: list[Decimal] = []
         share = self.calendar.critical_share
         if self.allotments.charge(uow, levels, measure, now):
-            # Charged to this process's allotments (server/service/allotments.py): the balances as now read.
-            for level in levels:
-                row = uow.quota.level(level.tpl_number, level.quota_year)
-                assert row is not None
-                balances.append(row.limit - row.charged)
+            # Charged to this process's allotments (server/service/allotments.py): the balances as this
+            # transaction read them, less this charge (other replicas' charges meanwhile are not seen).
+            balances = [level.remaining - measure for level in levels]
         else:
             self.allotments.fold(uow, levels)  # the level rows then hold every charge and no carved room
             for level in levels:
