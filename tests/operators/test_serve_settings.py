@@ -138,8 +138,11 @@ def test_a_configuration_file_with_an_unknown_key_stops_the_start(tmp_path):
     ("--batch-cutoff", "8:30 PM", "batch cutoff '8:30 PM': a time of day HH:MM"),
     ("--critical-share", "1.5", "critical share 1.5: above 0 and at most 1"),
     ("--critical-share", "ninety", "critical share 'ninety': a decimal fraction"),
+    ("--allotments", "sometimes", "allotments 'sometimes': auto, on or off"),
+    ("--allotment-share", "0.5", "allotment share 0.5: above 0 and at most 0.1"),
+    ("--allotment-share", "a bit", "allotment share 'a bit': a decimal fraction"),
 ])
-def test_a_bad_cutoff_or_critical_share_stops_the_start_with_one_line(tmp_path, flag, value, said):
+def test_a_bad_cutoff_critical_share_or_allotment_setting_stops_the_start_with_one_line(tmp_path, flag, value, said):
     done = ecert("serve", "--insecure", flag, value, cwd=tmp_path)
     assert done.code == 2 and len(done.error_lines) == 1 and said in done.stderr, done.stderr
 
