@@ -3,7 +3,9 @@
 While a level is open and well below its critical share, each serving process charges its claims to
 its own allotment: room carved from the level in a short transaction of its own (`refill`), a few
 per cent of the limit at a time. A claim's transaction then locks only that allotment row (and its
-certificate), never the level row that every claim of the level would need. The level row keeps
+certificate), never the level row that every claim of the level would need. A process has a few
+allotments of each level (`STRIPES`), each worker thread charging one of them, so that the claims of
+one replica do not all queue on one row either. The level row keeps
 `charged + escrowed <= limit` (a conditional update and a constraint), so charges plus allotments
 never exceed the level at any instant.
 
@@ -24,6 +26,8 @@ on by default only on PostgreSQL (ECERT_ALLOTMENTS).
 from __future__ import annotations
 
 import contextvars
+import itertools
+import threading
 import datetime as dt
 import time
 import uuid
@@ -38,6 +42,8 @@ from server.service.transactions import run_in_transaction
 from server.service.unit_of_work import UnitOfWork
 
 _MICRO = Decimal("0.000001")  # the ledger's precision
+# Allotments per serving process (one per worker thread at most): claims at one replica spread over them.
+STRIPES = 4
 # A claim whose allotment could not be refilled charges its levels directly (this call, every attempt):
 # True; None once it refilled (a second shortage makes it True); False: not yet short.
 DIRECT: contextvars.ContextVar[bool | None] = contextvars.ContextVar("allotments_direct", default=False)
@@ -55,17 +61,28 @@ class NeedsAllotment(Exception):
 class Allotments:
     def __init__(
         self, database: Database, clock: Clock, *, enabled: bool, share: Decimal, critical_share: Decimal,
-        holder: str | None = None, idle_seconds: float = 2.0, stale_seconds: float = 60.0,
+        holder: str | None = None, stripes: int = STRIPES, idle_seconds: float = 2.0, stale_seconds: float = 60.0,
     ):
         self.database = database
         self.clock = clock
         self.enabled = enabled
         self.share = share  # of the limit carved at a time
         self.critical_share = critical_share
-        self.holder = holder or f"R{uuid.uuid4().hex[:16]}"
+        self.holder = holder or f"R{uuid.uuid4().hex[:16]}"  # this process; its allotments are holder.0, holder.1, ...
+        self.stripes = stripes
+        self._threads = itertools.count()
+        self._local = threading.local()
         self.idle_seconds = idle_seconds
         self.stale = dt.timedelta(seconds=stale_seconds)
         self._last_charge = time.monotonic()
+
+    def _stripe(self) -> str:
+        """This thread's allotment: a process has a few (`stripes`), each thread charging one of them, so
+        that the claims of one replica do not all queue on one row either."""
+        stripe = getattr(self._local, "stripe", None)
+        if stripe is None:
+            stripe = self._local.stripe = next(self._threads) % self.stripes
+        return f"{self.holder}.{stripe}"
 
     def charge(self, uow: UnitOfWork, levels: Sequence[Level], measure: Decimal, now: dt.datetime) -> bool:
         """Charge `measure` to this process's allotment of each level; False if the claim is to charge the
@@ -73,7 +90,7 @@ class Allotments:
         if not self.enabled or DIRECT.get() is True:
             return False
         for level in sorted(levels, key=lambda level: level.tpl_number):  # the order a refill locks them
-            if not uow.allotments.charge(level.tpl_number, level.quota_year, self.holder, measure, now):
+            if not uow.allotments.charge(level.tpl_number, level.quota_year, self._stripe(), measure, now):
                 raise NeedsAllotment(levels, measure)
         self._last_charge = time.monotonic()
         return True
@@ -89,7 +106,7 @@ class Allotments:
                 step = (level.limit * self.share).quantize(_MICRO, rounding=ROUND_DOWN)
                 size = max(measure * 4, step)  # room for the next few claims too
                 cap = critical_cap(level.limit, self.critical_share) - step
-                if not uow.allotments.carve(level.tpl_number, level.quota_year, self.holder, size, cap, now):
+                if not uow.allotments.carve(level.tpl_number, level.quota_year, self._stripe(), size, cap, now):
                     return False  # rolled back: nothing carved for any level
             uow.commit()
             return True
@@ -116,7 +133,7 @@ class Allotments:
             held = uow.allotments.held()
         due: dict[tuple[str, int], set[str]] = {}
         for tpl_number, quota_year, holder, touched in held:
-            if (holder == self.holder and idle) or now - touched >= self.stale:
+            if (holder.startswith(f"{self.holder}.") and idle) or now - touched >= self.stale:
                 due.setdefault((tpl_number, quota_year), set()).add(holder)
         folded = 0
         for (tpl_number, quota_year), holders in sorted(due.items()):
