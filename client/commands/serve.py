@@ -150,7 +150,7 @@ def _serve(settings, *, insecure: bool, grace: float, config: object) -> None:  
     logs.configure(settings.logging_level(), json_format=settings.log_format != "text")
     if settings.simulated_clock:
         logs.mark_simulated_clock()  # from the first line on, the migrations' included
-    try:  # spans recorded; exported only when the OTEL_* variables ask (server/observability/tracing.py)
+    try:  # spans recorded; exported only when the OTEL_* variables ask (service_kit/tracing.py)
         tracing.configure("ecert-service")
     except ValueError as exc:
         raise common.BadInput(str(exc)) from None
