@@ -26,9 +26,9 @@ on by default only on PostgreSQL (ECERT_ALLOTMENTS).
 from __future__ import annotations
 
 import contextvars
+import datetime as dt
 import itertools
 import threading
-import datetime as dt
 import time
 import uuid
 from collections.abc import Sequence
@@ -85,7 +85,7 @@ class Allotments:
         return f"{self.holder}.{stripe}"
 
     def charge(self, uow: UnitOfWork, levels: Sequence[Level], measure: Decimal, now: dt.datetime) -> bool:
-        """Charge `measure` to this process's allotment of each level; False if the claim is to charge the
+        """Charge `measure` to this thread's allotment of each level; False if the claim is to charge the
         levels themselves (allotments off, or none could be carved for it). Raises NeedsAllotment."""
         if not self.enabled or DIRECT.get() is True:
             return False
@@ -96,7 +96,7 @@ class Allotments:
         return True
 
     def refill(self, levels: Sequence[Level], measure: Decimal) -> bool:
-        """Carve room for at least `measure` into this process's allotment of each level, in a short
+        """Carve room for at least `measure` into this thread's allotment of each level, in a short
         transaction of its own, leaving one allotment's worth below the critical share uncarved; False
         (nothing carved) if a level cannot spare it: the claim then charges the levels directly."""
 
