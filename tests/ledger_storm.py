@@ -207,8 +207,19 @@ class Storm:
     # -- setup ---------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.deployment.database_url.startswith("sqlite"):
+            # One at a time on SQLite: two processes opening a fresh SQLite file together sometimes fail
+            # "database is locked" while the first one migrates it (1 of 36 paired starts here; SQLite serves
+            # one process in production, README "PostgreSQL, replicas and isolation"). The storm is about
+            # what the replicas do once they serve.
+            for process in self.replicas:
+                process.start()
+            return self._connect()
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda p: p.start(), self.replicas))
+        self._connect()
+
+    def _connect(self) -> None:
         self.channels = [grpc.insecure_channel(p.target) for p in self.replicas]
         self.match = [match_pb2_grpc.MatchServiceStub(c) for c in self.channels]
 
