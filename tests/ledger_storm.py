@@ -208,10 +208,9 @@ class Storm:
 
     def start(self) -> None:
         if self.deployment.database_url.startswith("sqlite"):
-            # One at a time on SQLite: two processes opening a fresh SQLite file together sometimes fail
-            # "database is locked" while the first one migrates it (1 of 36 paired starts here; SQLite serves
-            # one process in production, README "PostgreSQL, replicas and isolation"). The storm is about
-            # what the replicas do once they serve.
+            # One at a time on SQLite (it serves one process in production, README "PostgreSQL, replicas
+            # and isolation"): the storm is about what the replicas do once they serve. Two processes
+            # switching a fresh file to WAL together was a start-up race (server/adapters/database.py).
             for process in self.replicas:
                 process.start()
             return self._connect()

@@ -18,6 +18,7 @@ Both: at most `max_transactions` transactions run at once (server/adapters/admis
 from __future__ import annotations
 
 import pathlib
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -123,6 +124,24 @@ def rollback_keeping_statements(connection: Connection) -> None:
         return
 
 
+def _write_ahead_log(cursor: Any, timeout: float) -> None:
+    """Put the file in WAL mode (it stays so). Two processes opening a fresh file together may both hold
+    a shared lock and want the exclusive one to switch: SQLite then refuses one of them at once ("database
+    is locked", no busy wait, as waiting could deadlock). That one tries again until the other has
+    switched the file, or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() in ("wal", "memory"):
+                return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError("database is locked: could not switch it to WAL mode")
+        time.sleep(0.05)
+
+
 def _sqlite_engine(url: str, *, writer: bool, pool_size: int, timeout: float) -> Engine:
     engine = create_engine(
         url,
@@ -137,7 +156,7 @@ def _sqlite_engine(url: str, *, writer: bool, pool_size: int, timeout: float) ->
         # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite would defer it).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _write_ahead_log(cursor, timeout)
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
