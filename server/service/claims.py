@@ -305,9 +305,8 @@ class ClaimUseCases:
                 raise LookupError(f"certificate {offer.issuing_country}/{offer.certificate_number} holds less than {returned}")
         balances: list[Decimal | None] = [offer.level_remaining, offer.aggregate_remaining]
         if returned_measure > 0:
-            levels = self._levels(uow, offer.tpl_number, offer.quota_year)
-            self.allotments.fold(uow, levels)  # the release below is judged on the level rows' exact balance
-            for n, level in enumerate(levels):
+            self.allotments.fold(uow, [(offer.tpl_number, offer.quota_year), *self._aggregate_key(uow, offer)])
+            for n, level in enumerate(self._levels(uow, offer.tpl_number, offer.quota_year)):
                 balances[n] = uow.quota.release(level.tpl_number, level.quota_year, returned_measure)
                 if balances[n] is None:
                     raise LookupError(f"level {level.tpl_number}/{level.quota_year} has less than {returned_measure} charged")
@@ -395,6 +394,11 @@ class ClaimUseCases:
             found.certificate, found.version, status_at_presentation(found.status, head.status), head.remaining_quantity,
             found.receipt_id, found.digest, head.version,
         ), False
+
+    @staticmethod
+    def _aggregate_key(uow: UnitOfWork, claim: ClaimRecord) -> list[tuple[str, int]]:
+        row = uow.quota.level(claim.tpl_number, claim.quota_year)
+        return [(row.aggregate, claim.quota_year)] if row is not None and row.aggregate else []
 
     def _levels(self, uow: UnitOfWork, tpl_number: str, year: int) -> list[Level]:
         row = uow.quota.level(tpl_number, year)
@@ -602,8 +606,8 @@ class ClaimUseCases:
                 raise LookupError(f"certificate {claim.issuing_country}/{claim.certificate_number} holds less than {returned}")
         balances: list[Decimal | None] = [claim.level_remaining, claim.aggregate_remaining]
         if claim.granted_measure > 0:
+            self.allotments.fold(uow, [(claim.tpl_number, claim.quota_year), *self._aggregate_key(uow, claim)])
             levels = self._levels(uow, claim.tpl_number, claim.quota_year)
-            self.allotments.fold(uow, levels)  # the release below is judged on the level rows' exact balance
             for n, level in enumerate(levels):
                 balances[n] = uow.quota.release(level.tpl_number, level.quota_year, claim.granted_measure)
                 if balances[n] is None:
