@@ -25,6 +25,7 @@ from server.adapters.orm import (
 )
 from server.adapters.prepared import PreparedRepository, Statements
 from contract.log_entry import LogEntry, entry as log_entry
+from contract.merkle import leaf_hash
 from server.domain.records import ClaimRecord
 
 
@@ -507,8 +508,8 @@ class RecordedEntry:
 
 
 def recorded(made: LogEntry) -> RecordedEntry:
-    data = made.encode()
-    return RecordedEntry(made, data, made.leaf_hash)
+    data = made.encode()  # once: the leaf hashes these very bytes
+    return RecordedEntry(made, data, leaf_hash(data))
 
 
 class AuditRepository(_Repository):
