@@ -42,6 +42,21 @@ TRANSIENT = {
     grpc.StatusCode.CANCELLED,
 }
 
+# Answers about the relay itself, not the envelope: customs refused the relay's own credentials (its
+# client certificate revoked or missing, or without the relay role). Customs judged nothing, so the
+# envelope is not rejected: it stays queued (retried with backoff to the horizon) until the operator
+# installs a certificate customs accepts and the relay is restarted; a PERMISSION_DENIED about what the
+# envelope says (COUNTRY_NOT_CALLERS) is the envelope's own refusal and final.
+CREDENTIAL_REFUSALS = {
+    (grpc.StatusCode.UNAUTHENTICATED, None),  # any reason: CERTIFICATE_REVOKED, CLIENT_CERTIFICATE_REQUIRED
+    (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED"),
+}
+
+
+def refuses_the_relay(code: grpc.StatusCode, reason: str) -> bool:
+    """Whether customs' answer refuses the relay's credentials rather than the envelope."""
+    return (code, None) in CREDENTIAL_REFUSALS or (code, reason) in CREDENTIAL_REFUSALS
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -216,7 +231,12 @@ class Forwarder:
             return
         assert answer.code is not None
         integrity = answer.code is grpc.StatusCode.INVALID_ARGUMENT and answer.reason == "SIGNATURE_INVALID"
-        retry = answer.code in TRANSIENT or (integrity and message.integrity_failures < self.policy.integrity_retries)
+        held = refuses_the_relay(answer.code, answer.reason)
+        if held:
+            log.error("customs refuses this relay's credentials (%s %s): %s/%s held until a certificate customs accepts is installed",
+                      answer.code.name, answer.reason, message.sender, message.message_id,
+                      extra={"message_id": message.message_id, "attempt": message.attempts + 1})
+        retry = held or answer.code in TRANSIENT or (integrity and message.integrity_failures < self.policy.integrity_retries)
         if retry:
             at = time.time() + self.policy.backoff(message.attempts, self.faults)
             self.store.retry_later(message, at, code=answer.code.name, reason=answer.reason, text=answer.text, integrity_failure=integrity)

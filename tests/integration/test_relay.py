@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import pathlib
 import socket
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -17,7 +18,7 @@ from ecert.relay.v1 import relay_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
 from gateway_sim.relay.app import RelaySettings, RunningRelay, create_relay
 from gateway_sim.relay.faults import Faults
-from gateway_sim.relay.forwarder import RetryPolicy
+from gateway_sim.relay.forwarder import RetryPolicy, refuses_the_relay
 from tests.factories import certificate, envelope
 from tests.grpc_errors import rich_error
 from tests.tls_fixtures import DevPki, channel_as, pki, secure_server  # noqa: F401  (fixtures)
@@ -186,3 +187,58 @@ def test_the_relay_exports_prometheus_metrics(pki, secure_server, tmp_path):
     assert 'ecert_relay_forwarded_total{outcome="accepted"} 4.0' in page
     assert "ecert_relay_queue_depth 0.0" in page
     assert 'ecert_relay_retries_total{reason="service_unavailable"}' in page
+
+
+def test_a_relay_whose_certificate_customs_revoked_holds_its_envelopes_until_renewed(pki, tmp_path):
+    """Customs refusing the relay's own certificate (CERTIFICATE_REVOKED) judged no envelope: what the
+    relay acknowledged stays queued, not rejected, and lands once the operator installs a renewed
+    certificate and restarts the relay on its store."""
+    from dataclasses import replace
+
+    from client.pki import PARTIES, SERVER_NAMES, issue, load_authority, serial_of, write_crl, write_party
+    from client.tls import server_credentials
+    from server.app import create_server
+    from tests.tls_fixtures import service_settings
+
+    authority = load_authority(pki.root / "ca")
+    crl = write_crl(authority, tmp_path / "crl.pem", {serial_of(pki.dir("relay") / "cert.pem", authority): "keyCompromise"})
+    assert crl is not None
+    settings = replace(service_settings(pki, tmp_path / "service"), revocation_list=str(tmp_path / "crl.pem"))
+    service = create_server(settings, address="127.0.0.1:0", credentials=server_credentials(pki.dir("service")))
+    address = f"127.0.0.1:{service.port}"
+    policy = RetryPolicy(base_seconds=0.01, cap_seconds=0.05, horizon_seconds=60)
+    relay = make_relay(pki, tmp_path, address, policy=policy)
+    try:
+        gateway = stub(pki, "gateway-mx", relay)
+        env = envelope(pki.layout.document_signer(), sent_at=now())
+        assert send(gateway, env).state == rpb.DELIVERY_STATE_PENDING
+        deadline = dt.datetime.now() + dt.timedelta(seconds=20)
+        while True:
+            held = gateway.GetDelivery(rpb.GetDeliveryRequest(sender="MX", message_id=env.message_id), timeout=5).delivery
+            if held.attempts >= 3 or dt.datetime.now() > deadline:
+                break
+            time.sleep(0.05)
+        assert (held.state, held.error_code, held.error_reason) == (rpb.DELIVERY_STATE_PENDING, "UNAUTHENTICATED", "CERTIFICATE_REVOKED")
+        assert held.attempts >= 3 and transmissions(service) == 0
+    finally:
+        relay.stop(0)
+    renewed = write_party(tmp_path / "relay-renewed", authority, issue(authority, PARTIES["relay"], server_names=SERVER_NAMES))
+    relay = create_relay(RelaySettings(store=tmp_path / "relay.db", service=address, tls_dir=renewed, policy=policy))
+    try:
+        gateway = stub(pki, "gateway-mx", relay)
+        [delivered] = wait_finished(gateway, 1)
+        assert (delivered.message_id, delivered.state) == (env.message_id, rpb.DELIVERY_STATE_DELIVERED)
+        assert transmissions(service) == 1
+    finally:
+        relay.stop(0)
+        service.stop(0)
+
+
+def test_only_refusals_of_the_relay_itself_hold_an_envelope():
+    """Refusals of the relay's credentials hold the envelope; refusals of what the envelope says are final."""
+    assert refuses_the_relay(grpc.StatusCode.UNAUTHENTICATED, "CERTIFICATE_REVOKED")
+    assert refuses_the_relay(grpc.StatusCode.UNAUTHENTICATED, "CLIENT_CERTIFICATE_REQUIRED")
+    assert refuses_the_relay(grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
+    assert not refuses_the_relay(grpc.StatusCode.PERMISSION_DENIED, "COUNTRY_NOT_CALLERS")
+    assert not refuses_the_relay(grpc.StatusCode.INVALID_ARGUMENT, "SIGNATURE_INVALID")
+    assert not refuses_the_relay(grpc.StatusCode.FAILED_PRECONDITION, "CERTIFICATE_NOT_ACTIVE")
