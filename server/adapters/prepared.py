@@ -15,11 +15,20 @@ On psycopg (PostgreSQL) the driver's own per-call work was the larger part of a 
 cursor per statement, the %(name)s query converted to PostgreSQL's $1 form on every call, and a
 statement sent unprepared five times on each pooled connection before psycopg prepares it. Here the
 statement is rewritten to $n placeholders once, run on a raw cursor kept per connection, and prepared
-on the server the first time a connection runs it (prepare=True): one parse and plan per connection
-and statement, then only the statement's name and its parameters travel.
+on the server the first time a connection runs it: one parse and plan per connection and statement,
+then only the statement's name and its parameters travel.
+
+A single statement goes further: it is run on libpq directly (psycopg's PGconn: prepare once, then
+exec_prepared), its parameters dumped and its rows loaded by a psycopg Transformer kept with the
+connection, the same adapters a cursor uses: a cursor's execute adds psycopg's own machinery (its
+prepared-statement manager, its query conversion, its generator-based waiting) to each round trip,
+about 10 % of a claim's CPU on PostgreSQL (README, "Benchmarks": the engines' CPU per claim). Parameters travel as text and the server types them from the statement's
+casts (SQLAlchemy writes `$1::BIGINT`): text in, text out, as a raw cursor did. A batch
+(`execute_many`) still goes through a cursor's executemany, which pipelines.
 """
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
@@ -36,6 +45,23 @@ Processor = Callable[[Any], Any] | None
 _PYFORMAT = re.compile(r"%\((?P<name>[^)]+)\)s|%%|%")
 # Where a connection's raw cursors are kept: the pool's record of the connection (lives as long as it).
 _CURSOR_KEY = "ecert.prepared_cursor"
+# And its statements prepared on libpq directly, with the Transformer that adapts their values.
+_DIRECT_KEY = "ecert.prepared_direct"
+# Server-side names of those statements (psycopg's own are "_pg3_N"; these never collide with them).
+_DIRECT_NAMES = itertools.count(1)
+
+
+class _Answered:
+    """What a statement run on libpq directly answered, read the way a cursor is."""
+
+    __slots__ = ("rowcount", "_rows")
+
+    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int):
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._rows
 
 
 def _numbered(sql: str) -> tuple[str, tuple[str, ...]] | None:
@@ -98,6 +124,8 @@ class Prepared:
                 self._raw = numbered[0]
                 self._order = tuple((name, self._bind[name]) for name in numbered[1])
                 self._raw_cursor_class = dialect.loaded_dbapi.RawCursor
+                self._direct_sql = self._raw.encode()
+                self._text = (dialect.loaded_dbapi.adapt.PyFormat.TEXT,) * len(self._order)
 
     def parameters(self, values: dict[str, Any]) -> Any:
         # Plain loops: this runs a dozen times a claim, and a call per value showed in the profile.
@@ -124,6 +152,9 @@ class Prepared:
     def _run(self, connection: Connection, values: dict[str, Any]):  # type: ignore[no-untyped-def]  # returns the driver's untyped cursor
         parameters = self.parameters(values)
         if self._raw is not None:
+            answered = self._run_direct(connection, parameters)
+            if answered is not None:
+                return answered
             cursor = self._raw_cursor(connection)
             try:
                 cursor.execute(self._raw, parameters, prepare=True)
@@ -137,6 +168,40 @@ class Prepared:
             cursor.close()
             raise DBAPIError.instance(self.sql, parameters, error, self._error_class, dialect=self._dialect) from error
         return cursor
+
+    def _run_direct(self, connection: Connection, parameters: list[Any]) -> _Answered | None:
+        """Run the statement on libpq directly (see the module's docstring); None where the connection
+        is in a state this does not handle (a pipeline): the caller then uses a cursor."""
+        driver: Any = connection.connection.driver_connection
+        pgconn = driver.pgconn
+        if pgconn.pipeline_status != 0:
+            return None
+        psycopg = self._dialect.loaded_dbapi
+        record = connection.connection
+        kept: tuple[Any, dict[Prepared, bytes], Any] | None = record.info.get(_DIRECT_KEY)
+        if kept is None or kept[0] is not driver:
+            kept = (driver, {}, psycopg.adapt.Transformer(driver))
+            record.info[_DIRECT_KEY] = kept
+        _, names, transformer = kept
+        name = names.get(self)
+        if name is None:
+            name = f"ecert_{next(_DIRECT_NAMES)}".encode()
+            self._check(pgconn.prepare(name, self._direct_sql), parameters)
+            names[self] = name
+        result = self._check(pgconn.exec_prepared(name, transformer.dump_sequence(parameters, self._text)), parameters)
+        rows: list[tuple[Any, ...]] = []
+        if result.status == psycopg.pq.ExecStatus.TUPLES_OK:
+            transformer.set_pgresult(result)
+            rows = transformer.load_rows(0, result.ntuples, tuple)
+        return _Answered(rows, result.command_tuples if result.command_tuples is not None else len(rows))
+
+    def _check(self, result: Any, parameters: list[Any]) -> Any:
+        """The result, or the error it carries raised as SQLAlchemy wraps psycopg's."""
+        psycopg = self._dialect.loaded_dbapi
+        if result.status in (psycopg.pq.ExecStatus.COMMAND_OK, psycopg.pq.ExecStatus.TUPLES_OK):
+            return result
+        error = psycopg.errors.error_from_result(result)
+        raise DBAPIError.instance(self.sql, parameters, error, self._error_class, dialect=self._dialect) from error
 
     def _raw_cursor(self, connection: Connection):  # type: ignore[no-untyped-def]  # returns the driver's untyped cursor
         """This statement's raw cursor on this connection, made on first use and kept with it: a

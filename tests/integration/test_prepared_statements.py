@@ -193,3 +193,42 @@ def test_a_postgresql_unit_of_work_opens_with_its_settings_in_force(postgres_url
             assert uow.connection.exec_driver_sql("SHOW transaction_isolation").scalar() == "read committed"
     finally:
         database.dispose()
+
+
+def test_bytes_and_nulls_round_trip_through_a_prepared_statement(database):
+    """Log entries carry raw bytes (any octet, NUL and non-UTF-8 included) and NULL indices."""
+    from server.adapters.orm import LogEntryRow
+
+    entries = LogEntryRow.__table__
+    data, leaf = bytes(range(256)) * 3, b"\x00\xff" * 16
+    with database.write_engine.begin() as connection:
+        stored = Prepared(insert(entries), connection.dialect, columns=("kind", "subject", "entry", "leaf_hash")).execute(
+            connection, {"kind": "DECISION", "subject": "entry:x", "entry": data, "leaf_hash": leaf})
+        assert stored == 1
+        read = Prepared(select(entries.c.entry, entries.c.leaf_hash, entries.c.log_index).where(entries.c.subject == bindparam("s")),
+                        connection.dialect)
+        assert read.all(connection, {"s": "entry:x"}) == [(data, leaf, None)]
+        assert read.all(connection, {"s": "nothing"}) == []
+
+
+@pytest.mark.postgres
+def test_a_failed_postgresql_statement_rolls_back_and_its_connection_serves_the_next_unit(postgres_url):
+    from server.service.unit_of_work import UnitOfWork
+
+    database = Database(postgres_url, pool_size=1)
+    database.upgrade()
+    columns = [c.name for c in claims.columns]
+    try:
+        add = Prepared(insert(claims), database.write_engine.dialect, columns=columns)
+        read = Prepared(select(claims.c.claim_id).where(claims.c.quota_year == bindparam("year")), database.write_engine.dialect)
+        with UnitOfWork(database, write=True) as uow:
+            add.execute(uow.connection, claim_values("A"))
+            uow.commit()
+        with pytest.raises(IntegrityError):
+            with UnitOfWork(database, write=True) as uow:
+                add.execute(uow.connection, claim_values("B", line_number=2))
+                add.execute(uow.connection, claim_values("Z"))  # the same line and revision as A
+        with UnitOfWork(database, write=False) as uow:  # the one pooled connection, rolled back and usable
+            assert read.all(uow.connection, {"year": 2026}) == [("A",)]
+    finally:
+        database.dispose()
