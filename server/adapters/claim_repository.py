@@ -256,8 +256,9 @@ class ClaimRepository(_Repository):
         values = {name: getattr(record, name) for name in _CLAIM_COLUMNS}
         values["reasons"] = json.dumps(list(record.reasons))
         values["mismatches"] = json.dumps([list(m) for m in record.mismatches])
-        # The unique (entry, line, revision) constraint fires here.
-        self._execute("insert_claim", values)
+        # The unique (entry, line, revision) constraint fires when this is sent: here, or with the commit
+        # on PostgreSQL (server/adapters/deferred_writes.py).
+        self._defer("insert_claim", values)
 
     def mark_reversed(self, claim: ClaimRecord, at: dt.datetime, kind: str) -> ClaimRecord | None:
         """Mark the claim reversed if it is still live with the decision read; the claim as it now is,
@@ -447,7 +448,7 @@ class QuotaRepository(_Repository):
         self._first("share_level", {"tpl": tpl_number, "year": quota_year})
 
     def record(self, tpl_number: str, quota_year: int, at: dt.datetime, delta: Decimal, claim_id: str, kind: str) -> None:
-        self._execute(
+        self._defer(
             "record_ledger",
             {"tpl_number": tpl_number, "quota_year": quota_year, "at": at, "delta": delta, "claim_id": claim_id, "kind": kind},
         )
@@ -527,7 +528,7 @@ class AuditRepository(_Repository):
     def record(self, entries: list[RecordedEntry]) -> list[RecordedEntry]:
         rows = [{"kind": e.kind, "subject": e.subject, "entry": e.data, "leaf_hash": e.leaf_hash} for e in entries]
         if len(rows) == 1:
-            self._execute("record_log_entry", rows[0])
+            self._defer("record_log_entry", rows[0])
         elif rows:
             self._execute_many("record_log_entry", rows)
         recorded_by_unit = getattr(self._transaction, "recorded", None)

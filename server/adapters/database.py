@@ -28,8 +28,10 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 
+from server.adapters import deferred_writes
 from server.adapters.admission import Admission
 from server.adapters.group_commit import GroupCommitter
+from server.adapters.prepared import forget_prepared
 from server.domain.errors import DomainError, ErrorKind
 
 MIGRATIONS = pathlib.Path(__file__).resolve().parent.parent / "migrations"
@@ -60,6 +62,20 @@ def _postgresql_engine(url: str, *, pool_size: int, timeout: float) -> Engine:
                 engine.dialect.do_ping(dbapi_connection)
             except engine.dialect.loaded_dbapi.Error as error:
                 raise DisconnectionError(f"the connection failed its ping: {error}") from error
+
+    # psycopg's own rollback deallocates every prepared statement (prepared.py, forget_prepared).
+    @event.listens_for(engine, "rollback")
+    def _rolling_back(connection):  # type: ignore[no-untyped-def]  # a SQLAlchemy event listener: its arguments are untyped
+        if not connection.invalidated and not connection.closed:
+            forget_prepared(connection.info, connection.connection.driver_connection)
+
+    @event.listens_for(engine, "reset")
+    def _resetting(dbapi_connection, record, _state):  # type: ignore[no-untyped-def]  # a SQLAlchemy pool event listener: its arguments are untyped
+        forget_prepared(record.info, dbapi_connection)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _held_writes_first(connection, _cursor, _statement, _parameters, _context, _executemany):  # type: ignore[no-untyped-def]  # a SQLAlchemy event listener: its arguments are untyped
+        deferred_writes.send_held(connection)  # writes a unit of work held for its commit keep their order
 
     return engine
 

@@ -40,6 +40,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from server.adapters import deferred_writes
+
 Processor = Callable[[Any], Any] | None
 # A pyformat placeholder, or an escaped percent sign, in SQL compiled for psycopg.
 _PYFORMAT = re.compile(r"%\((?P<name>[^)]+)\)s|%%|%")
@@ -49,6 +51,17 @@ _CURSOR_KEY = "ecert.prepared_cursor"
 _DIRECT_KEY = "ecert.prepared_direct"
 # Server-side names of those statements (psycopg's own are "_pg3_N"; these never collide with them).
 _DIRECT_NAMES = itertools.count(1)
+
+
+def forget_prepared(info: dict[str, Any], driver: Any) -> None:
+    """The connection is about to be rolled back by psycopg itself, which then deallocates every
+    statement prepared on it (DEALLOCATE ALL), these too: they will be prepared again at their next
+    run. (A unit of work's own rollback goes round psycopg and keeps them: database.py,
+    rollback_keeping_statements.) Nothing to forget when no transaction is open: psycopg then sends
+    nothing."""
+    pgconn = getattr(driver, "pgconn", None)
+    if pgconn is not None and pgconn.transaction_status != 0:  # 0: PQTRANS_IDLE
+        info.pop(_DIRECT_KEY, None)
 
 
 class _Answered:
@@ -152,6 +165,7 @@ class Prepared:
     def _run(self, connection: Connection, values: dict[str, Any]):  # type: ignore[no-untyped-def]  # returns the driver's untyped cursor
         parameters = self.parameters(values)
         if self._raw is not None:
+            deferred_writes.send_held(connection)  # writes held for the commit go first, in order
             answered = self._run_direct(connection, parameters)
             if answered is not None:
                 return answered
@@ -176,31 +190,49 @@ class Prepared:
         pgconn = driver.pgconn
         if pgconn.pipeline_status != 0:
             return None
-        psycopg = self._dialect.loaded_dbapi
+        transformer, name = self.on_libpq(connection, parameters)
+        result = self._check(pgconn.exec_prepared(name, transformer.dump_sequence(parameters, self._text)), parameters, connection)
+        rows: list[tuple[Any, ...]] = []
+        if result.status == self._dialect.loaded_dbapi.pq.ExecStatus.TUPLES_OK:
+            transformer.set_pgresult(result)
+            rows = transformer.load_rows(0, result.ntuples, tuple)
+        return _Answered(rows, result.command_tuples if result.command_tuples is not None else len(rows))
+
+    def on_libpq(self, connection: Connection, parameters: list[Any]) -> tuple[Any, bytes]:
+        """(the connection's Transformer, this statement's name on it), prepared there first if it was
+        not yet (psycopg only; server/adapters/deferred_writes.py sends such statements in a pipeline)."""
         record = connection.connection
+        driver: Any = record.driver_connection
         kept: tuple[Any, dict[Prepared, bytes], Any] | None = record.info.get(_DIRECT_KEY)
         if kept is None or kept[0] is not driver:
-            kept = (driver, {}, psycopg.adapt.Transformer(driver))
+            kept = (driver, {}, self._dialect.loaded_dbapi.adapt.Transformer(driver))
             record.info[_DIRECT_KEY] = kept
         _, names, transformer = kept
         name = names.get(self)
         if name is None:
             name = f"ecert_{next(_DIRECT_NAMES)}".encode()
-            self._check(pgconn.prepare(name, self._direct_sql), parameters)
+            self._check(driver.pgconn.prepare(name, self._direct_sql), parameters)
             names[self] = name
-        result = self._check(pgconn.exec_prepared(name, transformer.dump_sequence(parameters, self._text)), parameters)
-        rows: list[tuple[Any, ...]] = []
-        if result.status == psycopg.pq.ExecStatus.TUPLES_OK:
-            transformer.set_pgresult(result)
-            rows = transformer.load_rows(0, result.ntuples, tuple)
-        return _Answered(rows, result.command_tuples if result.command_tuples is not None else len(rows))
+        return transformer, name
 
-    def _check(self, result: Any, parameters: list[Any]) -> Any:
+    def dumped(self, transformer: Any, parameters: list[Any]) -> Any:
+        """The parameters as libpq sends them (text), for a statement run on libpq."""
+        return transformer.dump_sequence(parameters, self._text)
+
+    @property
+    def runs_on_libpq(self) -> bool:
+        return self._raw is not None
+
+    def _check(self, result: Any, parameters: list[Any], connection: Connection | None = None) -> Any:
         """The result, or the error it carries raised as SQLAlchemy wraps psycopg's."""
         psycopg = self._dialect.loaded_dbapi
         if result.status in (psycopg.pq.ExecStatus.COMMAND_OK, psycopg.pq.ExecStatus.TUPLES_OK):
             return result
         error = psycopg.errors.error_from_result(result)
+        if isinstance(error, psycopg.errors.InvalidSqlStatementName) and connection is not None:
+            # Deallocated behind this module's back: prepared again at the next run (the unit of work
+            # is retried, server/service/transactions.py).
+            connection.connection.info.pop(_DIRECT_KEY, None)
         raise DBAPIError.instance(self.sql, parameters, error, self._error_class, dialect=self._dialect) from error
 
     def _raw_cursor(self, connection: Connection):  # type: ignore[no-untyped-def]  # returns the driver's untyped cursor
@@ -237,6 +269,8 @@ class Prepared:
             return 0
         parameters = [self.parameters(values) for values in rows]
         raw = self._raw is not None
+        if raw:
+            deferred_writes.send_held(connection)
         cursor = self._raw_cursor(connection) if raw else connection.connection.driver_connection.cursor()  # type: ignore[union-attr]  # see above
         try:
             cursor.executemany(self._raw if raw else self.sql, parameters)
@@ -246,6 +280,13 @@ class Prepared:
         finally:
             self._done(cursor)
         return count
+
+    def defer(self, connection: Connection, values: dict[str, Any]) -> None:
+        """Run a write whose only possible outcomes are one row written or an error, now or, where the
+        unit of work holds writes for its commit (PostgreSQL), with the COMMIT in one round trip
+        (server/adapters/deferred_writes.py). Its error, if any, is then raised by the commit."""
+        if not (self._raw is not None and deferred_writes.hold(connection, self, self.parameters(values))):
+            self.execute(connection, values)
 
     def all(self, connection: Connection, values: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         cursor = self._run(connection, values or {})
@@ -312,6 +353,10 @@ class PreparedRepository:
 
     def _execute(self, statement: str, values: dict[str, Any] | None = None) -> int:
         return self.statements.get(statement, self.connection.dialect).execute(self.connection, values)
+
+    def _defer(self, statement: str, values: dict[str, Any]) -> None:
+        """A write of one row (or an error), sent now or with the unit of work's commit (Prepared.defer)."""
+        self.statements.get(statement, self.connection.dialect).defer(self.connection, values)
 
     def _execute_many(self, statement: str, rows: Sequence[dict[str, Any]]) -> int:
         return self.statements.get(statement, self.connection.dialect).execute_many(self.connection, rows)

@@ -8,7 +8,8 @@ a transaction fail harmlessly, and both are retried here, never reported as lost
 - serialization failures (40001) and deadlocks (40P01): the database rolled the transaction back
   and guarantees nothing of it was kept;
 - a unique-key race (23505) between two transactions inserting the same key: the loser runs again
-  and now sees the winner's row (a retried message then replays, a second CREATE is refused).
+  and now sees the winner's row (a retried message then replays, a second CREATE is refused);
+- a statement prepared by this process found deallocated (26000): prepared again on the next attempt.
 
 A third is the service's own: a conditional write that matched fewer rows than it should
 (`LostRace`: another transaction changed the row since it was read); the unit runs again and reads
@@ -39,7 +40,10 @@ T = TypeVar("T")
 SERIALIZATION_FAILURE = "40001"
 DEADLOCK_DETECTED = "40P01"
 UNIQUE_VIOLATION = "23505"
-RETRIED_SQLSTATES = frozenset({SERIALIZATION_FAILURE, DEADLOCK_DETECTED})
+# A statement this process prepared was deallocated under it (server/adapters/prepared.py): prepared
+# again on the next attempt.
+STATEMENT_DEALLOCATED = "26000"
+RETRIED_SQLSTATES = frozenset({SERIALIZATION_FAILURE, DEADLOCK_DETECTED, STATEMENT_DEALLOCATED})
 
 
 def sqlstate(error: BaseException) -> str | None:

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, RootTransaction, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from server.adapters import deferred_writes
 from server.adapters.allotment_repository import AllotmentRepository
 from server.adapters.database import Database, begin_on_driver, rollback_keeping_statements, translate_pool_timeout
 from server.adapters.group_commit import Batch, GroupCommitter
@@ -102,6 +103,9 @@ class UnitOfWork:
                     opening.callback(self._close_session)
             if not self._database.is_sqlite:
                 self._begin_postgresql()
+                if self._write:
+                    # Its last writes go with the COMMIT, in one round trip (server/adapters/deferred_writes.py).
+                    deferred_writes.start_holding(self.connection)
             self._resources = opening.pop_all()
         return self
 
@@ -155,6 +159,7 @@ class UnitOfWork:
 
     def _exit(self, exc: BaseException | None) -> None:
         try:
+            deferred_writes.stop_holding(self.connection)  # committed, or never to be sent
             if self._transaction is not None and self._transaction.is_active and not self._database.is_sqlite:
                 rollback_keeping_statements(self.connection)  # first: the session's rollback below would end it too
             if self._session is not None:
@@ -179,6 +184,9 @@ class UnitOfWork:
         if self._group is not None:
             self._group.release(self.connection)
         if self._transaction is not None:
+            # The held writes and the COMMIT in one round trip; then SQLAlchemy ends its transaction (the
+            # driver, finding none open on the connection, sends nothing).
+            deferred_writes.commit_held(self.connection)
             self._transaction.commit()
         self._committed = True
 

@@ -232,3 +232,33 @@ def test_a_failed_postgresql_statement_rolls_back_and_its_connection_serves_the_
             assert read.all(uow.connection, {"year": 2026}) == [("A",)]
     finally:
         database.dispose()
+
+
+@pytest.mark.postgres
+def test_statements_deallocated_by_psycopgs_own_rollback_are_prepared_again(postgres_url):
+    """psycopg's rollback (a pooled connection returned inside a transaction, or SQLAlchemy's own
+    rollback) deallocates every statement prepared on the connection once psycopg prepared one of its
+    own (DEALLOCATE ALL): ours are prepared again at their next run."""
+    from server.service.unit_of_work import UnitOfWork
+
+    def psycopg_prepares_one_of_its_own(connection) -> None:  # type: ignore[no-untyped-def]
+        connection.connection.driver_connection.execute("SELECT 1", prepare=True)
+
+    database = Database(postgres_url, pool_size=1)
+    database.upgrade()
+    try:
+        read = Prepared(select(claims.c.claim_id).where(claims.c.quota_year == bindparam("year")), database.write_engine.dialect)
+        with database.write_engine.connect() as connection:  # returned to the pool inside its transaction
+            assert read.all(connection, {"year": 2026}) == []
+            psycopg_prepares_one_of_its_own(connection)
+            assert any("claims.quota_year" in s for s in _prepared_on_server(connection))
+        with database.write_engine.connect() as connection:  # the same connection
+            assert not any("claims.quota_year" in s for s in _prepared_on_server(connection))  # DEALLOCATE ALL
+            assert read.all(connection, {"year": 2026}) == []
+            psycopg_prepares_one_of_its_own(connection)
+            connection.rollback()  # SQLAlchemy's rollback, through psycopg: deallocated again
+            assert read.all(connection, {"year": 2026}) == []
+        with UnitOfWork(database, write=False) as uow:
+            assert read.all(uow.connection, {"year": 2026}) == []
+    finally:
+        database.dispose()
