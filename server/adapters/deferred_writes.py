@@ -111,5 +111,9 @@ def _send(connection: Connection, held: list[tuple[Prepared, list[Any]]], *, com
     if failed is not None:
         index, result = failed
         refused = psycopg.errors.error_from_result(result)
+        if isinstance(refused, psycopg.errors.InvalidSqlStatementName):
+            from server.adapters.prepared import forget_prepared  # (prepared.py imports this module)
+
+            forget_prepared(connection.connection.info, None)  # prepared again when the unit runs again
         sql = named[index][0].sql if index < len(named) else "COMMIT"
         raise DBAPIError.instance(sql, None, refused, psycopg.Error, dialect=connection.dialect) from refused

@@ -54,13 +54,14 @@ _DIRECT_NAMES = itertools.count(1)
 
 
 def forget_prepared(info: dict[str, Any], driver: Any) -> None:
-    """The connection is about to be rolled back by psycopg itself, which then deallocates every
-    statement prepared on it (DEALLOCATE ALL), these too: they will be prepared again at their next
+    """Forget which statements are prepared on a connection: psycopg is about to roll it back itself,
+    which deallocates every statement prepared on it (DEALLOCATE ALL) once it prepared one of its own,
+    these too; or one was found deallocated (`driver` None). They are prepared again at their next
     run. (A unit of work's own rollback goes round psycopg and keeps them: database.py,
-    rollback_keeping_statements.) Nothing to forget when no transaction is open: psycopg then sends
-    nothing."""
+    rollback_keeping_statements.) Nothing to forget before a rollback when no transaction is open:
+    psycopg then sends nothing."""
     pgconn = getattr(driver, "pgconn", None)
-    if pgconn is not None and pgconn.transaction_status != 0:  # 0: PQTRANS_IDLE
+    if driver is None or (pgconn is not None and pgconn.transaction_status != 0):  # 0: PQTRANS_IDLE
         info.pop(_DIRECT_KEY, None)
 
 
@@ -232,7 +233,7 @@ class Prepared:
         if isinstance(error, psycopg.errors.InvalidSqlStatementName) and connection is not None:
             # Deallocated behind this module's back: prepared again at the next run (the unit of work
             # is retried, server/service/transactions.py).
-            connection.connection.info.pop(_DIRECT_KEY, None)
+            forget_prepared(connection.connection.info, None)
         raise DBAPIError.instance(self.sql, parameters, error, self._error_class, dialect=self._dialect) from error
 
     def _raw_cursor(self, connection: Connection):  # type: ignore[no-untyped-def]  # returns the driver's untyped cursor
