@@ -22,9 +22,10 @@ A single statement goes further: it is run on libpq directly (psycopg's PGconn: 
 exec_prepared), its parameters dumped and its rows loaded by a psycopg Transformer kept with the
 connection, the same adapters a cursor uses: a cursor's execute adds psycopg's own machinery (its
 prepared-statement manager, its query conversion, its generator-based waiting) to each round trip,
-about 10 % of a claim's CPU on PostgreSQL (README, "Benchmarks": the engines' CPU per claim). Parameters travel as text and the server types them from the statement's
-casts (SQLAlchemy writes `$1::BIGINT`): text in, text out, as a raw cursor did. A batch
-(`execute_many`) still goes through a cursor's executemany, which pipelines.
+about 10 % of a claim's CPU on PostgreSQL (README, "Benchmarks": CPU per claim on PostgreSQL).
+Parameters travel as text and the server types them from the statement's casts (SQLAlchemy writes
+`$1::BIGINT`): text in, text out, as a raw cursor did. A batch (`execute_many`) still goes through a
+cursor's executemany, which pipelines.
 """
 from __future__ import annotations
 
@@ -219,10 +220,6 @@ class Prepared:
     def dumped(self, transformer: Any, parameters: list[Any]) -> Any:
         """The parameters as libpq sends them (text), for a statement run on libpq."""
         return transformer.dump_sequence(parameters, self._text)
-
-    @property
-    def runs_on_libpq(self) -> bool:
-        return self._raw is not None
 
     def _check(self, result: Any, parameters: list[Any], connection: Connection | None = None) -> Any:
         """The result, or the error it carries raised as SQLAlchemy wraps psycopg's."""
