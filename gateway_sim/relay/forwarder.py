@@ -43,20 +43,14 @@ TRANSIENT = {
 }
 
 # Answers about the relay itself, not the envelope: customs refused the relay's own credentials (its
-# client certificate revoked or missing, or without the relay role). Customs judged nothing, so the
-# envelope is not rejected: it stays queued (retried with backoff to the horizon) until the operator
-# installs a certificate customs accepts and the relay is restarted; a PERMISSION_DENIED about what the
-# envelope says (COUNTRY_NOT_CALLERS) is the envelope's own refusal and final.
-CREDENTIAL_REFUSALS = {
-    (grpc.StatusCode.UNAUTHENTICATED, None),  # any reason: CERTIFICATE_REVOKED, CLIENT_CERTIFICATE_REQUIRED
-    (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED"),
-}
-
-
+# client certificate revoked or missing: UNAUTHENTICATED, whatever the reason; or without the relay
+# role). Customs judged nothing, so the envelope is not rejected: it stays queued (retried with backoff
+# to the horizon) until the operator installs a certificate customs accepts and the relay is
+# restarted; a PERMISSION_DENIED about what the envelope says (COUNTRY_NOT_CALLERS) is the envelope's
+# own refusal and final.
 def refuses_the_relay(code: grpc.StatusCode, reason: str) -> bool:
     """Whether customs' answer refuses the relay's credentials rather than the envelope."""
-    return (code, None) in CREDENTIAL_REFUSALS or (code, reason) in CREDENTIAL_REFUSALS
-
+    return code is grpc.StatusCode.UNAUTHENTICATED or (code is grpc.StatusCode.PERMISSION_DENIED and reason == "ROLE_NOT_ALLOWED")
 
 @dataclass(frozen=True)
 class RetryPolicy:
