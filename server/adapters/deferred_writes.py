@@ -39,13 +39,10 @@ def stop_holding(connection: Connection) -> None:
     connection.info.pop(_HELD_KEY, None)
 
 
-def hold(connection: Connection, statement: Prepared, parameters: list[Any]) -> bool:
-    """Hold a write for the commit; False when this connection holds none (run it now)."""
+def held_writes(connection: Connection) -> list[tuple[Prepared, list[Any]]] | None:
+    """The list a write joins to be held for the commit; None when this connection holds none (run it now)."""
     held: list[tuple[Prepared, list[Any]]] | None = connection.info.get(_HELD_KEY)
-    if held is None:
-        return False
-    held.append((statement, parameters))
-    return True
+    return held
 
 
 def send_held(connection: Connection) -> None:

@@ -283,8 +283,11 @@ class Prepared:
         """Run a write whose only possible outcomes are one row written or an error, now or, where the
         unit of work holds writes for its commit (PostgreSQL), with the COMMIT in one round trip
         (server/adapters/deferred_writes.py). Its error, if any, is then raised by the commit."""
-        if not (self._raw is not None and deferred_writes.hold(connection, self, self.parameters(values))):
+        held = deferred_writes.held_writes(connection) if self._raw is not None else None
+        if held is None:
             self.execute(connection, values)
+        else:
+            held.append((self, self.parameters(values)))
 
     def all(self, connection: Connection, values: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         cursor = self._run(connection, values or {})
