@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 from decimal import Decimal
 from fractions import Fraction
@@ -225,11 +226,24 @@ def _set_claim_while(decision: str, columns: tuple[str, ...]):  # type: ignore[n
 
 
 
+@functools.lru_cache(maxsize=512)
+def _reasons(text: str) -> tuple[str, ...]:
+    """A claim's stored reasons (a JSON list): a few dozen combinations recur across all claims, so
+    each text is parsed once (a batch step reads hundreds of claims)."""
+    return tuple(json.loads(text))
+
+
+@functools.lru_cache(maxsize=512)
+def _mismatches(text: str) -> tuple[tuple[str, ...], ...]:
+    """A claim's stored mismatches (a JSON list of lists), parsed once per text, as _reasons."""
+    return tuple(tuple(m) for m in json.loads(text))
+
+
 def _record(row: tuple) -> ClaimRecord:  # type: ignore[type-arg]  # a row of the claim query's columns, of mixed types
     """A claim from a row of its columns in _CLAIM_COLUMNS order."""
     values = dict(zip(_CLAIM_COLUMNS, row))
-    values["reasons"] = tuple(json.loads(values["reasons"]))
-    values["mismatches"] = tuple(tuple(m) for m in json.loads(values["mismatches"]))
+    values["reasons"] = _reasons(values["reasons"])
+    values["mismatches"] = _mismatches(values["mismatches"])
     return ClaimRecord(**values)
 
 

@@ -34,6 +34,14 @@ from server.adapters.group_commit import GroupCommitter
 from server.adapters.prepared import forget_prepared
 from server.domain.errors import DomainError, ErrorKind
 
+# SQLite: the writer copies the write-ahead log into the database file once the log holds this many
+# pages (SQLite's default is 1,000). A batch step of the opening allocation rewrites about 1,200 pages
+# (its claims, their ledger rows and log entries land all over the random-keyed indexes), so by the
+# default every step's commit also ran a checkpoint; with a larger log, pages that consecutive steps
+# rewrite are copied once. Measured: a 50,000-claim opening allocation in process, 14.3/14.2 s before,
+# 12.6/12.2 s after (README, "Benchmarks"). The log file grows to about 32 MiB before it is reused.
+WAL_CHECKPOINT_PAGES = 8000
+
 MIGRATIONS = pathlib.Path(__file__).resolve().parent.parent / "migrations"
 # pg_advisory_xact_lock key held while migrating, so that replicas starting together migrate once.
 MIGRATION_LOCK_KEY = 0x6563657274  # "ecert"
@@ -176,6 +184,8 @@ def _sqlite_engine(url: str, *, writer: bool, pool_size: int, timeout: float) ->
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        if writer:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         cursor.close()
 
     begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
