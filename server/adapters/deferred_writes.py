@@ -5,7 +5,8 @@ ledger row, the claim's row, its transparency-log entry. Each was a round trip o
 COMMIT another; in the service a round trip costs about 0.1 ms of CPU whatever the statement (the
 libpq call, the socket and the thread's wake-up), about as much as SQLite's whole execution of it.
 A unit of work that holds writes (server/service/unit_of_work.py) keeps such statements here
-(`Prepared.defer`), and its commit sends them with the COMMIT in one libpq pipeline.
+(`Prepared.defer`), and its commit sends them with the COMMIT in one libpq pipeline
+(server/adapters/pipeline.py).
 
 Order is kept: before any other statement runs on the connection (a Prepared one, or anything
 SQLAlchemy executes) what is held is sent first, in a pipeline of its own. A held write's error is
@@ -15,11 +16,12 @@ and the retry policy see what they saw when the write ran at once. On SQLite not
 """
 from __future__ import annotations
 
-import select
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
+
+from server.adapters import pipeline
 
 if TYPE_CHECKING:
     from server.adapters.prepared import Prepared
@@ -62,49 +64,20 @@ def commit_held(connection: Connection) -> bool:
     return True
 
 
-def _wait(fd: int, event: int) -> None:
-    poller = select.poll()
-    poller.register(fd, event)
-    poller.poll()
-
-
 def _send(connection: Connection, held: list[tuple[Prepared, list[Any]]], *, commit: bool) -> None:
     writes = list(held)
     held.clear()  # whatever happens next, nothing is sent twice
     psycopg: Any = connection.dialect.loaded_dbapi
-    status = psycopg.pq.ExecStatus
     pgconn = connection.connection.driver_connection.pgconn  # type: ignore[union-attr]  # a checked-out psycopg connection
     named = [(statement, *statement.on_libpq(connection, parameters), parameters) for statement, parameters in writes]
-    failed: tuple[int, Any] | None = None
-    pgconn.enter_pipeline_mode()
     try:
-        for statement, transformer, name, parameters in named:
-            pgconn.send_query_prepared(name, statement.dumped(transformer, parameters))
-        if commit:
-            pgconn.send_query_params(b"COMMIT", None)
-        pgconn.pipeline_sync()
-        while pgconn.flush() == 1:
-            _wait(pgconn.socket, select.POLLOUT)
-        finished = 0  # queries whose results are all read: each one's end is a None
-        while True:
-            while pgconn.is_busy():
-                _wait(pgconn.socket, select.POLLIN)
-                pgconn.consume_input()
-            result = pgconn.get_result()
-            if result is None:
-                finished += 1
-            elif result.status == status.PIPELINE_SYNC:
-                break
-            elif result.status == status.FATAL_ERROR and failed is None:
-                failed = (finished, result)  # the queries after it come back PIPELINE_ABORTED
+        results = pipeline.run(
+            pgconn, psycopg.pq, [(name, statement.dumped(transformer, parameters)) for statement, transformer, name, parameters in named],
+            commit=commit,
+        )
     except psycopg.Error as error:
         raise DBAPIError.instance("COMMIT" if commit else named[0][0].sql, None, error, psycopg.Error, dialect=connection.dialect) from error
-    finally:
-        if pgconn.pipeline_status != 0:
-            try:
-                pgconn.exit_pipeline_mode()
-            except psycopg.Error:  # a broken connection: the error above is the one to report
-                pass
+    failed = pipeline.first_failure(results, psycopg.pq)
     if failed is not None:
         index, result = failed
         refused = psycopg.errors.error_from_result(result)
