@@ -267,8 +267,9 @@ class ClaimRepository(_Repository):
 
     def add_entry(self, entry_number: str, importer_of_record: str, filer_code: str) -> None:
         """The entry number's parties; a concurrent first line of the same entry loses on the primary key
-        (the unit of work is then run again and reads the winner's)."""
-        self._execute("insert_entry", {"entry_number": entry_number, "importer_of_record": importer_of_record, "filer_code": filer_code})
+        (the unit of work is then run again and reads the winner's). Held and sent with the next
+        statement on PostgreSQL (Prepared.defer): its IntegrityError comes from that statement, or the commit."""
+        self._defer("insert_entry", {"entry_number": entry_number, "importer_of_record": importer_of_record, "filer_code": filer_code})
 
     def add(self, record: ClaimRecord) -> None:
         values = {name: getattr(record, name) for name in _CLAIM_COLUMNS}

@@ -8,9 +8,11 @@ A unit of work that holds writes (server/service/unit_of_work.py) keeps such sta
 (`Prepared.defer`), and its commit sends them with the COMMIT in one libpq pipeline
 (server/adapters/pipeline.py).
 
-Order is kept: before any other statement runs on the connection (a Prepared one, or anything
-SQLAlchemy executes) what is held is sent first, in a pipeline of its own. A held write's error is
-raised by whatever sent it (the commit, or that next statement), wrapped as SQLAlchemy wraps psycopg's
+Order is kept: before any other statement runs on the connection what is held is sent first: with a
+Prepared statement run on libpq, in the same pipeline (one round trip; a claim's entry row goes with
+its certificate's charge); with anything else (SQLAlchemy's own execution, reads run together), in a
+pipeline of its own. A held write's error is raised by whatever sent it (the commit, or that next
+statement, which then did not run), wrapped as SQLAlchemy wraps psycopg's
 errors (IntegrityError for a unique key, OperationalError for a lock timeout, ...), so that callers
 and the retry policy see what they saw when the write ran at once. On SQLite nothing is held.
 """
@@ -54,6 +56,14 @@ def send_held(connection: Connection) -> None:
         _send(connection, held, commit=False)
 
 
+def send_held_with(connection: Connection, statement: Prepared, name: bytes, parameters: Any) -> Any:
+    """Send what is held and then `statement` (prepared on the connection as `name`, its parameters
+    dumped) in one round trip; the statement's own result, for the caller to read or raise as if it
+    ran alone. A held write's error is raised here (the statement was then not run)."""
+    held = connection.info.get(_HELD_KEY)
+    return _send(connection, held or [], commit=False, then=(statement, name, parameters))
+
+
 def commit_held(connection: Connection) -> bool:
     """Send what is held with a COMMIT, in one round trip; True if this committed, False if nothing
     was held (the caller commits as usual)."""
@@ -64,20 +74,25 @@ def commit_held(connection: Connection) -> bool:
     return True
 
 
-def _send(connection: Connection, held: list[tuple[Prepared, list[Any]]], *, commit: bool) -> None:
+def _send(
+    connection: Connection, held: list[tuple[Prepared, list[Any]]], *, commit: bool, then: tuple[Prepared, bytes, Any] | None = None,
+) -> Any:
     writes = list(held)
     held.clear()  # whatever happens next, nothing is sent twice
     psycopg: Any = connection.dialect.loaded_dbapi
     pgconn = connection.connection.driver_connection.pgconn  # type: ignore[union-attr]  # a checked-out psycopg connection
     named = [(statement, *statement.on_libpq(connection, parameters), parameters) for statement, parameters in writes]
+    queries = [(name, statement.dumped(transformer, parameters)) for statement, transformer, name, parameters in named]
+    if then is not None:
+        queries.append((then[1], then[2]))
     try:
-        results = pipeline.run(
-            pgconn, psycopg.pq, [(name, statement.dumped(transformer, parameters)) for statement, transformer, name, parameters in named],
-            commit=commit,
-        )
+        results = pipeline.run(pgconn, psycopg.pq, queries, commit=commit)
     except psycopg.Error as error:
-        raise DBAPIError.instance("COMMIT" if commit else named[0][0].sql, None, error, psycopg.Error, dialect=connection.dialect) from error
-    failed = pipeline.first_failure(results, psycopg.pq)
+        first = named[0][0].sql if named else then[0].sql if then is not None else "COMMIT"
+        raise DBAPIError.instance("COMMIT" if commit else first, None, error, psycopg.Error, dialect=connection.dialect) from error
+    failed = pipeline.first_failure(results[: len(named)], psycopg.pq)
+    if failed is None and commit:
+        failed = pipeline.first_failure(results, psycopg.pq)
     if failed is not None:
         index, result = failed
         refused = psycopg.errors.error_from_result(result)
@@ -87,3 +102,4 @@ def _send(connection: Connection, held: list[tuple[Prepared, list[Any]]], *, com
             forget_prepared(connection.connection.info, None)  # prepared again when the unit runs again
         sql = named[index][0].sql if index < len(named) else "COMMIT"
         raise DBAPIError.instance(sql, None, refused, psycopg.Error, dialect=connection.dialect) from refused
+    return results[-1] if then is not None else None

@@ -172,7 +172,6 @@ class Prepared:
     def _run(self, connection: Connection, values: dict[str, Any]):  # type: ignore[no-untyped-def]  # returns the driver's untyped cursor
         parameters = self.parameters(values)
         if self._raw is not None:
-            deferred_writes.send_held(connection)  # writes held for the commit go first, in order
             answered = self._run_direct(connection, parameters)
             if answered is not None:
                 return answered
@@ -196,9 +195,16 @@ class Prepared:
         driver: Any = connection.connection.driver_connection
         pgconn = driver.pgconn
         if pgconn.pipeline_status != 0:
+            deferred_writes.send_held(connection)  # writes held for the commit go first, in order
             return None
         transformer, name = self.on_libpq(connection, parameters)
-        result = self._check(pgconn.exec_prepared(name, transformer.dump_sequence(parameters, self._text)), parameters, connection)
+        dumped = transformer.dump_sequence(parameters, self._text)
+        if deferred_writes.held_writes(connection):
+            # Writes held for the commit go first, in order, in the same round trip.
+            result = deferred_writes.send_held_with(connection, self, name, dumped)
+        else:
+            result = pgconn.exec_prepared(name, dumped)
+        result = self._check(result, parameters, connection)
         rows = self._loaded(transformer, result)
         return _Answered(rows, result.command_tuples if result.command_tuples is not None else len(rows))
 
