@@ -24,7 +24,7 @@ from server.adapters.orm import (
     QuotaOpeningRow,
     ReferenceVersionRow,
 )
-from server.adapters.prepared import PreparedRepository, Statements
+from server.adapters.prepared import PreparedRepository, Read, Statements
 from contract.log_entry import LogEntry, entry as log_entry
 from contract.merkle import leaf_hash
 from server.domain.records import ClaimRecord
@@ -247,24 +247,43 @@ def _record(row: tuple) -> ClaimRecord:  # type: ignore[type-arg]  # a row of th
     return ClaimRecord(**values)
 
 
+def _revisions(rows: list[tuple]) -> list[ClaimRecord]:  # type: ignore[type-arg]  # rows of the claim query's columns
+    return [_record(row) for row in rows]
+
+
+def _parties(rows: list[tuple]) -> tuple[str, str] | None:  # type: ignore[type-arg]  # rows of (importer, filer)
+    return None if not rows else (rows[0][0], rows[0][1])
+
+
+def _level(rows: list[tuple]) -> LevelRow | None:  # type: ignore[type-arg]  # rows of LevelRow's columns
+    return None if not rows else LevelRow(*rows[0])
+
+
 class _Repository(PreparedRepository):
     statements = STATEMENTS
 
 
 class ClaimRepository(_Repository):
     def revisions(self, entry_number: str, line_number: int) -> list[ClaimRecord]:
-        rows = self._all("claim_revisions", {"entry": entry_number, "line": line_number})
-        return [_record(row) for row in rows]
+        return _revisions(self._all("claim_revisions", {"entry": entry_number, "line": line_number}))
+
+    def revisions_read(self, entry_number: str, line_number: int) -> Read[list[ClaimRecord]]:
+        """`revisions`, as a read to run with others (server/adapters/prepared.py, read_together)."""
+        return self._read("claim_revisions", {"entry": entry_number, "line": line_number}, _revisions)
 
     def entry_parties(self, entry_number: str) -> tuple[str, str] | None:
         """(importer of record, filer code) already on file for this entry number, if any."""
-        row = self._first("entry_parties", {"entry": entry_number})
-        return None if row is None else (row[0], row[1])
+        return _parties(self._all("entry_parties", {"entry": entry_number}))
+
+    def entry_parties_read(self, entry_number: str) -> Read[tuple[str, str] | None]:
+        """`entry_parties`, as a read to run with others."""
+        return self._read("entry_parties", {"entry": entry_number}, _parties)
 
     def add_entry(self, entry_number: str, importer_of_record: str, filer_code: str) -> None:
         """The entry number's parties; a concurrent first line of the same entry loses on the primary key
-        (the unit of work is then run again and reads the winner's)."""
-        self._execute("insert_entry", {"entry_number": entry_number, "importer_of_record": importer_of_record, "filer_code": filer_code})
+        (the unit of work is then run again and reads the winner's). Held and sent with the next
+        statement on PostgreSQL (Prepared.defer): its IntegrityError comes from that statement, or the commit."""
+        self._defer("insert_entry", {"entry_number": entry_number, "importer_of_record": importer_of_record, "filer_code": filer_code})
 
     def add(self, record: ClaimRecord) -> None:
         values = {name: getattr(record, name) for name in _CLAIM_COLUMNS}
@@ -386,8 +405,11 @@ class CertificateLedger(_Repository):
 
 class QuotaRepository(_Repository):
     def level(self, tpl_number: str, quota_year: int) -> LevelRow | None:
-        row = self._first("level", {"tpl": tpl_number, "year": quota_year})
-        return None if row is None else LevelRow(*row)
+        return _level(self._all("level", {"tpl": tpl_number, "year": quota_year}))
+
+    def level_read(self, tpl_number: str, quota_year: int) -> Read[LevelRow | None]:
+        """`level`, as a read to run with others (server/adapters/prepared.py, read_together)."""
+        return self._read("level", {"tpl": tpl_number, "year": quota_year}, _level)
 
     def levels(self, quota_year: int, *, lock: bool = False) -> list[LevelRow]:
         """The year's levels; `lock`: until this transaction ends (PostgreSQL; SQLite writes are serial)."""

@@ -5,21 +5,25 @@ ledger row, the claim's row, its transparency-log entry. Each was a round trip o
 COMMIT another; in the service a round trip costs about 0.1 ms of CPU whatever the statement (the
 libpq call, the socket and the thread's wake-up), about as much as SQLite's whole execution of it.
 A unit of work that holds writes (server/service/unit_of_work.py) keeps such statements here
-(`Prepared.defer`), and its commit sends them with the COMMIT in one libpq pipeline.
+(`Prepared.defer`), and its commit sends them with the COMMIT in one libpq pipeline
+(server/adapters/pipeline.py).
 
-Order is kept: before any other statement runs on the connection (a Prepared one, or anything
-SQLAlchemy executes) what is held is sent first, in a pipeline of its own. A held write's error is
-raised by whatever sent it (the commit, or that next statement), wrapped as SQLAlchemy wraps psycopg's
+Order is kept: before any other statement runs on the connection what is held is sent first: with a
+Prepared statement run on libpq, in the same pipeline (one round trip; a claim's entry row goes with
+its certificate's charge); with anything else (SQLAlchemy's own execution, reads run together), in a
+pipeline of its own. A held write's error is raised by whatever sent it (the commit, or that next
+statement, which then did not run), wrapped as SQLAlchemy wraps psycopg's
 errors (IntegrityError for a unique key, OperationalError for a lock timeout, ...), so that callers
 and the retry policy see what they saw when the write ran at once. On SQLite nothing is held.
 """
 from __future__ import annotations
 
-import select
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
+
+from server.adapters import pipeline
 
 if TYPE_CHECKING:
     from server.adapters.prepared import Prepared
@@ -52,6 +56,14 @@ def send_held(connection: Connection) -> None:
         _send(connection, held, commit=False)
 
 
+def send_held_with(connection: Connection, statement: Prepared, name: bytes, parameters: Any) -> Any:
+    """Send what is held and then `statement` (prepared on the connection as `name`, its parameters
+    dumped) in one round trip; the statement's own result, for the caller to read or raise as if it
+    ran alone. A held write's error is raised here (the statement was then not run)."""
+    held = connection.info.get(_HELD_KEY)
+    return _send(connection, held or [], commit=False, then=(statement, name, parameters))
+
+
 def commit_held(connection: Connection) -> bool:
     """Send what is held with a COMMIT, in one round trip; True if this committed, False if nothing
     was held (the caller commits as usual)."""
@@ -62,49 +74,25 @@ def commit_held(connection: Connection) -> bool:
     return True
 
 
-def _wait(fd: int, event: int) -> None:
-    poller = select.poll()
-    poller.register(fd, event)
-    poller.poll()
-
-
-def _send(connection: Connection, held: list[tuple[Prepared, list[Any]]], *, commit: bool) -> None:
+def _send(
+    connection: Connection, held: list[tuple[Prepared, list[Any]]], *, commit: bool, then: tuple[Prepared, bytes, Any] | None = None,
+) -> Any:
     writes = list(held)
     held.clear()  # whatever happens next, nothing is sent twice
     psycopg: Any = connection.dialect.loaded_dbapi
-    status = psycopg.pq.ExecStatus
     pgconn = connection.connection.driver_connection.pgconn  # type: ignore[union-attr]  # a checked-out psycopg connection
     named = [(statement, *statement.on_libpq(connection, parameters), parameters) for statement, parameters in writes]
-    failed: tuple[int, Any] | None = None
-    pgconn.enter_pipeline_mode()
+    queries = [(name, statement.dumped(transformer, parameters)) for statement, transformer, name, parameters in named]
+    if then is not None:
+        queries.append((then[1], then[2]))
     try:
-        for statement, transformer, name, parameters in named:
-            pgconn.send_query_prepared(name, statement.dumped(transformer, parameters))
-        if commit:
-            pgconn.send_query_params(b"COMMIT", None)
-        pgconn.pipeline_sync()
-        while pgconn.flush() == 1:
-            _wait(pgconn.socket, select.POLLOUT)
-        finished = 0  # queries whose results are all read: each one's end is a None
-        while True:
-            while pgconn.is_busy():
-                _wait(pgconn.socket, select.POLLIN)
-                pgconn.consume_input()
-            result = pgconn.get_result()
-            if result is None:
-                finished += 1
-            elif result.status == status.PIPELINE_SYNC:
-                break
-            elif result.status == status.FATAL_ERROR and failed is None:
-                failed = (finished, result)  # the queries after it come back PIPELINE_ABORTED
+        results = pipeline.run(pgconn, psycopg.pq, queries, commit=commit)
     except psycopg.Error as error:
-        raise DBAPIError.instance("COMMIT" if commit else named[0][0].sql, None, error, psycopg.Error, dialect=connection.dialect) from error
-    finally:
-        if pgconn.pipeline_status != 0:
-            try:
-                pgconn.exit_pipeline_mode()
-            except psycopg.Error:  # a broken connection: the error above is the one to report
-                pass
+        first = named[0][0].sql if named else then[0].sql if then is not None else "COMMIT"
+        raise DBAPIError.instance("COMMIT" if commit else first, None, error, psycopg.Error, dialect=connection.dialect) from error
+    failed = pipeline.first_failure(results[: len(named)], psycopg.pq)
+    if failed is None and commit:
+        failed = pipeline.first_failure(results, psycopg.pq)
     if failed is not None:
         index, result = failed
         refused = psycopg.errors.error_from_result(result)
@@ -114,3 +102,4 @@ def _send(connection: Connection, held: list[tuple[Prepared, list[Any]]], *, com
             forget_prepared(connection.connection.info, None)  # prepared again when the unit runs again
         sql = named[index][0].sql if index < len(named) else "COMMIT"
         raise DBAPIError.instance(sql, None, refused, psycopg.Error, dialect=connection.dialect) from refused
+    return results[-1] if then is not None else None

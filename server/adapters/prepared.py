@@ -26,13 +26,17 @@ about 10 % of a claim's CPU on PostgreSQL (README, "Benchmarks": CPU per claim o
 Parameters travel as text and the server types them from the statement's casts (SQLAlchemy writes
 `$1::BIGINT`): text in, text out, as a raw cursor did. A batch (`execute_many`) still goes through a
 cursor's executemany, which pipelines.
+
+Reads that do not depend on each other can go together (`read_together`): on psycopg, in one libpq
+pipeline (server/adapters/pipeline.py), one round trip for all; elsewhere each runs alone where its
+answer is first used. Each `Read` says how its rows become its answer, so a repository keeps that.
 """
 from __future__ import annotations
 
 import itertools
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
@@ -41,9 +45,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from server.adapters import deferred_writes
+from server.adapters import deferred_writes, pipeline
 
 Processor = Callable[[Any], Any] | None
+_T = TypeVar("_T")
 # A pyformat placeholder, or an escaped percent sign, in SQL compiled for psycopg.
 _PYFORMAT = re.compile(r"%\((?P<name>[^)]+)\)s|%%|%")
 # Where a connection's raw cursors are kept: the pool's record of the connection (lives as long as it).
@@ -167,7 +172,6 @@ class Prepared:
     def _run(self, connection: Connection, values: dict[str, Any]):  # type: ignore[no-untyped-def]  # returns the driver's untyped cursor
         parameters = self.parameters(values)
         if self._raw is not None:
-            deferred_writes.send_held(connection)  # writes held for the commit go first, in order
             answered = self._run_direct(connection, parameters)
             if answered is not None:
                 return answered
@@ -191,14 +195,26 @@ class Prepared:
         driver: Any = connection.connection.driver_connection
         pgconn = driver.pgconn
         if pgconn.pipeline_status != 0:
+            deferred_writes.send_held(connection)  # writes held for the commit go first, in order
             return None
         transformer, name = self.on_libpq(connection, parameters)
-        result = self._check(pgconn.exec_prepared(name, transformer.dump_sequence(parameters, self._text)), parameters, connection)
-        rows: list[tuple[Any, ...]] = []
-        if result.status == self._dialect.loaded_dbapi.pq.ExecStatus.TUPLES_OK:
-            transformer.set_pgresult(result)
-            rows = transformer.load_rows(0, result.ntuples, tuple)
+        dumped = transformer.dump_sequence(parameters, self._text)
+        if deferred_writes.held_writes(connection):
+            # Writes held for the commit go first, in order, in the same round trip.
+            result = deferred_writes.send_held_with(connection, self, name, dumped)
+        else:
+            result = pgconn.exec_prepared(name, dumped)
+        result = self._check(result, parameters, connection)
+        rows = self._loaded(transformer, result)
         return _Answered(rows, result.command_tuples if result.command_tuples is not None else len(rows))
+
+    def _loaded(self, transformer: Any, result: Any) -> list[tuple[Any, ...]]:
+        """The rows of a result libpq gave (none for a statement that returns none), as a cursor gives them."""
+        if result.status != self._dialect.loaded_dbapi.pq.ExecStatus.TUPLES_OK:
+            return []
+        transformer.set_pgresult(result)
+        rows: list[tuple[Any, ...]] = transformer.load_rows(0, result.ntuples, tuple)
+        return rows
 
     def on_libpq(self, connection: Connection, parameters: list[Any]) -> tuple[Any, bytes]:
         """(the connection's Transformer, this statement's name on it), prepared there first if it was
@@ -304,6 +320,67 @@ class Prepared:
         return rows[0] if rows else None
 
 
+class Read(Generic[_T]):
+    """A read that may run with others (`read_together`): a statement, its values on a connection, and
+    what its rows answer. Not run together, it runs alone when its answer is first asked for."""
+
+    __slots__ = ("connection", "statement", "values", "_make", "_answer", "_done")
+
+    def __init__(self, connection: Connection, statement: Prepared, values: dict[str, Any], answer: Callable[[list[tuple[Any, ...]]], _T]):
+        self.connection = connection
+        self.statement = statement
+        self.values = values
+        self._make = answer
+        self._done = False
+
+    @property
+    def answer(self) -> _T:
+        if not self._done:
+            self.answered(self.statement.all(self.connection, self.values))
+        return self._answer
+
+    def answered(self, rows: list[tuple[Any, ...]]) -> _T:
+        self._answer = self._make(rows)
+        self._done = True
+        return self._answer
+
+
+def read_together(connection: Connection, reads: Sequence[Read[Any]]) -> None:
+    """Reads that do not depend on each other, on psycopg run now, in this order, in one libpq pipeline:
+    one round trip for all (writes held for the commit are sent first, in order: deferred_writes.py).
+    Elsewhere (SQLite), or in a state this does not handle, nothing is run here: each read runs alone
+    when its answer is first asked for, where it would have run without this. The first read that
+    fails raises its error as it would alone (the reads after it are not run); the transaction is
+    then failed, as after any failed statement."""
+    driver: Any = connection.connection.driver_connection
+    pgconn = getattr(driver, "pgconn", None)
+    if len(reads) < 2 or pgconn is None or any(read.statement._raw is None for read in reads):
+        return
+    deferred_writes.send_held(connection)
+    if pgconn.pipeline_status != 0:
+        return
+    sent = []
+    for read in reads:
+        parameters = read.statement.parameters(read.values)
+        transformer, name = read.statement.on_libpq(connection, parameters)  # prepared first where it was not yet
+        sent.append((read.statement, transformer, name, parameters))
+    psycopg: Any = connection.dialect.loaded_dbapi
+    try:
+        results = pipeline.run(pgconn, psycopg.pq, [(name, statement.dumped(transformer, parameters)) for statement, transformer, name, parameters in sent])
+    except psycopg.Error as error:
+        raise DBAPIError.instance(reads[0].statement.sql, None, error, psycopg.Error, dialect=connection.dialect) from error
+    failed = pipeline.first_failure(results, psycopg.pq)
+    if failed is not None:
+        statement, _, _, parameters = sent[failed[0]]
+        statement._check(failed[1], parameters, connection)  # raises it
+    for read, (statement, transformer, _, _), result in zip(reads, sent, results):
+        try:
+            rows = [statement._convert(row) for row in statement._loaded(transformer, result)]
+        except statement._error_class as error:
+            raise DBAPIError.instance(statement.sql, None, error, statement._error_class, dialect=connection.dialect) from error
+        read.answered(rows)
+
+
 class Statements:
     """Every Prepared statement of a repository, compiled on first use for the connection's dialect."""
 
@@ -354,6 +431,10 @@ class PreparedRepository:
 
     def _execute(self, statement: str, values: dict[str, Any] | None = None) -> int:
         return self.statements.get(statement, self.connection.dialect).execute(self.connection, values)
+
+    def _read(self, statement: str, values: dict[str, Any], answer: Callable[[list[tuple[Any, ...]]], _T]) -> Read[_T]:
+        """A read that may run with others (read_together); `answer` makes its rows the answer."""
+        return Read(self.connection, self.statements.get(statement, self.connection.dialect), values, answer)
 
     def _defer(self, statement: str, values: dict[str, Any]) -> None:
         """A write of one row (or an error), sent now or with the unit of work's commit (Prepared.defer)."""

@@ -12,7 +12,7 @@ from sqlalchemy import and_, bindparam, insert, select, update
 from contract.certificate import CERTIFICATE_FIELDS, PARTY_FIELDS, PARTY_ROLES, SCALAR_FIELDS
 from contract.receipt import Outcome, Receipt
 from server.adapters.orm import CertificateRow, CertificateVersionRow, TransmissionRow, table_of
-from server.adapters.prepared import PreparedRepository, Statements
+from server.adapters.prepared import PreparedRepository, Read, Statements
 from server.domain.certificate import Certificate, Party
 from server.domain.errors import Finding, Severity
 from server.domain.records import (
@@ -264,13 +264,21 @@ class CertificateRepository(PreparedRepository):
 
     def on_file_at(self, country: str, number: str, presented: dt.datetime) -> VersionOnFile | None:
         """The newest version received no later than `presented`, with its receipt and the head."""
-        row = self._first("on_file_at", {"country": country, "number": number, "presented": presented})
-        if row is None:
-            return None
-        certificate = _certificate(_VersionColumns(*row[: len(_VERSION_COLUMNS)]))  # type: ignore[arg-type]  # row values are typed object
-        version, status, receipt_id, digest = row[len(_VERSION_COLUMNS): len(_VERSION_COLUMNS) + 4]
-        head = _head(country, number, row[len(_VERSION_COLUMNS) + 4:])
-        return VersionOnFile(certificate, version, CertificateStatus(status), receipt_id, bytes(digest).hex(), head)
+        return self.on_file_at_read(country, number, presented).answer
+
+    def on_file_at_read(self, country: str, number: str, presented: dt.datetime) -> Read[VersionOnFile | None]:
+        """`on_file_at`, as a read to run with others (server/adapters/prepared.py, read_together)."""
+
+        def answer(rows: list[tuple[Any, ...]]) -> VersionOnFile | None:
+            if not rows:
+                return None
+            row = rows[0]
+            certificate = _certificate(_VersionColumns(*row[: len(_VERSION_COLUMNS)]))  # type: ignore[arg-type]  # row values are typed object
+            version, status, receipt_id, digest = row[len(_VERSION_COLUMNS): len(_VERSION_COLUMNS) + 4]
+            head = _head(country, number, row[len(_VERSION_COLUMNS) + 4:])
+            return VersionOnFile(certificate, version, CertificateStatus(status), receipt_id, bytes(digest).hex(), head)
+
+        return self._read("on_file_at", {"country": country, "number": number, "presented": presented}, answer)
 
     def head(self, country: str, number: str, *, for_update: bool = False) -> CertificateHead | None:
         """The latest state; `for_update` locks the row until commit (PostgreSQL; SQLite's writer is

@@ -17,6 +17,8 @@ from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
+from server.adapters.claim_repository import LevelRow
+from server.adapters.prepared import Read
 from server.adapters.database import Database
 from server.domain.batch import critical_cap
 from server.domain.claims import (
@@ -44,7 +46,7 @@ from server.domain.entry import (
 from server.domain.errors import DomainError, ErrorKind, Finding
 from server.domain.quantity import format_quantity, parse_quantity, storable_code
 from server.domain.quota import Level
-from server.domain.records import WAITING, ClaimRecord
+from server.domain.records import WAITING, ClaimRecord, VersionOnFile
 from server.service.allotments import DIRECT, Allotments, NeedsAllotment
 from server.service.batches import Batches, OpeningPending
 from server.service.claim_facts import facts, subject
@@ -77,6 +79,26 @@ class Plan:
     # The certificate's current version as read: its charge is conditioned on it (the version the
     # claim relied on, on file at presentation, may have been replaced since).
     head_version: int = 0
+
+
+class Unread(enum.Enum):
+    """Not read yet: the callee reads it itself."""
+
+    UNREAD = "UNREAD"
+
+
+UNREAD = Unread.UNREAD
+
+
+@dataclass(frozen=True)
+class FirstReads:
+    """What a new claim's transaction reads before deciding, read together where the engine can
+    (ClaimUseCases._read_first); elsewhere each is read where its answer is first used."""
+
+    revisions: Read[list[ClaimRecord]]
+    parties: Read[tuple[str, str] | None]
+    on_file: Read[VersionOnFile | None]
+    level: Read[LevelRow | None] | None  # None: read later, where it always was
 
 
 @dataclass(frozen=True)
@@ -117,7 +139,8 @@ class ClaimUseCases:
         line, digest = self._validated(draft)
 
         def attempt(uow: UnitOfWork, now: dt.datetime, references: References) -> tuple[ClaimRecord, bool]:
-            revisions = uow.claims.revisions(line.entry_number, line.line_number)
+            read = self._read_first(uow, references, line)
+            revisions = read.revisions.answer
             replay = next((r for r in revisions if r.request_digest == digest and not r.post_importation), None)
             if replay is not None:
                 return revisions[-1] if revisions[-1].revision > replay.revision else replay, True
@@ -128,9 +151,9 @@ class ClaimUseCases:
                     ErrorKind.ALREADY_EXISTS,
                     metadata={"claim_id": revisions[-1].claim_id},
                 )
-            self._check_entry_parties(uow, line)
+            self._check_entry_parties(uow, line, read.parties.answer)
             opened = self.batches.period_opened(uow, line.date_of_importation.year, line.tpl_number, now)
-            plan = self._plan(uow, references, line, now, digest=digest, revision=1, post=False, opened=opened)
+            plan = self._plan(uow, references, line, now, digest=digest, revision=1, post=False, opened=opened, read=read)
             return self._commit_plan(uow, plan, now), False
 
         return self._in_transaction(attempt)
@@ -370,8 +393,26 @@ class ClaimUseCases:
         assert line is not None
         return line, line_digest(draft)
 
-    def _check_entry_parties(self, uow: UnitOfWork, line: EntryLine) -> None:
-        parties = uow.claims.entry_parties(line.entry_number)
+    def _read_first(self, uow: UnitOfWork, references: References, line: EntryLine) -> FirstReads:
+        """What a new claim's transaction reads before it decides, none depending on another: the
+        line's revisions, the entry's parties, the certificate on file at presentation and the claim's
+        level, read together on PostgreSQL (one round trip; plain reads, no lock), on SQLite each where
+        it is first used, as before. The level only once this process knows its year's opening
+        complete: before that, period_opened may share-lock the level first, and the level is read
+        after that lock, as it always was."""
+        revisions = uow.claims.revisions_read(line.entry_number, line.line_number)
+        parties = uow.claims.entry_parties_read(line.entry_number)
+        on_file = uow.certificates.on_file_at_read(line.country_of_origin, line.certificate_number, line.presentation_time())
+        year = line.date_of_importation.year
+        level = (uow.quota.level_read(line.tpl_number, year)
+                 if year in self.batches.opened_years and references.tpls.tpl(line.tpl_number) is not None else None)
+        uow.read_together(revisions, parties, on_file, *([level] if level is not None else []))
+        return FirstReads(revisions, parties, on_file, level)
+
+    def _check_entry_parties(self, uow: UnitOfWork, line: EntryLine, parties: tuple[str, str] | None | Unread = UNREAD) -> None:
+        """The entry's parties on file (`parties`, if already read) must be the line's; the first line records them."""
+        if isinstance(parties, Unread):
+            parties = uow.claims.entry_parties(line.entry_number)
         if parties is None:
             uow.claims.add_entry(line.entry_number, line.importer_of_record, line.filer_code)
         elif parties != (line.importer_of_record, line.filer_code):
@@ -381,11 +422,14 @@ class ClaimUseCases:
                 ErrorKind.ALREADY_EXISTS,
             )
 
-    def _on_file(self, uow: UnitOfWork, line: EntryLine, presented: dt.datetime) -> tuple[CertificateOnFile | None, bool]:
-        """The version on file at `presented`, and whether one arrived only later. A version replaced
-        since still counts (it was on file); a cancellation, whenever it came, withdraws the
-        certificate: nothing can be charged to it any more."""
-        found = uow.certificates.on_file_at(line.country_of_origin, line.certificate_number, presented)
+    def _on_file(
+        self, uow: UnitOfWork, line: EntryLine, presented: dt.datetime, found: VersionOnFile | None | Unread = UNREAD,
+    ) -> tuple[CertificateOnFile | None, bool]:
+        """The version on file at `presented` (`found`, if already read), and whether one arrived only
+        later. A version replaced since still counts (it was on file); a cancellation, whenever it came,
+        withdraws the certificate: nothing can be charged to it any more."""
+        if isinstance(found, Unread):
+            found = uow.certificates.on_file_at(line.country_of_origin, line.certificate_number, presented)
         if found is None:
             later = uow.certificates.head(line.country_of_origin, line.certificate_number) is not None
             return None, later
@@ -400,8 +444,10 @@ class ClaimUseCases:
         row = uow.quota.level(claim.tpl_number, claim.quota_year)
         return [(row.aggregate, claim.quota_year)] if row is not None and row.aggregate else []
 
-    def _levels(self, uow: UnitOfWork, tpl_number: str, year: int) -> list[Level]:
-        row = uow.quota.level(tpl_number, year)
+    def _levels(self, uow: UnitOfWork, tpl_number: str, year: int, row: LevelRow | None | Unread = UNREAD) -> list[Level]:
+        """The claim's level and any aggregate ceiling; `row`: the level's row, if already read."""
+        if isinstance(row, Unread):
+            row = uow.quota.level(tpl_number, year)
         if row is None:
             return []
         levels = [self.calendar.level(row)]
@@ -424,8 +470,12 @@ class ClaimUseCases:
         opened: bool,
         presented: dt.datetime | None = None,
         field: str = "line",
+        read: FirstReads | None = None,
     ) -> Plan:
-        on_file, transmitted_later = self._on_file(uow, line, presented or line.presentation_time())
+        """The decision on `line`, from what the transaction reads (`read`: what it read already, at the
+        line's own presentation time)."""
+        assert read is None or presented is None
+        on_file, transmitted_later = self._on_file(uow, line, presented or line.presentation_time(), read.on_file.answer if read else UNREAD)
         tpl = references.tpls.tpl(line.tpl_number)
         measure_unit = tpl.measure_unit if tpl else ""
         # Collected as plain values and made into a record once at the end (dataclasses.replace on a
@@ -483,7 +533,8 @@ class ClaimUseCases:
                     " (measures are kept below 10^12 with six decimal places)",
                 )
             base.update(claimed_measure=conversion.measure, conversion_factor=str(conversion.factor))
-        levels = self._levels(uow, line.tpl_number, line.date_of_importation.year) if tpl else []
+        level_row = read.level.answer if read is not None and read.level is not None else UNREAD
+        levels = self._levels(uow, line.tpl_number, line.date_of_importation.year, level_row) if tpl else []
         if levels:
             base.update(level_remaining=levels[0].remaining, aggregate_remaining=levels[1].remaining if len(levels) > 1 else None)
 

@@ -28,7 +28,7 @@ from server.adapters.claim_repository import (
     ReferenceRepository,
 )
 from server.adapters.log_repository import LogRepository
-from server.adapters.prepared import Statements
+from server.adapters.prepared import Read, Statements, read_together
 from server.adapters.repositories import CertificateRepository, TransmissionRepository
 from server.observability import tracing
 from server.service import deadline
@@ -176,6 +176,11 @@ class UnitOfWork:
         if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == QUERY_CANCELED:
             if deadline.remaining() is not None:
                 raise deadline.exceeded_error() from exc
+
+    def read_together(self, *reads: Read[Any]) -> None:
+        """Reads that do not depend on each other: on PostgreSQL run now, in one round trip
+        (server/adapters/prepared.py, read_together); on SQLite each runs when its answer is first used."""
+        read_together(self.connection, reads)
 
     def commit(self) -> None:
         deadline.check()  # the caller stopped waiting: do not store what it will never see answered

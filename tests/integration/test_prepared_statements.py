@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from server.adapters.database import Database
 from server.adapters.orm import ClaimRow, ExactQuantity
-from server.adapters.prepared import Prepared
+from server.adapters.prepared import Prepared, Read, read_together
 from server.service.transactions import sqlstate
 
 # A zone other than UTC: both paths must store the same UTC instant.
@@ -262,3 +262,21 @@ def test_statements_deallocated_by_psycopgs_own_rollback_are_prepared_again(post
             assert read.all(uow.connection, {"year": 2026}) == []
     finally:
         database.dispose()
+
+
+def test_reads_run_together_answer_as_each_alone_and_on_sqlite_each_runs_where_it_is_asked_for(database):
+    columns = [c.name for c in claims.columns]
+    with database.write_engine.begin() as connection:
+        insert_claim = Prepared(insert(claims), connection.dialect, columns=columns)
+        insert_claim.execute(connection, claim_values("A"))
+        insert_claim.execute(connection, claim_values("B", line_number=2))
+    by_line = select(claims.c.claim_id).where(claims.c.line_number == bindparam("line"))
+    with database.write_engine.begin() as connection:
+        prepared = Prepared(by_line, connection.dialect)
+        reads = [Read(connection, prepared, {"line": line}, lambda rows: [row[0] for row in rows]) for line in (2, 1, 3)]
+        read_together(connection, reads)
+        if database.is_sqlite:  # nothing ran yet: a row written now is seen by the read asked for later
+            insert_claim.execute(connection, claim_values("C", line_number=3))
+            assert [read.answer for read in reads] == [["B"], ["A"], ["C"]]
+        else:
+            assert [read.answer for read in reads] == [["B"], ["A"], []]

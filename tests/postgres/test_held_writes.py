@@ -3,9 +3,14 @@ sent with the COMMIT in one round trip, in order before any other statement, rai
 raises them, and never sent by a unit that did not commit."""
 from __future__ import annotations
 
+import pathlib
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
 import pytest
-from sqlalchemy import bindparam, create_engine, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Integer, bindparam, create_engine, insert, literal_column, select, update
+from sqlalchemy.exc import DataError, IntegrityError
 
 from server.adapters.database import Database
 from server.adapters.orm import ClaimRow
@@ -96,3 +101,63 @@ def test_writes_held_by_a_unit_that_did_not_commit_are_never_sent(database):
 def test_a_read_unit_holds_nothing(database):
     with UnitOfWork(database, write=False) as uow:
         assert uow.connection.info.get("ecert.held_writes") is None
+
+
+def sent_by(uow: UnitOfWork, path: pathlib.Path, run: Callable[[], object]) -> list[str]:
+    """The messages the unit's connection sends while `run` runs (libpq's trace), one line each."""
+    pgconn: Any = uow.connection.connection.driver_connection.pgconn  # type: ignore[union-attr]
+    with path.open("w") as trace:
+        pgconn.trace(trace.fileno())
+        try:
+            run()
+        finally:
+            pgconn.untrace()
+    return [line.split("\t")[3] for line in path.read_text().splitlines() if line.split("\t")[1:2] == ["F"]]
+
+
+def test_held_writes_go_with_the_next_prepared_statement_in_one_round_trip(database, tmp_path):
+    dialect = database.write_engine.dialect
+    read = Prepared(select(claims.c.claim_id).where(claims.c.quota_year == bindparam("year")).order_by(claims.c.claim_id), dialect)
+    write = Prepared(insert(claims), dialect, columns=[c.name for c in claims.columns])
+    with UnitOfWork(database, write=True) as uow:
+        write.execute(uow.connection, claim_values("A"))  # both prepared on the connection first
+        read.all(uow.connection, {"year": 2026})
+        write.defer(uow.connection, claim_values("B", line_number=2))
+        assert held(uow) == 1
+        answered: list[object] = []
+        sent = sent_by(uow, tmp_path / "trace", lambda: answered.extend(read.all(uow.connection, {"year": 2026})))
+        assert answered == [("A",), ("B",)] and held(uow) == 0
+        uow.commit()
+    assert sent.count("Bind") == 2 and sent.count("Sync") == 1 and "Parse" not in sent  # the held write and the read: one round trip
+    assert stored(database) == ["A", "B"]
+
+
+def test_a_held_write_refused_is_raised_by_the_next_statement_which_does_not_run(database):
+    charge = Prepared(update(claims).where(claims.c.claim_id == bindparam("id")).values(granted_quantity=bindparam("q", type_=claims.c.granted_quantity.type))
+                      .returning(claims.c.granted_quantity), database.write_engine.dialect)
+    with UnitOfWork(database, write=True) as uow:
+        add(uow, "A")
+        uow.commit()
+    with pytest.raises(IntegrityError) as raised:
+        with UnitOfWork(database, write=True) as uow:
+            add(uow, "Z")  # the same entry line and revision as A
+            charge.first(uow.connection, {"id": "A", "q": Decimal(1)})
+    assert sqlstate(raised.value) == "23505"  # what run_in_transaction retries on
+    with UnitOfWork(database, write=True) as uow:  # the connection serves the next unit; A unchanged
+        add(uow, "B", line_number=2)
+        assert charge.first(uow.connection, {"id": "A", "q": Decimal(2)}) == (Decimal(2),)
+    assert stored(database) == ["A"]
+
+
+def test_the_next_statements_own_error_is_raised_as_alone_after_the_held_writes_it_carried(database):
+    divide = Prepared(select((literal_column("10") / bindparam("d", type_=Integer())).label("q")), database.write_engine.dialect)
+    with pytest.raises(DataError) as raised:
+        with UnitOfWork(database, write=True) as uow:
+            add(uow, "A")
+            divide.all(uow.connection, {"d": 0})
+    assert sqlstate(raised.value) == "22012"
+    with UnitOfWork(database, write=True) as uow:
+        add(uow, "B", line_number=2)
+        assert divide.all(uow.connection, {"d": 2}) == [(5,)]
+        uow.commit()
+    assert stored(database) == ["B"]
