@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, create_engine
 
+from server.adapters.database import Database
 from tests.databases import PostgresServer
 from tests.factories import new_signer
 from tests.processes import Deployment
@@ -31,3 +32,13 @@ def db(deployment: Deployment) -> Iterator[Engine]:
     engine = create_engine(deployment.database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def database(postgres_url: str) -> Iterator[Database]:
+    """The service's Database with a pool of one connection: whatever a unit of work leaves on its
+    connection (prepared statements, held writes, a pipeline), the next unit meets (test_held_writes,
+    test_read_together; test_transactions has a database of its own)."""
+    db = Database(postgres_url, pool_size=1)
+    yield db
+    db.dispose()

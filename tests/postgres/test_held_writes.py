@@ -23,13 +23,6 @@ pytestmark = pytest.mark.postgres
 claims = ClaimRow.__table__
 
 
-@pytest.fixture
-def database(postgres_url):  # type: ignore[no-untyped-def]
-    db = Database(postgres_url, pool_size=1)  # one connection: whatever a unit leaves behind, the next one meets
-    yield db
-    db.dispose()
-
-
 def stored(database: Database) -> list[str]:
     """The committed claim ids, read on a connection of its own (the unit of work holds the pool's one)."""
     observer = create_engine(database.write_engine.url)

@@ -22,13 +22,6 @@ pytestmark = pytest.mark.postgres
 claims = ClaimRow.__table__
 
 
-@pytest.fixture
-def database(postgres_url):  # type: ignore[no-untyped-def]
-    db = Database(postgres_url, pool_size=1)  # one connection: whatever a unit leaves behind, the next one meets
-    yield db
-    db.dispose()
-
-
 def ids(rows: list[tuple[Any, ...]]) -> list[str]:
     return [row[0] for row in rows]
 
