@@ -135,7 +135,8 @@ STATEMENTS = Statements(
     pending_claims=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
     .where(_claims.c.decision == "PENDING", _claims.c.reversed_at.is_(None),
            _claims.c.presentation_time < bindparam("cutoff", type_=_claims.c.presentation_time.type),
-           _claims.c.decided_at <= bindparam("started", type_=_claims.c.decided_at.type))
+           _claims.c.decided_at <= bindparam("started", type_=_claims.c.decided_at.type),
+           _claims.c.quota_year != bindparam("skip_year"))
     .order_by(_claims.c.presentation_time, _claims.c.claim_id)
     .limit(bindparam("limit"))
     .with_for_update(),
@@ -143,11 +144,16 @@ STATEMENTS = Statements(
     pending_at=select(*(_claims.c[name] for name in _CLAIM_COLUMNS))
     .where(_claims.c.decision == "PENDING", _claims.c.reversed_at.is_(None),
            _claims.c.presentation_time == bindparam("at", type_=_claims.c.presentation_time.type),
-           _claims.c.decided_at <= bindparam("started", type_=_claims.c.decided_at.type))
+           _claims.c.decided_at <= bindparam("started", type_=_claims.c.decided_at.type),
+           _claims.c.quota_year != bindparam("skip_year"))
     .order_by(_claims.c.claim_id)
     .with_for_update(),
     pending_any=select(_claims.c.claim_id).where(_claims.c.decision == "PENDING", _claims.c.reversed_at.is_(None),
-                                                _claims.c.presentation_time < bindparam("before", type_=_claims.c.presentation_time.type)).limit(1),
+                                                _claims.c.presentation_time < bindparam("before", type_=_claims.c.presentation_time.type),
+                                                _claims.c.quota_year != bindparam("skip_year")).limit(1),
+    # The TPLs of a year's pending claims (lines presented while the opening batch was under review).
+    pending_tpls=select(_claims.c.tpl_number).distinct()
+    .where(_claims.c.decision == "PENDING", _claims.c.reversed_at.is_(None), _claims.c.quota_year == bindparam("year")),
     queued_demand=select(_claims.c.tpl_number, type_coerce(func.sum(_claims.c.claimed_measure), ExactQuantity()))
     .where(_claims.c.quota_year == bindparam("year"), _claims.c.decision == "QUEUED", _claims.c.reversed_at.is_(None))
     .group_by(_claims.c.tpl_number),
@@ -213,6 +219,10 @@ STATEMENTS = Statements(
     # One INSERT per entry and no row that other writers need: the sequencer gives it its index later.
     record_log_entry=(insert(table_of(LogEntryRow)), ("kind", "subject", "entry", "leaf_hash")),
 )
+
+
+# No quota year: what `skip_year` is when no year's claims are to be left out.
+NO_YEAR = -1
 
 
 def _set_claim_while(decision: str, columns: tuple[str, ...]):  # type: ignore[no-untyped-def]  # a SQLAlchemy Update statement
@@ -317,20 +327,26 @@ class ClaimRepository(_Repository):
             held[(claim.issuing_country, claim.certificate_number)] = (row[-2], row[-1])
         return claims, held
 
-    def pending(self, cutoff: dt.datetime, started: dt.datetime, limit: int) -> list[ClaimRecord]:
+    def pending(self, cutoff: dt.datetime, started: dt.datetime, limit: int, skip_year: int = NO_YEAR) -> list[ClaimRecord]:
         """The first `limit` claims pending before `cutoff` and recorded by `started`, in presentation-time
-        order (then claim id), with the rest of the last one's instant: a batch step's claims."""
-        chunk = [_record(row) for row in self._all("pending_claims", {"cutoff": cutoff, "started": started, "limit": limit})]
+        order (then claim id), with the rest of the last one's instant: a batch step's claims. Claims
+        of `skip_year` are left (its opening batch is not final yet)."""
+        values = {"cutoff": cutoff, "started": started, "limit": limit, "skip_year": skip_year}
+        chunk = [_record(row) for row in self._all("pending_claims", values)]
         if len(chunk) == limit:
             last = chunk[-1]
             seen = {c.claim_id for c in chunk}
-            chunk += [c for c in (_record(row) for row in self._all("pending_at", {"at": last.presentation_time, "started": started}))
-                      if c.claim_id not in seen]
+            same_instant = {"at": last.presentation_time, "started": started, "skip_year": skip_year}
+            chunk += [c for c in (_record(row) for row in self._all("pending_at", same_instant)) if c.claim_id not in seen]
         return chunk
 
-    def any_pending(self, before: dt.datetime) -> bool:
-        """Whether a live claim presented before `before` is pending."""
-        return self._first("pending_any", {"before": before}) is not None
+    def any_pending(self, before: dt.datetime, skip_year: int = NO_YEAR) -> bool:
+        """Whether a live claim presented before `before` is pending (of a year other than `skip_year`)."""
+        return self._first("pending_any", {"before": before, "skip_year": skip_year}) is not None
+
+    def pending_tpls(self, quota_year: int) -> list[str]:
+        """The TPLs with a live claim of `quota_year` pending."""
+        return [row[0] for row in self._all("pending_tpls", {"year": quota_year})]
 
     def decide_pending(self, records: list[ClaimRecord], columns: tuple[str, ...]) -> int:
         """Store these columns of each record, claims still PENDING and not reversed; how many were stored."""

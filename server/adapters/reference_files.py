@@ -49,8 +49,9 @@ def parse_reference_data(document: dict[str, Any]) -> ReferenceData:
 
 def _opening(document: dict[str, Any]) -> OpeningRule:
     """{"date": "first-business-day" | "january-1", "window_ends": "HH:MM" | null, "before_opening":
-    "refused" | "at-opening"}; documents without it (before usmca-mx-2026.4) open as the USMCA TPL
-    bulletins say: first business day, a window to noon, earlier lines refused."""
+    "refused" | "at-opening", "review_business_days": 0..10}; documents without it (before
+    usmca-mx-2026.4) open as the USMCA TPL bulletins say: first business day, a window to noon, earlier
+    lines refused; without a review delay unless one is given."""
     date = document.get("date", "first-business-day")
     if date not in ("first-business-day", "january-1"):
         raise ValueError(f"opening.date must be first-business-day or january-1, not {date!r}")
@@ -58,7 +59,16 @@ def _opening(document: dict[str, Any]) -> OpeningRule:
     if before not in ("refused", "at-opening"):
         raise ValueError(f"opening.before_opening must be refused or at-opening, not {before!r}")
     ends = document.get("window_ends", "12:00")
-    return OpeningRule(date == "first-business-day", None if ends is None else dt.time.fromisoformat(ends), before == "refused")
+    review = document.get("review_business_days", 0)
+    if type(review) is not int or not 0 <= review <= MAX_REVIEW_BUSINESS_DAYS:
+        raise ValueError(f"opening.review_business_days must be a whole number from 0 to {MAX_REVIEW_BUSINESS_DAYS}, not {review!r}")
+    return OpeningRule(
+        date == "first-business-day", None if ends is None else dt.time.fromisoformat(ends), before == "refused", review,
+    )
+
+
+# Longer than any review a bulletin describes (three business days, QB 16-128): a larger figure is a typo.
+MAX_REVIEW_BUSINESS_DAYS = 10
 
 
 # TPL documents before version usmca-mx-2026.2 had no entry types; they were all USMCA Mexico tables,

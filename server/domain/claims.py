@@ -149,6 +149,9 @@ class QuotaContext:
     # The share of a level past which its claims wait for the cutoff batch (None: never; the opening
     # batch's own decisions and tests of first come, first served alone).
     critical_share: Decimal | None = None
+    # The opening window has closed and headquarters' review of the opening batch is not over (the
+    # program's review delay): the period has not opened, and lines presented after the window wait.
+    under_review: bool = False
 
 
 def allocate(
@@ -158,6 +161,7 @@ def allocate(
     line's own presentation time (a corrected line keeps its original priority)."""
     member = context.levels[0]
     presented = presented or line.presentation_time()
+    in_window = False
     if not context.post_importation:
         if presented < member.opens_at and member.refuse_before_opening:
             # Presented before the opening date: no quota status (quota bulletins, QB 24-111); the line
@@ -168,7 +172,13 @@ def allocate(
             # noon Eastern when the window closes (QB 16-128, as DESIGN.md section 1 quotes it), and
             # decided with the opening batch then (prorated if oversubscribed).
             presented = member.window_closes_at or member.opens_at
+            in_window = True
     if not context.opened:
+        if context.under_review and not in_window:
+            # Presented after the window while headquarters reviews the opening batch (QB 16-128): it
+            # comes after that whole batch, so it waits for the first cutoff batch once the opening is
+            # final, and is decided there in presentation order (19 CFR 132.12).
+            return Allocation(Decision.PENDING, ("OPENING_UNDER_REVIEW",), Grant(Decimal(0), Decimal(0)), presented)
         # Nothing is charged to a period before it opens, whatever instants the claim carries: it waits
         # for the opening batch (a post-importation claim too).
         return Allocation(Decision.QUEUED, ("PERIOD_NOT_YET_OPEN",), Grant(Decimal(0), Decimal(0)), presented)

@@ -57,6 +57,11 @@ class OpeningRule:
     # Lines presented before the opening date: refused with no quota status (USMCA TPLs), or counted as
     # presented at the opening moment and decided with the opening batch.
     refuse_before_opening: bool = True
+    # Business days of headquarters' review after the window closes before the opening batch is final
+    # (QB 16-128: headquarters has three business days to review the opening batch). 0: allocated as the
+    # window closes. Meanwhile the batch is not decided, and lines presented after the window wait,
+    # PENDING, for the first cutoff batch after it.
+    review_business_days: int = 0
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
-from server.adapters.claim_repository import LevelRow, Opening
+from server.adapters.claim_repository import NO_YEAR, LevelRow, Opening
 from server.adapters.database import Database
 from server.domain.batch import BatchOutcome, PendingClaim, critical_cap, decide_batch
 from server.domain.claims import Decision, decide_at_opening, decided_in_batch
@@ -81,7 +81,7 @@ class Batches:
         True if this call did any of it."""
         now = self.clock.now()
         year = self.calendar.year_of(now)
-        if year in self.opened_years or now < self.calendar.window_closes(year):
+        if year in self.opened_years or now < self.calendar.opening_final(year):
             return False
         if not self._opening_runner.acquire(blocking=False):
             return False  # a claim of that year is running it
@@ -94,14 +94,14 @@ class Batches:
         """Whether the year's period has opened, decided alike by every replica whatever its clock: it
         has once its opening allocation exists (and then nothing of the year is decided before that
         batch is: those claims came first, 19 CFR 132.12); before anybody began it, by this replica's
-        clock. A claim that would wait for the opening share-locks its level first and looks again:
+        clock (the batch is due when any review of it is over: QuotaCalendar.opening_final). A claim that would wait for the opening share-locks its level first and looks again:
         the opening locks the year's levels before it sums the queue, so the claim is either in that
         sum or sees the opening (README, "Invariants")."""
         if year in self.opened_years:
             return True
         opening = uow.quota.opening(year)
         if opening is None:
-            if now >= self.calendar.window_closes(year):
+            if now >= self.calendar.opening_final(year):
                 raise OpeningPending(year)
             uow.quota.hold_level(tpl_number, year)
             opening = uow.quota.opening(year)
@@ -180,9 +180,24 @@ class Batches:
             self._decide_queued(uow, year, chunk, held, opening, now)
             completed = len(chunk) < OPENING_CHUNK
         if completed:
+            self._hold_for_pending(uow, year, now)
             uow.quota.complete_opening(year, now)
         uow.commit()
         return True, completed
+
+    def _hold_for_pending(self, uow: UnitOfWork, year: int, now: dt.datetime) -> None:
+        """As the opening completes, the levels of claims pending since the review began (lines presented
+        after the window while the batch was under review) go on hold, with their aggregate ceilings:
+        those claims come first, so later ones wait with them for the next cutoff batch. The year's
+        levels are locked (locked_levels) by this step; a pending claim of the review either committed
+        before the opening began or saw it (period_opened)."""
+        tpls = set(uow.claims.pending_tpls(year))
+        if not tpls:
+            return
+        rows = {row.tpl_number: row for row in locked_levels(uow, year)}
+        aggregates = {aggregate for tpl in tpls if tpl in rows and (aggregate := rows[tpl].aggregate)}
+        for tpl in sorted((tpls | aggregates) & rows.keys()):
+            uow.quota.put_on_hold(tpl, year, now)
 
     def _decide_queued(
         self, uow: UnitOfWork, year: int, queued: list[ClaimRecord], held: dict[tuple[str, str], tuple[Decimal, Decimal]],
@@ -212,12 +227,14 @@ class Batches:
         """Run the batch of the latest daily cutoff that has passed, if it is not complete and claims wait
         for it or a level is on hold (its end may lift the hold); a timer calls this. True if this call
         did any of it."""
-        cutoff = self.calendar.last_cutoff(self.clock.now())
+        now = self.clock.now()
+        cutoff = self.calendar.last_cutoff(now)
         if cutoff in self._batched:
             return False
         with UnitOfWork(self.database, write=False) as uow:
             batch = uow.quota.batch(cutoff)
-            if batch is None and not uow.claims.any_pending(cutoff) and not any(r.held_since for r in uow.quota.all_levels()):
+            waiting = uow.claims.any_pending(cutoff, self._not_final(uow, now))
+            if batch is None and not waiting and not any(r.held_since for r in uow.quota.all_levels()):
                 return False  # nothing waits for it, no hold to lift (a claim pending later starts it at the next check)
         if batch is not None and batch.completed_at is not None:
             self._batched.add(cutoff)
@@ -240,7 +257,7 @@ class Batches:
             uow.quota.begin_batch(cutoff, now)
             uow.commit()
             return True, False
-        chunk = uow.claims.pending(cutoff, batch.started_at, BATCH_CHUNK)
+        chunk = uow.claims.pending(cutoff, batch.started_at, BATCH_CHUNK, self._not_final(uow, now))
         for year in sorted({c.quota_year for c in chunk}):
             self._decide_pending(uow, [c for c in chunk if c.quota_year == year], year, cutoff, now)
         completed = len(chunk) < BATCH_CHUNK
@@ -249,6 +266,16 @@ class Batches:
         uow.quota.advance_batch(cutoff, len(chunk), now if completed else None)
         uow.commit()
         return True, completed
+
+    def _not_final(self, uow: UnitOfWork, now: dt.datetime) -> int:
+        """The year whose opening batch is not final yet (NO_YEAR if none): its pending claims, presented
+        while headquarters reviews that batch, come after the whole batch, so no cutoff batch decides
+        them before it is allocated (a program's review delay; QuotaCalendar.opening_final)."""
+        year = self.calendar.year_of(now)
+        if year in self.opened_years:
+            return NO_YEAR
+        opening = uow.quota.opening(year)
+        return NO_YEAR if opening is not None and opening.completed_at is not None else year
 
     def _decide_pending(self, uow: UnitOfWork, pending: list[ClaimRecord], year: int, cutoff: dt.datetime, now: dt.datetime) -> None:
         """Decide one year's pending claims in presentation-time order against the levels as they stand

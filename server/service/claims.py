@@ -165,7 +165,7 @@ class ClaimUseCases:
         references = self.references.current()
         year = line.date_of_importation.year
         with UnitOfWork(self.database, write=False) as uow:
-            opened = year in self.batches.opened_years or uow.quota.opening(year) is not None or now >= self.calendar.window_closes(year)
+            opened = year in self.batches.opened_years or uow.quota.opening(year) is not None or now >= self.calendar.opening_final(year)
             plan = self._plan(uow, references, line, now, digest=digest, revision=0, post=False, opened=opened)
         return dataclasses.replace(plan.record, claim_id="")
 
@@ -370,7 +370,8 @@ class ClaimUseCases:
         return CertificateUsage(country, number, certificate.importer_of_record, head.unit, head.quantity, head.used_quantity, uses)
 
     def allocate_due_openings(self) -> bool:
-        """Allocate the current year's opening batch if its window has closed (a timer calls this)."""
+        """Allocate the current year's opening batch if its window has closed and any review is over
+        (QuotaCalendar.opening_final; a timer calls this)."""
         return self.batches.allocate_due_openings()
 
     def run_due_batch(self) -> bool:
@@ -553,7 +554,11 @@ class ClaimUseCases:
         if not levels:
             base.update(decision=Decision.MFN_REQUIRED.value, reasons=("PERIOD_CLOSED", "NO_LEVEL_FOR_YEAR"))
             return Plan(ClaimRecord(**base), levels, on_file.head_version if on_file else 0)  # type: ignore[arg-type]  # base: ClaimRecord fields
-        allocation = allocate(line, conversion, QuotaContext(levels, now, opened, post, self.calendar.critical_share), presented)
+        # Not opened although the window has closed: headquarters' review of the opening batch (a
+        # program's review delay; QuotaCalendar.opening_final).
+        under_review = not opened and now >= self.calendar.window_closes(line.date_of_importation.year)
+        context = QuotaContext(levels, now, opened, post, self.calendar.critical_share, under_review)
+        allocation = allocate(line, conversion, context, presented)
         base.update(
             decision=allocation.decision.value,
             reasons=allocation.reasons,
@@ -590,7 +595,9 @@ class ClaimUseCases:
             if remaining is None:
                 raise LostRace
             record = dataclasses.replace(record, certificate_remaining=remaining)
-            if record.decision == Decision.PENDING.value:
+            if record.decision == Decision.PENDING.value and "OPENING_UNDER_REVIEW" not in record.reasons:
+                # (A line presented during the opening's review does not hold its level: the opening
+                # puts it on hold as it completes, Batches._hold_for_pending.)
                 self._hold(uow, plan.levels, now)
         uow.claims.add(record)
         uow.audit.append_many(now, [*audit_before, ("DECISION", subject(record), facts(record))])

@@ -69,15 +69,27 @@ class QuotaCalendar:
 
     def offer_expires(self, year: int) -> dt.datetime:
         """When the opening's prorated offers lapse: the end (midnight) of the fifth business day after
-        the opening date (CSMS 16-000886: five business days to accept all, part or none)."""
-        opening = dt.datetime.combine(self.opening_date(year), dt.time(12), self.timezone)
-        return self.offer_expires_after(opening)
+        the day the opening batch is final (CSMS 16-000886: five business days to accept all, part or
+        none); without a review, the opening date."""
+        return self.offer_expires_after(self.opening_final(year))
 
     def window_closes(self, year: int) -> dt.datetime:
-        """When the opening batch is allocated: the end of the opening window (12:00 noon on the
-        opening date for the USMCA TPLs), or the opening itself where the program has no window."""
+        """The end of the opening window (12:00 noon on the opening date for the USMCA TPLs), or the
+        opening itself where the program has no window: lines presented until then are the opening batch."""
         ends = self.rule().window_ends
         return dt.datetime.combine(self.opening_date(year), ends or dt.time(), self.timezone).astimezone(dt.timezone.utc)
+
+    def opening_final(self, year: int) -> dt.datetime:
+        """When the opening batch is allocated: as the window closes, or, where the program's rule gives
+        headquarters a review (QB 16-128: three business days), as many business days later at the
+        same time of day. Lines presented after the window and before this wait, PENDING."""
+        closes = self.window_closes(year)
+        days = self.rule().review_business_days
+        if not days:
+            return closes
+        local = closes.astimezone(self.timezone)
+        final = dt.datetime.combine(add_business_days(local.date(), days), local.time(), self.timezone)
+        return final.astimezone(dt.timezone.utc)
 
     def level(self, row: LevelRow, charged: Decimal | None = None) -> Level:
         rule = self.rule()  # read once per level (it is the current reference data's)

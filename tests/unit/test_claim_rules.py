@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -29,6 +30,7 @@ from server.domain.errors import DomainError
 from server.domain.quota import Level, grant_first_come
 from server.domain.reference import OpeningRule, Partner
 from server.domain.transmission import CertificateStatus
+from server.service.quota import QuotaCalendar
 
 UTC = dt.timezone.utc
 ENTRY_TYPES = load_reference_data().entry_types  # the packaged USMCA Mexico table
@@ -239,6 +241,44 @@ def test_the_opening_window_queues_lines_at_the_opening_moment_and_refuses_earli
     assert after.decision is Decision.PREFERENTIAL and after.presentation_time == noon
 
 
+def test_during_the_opening_review_window_lines_join_the_batch_and_later_ones_wait_pending():
+    # DESIGN.md section 1 quoting QB 16-128: opening-moment entries are batched at 12:00 ET, and
+    # headquarters then has three business days to review. Under a program's review delay the period
+    # has not opened at noon: a line presented in the window but sent during the review still joins the
+    # opening batch (QUEUED); one presented after the window comes after that whole batch, so it waits,
+    # PENDING, for the first cutoff batch once the opening is final (19 CFR 132.12: presentation order).
+    opens = dt.datetime(2027, 1, 4, 5, tzinfo=UTC)  # Monday 4 January 2027, 00:00 Eastern
+    noon = dt.datetime(2027, 1, 4, 17, tzinfo=UTC)
+    member = Level("9823.53.01", 2027, "TPL", "SME", Decimal(1000), Decimal(0), None, opens,
+                   dt.datetime(2028, 1, 1, 5, tzinfo=UTC), noon)
+    conversion = convert(ConversionTable("v1", "s", {}, {}), Decimal(100), "M2", "", "SME")
+    reviewing = QuotaContext([member], noon + dt.timedelta(days=1), opened=False, under_review=True)
+    late_in_window = allocate(_presented(noon - dt.timedelta(minutes=30)), conversion, reviewing)
+    assert (late_in_window.decision, late_in_window.reasons, late_in_window.presentation_time) == (
+        Decision.QUEUED, ("PERIOD_NOT_YET_OPEN",), noon)
+    after_window = allocate(_presented(noon + dt.timedelta(hours=2)), conversion, reviewing)
+    assert (after_window.decision, after_window.reasons, after_window.grant.quantity) == (
+        Decision.PENDING, ("OPENING_UNDER_REVIEW",), 0)
+    assert after_window.presentation_time == noon + dt.timedelta(hours=2)  # its own time: after the batch
+    # Without a review the same line, once the period opened, is decided at once.
+    assert allocate(_presented(noon + dt.timedelta(hours=2)), conversion, QuotaContext([member], noon + dt.timedelta(days=1), opened=True)).decision is Decision.PREFERENTIAL
+
+
+def test_the_opening_is_final_after_the_review_and_its_offers_run_from_then():
+    # QB 16-128: three business days of headquarters' review after the 12:00 ET opening moment; CSMS
+    # 16-000886: five business days to accept a prorated offer. 2027: the window closes Monday 4 January
+    # at noon Eastern; three business days later is Thursday 7 January, noon; five business days after
+    # that is Thursday 14 January, so offers lapse at its end (00:00 Eastern on Friday 15 January).
+    # Without a review: final as the window closes, offers to the end of Monday 11 January.
+    eastern = ZoneInfo("America/New_York")
+    reviewed = QuotaCalendar(eastern, Decimal("0.9"), lambda: OpeningRule(review_business_days=3))
+    assert reviewed.window_closes(2027) == dt.datetime(2027, 1, 4, 17, tzinfo=UTC)
+    assert reviewed.opening_final(2027) == dt.datetime(2027, 1, 7, 12, tzinfo=eastern)
+    assert reviewed.offer_expires(2027) == dt.datetime(2027, 1, 15, tzinfo=eastern)
+    prompt = QuotaCalendar(eastern, Decimal("0.9"), OpeningRule)
+    assert prompt.opening_final(2027) == prompt.window_closes(2027) == dt.datetime(2027, 1, 4, 17, tzinfo=UTC)
+    assert prompt.offer_expires(2027) == dt.datetime(2027, 1, 12, tzinfo=eastern)
+
 def test_conversion_names_its_version_and_refuses_unknown_goods():
     table = ConversionTable("v7", "s", {"338": Category("338", "", "DOZ", Decimal("6.0"))}, {"6109100012": "338"})
     assert convert(table, Decimal(10), "DOZ", "6109100012", "SME").measure == Decimal(60)
@@ -334,9 +374,13 @@ def test_business_days_skip_weekends_and_federal_holidays():
 def test_the_opening_rule_is_reference_data_and_a_bad_one_is_refused():
     document = json.loads(PACKAGED.read_text(encoding="utf-8"))
     assert load_reference_data().opening == OpeningRule(True, dt.time(12), True)  # usmca-mx: QB 24-111
-    for bad in ({"date": "easter"}, {"before_opening": "queued"}, {"window_ends": "noon"}):
+    for bad in ({"date": "easter"}, {"before_opening": "queued"}, {"window_ends": "noon"}, {"review_business_days": -1},
+                {"review_business_days": 11}, {"review_business_days": "3"}, {"review_business_days": True},
+                {"review_business_days": 2.5}):
         with pytest.raises(ValueError):
             parse_reference_data({**document, "opening": bad})
+    reviewed = parse_reference_data({**document, "opening": {"review_business_days": 3}}).opening
+    assert reviewed == OpeningRule(True, dt.time(12), True, review_business_days=3)  # QB 16-128: three business days
 
 
 def test_the_status_a_claim_is_screened_with():
