@@ -249,12 +249,16 @@ def _mismatches(text: str) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(m) for m in json.loads(text))
 
 
+_REASONS = _CLAIM_COLUMNS.index("reasons")
+_MISMATCHES = _CLAIM_COLUMNS.index("mismatches")
+
+
 def _record(row: tuple) -> ClaimRecord:  # type: ignore[type-arg]  # a row of the claim query's columns, of mixed types
-    """A claim from a row of its columns in _CLAIM_COLUMNS order."""
-    values = dict(zip(_CLAIM_COLUMNS, row))
-    values["reasons"] = _reasons(values["reasons"])
-    values["mismatches"] = _mismatches(values["mismatches"])
-    return ClaimRecord(**values)
+    """A claim from a row of its columns in _CLAIM_COLUMNS order (ClaimRecord's own field order)."""
+    values = list(row[: len(_CLAIM_COLUMNS)])
+    values[_REASONS] = _reasons(values[_REASONS])
+    values[_MISMATCHES] = _mismatches(values[_MISMATCHES])
+    return ClaimRecord(*values)
 
 
 def _revisions(rows: list[tuple]) -> list[ClaimRecord]:  # type: ignore[type-arg]  # rows of the claim query's columns
