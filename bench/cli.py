@@ -390,12 +390,16 @@ def burst_phase(workspace: Workspace, plan: Plan) -> list[dict[str, Any]]:
         queued = load(workspace, server, recipe, in_flight=(64,), duration_s=None, warmup_s=0, timeout_s=120)[0]
         _say(f"  burst: {queued['calls']:,} claims presented at {queued['calls_per_s']:.0f}/s {queued['outcomes']}"
              + (f", refused {dict(queued['errors'])}" if queued["errors"] else ""))
-        if queued["errors"]:
+        refused = queued["errors"]
+        for _ in range(3):
+            if not refused:
+                break
             # Refused while the writer was busy (RESOURCE_EXHAUSTED: retry with backoff): present the batch
-            # again, as a client would; MatchClaim replays the lines already queued.
+            # again, as a client would (a pass can itself meet a refusal); MatchClaim replays the lines
+            # already queued.
             again = load(workspace, server, recipe, in_flight=(16,), duration_s=None, warmup_s=0, timeout_s=120)[0]
-            queued["outcomes"] = again["outcomes"]
-            _say(f"  burst: presented again after the refusals: {again['outcomes']}")
+            queued["outcomes"], refused = again["outcomes"], again["errors"]
+            _say(f"  burst: presented again after the refusals: {again['outcomes']}" + (f", refused {dict(refused)}" if refused else ""))
         if queued["outcomes"].get("QUEUED", 0) != recipe["count"]:
             raise RuntimeError(f"expected {recipe['count']} QUEUED claims, got {queued['outcomes']} {queued['errors']}")
         with grpc.insecure_channel(server.target) as channel:
