@@ -94,9 +94,10 @@ class Batches:
         """Whether the year's period has opened, decided alike by every replica whatever its clock: it
         has once its opening allocation exists (and then nothing of the year is decided before that
         batch is: those claims came first, 19 CFR 132.12); before anybody began it, by this replica's
-        clock (the batch is due when any review of it is over: QuotaCalendar.opening_final). A claim that would wait for the opening share-locks its level first and looks again:
-        the opening locks the year's levels before it sums the queue, so the claim is either in that
-        sum or sees the opening (README, "Invariants")."""
+        clock (the batch is due when any review of it is over: QuotaCalendar.opening_final). A claim
+        that would wait for the opening share-locks its level first and looks again: the opening locks
+        the year's levels before it sums the queue, so the claim is either in that sum or sees the
+        opening (README, "Invariants")."""
         if year in self.opened_years:
             return True
         opening = uow.quota.opening(year)
