@@ -279,7 +279,7 @@ class _Repository(PreparedRepository):
 
 class ClaimRepository(_Repository):
     def revisions(self, entry_number: str, line_number: int) -> list[ClaimRecord]:
-        return _revisions(self._all("claim_revisions", {"entry": entry_number, "line": line_number}))
+        return self.revisions_read(entry_number, line_number).answer
 
     def revisions_read(self, entry_number: str, line_number: int) -> Read[list[ClaimRecord]]:
         """`revisions`, as a read to run with others (server/adapters/prepared.py, read_together)."""
@@ -287,7 +287,7 @@ class ClaimRepository(_Repository):
 
     def entry_parties(self, entry_number: str) -> tuple[str, str] | None:
         """(importer of record, filer code) already on file for this entry number, if any."""
-        return _parties(self._all("entry_parties", {"entry": entry_number}))
+        return self.entry_parties_read(entry_number).answer
 
     def entry_parties_read(self, entry_number: str) -> Read[tuple[str, str] | None]:
         """`entry_parties`, as a read to run with others."""
@@ -425,7 +425,7 @@ class CertificateLedger(_Repository):
 
 class QuotaRepository(_Repository):
     def level(self, tpl_number: str, quota_year: int) -> LevelRow | None:
-        return _level(self._all("level", {"tpl": tpl_number, "year": quota_year}))
+        return self.level_read(tpl_number, quota_year).answer
 
     def level_read(self, tpl_number: str, quota_year: int) -> Read[LevelRow | None]:
         """`level`, as a read to run with others (server/adapters/prepared.py, read_together)."""

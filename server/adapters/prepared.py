@@ -198,7 +198,7 @@ class Prepared:
             deferred_writes.send_held(connection)  # writes held for the commit go first, in order
             return None
         transformer, name = self.on_libpq(connection, parameters)
-        dumped = transformer.dump_sequence(parameters, self._text)
+        dumped = self.dumped(transformer, parameters)
         if deferred_writes.held_writes(connection):
             # Writes held for the commit go first, in order, in the same round trip.
             result = deferred_writes.send_held_with(connection, self, name, dumped)

@@ -154,6 +154,17 @@ class QuotaContext:
     under_review: bool = False
 
 
+# Presented after the opening window while headquarters reviews the opening batch (QB 16-128).
+OPENING_UNDER_REVIEW = "OPENING_UNDER_REVIEW"
+
+
+def holds_its_level(decision: str, reasons: tuple[str, ...]) -> bool:
+    """Whether a claim so decided puts its level on hold: one pending near fill does (so that later
+    claims wait with it for the cutoff batch); one pending during the opening's review does not: the
+    opening puts those claims' levels on hold as it completes, once they can be decided after it."""
+    return decision == Decision.PENDING.value and OPENING_UNDER_REVIEW not in reasons
+
+
 def allocate(
     line: EntryLine, conversion: Conversion, context: QuotaContext, presented: dt.datetime | None = None
 ) -> Allocation:
@@ -178,7 +189,7 @@ def allocate(
             # Presented after the window while headquarters reviews the opening batch (QB 16-128): it
             # comes after that whole batch, so it waits for the first cutoff batch once the opening is
             # final, and is decided there in presentation order (19 CFR 132.12).
-            return Allocation(Decision.PENDING, ("OPENING_UNDER_REVIEW",), Grant(Decimal(0), Decimal(0)), presented)
+            return Allocation(Decision.PENDING, (OPENING_UNDER_REVIEW,), Grant(Decimal(0), Decimal(0)), presented)
         # Nothing is charged to a period before it opens, whatever instants the claim carries: it waits
         # for the opening batch (a post-importation claim too).
         return Allocation(Decision.QUEUED, ("PERIOD_NOT_YET_OPEN",), Grant(Decimal(0), Decimal(0)), presented)

@@ -190,12 +190,12 @@ class Batches:
         """As the opening completes, the levels of claims pending since the review began (lines presented
         after the window while the batch was under review) go on hold, with their aggregate ceilings:
         those claims come first, so later ones wait with them for the next cutoff batch. The year's
-        levels are locked (locked_levels) by this step; a pending claim of the review either committed
-        before the opening began or saw it (period_opened)."""
+        levels are already locked by this step (locked_levels); a pending claim of the review either
+        committed before the opening began or saw it (period_opened)."""
         tpls = set(uow.claims.pending_tpls(year))
         if not tpls:
             return
-        rows = {row.tpl_number: row for row in locked_levels(uow, year)}
+        rows = {row.tpl_number: row for row in uow.quota.levels(year)}
         aggregates = {aggregate for tpl in tpls if tpl in rows and (aggregate := rows[tpl].aggregate)}
         for tpl in sorted((tpls | aggregates) & rows.keys()):
             uow.quota.put_on_hold(tpl, year, now)

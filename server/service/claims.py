@@ -31,6 +31,7 @@ from server.domain.claims import (
     answer_offer,
     check_post_importation_window,
     corrected_presentation,
+    holds_its_level,
     screen,
     status_at_presentation,
 )
@@ -595,9 +596,7 @@ class ClaimUseCases:
             if remaining is None:
                 raise LostRace
             record = dataclasses.replace(record, certificate_remaining=remaining)
-            if record.decision == Decision.PENDING.value and "OPENING_UNDER_REVIEW" not in record.reasons:
-                # (A line presented during the opening's review does not hold its level: the opening
-                # puts it on hold as it completes, Batches._hold_for_pending.)
+            if holds_its_level(record.decision, record.reasons):  # (during the opening's review: Batches._hold_for_pending)
                 self._hold(uow, plan.levels, now)
         uow.claims.add(record)
         uow.audit.append_many(now, [*audit_before, ("DECISION", subject(record), facts(record))])

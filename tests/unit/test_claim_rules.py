@@ -19,6 +19,7 @@ from server.domain.claims import (
     allocate,
     check_post_importation_window,
     corrected_presentation,
+    holds_its_level,
     mismatches,
     post_importation_deadline,
     screen,
@@ -260,6 +261,9 @@ def test_during_the_opening_review_window_lines_join_the_batch_and_later_ones_wa
     assert (after_window.decision, after_window.reasons, after_window.grant.quantity) == (
         Decision.PENDING, ("OPENING_UNDER_REVIEW",), 0)
     assert after_window.presentation_time == noon + dt.timedelta(hours=2)  # its own time: after the batch
+    # It does not put its level on hold itself (the opening does as it completes); one pending near fill does.
+    assert not holds_its_level(after_window.decision.value, after_window.reasons)
+    assert holds_its_level(Decision.PENDING.value, ("LEVEL_ON_HOLD",)) and not holds_its_level(Decision.QUEUED.value, ())
     # Without a review the same line, once the period opened, is decided at once.
     assert allocate(_presented(noon + dt.timedelta(hours=2)), conversion, QuotaContext([member], noon + dt.timedelta(days=1), opened=True)).decision is Decision.PREFERENTIAL
 
