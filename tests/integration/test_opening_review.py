@@ -11,14 +11,19 @@ waiting lines in presentation order, not in the order they reached the service (
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from zoneinfo import ZoneInfo
 
+import grpc
 from sqlalchemy import text
 
 from ecert.v1 import match_pb2 as mpb
+from ecert.v1 import match_pb2_grpc
 from ecert.v1 import transmission_pb2 as tpb
 from tests.factories import certificate, claim_line, envelope, run_cutoff_batch, small_levels
-from tests.integration.test_ledger_invariants import assert_balanced
+from server.app import create_server
+from server.service.clock import FixedClock
+from tests.integration.test_ledger_invariants import assert_balanced, scalar
 
 EASTERN = ZoneInfo("America/New_York")
 TPL = "9823.53.02"  # women's wool sweaters, category 446: 30.8 SME a dozen in the packaged table
@@ -115,3 +120,58 @@ def test_without_a_review_the_opening_is_allocated_as_the_window_closes(server, 
     later = _claim(match, clock, 2, "5", presented=_eastern(4, 13), sent=_eastern(4, 13))
     assert later.decision == mpb.CLAIM_DECISION_PREFERENTIAL
     assert _get(match, 1).decision == mpb.CLAIM_DECISION_PREFERENTIAL
+
+
+def test_lines_a_lagging_replica_still_reviewing_files_while_the_other_allocates_are_held_or_decided_after(  # type: ignore[no-untyped-def]
+    server, settings, match, transmission, partner, clock,
+):
+    # A read-then-write across replicas: the opening's last step reads which TPLs have lines pending
+    # from the review and puts those levels on hold. Here replica B's clock lags 30 s, so B still sees
+    # the review and answers lines presented after the window PENDING while A allocates the opening.
+    # Each such line must either have committed before the opening began (then its level is on hold
+    # when the opening completes) or see the opening and be decided after it: never a line left
+    # pending on an open level, where later lines would be decided ahead of it.
+    server.use_cases.references.load(small_levels("review-race", {TPL: "100000"}, opening=REVIEWED))
+    clock.at = _eastern(4, 9).astimezone(dt.timezone.utc)
+    numbers = [f"MX27-0000080{n}" for n in range(4)]
+    for n, number in enumerate(numbers):
+        cert = certificate(number, quantity="1000", quota_year=2027, issue_date="2026-12-15", last_valid_date="2027-12-31", **GOODS)
+        transmission.SubmitCertificate(tpb.SubmitCertificateRequest(envelope=envelope(partner.signer, cert, message_id=f"rr-{n}", sent_at=clock.at)))
+    for n in range(12):
+        line = claim_line(800 + n, certificate_number=numbers[n % 4], quantity="5", filed_at=clock.at, arrived_at=clock.at,
+                          paid_at=clock.at, date_of_importation="2027-01-02", **GOODS)
+        assert match.MatchClaim(mpb.MatchClaimRequest(line=line)).result.decision == mpb.CLAIM_DECISION_QUEUED
+    clock.at = (FINAL + dt.timedelta(seconds=1)).astimezone(dt.timezone.utc)
+    lagging = FixedClock(clock.at - dt.timedelta(seconds=30))
+    presented = lagging.at - dt.timedelta(minutes=5)  # after the window, during the review as B sees it
+    late = [claim_line(900 + n, certificate_number=numbers[n % 4], quantity="1", filed_at=presented, arrived_at=presented,
+                       paid_at=presented, date_of_importation="2027-01-02", **GOODS) for n in range(16)]
+    replica = create_server(settings, address="127.0.0.1:0", clock=lagging)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
+            lagging_match = match_pb2_grpc.MatchServiceStub(channel)
+            def file(line: mpb.EntrySummaryLine) -> mpb.ClaimResult:
+                return lagging_match.MatchClaim(mpb.MatchClaimRequest(line=line)).result
+
+            answers = [file(line) for line in late[:4]]  # before A begins: certainly still under review
+            with ThreadPoolExecutor(8) as pool:
+                opened = pool.submit(server.use_cases.claims.allocate_due_openings)
+                answers += list(pool.map(file, late[4:]))
+                opened.result()
+    finally:
+        replica.stop(0)
+    assert _opening_row(server)[0] is not None  # type: ignore[index]
+    reviewed = [a for a in answers if list(a.reasons) == ["OPENING_UNDER_REVIEW"]]
+    assert len(reviewed) >= 4 and all(a.decision == mpb.CLAIM_DECISION_PENDING for a in reviewed)
+    # Every line still pending has its level on hold now that the opening is complete.
+    unheld = scalar(server, "SELECT count(*) FROM claims c JOIN quota_levels l ON l.tpl_number = c.tpl_number AND l.quota_year = c.quota_year"
+                            " WHERE c.decision = 'PENDING' AND c.reversed_at IS NULL AND l.held_since IS NULL")
+    assert unheld == 0
+    assert scalar(server, "SELECT count(*) FROM quota_levels WHERE tpl_number = :t AND quota_year = 2027 AND held_since IS NOT NULL", t=TPL) == 1
+    # The first cutoff after the opening decides every waiting line; the books balance.
+    run_cutoff_batch(server, clock)
+    assert scalar(server, "SELECT count(*) FROM claims WHERE decision IN ('PENDING', 'QUEUED') AND reversed_at IS NULL") == 0
+    for line in late:  # (room for all: 100,000 SME)
+        decided = match.GetClaim(mpb.GetClaimRequest(entry_number=line.entry_number, line_number=1)).result
+        assert decided.decision == mpb.CLAIM_DECISION_PREFERENTIAL
+    assert_balanced(server)
