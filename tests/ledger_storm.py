@@ -641,7 +641,11 @@ def offer_problems(engine, report: StormReport) -> list[str]:  # type: ignore[no
     # An offer nobody saw open may only be one a later cutoff batch made to a line that waited, left to lapse.
     unseen_lapses = {key for key in report.waited - set(report.offers) - set(report.answers)
                      if "OFFER_LAPSED" in json.loads(latest[key]["reasons"]) and latest[key]["granted_quantity"] == 0}
-    problems += [f"{key} settled an offer nobody saw" for key in settled - set(report.offers) - unseen_lapses]
+    problems += [  # with what is stored of it, to tell a harness gap from a service fault
+        f"{key} settled an offer nobody saw (waited {key in report.waited}, {latest[key]['decision']} {latest[key]['reasons']},"
+        f" granted {latest[key]['granted_quantity']}, revision {latest[key]['revision']}, batch {latest[key]['batch_cutoff']})"
+        for key in settled - set(report.offers) - unseen_lapses
+    ]
     problems += [f"{key} was canceled but holds its share" for key in report.canceled if latest[key]["reversed_at"] is None]
     if report.lapsed_by is not None:
         problems += [f"{key} was left unanswered but did not lapse" for key in report.unanswered

@@ -269,11 +269,12 @@ class Batches:
         return True, completed
 
     def _not_final(self, uow: UnitOfWork, now: dt.datetime) -> int:
-        """The year whose opening batch is not final yet (NO_YEAR if none): its pending claims, presented
-        while headquarters reviews that batch, come after the whole batch, so no cutoff batch decides
-        them before it is allocated (a program's review delay; QuotaCalendar.opening_final)."""
+        """The year whose opening batch is under review and not allocated yet (NO_YEAR if none): its
+        pending claims, presented during the review, come after the whole batch, so no cutoff batch
+        decides them before it (a program's review delay; QuotaCalendar.opening_final). Without a
+        review no claim of a year is pending before its opening completes: nothing is left out."""
         year = self.calendar.year_of(now)
-        if year in self.opened_years:
+        if year in self.opened_years or not self.calendar.rule().review_business_days:
             return NO_YEAR
         opening = uow.quota.opening(year)
         return NO_YEAR if opening is not None and opening.completed_at is not None else year
